@@ -1,0 +1,1 @@
+"""zosam_jax: sharpness-aware and zeroth-order optimisation for sparse training."""
