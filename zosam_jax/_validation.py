@@ -43,11 +43,11 @@ def check_sparsity(name: str, value: float) -> None:
 
 
 def check_estimator_args(
-    num_directions: int,
-    smoothing: float,
-    distribution: str,
-    scheme: str,
-    probe_batch_size: int | None,
+  num_directions: int,
+  smoothing: float,
+  distribution: str,
+  scheme: str,
+  probe_batch_size: int | None,
 ) -> None:
   check_positive_int("num_directions", num_directions)
   check_positive("smoothing", smoothing)
@@ -65,21 +65,20 @@ def check_mask_like(name: str, mask: Any, params: Any) -> None:
   m_struct = jax.tree.structure(mask)
   if p_struct != m_struct:
     raise ValueError(
-        f"{name} must have the same tree structure as params; got {m_struct} for params {p_struct}."
+      f"{name} must have the same tree structure as params; got {m_struct} for params {p_struct}."
     )
-  for path, (m, p) in zip(
-      jax.tree_util.tree_flatten_with_path(mask)[0], jax.tree.leaves(params), strict=True
+  for (leaf_path, m_leaf), p in zip(
+    jax.tree_util.tree_flatten_with_path(mask)[0], jax.tree.leaves(params), strict=True
   ):
-    leaf_path, m_leaf = path
     if jnp.shape(m_leaf) != jnp.shape(p):
       raise ValueError(
-          f"{name} leaf {jax.tree_util.keystr(leaf_path)} has shape {jnp.shape(m_leaf)}, "
-          f"but the parameter has shape {jnp.shape(p)}."
+        f"{name} leaf {jax.tree_util.keystr(leaf_path)} has shape {jnp.shape(m_leaf)}, "
+        f"but the parameter has shape {jnp.shape(p)}."
       )
 
 
 def resolve_leaf_selection(
-    name: str, selection: Any | Callable[[Any], Any] | None, params: Any
+  name: str, selection: Any | Callable[[Any], Any] | None, params: Any
 ) -> list[bool]:
   """Turns an ``optax.masked``-style leaf selection into one bool per parameter leaf.
 
@@ -94,8 +93,8 @@ def resolve_leaf_selection(
   tree = selection(params) if callable(selection) else selection
   if jax.tree.structure(tree) != jax.tree.structure(params):
     raise ValueError(
-        f"{name} must be a pytree of bools with the structure of params (or a callable returning "
-        f"one); got structure {jax.tree.structure(tree)} for params {jax.tree.structure(params)}."
+      f"{name} must be a pytree of bools with the structure of params (or a callable returning "
+      f"one); got structure {jax.tree.structure(tree)} for params {jax.tree.structure(params)}."
     )
   chosen = jax.tree.leaves(tree)
   for c in chosen:

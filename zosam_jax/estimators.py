@@ -57,14 +57,12 @@ def _flatten(params: PyTree, mask: PyTree | None, leaf_selection: Sequence[bool]
   active = tuple(i for i, on in enumerate(leaf_selection) if on)
   mask_leaves = [None] * len(leaves) if mask is None else jax.tree.leaves(mask)
   masks = tuple(
-      None if mask_leaves[i] is None else jnp.asarray(mask_leaves[i], jnp.float32) for i in active
+    None if mask_leaves[i] is None else jnp.asarray(mask_leaves[i], jnp.float32) for i in active
   )
   return _Flat(leaves, treedef, active, masks)
 
 
-def draw_direction(
-    key: jax.Array, flat: _Flat, distribution: str
-) -> list[jax.Array]:
+def draw_direction(key: jax.Array, flat: _Flat, distribution: str) -> list[jax.Array]:
   """Draws one direction on the active leaves (float32), zero on masked-out coordinates."""
   keys = jax.random.split(key, max(len(flat.active), 1))
   parts = []
@@ -81,8 +79,8 @@ def draw_direction(
     # Uniform on the sphere of radius sqrt(d_eff) in the active subspace, so that E[u u^T] = I
     # there, like the other two distributions.
     d_eff = sum(
-        jnp.float32(p.size) if mk is None else jnp.sum(mk)
-        for p, mk in zip(parts, flat.masks, strict=True)
+      jnp.float32(p.size) if mk is None else jnp.sum(mk)
+      for p, mk in zip(parts, flat.masks, strict=True)
     )
     norm = jnp.sqrt(sum(jnp.sum(jnp.square(p)) for p in parts))
     scale = jnp.sqrt(d_eff) / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny)
@@ -122,10 +120,11 @@ def _scalar_loss(loss_fn: LossFn, has_aux: bool) -> Callable[[PyTree], jax.Array
 
 
 def _directional_derivative_fn(
-    loss: Callable[[PyTree], jax.Array], flat: _Flat, scheme: str, smoothing: float
+  loss: Callable[[PyTree], jax.Array], flat: _Flat, scheme: str, smoothing: float
 ) -> Callable[[list[jax.Array]], jax.Array]:
   """Returns u -> the scheme's estimate of the directional derivative <grad L, u>."""
   if scheme == "central":
+
     def coefficient(u):
       plus = loss(_shifted(flat, u, smoothing))
       minus = loss(_shifted(flat, u, -smoothing))
@@ -140,22 +139,23 @@ def _directional_derivative_fn(
 
     def coefficient(u):
       return jax.jvp(loss, (theta,), (_tangent(flat, u),))[1].astype(jnp.float32)
+
   return coefficient
 
 
 def rge_with_coefficients(
-    loss_fn: LossFn,
-    params: PyTree,
-    key: jax.Array,
-    *,
-    num_directions: int,
-    smoothing: float,
-    distribution: str = "gaussian",
-    scheme: str = "central",
-    probe_batch_size: int | None = 1,
-    mask: PyTree | None = None,
-    has_aux: bool = False,
-    leaf_selection: Sequence[bool] | None = None,
+  loss_fn: LossFn,
+  params: PyTree,
+  key: jax.Array,
+  *,
+  num_directions: int,
+  smoothing: float,
+  distribution: str = "gaussian",
+  scheme: str = "central",
+  probe_batch_size: int | None = 1,
+  mask: PyTree | None = None,
+  has_aux: bool = False,
+  leaf_selection: Sequence[bool] | None = None,
 ) -> tuple[PyTree, jax.Array]:
   """Like :func:`rge`, and also returns the ``m`` per-direction coefficients.
 
@@ -164,7 +164,7 @@ def rge_with_coefficients(
   costs nothing extra.
   """
   _validation.check_estimator_args(
-      num_directions, smoothing, distribution, scheme, probe_batch_size
+    num_directions, smoothing, distribution, scheme, probe_batch_size
   )
   _validation.check_mask_like("mask", mask, params)
   flat = _flatten(params, mask, leaf_selection)
@@ -204,18 +204,18 @@ def rge_with_coefficients(
 
 
 def rge(
-    loss_fn: LossFn,
-    params: PyTree,
-    key: jax.Array,
-    *,
-    num_directions: int,
-    smoothing: float,
-    distribution: str = "gaussian",
-    scheme: str = "central",
-    probe_batch_size: int | None = 1,
-    mask: PyTree | None = None,
-    has_aux: bool = False,
-    leaf_selection: Sequence[bool] | None = None,
+  loss_fn: LossFn,
+  params: PyTree,
+  key: jax.Array,
+  *,
+  num_directions: int,
+  smoothing: float,
+  distribution: str = "gaussian",
+  scheme: str = "central",
+  probe_batch_size: int | None = 1,
+  mask: PyTree | None = None,
+  has_aux: bool = False,
+  leaf_selection: Sequence[bool] | None = None,
 ) -> PyTree:
   r"""Random gradient estimate of ``loss_fn`` at ``params`` from ``num_directions`` directions.
 
@@ -252,16 +252,16 @@ def rge(
     Nesterov & Spokoiny, 2017; Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115), eq. for RGE.
   """
   estimate, _ = rge_with_coefficients(
-      loss_fn,
-      params,
-      key,
-      num_directions=num_directions,
-      smoothing=smoothing,
-      distribution=distribution,
-      scheme=scheme,
-      probe_batch_size=probe_batch_size,
-      mask=mask,
-      has_aux=has_aux,
-      leaf_selection=leaf_selection,
+    loss_fn,
+    params,
+    key,
+    num_directions=num_directions,
+    smoothing=smoothing,
+    distribution=distribution,
+    scheme=scheme,
+    probe_batch_size=probe_batch_size,
+    mask=mask,
+    has_aux=has_aux,
+    leaf_selection=leaf_selection,
   )
   return estimate

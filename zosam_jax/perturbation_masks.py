@@ -70,8 +70,8 @@ def check_n_m_shapes(shapes: list[tuple[int, ...]], n_m: tuple[int, int]) -> Non
     axis = _group_axis(len(shape))
     if shape[axis] % m:
       raise ValueError(
-          f"pattern='n:m' with M={m} needs the input axis (axis {axis}) of every perturbed "
-          f"parameter divisible by M; got shape {shape}. Exclude such leaves with perturb_leaves."
+        f"pattern='n:m' with M={m} needs the input axis (axis {axis}) of every perturbed "
+        f"parameter divisible by M; got shape {shape}. Exclude such leaves with perturb_leaves."
       )
 
 
@@ -106,7 +106,7 @@ def _n_m_topk(score: jax.Array, n: int, m: int) -> jax.Array:
 
 
 def top_k_mask(
-    scores: list[jax.Array], *, sparsity: float, pattern: str, n_m: tuple[int, int] = (2, 4)
+  scores: list[jax.Array], *, sparsity: float, pattern: str, n_m: tuple[int, int] = (2, 4)
 ) -> list[jax.Array]:
   """Keeps the highest-scoring coordinates under ``pattern``; returns bool masks like ``scores``."""
   if pattern == "unstructured":
@@ -118,12 +118,12 @@ def top_k_mask(
 
 
 def random_mask(
-    key: jax.Array,
-    shapes: list[tuple[int, ...]],
-    *,
-    sparsity: float,
-    pattern: str,
-    n_m: tuple[int, int] = (2, 4),
+  key: jax.Array,
+  shapes: list[tuple[int, ...]],
+  *,
+  sparsity: float,
+  pattern: str,
+  n_m: tuple[int, int] = (2, 4),
 ) -> list[jax.Array]:
   """A uniformly random mask with the exact kept count of ``pattern``."""
   keys = jax.random.split(key, max(len(shapes), 1))
@@ -144,10 +144,10 @@ def _ranks(values: jax.Array) -> jax.Array:
 
 
 def drop_and_regrow(
-    key: jax.Array,
-    mask: list[jax.Array],
-    grads: list[jax.Array],
-    num_drop: jax.Array,
+  key: jax.Array,
+  mask: list[jax.Array],
+  grads: list[jax.Array],
+  num_drop: jax.Array,
 ) -> list[jax.Array]:
   """SSAM-D's unstructured update: drop the ``num_drop`` kept coordinates with the smallest
   ``|grad|`` and regrow ``num_drop`` coordinates uniformly among the unkept ones.
@@ -170,12 +170,12 @@ def drop_and_regrow(
 
 
 def empirical_fisher(
-    per_example_loss_fn: Callable[[Any, Any], jax.Array],
-    params: Any,
-    examples: Any,
-    *,
-    num_samples: int,
-    chunk_size: int = 16,
+  per_example_loss_fn: Callable[[Any, Any], jax.Array],
+  params: Any,
+  examples: Any,
+  *,
+  num_samples: int,
+  chunk_size: int = 16,
 ) -> Any:
   """Diagonal empirical Fisher ``1/N sum_i (grad_theta l(theta; x_i, y_i))^2`` (SSAM eq. 5).
 
@@ -195,8 +195,8 @@ def empirical_fisher(
   leading = {x.shape[0] for x in jax.tree.leaves(examples)}
   if len(leading) != 1 or min(leading) < num_samples:
     raise ValueError(
-        f"fisher examples must share a leading axis of at least num_fisher_samples={num_samples} "
-        f"examples; got leading sizes {sorted(leading)}."
+      f"fisher examples must share a leading axis of at least num_fisher_samples={num_samples} "
+      f"examples; got leading sizes {sorted(leading)}."
     )
   examples = jax.tree.map(lambda x: x[:num_samples], examples)
   grad_fn = jax.grad(per_example_loss_fn)
@@ -209,10 +209,10 @@ def empirical_fisher(
   num_full, remainder = divmod(num_samples, chunk)
   total = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
   full = jax.tree.map(
-      lambda x: x[: num_full * chunk].reshape((num_full, chunk) + x.shape[1:]), examples
+    lambda x: x[: num_full * chunk].reshape((num_full, chunk) + x.shape[1:]), examples
   )
   total, _ = jax.lax.scan(
-      lambda acc, b: (jax.tree.map(jnp.add, acc, squared_sum(b)), None), total, full
+    lambda acc, b: (jax.tree.map(jnp.add, acc, squared_sum(b)), None), total, full
   )
   if remainder:
     rest = jax.tree.map(lambda x: x[num_full * chunk :], examples)

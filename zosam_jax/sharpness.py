@@ -55,16 +55,16 @@ _TINY = 1e-12
 
 
 def perturbation(
-    params: PyTree,
-    ascent: PyTree,
-    *,
-    rho: float,
-    adaptive: bool = False,
-    adaptive_eta: float = 0.01,
-    weight_mask: PyTree | None = None,
-    perturbation_mask: PyTree | None = None,
-    leaf_selection: list[bool] | None = None,
-    eps: float = _TINY,
+  params: PyTree,
+  ascent: PyTree,
+  *,
+  rho: float,
+  adaptive: bool = False,
+  adaptive_eta: float = 0.01,
+  weight_mask: PyTree | None = None,
+  perturbation_mask: PyTree | None = None,
+  leaf_selection: list[bool] | None = None,
+  eps: float = _TINY,
 ) -> PyTree:
   """The SAM perturbation ``eps`` for ascent direction ``ascent`` (see the module docstring).
 
@@ -74,9 +74,9 @@ def perturbation(
   g_leaves = jax.tree.leaves(ascent)
   n = len(p_leaves)
   selected = (
-      leaf_selection
-      if leaf_selection is not None
-      else [jnp.issubdtype(jnp.result_type(p), jnp.floating) for p in p_leaves]
+    leaf_selection
+    if leaf_selection is not None
+    else [jnp.issubdtype(jnp.result_type(p), jnp.floating) for p in p_leaves]
   )
   w_leaves = [None] * n if weight_mask is None else jax.tree.leaves(weight_mask)
   m_leaves = [None] * n if perturbation_mask is None else jax.tree.leaves(perturbation_mask)
@@ -129,16 +129,16 @@ def _check_common(rho: float, adaptive_eta: float) -> None:
 
 
 def sam_gradient(
-    loss_fn: Callable[[PyTree], Any],
-    params: PyTree,
-    *,
-    rho: float,
-    adaptive: bool = False,
-    adaptive_eta: float = 0.01,
-    mask: PyTree | None = None,
-    perturbation_mask: PyTree | None = None,
-    perturb_leaves: LeafSelection = None,
-    has_aux: bool = False,
+  loss_fn: Callable[[PyTree], Any],
+  params: PyTree,
+  *,
+  rho: float,
+  adaptive: bool = False,
+  adaptive_eta: float = 0.01,
+  mask: PyTree | None = None,
+  perturbation_mask: PyTree | None = None,
+  perturb_leaves: LeafSelection = None,
+  has_aux: bool = False,
 ) -> tuple[Any, PyTree]:
   """SAM: the exact gradient at ``theta + eps``, ``eps`` from the exact gradient at ``theta``.
 
@@ -167,29 +167,35 @@ def sam_gradient(
   selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
   ascent = jax.grad(_scalar(loss_fn, has_aux))(params)
   eps = perturbation(
-      params, ascent, rho=rho, adaptive=adaptive, adaptive_eta=adaptive_eta, weight_mask=mask,
-      perturbation_mask=perturbation_mask, leaf_selection=selection,
+    params,
+    ascent,
+    rho=rho,
+    adaptive=adaptive,
+    adaptive_eta=adaptive_eta,
+    weight_mask=mask,
+    perturbation_mask=perturbation_mask,
+    leaf_selection=selection,
   )
   return jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
 
 
 def zo_sam_gradient(
-    loss_fn: Callable[[PyTree], Any],
-    params: PyTree,
-    key: jax.Array,
-    *,
-    rho: float,
-    num_directions: int,
-    smoothing: float,
-    distribution: str = "gaussian",
-    scheme: str = "central",
-    probe_batch_size: int | None = 1,
-    adaptive: bool = False,
-    adaptive_eta: float = 0.01,
-    mask: PyTree | None = None,
-    perturbation_mask: PyTree | None = None,
-    perturb_leaves: LeafSelection = None,
-    has_aux: bool = False,
+  loss_fn: Callable[[PyTree], Any],
+  params: PyTree,
+  key: jax.Array,
+  *,
+  rho: float,
+  num_directions: int,
+  smoothing: float,
+  distribution: str = "gaussian",
+  scheme: str = "central",
+  probe_batch_size: int | None = 1,
+  adaptive: bool = False,
+  adaptive_eta: float = 0.01,
+  mask: PyTree | None = None,
+  perturbation_mask: PyTree | None = None,
+  perturb_leaves: LeafSelection = None,
+  has_aux: bool = False,
 ) -> tuple[Any, PyTree]:
   """ZO-SAM: the exact gradient at ``theta + eps``, ``eps`` from a random gradient estimate.
 
@@ -210,13 +216,27 @@ def zo_sam_gradient(
   _validation.check_mask_like("perturbation_mask", perturbation_mask, params)
   selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
   ascent = estimators.rge(
-      loss_fn, params, key, num_directions=num_directions, smoothing=smoothing,
-      distribution=distribution, scheme=scheme, probe_batch_size=probe_batch_size, mask=mask,
-      has_aux=has_aux, leaf_selection=selection,
+    loss_fn,
+    params,
+    key,
+    num_directions=num_directions,
+    smoothing=smoothing,
+    distribution=distribution,
+    scheme=scheme,
+    probe_batch_size=probe_batch_size,
+    mask=mask,
+    has_aux=has_aux,
+    leaf_selection=selection,
   )
   eps = perturbation(
-      params, ascent, rho=rho, adaptive=adaptive, adaptive_eta=adaptive_eta, weight_mask=mask,
-      perturbation_mask=perturbation_mask, leaf_selection=selection,
+    params,
+    ascent,
+    rho=rho,
+    adaptive=adaptive,
+    adaptive_eta=adaptive_eta,
+    weight_mask=mask,
+    perturbation_mask=perturbation_mask,
+    leaf_selection=selection,
   )
   return jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
 
@@ -257,10 +277,17 @@ def _ascent_direction(config, loss_fn, params, key, weight_mask, selection, has_
   if config.kind == "exact":
     return jax.grad(_scalar(loss_fn, has_aux))(params)
   return estimators.rge(
-      loss_fn, params, key, num_directions=config.num_directions, smoothing=config.smoothing,
-      distribution=config.distribution, scheme=config.scheme,
-      probe_batch_size=config.probe_batch_size, mask=weight_mask, has_aux=has_aux,
-      leaf_selection=selection,
+    loss_fn,
+    params,
+    key,
+    num_directions=config.num_directions,
+    smoothing=config.smoothing,
+    distribution=config.distribution,
+    scheme=config.scheme,
+    probe_batch_size=config.probe_batch_size,
+    mask=weight_mask,
+    has_aux=has_aux,
+    leaf_selection=selection,
   )
 
 
@@ -272,8 +299,9 @@ def _mask_tree(params, selection, parts):
   """Bool mask tree like params: the parts on selected leaves, False elsewhere."""
   leaves, treedef = jax.tree.flatten(params)
   it = iter(parts)
-  out = [next(it) if s else jnp.zeros(jnp.shape(p), bool) for p, s in zip(leaves, selection,
-                                                                           strict=True)]
+  out = [
+    next(it) if s else jnp.zeros(jnp.shape(p), bool) for p, s in zip(leaves, selection, strict=True)
+  ]
   return jax.tree.unflatten(treedef, out)
 
 
@@ -286,12 +314,15 @@ def _refresh_mask(spec, mask_parts, *, step, key, params, ascent, selection, ext
   shapes = [m.shape for m in mask_parts]
   if spec.method == "random":
     return pmasks.random_mask(
-        key, shapes, sparsity=spec.sparsity, pattern=spec.pattern, n_m=spec.n_m
+      key, shapes, sparsity=spec.sparsity, pattern=spec.pattern, n_m=spec.n_m
     )
   if spec.method == "fisher":
     fisher = pmasks.empirical_fisher(
-        extra["per_example_loss_fn"], params, extra["fisher_examples"],
-        num_samples=spec.num_fisher_samples, chunk_size=spec.fisher_chunk_size,
+      extra["per_example_loss_fn"],
+      params,
+      extra["fisher_examples"],
+      num_samples=spec.num_fisher_samples,
+      chunk_size=spec.fisher_chunk_size,
     )
     scores = [f for f, s in zip(jax.tree.leaves(fisher), selection, strict=True) if s]
     return pmasks.top_k_mask(scores, sparsity=spec.sparsity, pattern=spec.pattern, n_m=spec.n_m)
@@ -304,20 +335,20 @@ def _refresh_mask(spec, mask_parts, *, step, key, params, ascent, selection, ext
 
 
 def sharpness_aware(
-    rho: float,
-    *,
-    ascent: str = "exact",
-    num_directions: int = 1,
-    smoothing: float = 1e-3,
-    distribution: str = "gaussian",
-    scheme: str = "central",
-    probe_batch_size: int | None = 1,
-    adaptive: bool = False,
-    adaptive_eta: float = 0.01,
-    perturb_leaves: LeafSelection = None,
-    mask_spec: pmasks.MaskSpec | None = None,
-    seed: int = 0,
-    has_aux: bool = False,
+  rho: float,
+  *,
+  ascent: str = "exact",
+  num_directions: int = 1,
+  smoothing: float = 1e-3,
+  distribution: str = "gaussian",
+  scheme: str = "central",
+  probe_batch_size: int | None = 1,
+  adaptive: bool = False,
+  adaptive_eta: float = 0.01,
+  perturb_leaves: LeafSelection = None,
+  mask_spec: pmasks.MaskSpec | None = None,
+  seed: int = 0,
+  has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """The general SAM-family head; :func:`sam`, :func:`zo_sam` and :func:`sparse_sam` build on it.
 
@@ -336,11 +367,9 @@ def sharpness_aware(
   _validation.check_choice("ascent", ascent, ASCENTS)
   if ascent == "zeroth_order":
     _validation.check_estimator_args(
-        num_directions, smoothing, distribution, scheme, probe_batch_size
+      num_directions, smoothing, distribution, scheme, probe_batch_size
     )
-  config = _AscentConfig(
-      ascent, num_directions, smoothing, distribution, scheme, probe_batch_size
-  )
+  config = _AscentConfig(ascent, num_directions, smoothing, distribution, scheme, probe_batch_size)
 
   def init_fn(params):
     key = jax.random.PRNGKey(seed)
@@ -354,58 +383,77 @@ def sharpness_aware(
         pmasks.check_n_m_shapes(shapes, mask_spec.n_m)
       key, init_key = jax.random.split(key)
       parts = pmasks.random_mask(
-          init_key, shapes, sparsity=mask_spec.sparsity, pattern=mask_spec.pattern,
-          n_m=mask_spec.n_m,
+        init_key,
+        shapes,
+        sparsity=mask_spec.sparsity,
+        pattern=mask_spec.pattern,
+        n_m=mask_spec.n_m,
       )
       mask = _mask_tree(params, selection, parts)
     return SharpnessAwareState(
-        count=jnp.zeros([], jnp.int32), key=key, value=jnp.zeros([], jnp.float32), aux=None,
-        perturbation_mask=mask,
+      count=jnp.zeros([], jnp.int32),
+      key=key,
+      value=jnp.zeros([], jnp.float32),
+      aux=None,
+      perturbation_mask=mask,
     )
 
   def update_fn(updates, state, params=None, *, loss_fn=None, weight_mask=None, **extra):
     del updates
     if loss_fn is None or params is None:
       raise ValueError(
-          "SAM-family transforms need params and the extra argument loss_fn=: "
-          "tx.update(None, opt_state, params, loss_fn=loss_fn)."
+        "SAM-family transforms need params and the extra argument loss_fn=: "
+        "tx.update(None, opt_state, params, loss_fn=loss_fn)."
       )
     _validation.check_mask_like("weight_mask", weight_mask, params)
     selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
     key, step_key = jax.random.split(state.key)
     probe_key, mask_key = jax.random.split(step_key)
     ascent_dir = _ascent_direction(
-        config, loss_fn, params, probe_key, weight_mask, selection, has_aux
+      config, loss_fn, params, probe_key, weight_mask, selection, has_aux
     )
 
     mask = state.perturbation_mask
     if mask_spec is not None:
       if mask_spec.method == "fisher" and (
-          extra.get("per_example_loss_fn") is None or extra.get("fisher_examples") is None
+        extra.get("per_example_loss_fn") is None or extra.get("fisher_examples") is None
       ):
         raise ValueError(
-            "sparse_sam(mask_method='fisher') needs the extra arguments per_example_loss_fn= "
-            "(params, example) -> loss and fisher_examples= (a batch with a leading example axis)."
+          "sparse_sam(mask_method='fisher') needs the extra arguments per_example_loss_fn= "
+          "(params, example) -> loss and fisher_examples= (a batch with a leading example axis)."
         )
       parts = _mask_parts(mask, selection)
       refresh = lambda: _refresh_mask(  # noqa: E731
-          mask_spec, parts, step=state.count, key=mask_key, params=params, ascent=ascent_dir,
-          selection=selection, extra=extra,
+        mask_spec,
+        parts,
+        step=state.count,
+        key=mask_key,
+        params=params,
+        ascent=ascent_dir,
+        selection=selection,
+        extra=extra,
       )
-      parts = jax.lax.cond(
-          state.count % mask_spec.update_interval == 0, refresh, lambda: parts
-      )
+      parts = jax.lax.cond(state.count % mask_spec.update_interval == 0, refresh, lambda: parts)
       mask = _mask_tree(params, selection, parts)
 
     eps = perturbation(
-        params, ascent_dir, rho=rho, adaptive=adaptive, adaptive_eta=adaptive_eta,
-        weight_mask=weight_mask, perturbation_mask=mask, leaf_selection=selection,
+      params,
+      ascent_dir,
+      rho=rho,
+      adaptive=adaptive,
+      adaptive_eta=adaptive_eta,
+      weight_mask=weight_mask,
+      perturbation_mask=mask,
+      leaf_selection=selection,
     )
     out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
     value, aux = out if has_aux else (out, None)
     new_state = SharpnessAwareState(
-        count=optax.safe_increment(state.count), key=key,
-        value=jnp.asarray(value, jnp.float32), aux=aux, perturbation_mask=mask,
+      count=optax.safe_increment(state.count),
+      key=key,
+      value=jnp.asarray(value, jnp.float32),
+      aux=aux,
+      perturbation_mask=mask,
     )
     return grads, new_state
 
@@ -422,8 +470,11 @@ def exact_gradient(*, has_aux: bool = False) -> optax.GradientTransformationExtr
   def init_fn(params):
     del params
     return SharpnessAwareState(
-        count=jnp.zeros([], jnp.int32), key=jax.random.PRNGKey(0),
-        value=jnp.zeros([], jnp.float32), aux=None, perturbation_mask=None,
+      count=jnp.zeros([], jnp.int32),
+      key=jax.random.PRNGKey(0),
+      value=jnp.zeros([], jnp.float32),
+      aux=None,
+      perturbation_mask=None,
     )
 
   def update_fn(updates, state, params=None, *, loss_fn=None, **extra):
@@ -433,19 +484,19 @@ def exact_gradient(*, has_aux: bool = False) -> optax.GradientTransformationExtr
     out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
     value, aux = out if has_aux else (out, None)
     return grads, state._replace(
-        count=optax.safe_increment(state.count), value=jnp.asarray(value, jnp.float32), aux=aux
+      count=optax.safe_increment(state.count), value=jnp.asarray(value, jnp.float32), aux=aux
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def sam(
-    rho: float = 0.05,
-    *,
-    adaptive: bool = False,
-    adaptive_eta: float = 0.01,
-    perturb_leaves: LeafSelection = None,
-    has_aux: bool = False,
+  rho: float = 0.05,
+  *,
+  adaptive: bool = False,
+  adaptive_eta: float = 0.01,
+  perturb_leaves: LeafSelection = None,
+  has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """SAM head (two forward-backward passes per step). See :func:`sam_gradient`.
 
@@ -453,24 +504,28 @@ def sam(
     Foret et al., ICLR 2021; Kwon et al., ICML 2021 (``adaptive=True``).
   """
   return sharpness_aware(
-      rho, ascent="exact", adaptive=adaptive, adaptive_eta=adaptive_eta,
-      perturb_leaves=perturb_leaves, has_aux=has_aux,
+    rho,
+    ascent="exact",
+    adaptive=adaptive,
+    adaptive_eta=adaptive_eta,
+    perturb_leaves=perturb_leaves,
+    has_aux=has_aux,
   )
 
 
 def zo_sam(
-    rho: float = 0.05,
-    num_directions: int = 1,
-    smoothing: float = 1e-3,
-    seed: int = 0,
-    *,
-    distribution: str = "gaussian",
-    scheme: str = "central",
-    probe_batch_size: int | None = 1,
-    adaptive: bool = False,
-    adaptive_eta: float = 0.01,
-    perturb_leaves: LeafSelection = None,
-    has_aux: bool = False,
+  rho: float = 0.05,
+  num_directions: int = 1,
+  smoothing: float = 1e-3,
+  seed: int = 0,
+  *,
+  distribution: str = "gaussian",
+  scheme: str = "central",
+  probe_batch_size: int | None = 1,
+  adaptive: bool = False,
+  adaptive_eta: float = 0.01,
+  perturb_leaves: LeafSelection = None,
+  has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """ZO-SAM head: zeroth-order ascent direction, exact update gradient. See
   :func:`zo_sam_gradient`.
@@ -479,35 +534,43 @@ def zo_sam(
     Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115).
   """
   return sharpness_aware(
-      rho, ascent="zeroth_order", num_directions=num_directions, smoothing=smoothing,
-      distribution=distribution, scheme=scheme, probe_batch_size=probe_batch_size,
-      adaptive=adaptive, adaptive_eta=adaptive_eta, perturb_leaves=perturb_leaves, seed=seed,
-      has_aux=has_aux,
+    rho,
+    ascent="zeroth_order",
+    num_directions=num_directions,
+    smoothing=smoothing,
+    distribution=distribution,
+    scheme=scheme,
+    probe_batch_size=probe_batch_size,
+    adaptive=adaptive,
+    adaptive_eta=adaptive_eta,
+    perturb_leaves=perturb_leaves,
+    seed=seed,
+    has_aux=has_aux,
   )
 
 
 def sparse_sam(
-    rho: float = 0.1,
-    sparsity: float = 0.5,
-    *,
-    mask_method: str = "fisher",
-    pattern: str = "unstructured",
-    n_m: tuple[int, int] = (2, 4),
-    update_interval: int = 100,
-    num_fisher_samples: int = 128,
-    fisher_chunk_size: int = 16,
-    drop_fraction: float = 0.5,
-    total_steps: int | None = None,
-    ascent: str = "exact",
-    num_directions: int = 1,
-    smoothing: float = 1e-3,
-    distribution: str = "gaussian",
-    scheme: str = "central",
-    probe_batch_size: int | None = 1,
-    adaptive: bool = False,
-    perturb_leaves: LeafSelection = None,
-    seed: int = 0,
-    has_aux: bool = False,
+  rho: float = 0.1,
+  sparsity: float = 0.5,
+  *,
+  mask_method: str = "fisher",
+  pattern: str = "unstructured",
+  n_m: tuple[int, int] = (2, 4),
+  update_interval: int = 100,
+  num_fisher_samples: int = 128,
+  fisher_chunk_size: int = 16,
+  drop_fraction: float = 0.5,
+  total_steps: int | None = None,
+  ascent: str = "exact",
+  num_directions: int = 1,
+  smoothing: float = 1e-3,
+  distribution: str = "gaussian",
+  scheme: str = "central",
+  probe_batch_size: int | None = 1,
+  adaptive: bool = False,
+  perturb_leaves: LeafSelection = None,
+  seed: int = 0,
+  has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """Sparse SAM head: SAM or ZO-SAM whose perturbation is multiplied by a binary mask.
 
@@ -543,8 +606,8 @@ def sparse_sam(
   if mask_method == "dynamic":
     if pattern != "unstructured":
       raise ValueError(
-          f"mask_method='dynamic' supports pattern='unstructured' only, got {pattern!r}; use "
-          "mask_method='fisher' or 'random' for structured and n:m masks."
+        f"mask_method='dynamic' supports pattern='unstructured' only, got {pattern!r}; use "
+        "mask_method='fisher' or 'random' for structured and n:m masks."
       )
     if not 0.0 < drop_fraction < 1.0:
       raise ValueError(f"drop_fraction must be in (0, 1), got {drop_fraction!r}.")
@@ -552,12 +615,27 @@ def sparse_sam(
       raise ValueError("mask_method='dynamic' needs total_steps (T of the cosine decay), >= 1.")
     _validation.check_positive_int("total_steps", total_steps)
   spec = pmasks.MaskSpec(
-      mask_method, sparsity, pattern, tuple(n_m), update_interval, num_fisher_samples,
-      fisher_chunk_size, drop_fraction, total_steps,
+    mask_method,
+    sparsity,
+    pattern,
+    tuple(n_m),
+    update_interval,
+    num_fisher_samples,
+    fisher_chunk_size,
+    drop_fraction,
+    total_steps,
   )
   return sharpness_aware(
-      rho, ascent=ascent, num_directions=num_directions, smoothing=smoothing,
-      distribution=distribution, scheme=scheme, probe_batch_size=probe_batch_size,
-      adaptive=adaptive, perturb_leaves=perturb_leaves, mask_spec=spec, seed=seed,
-      has_aux=has_aux,
+    rho,
+    ascent=ascent,
+    num_directions=num_directions,
+    smoothing=smoothing,
+    distribution=distribution,
+    scheme=scheme,
+    probe_batch_size=probe_batch_size,
+    adaptive=adaptive,
+    perturb_leaves=perturb_leaves,
+    mask_spec=spec,
+    seed=seed,
+    has_aux=has_aux,
   )
