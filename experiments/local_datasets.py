@@ -82,6 +82,8 @@ class _LocalIdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         }
       ),
       supervised_keys=("image", "label"),
+      # Keep the idx files' order, so "the first N examples" means the same as in the files.
+      disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager):

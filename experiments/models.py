@@ -21,6 +21,7 @@ Models:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -305,4 +306,4 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
 
 def count_params(params: Any) -> int:
   """Number of scalars in a parameter pytree (works on ``jax.ShapeDtypeStruct`` leaves)."""
-  return sum(int(jnp.size(x)) if hasattr(x, "size") else 0 for x in jax.tree.leaves(params))
+  return sum(math.prod(jnp.shape(x)) for x in jax.tree.leaves(params))
