@@ -16,7 +16,8 @@ DEBIAN_DIR = local_datasets.DEBIAN_FASHION_MNIST_DIR
 HAVE_FASHION_MNIST = not local_datasets.missing_idx_files(DEBIAN_DIR)
 needs_fashion_mnist = pytest.mark.skipif(
   not HAVE_FASHION_MNIST,
-  reason=f"Fashion-MNIST idx files absent from {DEBIAN_DIR} (apt-get install dataset-fashion-mnist)",
+  reason=f"Fashion-MNIST idx files absent from {DEBIAN_DIR} "
+  "(apt-get install dataset-fashion-mnist)",
 )
 
 SUBSET = {"train": 512, "test": 256}
@@ -29,6 +30,22 @@ def write_idx(path: str, array: np.ndarray) -> None:
   )
   with gzip.open(path, "wb") as f:
     f.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compilation_cache(tmp_path_factory):
+  """Runs of one config compile the same step: a persistent cache compiles it once."""
+  import jax
+
+  old = (
+    jax.config.jax_compilation_cache_dir,
+    jax.config.jax_persistent_cache_min_compile_time_secs,
+  )
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  yield
+  jax.config.update("jax_compilation_cache_dir", old[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,146 @@
+"""End-to-end training on a real Fashion-MNIST subset: SGD, ZO-SAM, resume, determinism,
+multi-device equality, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import optimizers, train
+from tests.experiments.conftest import SUBSET, tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _without_timing(records):
+  return [{k: v for k, v in r.items() if k not in train.TIMING_KEYS} for r in records]
+
+
+def _run(tmp_path, data_dir, source_dir, name, **overrides):
+  workdir = str(tmp_path / name)
+  config = tiny_config(data_dir, source_dir, **overrides)
+  return workdir, train.train_and_evaluate(config, workdir)
+
+
+@pytest.fixture(scope="module")
+def zo_sam_run(tmp_path_factory, data_dir, fmnist_subset_dir):
+  """One uninterrupted 1-epoch ZO-SAM run, shared by several tests."""
+  tmp = tmp_path_factory.mktemp("zo_sam_run")
+  return _run(tmp, data_dir, fmnist_subset_dir, "run", optimizer__name="zo_sam")
+
+
+def _check_run(workdir, result):
+  records = train.read_metrics(workdir)
+  steps = SUBSET["train"] // 64
+  assert [r["step"] for r in records if r["kind"] == "train"] == [4, 8]
+  evals = [r for r in records if r["kind"] == "eval"]
+  assert len(evals) == 1 and evals[0]["step"] == steps
+  assert 0.3 < result["test_accuracy"] <= 1.0  # 10 classes: chance is 0.1.
+  assert np.isfinite(result["test_loss"])
+  assert max(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))) == steps
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["num_epochs"] == 1
+
+
+def test_one_epoch_sgd(tmp_path, data_dir, fmnist_subset_dir):
+  workdir, result = _run(tmp_path, data_dir, fmnist_subset_dir, "sgd", optimizer__name="sgd")
+  _check_run(workdir, result)
+
+
+def test_one_epoch_zo_sam(zo_sam_run):
+  _check_run(*zo_sam_run)
+
+
+@pytest.mark.skipif(not optimizers.sparse_available(), reason="zosam_jax.sparse not installed")
+def test_one_epoch_zo_sam_with_rigl(tmp_path, data_dir, fmnist_subset_dir):
+  workdir, result = _run(
+    tmp_path, data_dir, fmnist_subset_dir, "rigl", optimizer__name="zo_sam",
+    sparse__method="rigl", sparse__sparsity=0.9, sparse__update_every=2,
+  )  # fmt: skip
+  _check_run(workdir, result)
+  kernels = [x for x in jax.tree.leaves(result["params"]) if x.ndim >= 2]
+  density = sum(int(np.count_nonzero(k)) for k in kernels) / sum(k.size for k in kernels)
+  assert density < 0.2  # 90% sparse overall (ERK keeps some layers denser).
+
+
+def test_resume_matches_uninterrupted_run_bitwise(
+  tmp_path, data_dir, fmnist_subset_dir, zo_sam_run
+):
+  ref_dir, ref = zo_sam_run
+  workdir = str(tmp_path / "killed")
+  config = tiny_config(data_dir, fmnist_subset_dir, optimizer__name="zo_sam")
+
+  class Killed(Exception):
+    pass
+
+  def kill_at_5(step):
+    if step == 5:
+      raise Killed  # Past the checkpoint of step 3, mid log window.
+
+  with pytest.raises(Killed):
+    train.train_and_evaluate(config, workdir, step_hook=kill_at_5)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
+  result = train.train_and_evaluate(config, workdir, resume=True)
+  for a, b in zip(jax.tree.leaves(ref["params"]), jax.tree.leaves(result["params"]), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert _without_timing(train.read_metrics(workdir)) == _without_timing(
+    train.read_metrics(ref_dir)
+  )
+
+
+def test_same_seed_same_metrics(tmp_path, data_dir, fmnist_subset_dir, zo_sam_run):
+  ref_dir, _ = zo_sam_run
+  workdir, _ = _run(tmp_path, data_dir, fmnist_subset_dir, "again", optimizer__name="zo_sam")
+  assert _without_timing(train.read_metrics(workdir)) == _without_timing(
+    train.read_metrics(ref_dir)
+  )
+
+
+def test_four_devices_match_one_device(tmp_path, data_dir, fmnist_subset_dir, zo_sam_run):
+  ref_dir, ref = zo_sam_run
+  workdir = str(tmp_path / "four")
+  env = {
+    **os.environ,
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    "JAX_PLATFORMS": "cpu",
+    "PYTHONPATH": REPO,
+  }
+  cmd = [sys.executable, "-m", "tests.experiments._run_tiny", data_dir, fmnist_subset_dir,
+         workdir, "zo_sam"]  # fmt: skip
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.split("RESULT ", 1)[1])
+  assert out["devices"] == 4
+  ref_records = train.read_metrics(ref_dir)
+  records = train.read_metrics(workdir)
+  for key in ("loss", "accuracy", "test_loss", "test_accuracy"):
+    a = [r[key] for r in ref_records if key in r]
+    b = [r[key] for r in records if key in r]
+    np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3, err_msg=key)
+  for a, b in zip(jax.tree.leaves(ref["params"])[:2], out["first_leaves"], strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-4)
+  # The same 4 devices refuse a batch they cannot split evenly, before compiling.
+  proc = subprocess.run(
+    [sys.executable, "-m", "experiments.main", f"--workdir={tmp_path / 'bad'}",
+     "--config.batch_size=66"],
+    cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+    "error: batch_size 66 is not divisible by the 4 devices; use a multiple of 4"
+  ]
+  assert not os.path.exists(tmp_path / "bad")
+
+
+def test_plot(tmp_path, zo_sam_run):
+  from experiments import plot
+
+  out = plot.plot_workdirs([zo_sam_run[0]], str(tmp_path / "curves.png"))
+  with open(out, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
