@@ -60,9 +60,15 @@ def test_one_epoch_zo_sam(zo_sam_run):
 @pytest.mark.skipif(not optimizers.sparse_available(), reason="zosam_jax.sparse not installed")
 def test_one_epoch_zo_sam_with_rigl(tmp_path, data_dir, fmnist_subset_dir):
   workdir, result = _run(
-    tmp_path, data_dir, fmnist_subset_dir, "rigl", optimizer__name="zo_sam",
-    sparse__method="rigl", sparse__sparsity=0.9, sparse__update_every=2,
-  )  # fmt: skip
+    tmp_path,
+    data_dir,
+    fmnist_subset_dir,
+    "rigl",
+    optimizer__name="zo_sam",
+    sparse__method="rigl",
+    sparse__sparsity=0.9,
+    sparse__update_every=2,
+  )
   _check_run(workdir, result)
   kernels = [x for x in jax.tree.leaves(result["params"]) if x.ndim >= 2]
   density = sum(int(np.count_nonzero(k)) for k in kernels) / sum(k.size for k in kernels)
@@ -111,8 +117,15 @@ def test_four_devices_match_one_device(tmp_path, data_dir, fmnist_subset_dir, zo
     "JAX_PLATFORMS": "cpu",
     "PYTHONPATH": REPO,
   }
-  cmd = [sys.executable, "-m", "tests.experiments._run_tiny", data_dir, fmnist_subset_dir,
-         workdir, "zo_sam"]  # fmt: skip
+  cmd = [
+    sys.executable,
+    "-m",
+    "tests.experiments._run_tiny",
+    data_dir,
+    fmnist_subset_dir,
+    workdir,
+    "zo_sam",
+  ]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.split("RESULT ", 1)[1])
@@ -127,10 +140,19 @@ def test_four_devices_match_one_device(tmp_path, data_dir, fmnist_subset_dir, zo
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-4)
   # The same 4 devices refuse a batch they cannot split evenly, before compiling.
   proc = subprocess.run(
-    [sys.executable, "-m", "experiments.main", f"--workdir={tmp_path / 'bad'}",
-     "--config.batch_size=66"],
-    cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-  )  # fmt: skip
+    [
+      sys.executable,
+      "-m",
+      "experiments.main",
+      f"--workdir={tmp_path / 'bad'}",
+      "--config.batch_size=66",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [
     "error: batch_size 66 is not divisible by the 4 devices; use a multiple of 4"
