@@ -143,6 +143,30 @@ def _directional_derivative_fn(
   return coefficient
 
 
+def sample_direction(
+  key: jax.Array,
+  params: PyTree,
+  *,
+  distribution: str = "gaussian",
+  mask: PyTree | None = None,
+  leaf_selection: Sequence[bool] | None = None,
+) -> PyTree:
+  """The direction that :func:`rge` draws from ``key`` (one of the keys it splits), as a pytree.
+
+  ``rge(..., key)`` uses ``jax.random.split(key, num_directions)[i]`` for direction ``i``; passing
+  that key here regenerates it exactly. Float32 leaves; zero on masked-out coordinates and on
+  unselected leaves.
+  """
+  _validation.check_choice("distribution", distribution, _validation.DISTRIBUTIONS)
+  _validation.check_mask_like("mask", mask, params)
+  flat = _flatten(params, mask, leaf_selection)
+  parts = draw_direction(key, flat, distribution)
+  out = [jnp.zeros(jnp.shape(p), jnp.float32) for p in flat.leaves]
+  for j, i in enumerate(flat.active):
+    out[i] = parts[j]
+  return jax.tree.unflatten(flat.treedef, out)
+
+
 def rge_with_coefficients(
   loss_fn: LossFn,
   params: PyTree,
