@@ -9,14 +9,17 @@ the run (compiled, excluding compilation and the evaluations made for the curves
 learning rate chosen.
 
 Tuning, the same for everyone: each optimizer's peak learning rate is picked from its own
-9-point log grid (factor ``sqrt(10)``) by a run of a quarter of the budget with a seed that is not
+5-point log grid (factor ``sqrt(10)``) by a run of a quarter of the budget with a seed that is not
 an evaluation seed; lowest final loss wins. Every run uses a cosine decay from that peak to 0.
-``rho`` (ZOSA, 0.05) and ``m`` (8) are fixed, not tuned. Directions are probed all at once
-(``probe_batch_size=None``) except by MeZO, which probes one at a time by design.
+``m`` (8) and ZOSA's ``rho`` are fixed, not tuned: ``rho = 0.05 / sqrt(1 + (d - 1)/m)``, which
+makes the sigma-normalised perturbation's norm about 0.05, SAM's usual radius (its component
+along the gradient is then about ``rho``; see :mod:`zosam_jax.zeroth_order`). The
+``zosa_no_sigma`` ablation uses the same ``rho``, so its ``||eps|| = rho``. Directions are probed
+all at once (``probe_batch_size=None``) except by MeZO, which probes one at a time by design.
 
 Tasks: the four synthetic functions of :mod:`zosam_jax.synthetic` at d = 100, 1 000, 10 000
-(budgets 4 000, 20 000, 50 000 queries) and the black-box adaptation task of
-:mod:`experiments.blackbox` (d = 100, budget 1 600 queries).
+(budgets 2 000, 10 000, 30 000 queries) and the black-box adaptation task of
+:mod:`experiments.blackbox` (d = 100, 64 support images, budget 800 queries).
 
 Ablation: ``zosa_no_sam`` (= FZOO, ZOSA's base optimizer), ``zosa_no_sigma`` (inner radius
 ``rho g/||g||``), ``zosa_no_adaptive_lr`` (outer step ``-lr g'``).
@@ -51,23 +54,32 @@ from zosam_jax import zeroth_order as zo
 
 M = 8
 SMOOTHING = 1e-3
-RHO = 0.05
-GRID_POINTS = 9
+RADIUS = 0.05
+
+
+def rho_for(dim: int) -> float:
+  """ZOSA's rho such that ||eps|| ~= RADIUS: ||rho g/s|| ~= rho sqrt(1 + (d - 1)/m)."""
+  return RADIUS / math.sqrt(1.0 + (dim - 1) / M)
+
+
+GRID_POINTS = 5
 TUNE_FRACTION = 0.25
 
 
-def _opt(name: str) -> tuple[Callable[[Any, int], optax.GradientTransformation], float]:
+def _opt(
+  name: str, rho: float = 0.05
+) -> tuple[Callable[[Any, int], optax.GradientTransformation], float]:
   """(factory(schedule, seed) -> tx, centre of its learning-rate grid)."""
   common = dict(num_directions=M, smoothing=SMOOTHING, probe_batch_size=None)
   table = {
-    "zosa": (lambda lr, s: zo.zosa(lr, RHO, seed=s, **common), 0.1),
-    "zosa_no_sam": (lambda lr, s: zo.zosa(lr, RHO, seed=s, sam=False, **common), 0.1),
+    "zosa": (lambda lr, s: zo.zosa(lr, rho, seed=s, **common), 0.1),
+    "zosa_no_sam": (lambda lr, s: zo.zosa(lr, rho, seed=s, sam=False, **common), 0.1),
     "zosa_no_sigma": (
-      lambda lr, s: zo.zosa(lr, RHO, seed=s, sigma_normalize=False, **common),
+      lambda lr, s: zo.zosa(lr, rho, seed=s, sigma_normalize=False, **common),
       0.1,
     ),
     "zosa_no_adaptive_lr": (
-      lambda lr, s: zo.zosa(lr, RHO, seed=s, adaptive_lr=False, **common),
+      lambda lr, s: zo.zosa(lr, rho, seed=s, adaptive_lr=False, **common),
       1e-4,
     ),
     "zo_sgd": (lambda lr, s: zo.zo_sgd(lr, seed=s, **common), 1e-4),
@@ -110,7 +122,7 @@ def make_runner(task: Task, opt_name: str, steps: int, num_chunks: int):
   (runs over the first ``fraction`` of the chunks, with the cosine decay fitted to that length)
   reuses the compiled chunk of the evaluation runs.
   """
-  factory, _ = _opt(opt_name)
+  factory, _ = _opt(opt_name, rho_for(int(task.x0.size)))
   chunk = max(1, math.ceil(steps / num_chunks))
   num_chunks = math.ceil(steps / chunk)
 
@@ -119,7 +131,7 @@ def make_runner(task: Task, opt_name: str, steps: int, num_chunks: int):
 
   @jax.jit
   def init(seed_key):
-    state = factory(1.0, 0).init(task.x0)
+    state = factory(lambda count: 1.0, 0).init(task.x0)  # a schedule: same state structure
     return task.x0, _replace_head(state, zo.zo_state(state)._replace(key=seed_key))
 
   @jax.jit
@@ -254,7 +266,7 @@ def synthetic_tasks(dims, names, budgets) -> list[Task]:
 def blackbox_task(workdir: str, data_dir: str, budget: int, dim: int) -> Task:
   from experiments import blackbox
 
-  bb = blackbox.make_task(workdir, data_dir, dim=dim, num_adapt=128, contrast=0.6, noise_std=0.15)
+  bb = blackbox.make_task(workdir, data_dir, dim=dim, num_adapt=64, contrast=0.6, noise_std=0.15)
   return Task(f"blackbox-fmnist-d{dim}", bb.loss_fn, bb.z0, budget, bb.eval_fn, bb.info)
 
 
@@ -399,8 +411,8 @@ def parse_args(argv):
   p.add_argument("--optimizers", default=",".join(OPTIMIZERS))
   p.add_argument("--no_blackbox", action="store_true")
   p.add_argument("--blackbox_dim", type=int, default=100)
-  p.add_argument("--blackbox_budget", type=int, default=1600)
-  p.add_argument("--chunks", type=int, default=40, help="curve points per run")
+  p.add_argument("--blackbox_budget", type=int, default=800)
+  p.add_argument("--chunks", type=int, default=30, help="curve points per run")
   p.add_argument("--quick", action="store_true", help="tiny settings for tests")
   return p.parse_args(argv)
 
@@ -416,12 +428,13 @@ def main(argv=None) -> dict:
   for n in names:
     if n not in synthetic.NAMES:
       raise SystemExit(f"unknown function {n!r}; choose from {', '.join(synthetic.NAMES)}")
-  budgets = {100: 4_000, 1_000: 20_000, 10_000: 50_000}
+  budgets = {100: 2_000, 1_000: 10_000, 10_000: 30_000}
   seeds = list(range(args.seeds))
   if args.quick:
     budgets = {d: 360 for d in dims}
     seeds = seeds[:2]
     args.chunks = min(args.chunks, 5)
+    args.blackbox_budget = min(args.blackbox_budget, 90)
   for d in dims:
     budgets.setdefault(d, 20 * d)
   t_start = time.time()
@@ -442,7 +455,8 @@ def main(argv=None) -> dict:
   header = dict(
     m=M,
     smoothing=SMOOTHING,
-    rho=RHO,
+    radius=RADIUS,
+    rho={t.name: rho_for(int(t.x0.size)) for t in tasks},
     seeds=seeds,
     budgets={t.name: t.budget for t in tasks},
     blackbox={t.name: t.info for t in tasks if t.eval_fn is not None},
