@@ -9,7 +9,7 @@ the run (compiled, excluding compilation and the evaluations made for the curves
 learning rate chosen.
 
 Tuning, the same for everyone: each optimizer's peak learning rate is picked from its own
-5-point log grid (factor ``sqrt(10)``) by a run of a quarter of the budget with a seed that is not
+7-point log grid (factor ``sqrt(10)``) by a run of a quarter of the budget with a seed that is not
 an evaluation seed; lowest final loss wins. Every run uses a cosine decay from that peak to 0.
 ``m`` (8) and ZOSA's ``rho`` are fixed, not tuned: ``rho = 0.05 / sqrt(1 + (d - 1)/m)``, which
 makes the sigma-normalised perturbation's norm about 0.05, SAM's usual radius (its component
@@ -62,7 +62,7 @@ def rho_for(dim: int) -> float:
   return RADIUS / math.sqrt(1.0 + (dim - 1) / M)
 
 
-GRID_POINTS = 5
+GRID_POINTS = 7
 TUNE_FRACTION = 0.25
 
 
@@ -80,12 +80,12 @@ def _opt(
     ),
     "zosa_no_adaptive_lr": (
       lambda lr, s: zo.zosa(lr, rho, seed=s, adaptive_lr=False, **common),
-      1e-4,
+      3e-4,
     ),
-    "zo_sgd": (lambda lr, s: zo.zo_sgd(lr, seed=s, **common), 1e-4),
-    "zo_momentum": (lambda lr, s: zo.zo_sgd(lr, seed=s, momentum=0.9, **common), 1e-5),
+    "zo_sgd": (lambda lr, s: zo.zo_sgd(lr, seed=s, **common), 3e-4),
+    "zo_momentum": (lambda lr, s: zo.zo_sgd(lr, seed=s, momentum=0.9, **common), 3e-5),
     "zo_adam": (lambda lr, s: zo.zo_adam(lr, seed=s, **common), 0.03),
-    "mezo": (lambda lr, s: zo.mezo(lr, 1, SMOOTHING, seed=s), 1e-4),
+    "mezo": (lambda lr, s: zo.mezo(lr, 1, SMOOTHING, seed=s), 3e-4),
   }
   return table[name]
 
