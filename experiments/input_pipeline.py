@@ -124,6 +124,9 @@ def _prepare_local(name: str, data_dir: str, source_dir: str) -> None:
       f"'{source_dir or '(none given)'}': {_how_to_get(name, data_dir)}"
     )
   print(f"Building {name} from {source_dir} into {data_dir} (once)...", flush=True)
+  import tensorflow_datasets as tfds
+
+  tfds.disable_progress_bar()
   builder.download_and_prepare()
 
 
