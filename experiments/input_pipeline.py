@@ -302,6 +302,11 @@ def _process(
   return images
 
 
+def normalize_eval(images: Any, spec: DatasetSpec) -> np.ndarray:
+  """Evaluation preprocessing (crop/resize where needed, normalisation) of raw images."""
+  return _process(images, spec, False, Augment(), None)
+
+
 class TrainBatches:
   """Seeded, resumable training batches of one process's share of the global batch.
 

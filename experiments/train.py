@@ -128,6 +128,9 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
     _number("optimizer.ssam_sparsity", opt.ssam_sparsity, lambda v: 0 <= v < 1, "in [0, 1)")
   if config.sparse.method != "dense":
     _number("sparse.sparsity", config.sparse.sparsity, lambda v: 0 <= v < 1, "in [0, 1)")
+    _choice("sparsity distribution", config.sparse.distribution, ("erk", "uniform", "global"))
+    _number("sparse.end_fraction", config.sparse.end_fraction, lambda v: 0 < v <= 1, "in (0, 1]")
+    _number("sparse.drop_fraction", config.sparse.drop_fraction, lambda v: 0 < v < 1, "in (0, 1)")
     _number(
       "sparse.update_every",
       config.sparse.update_every,
@@ -452,7 +455,18 @@ def train_and_evaluate(
     jax.random.key(config.seed)
   )
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
-  tx = optimizers.create_optimizer(config, params, steps_per_epoch)
+  static_kwargs = {}
+  if config.sparse.method in optimizers.STATIC_SPARSE:
+    # SNIP/GraSP score the initial weights on training data (BN in batch-statistics mode).
+    def apply_fn(p, x):
+      variables = {"params": p, "batch_stats": batch_stats}
+      return model.apply(variables, x, train=True, mutable=["batch_stats"])[0]
+
+    n = min(train_split.size, max(config.batch_size, 20 * spec.num_classes))
+    images, labels = train_split.get(np.arange(n))
+    images = input_pipeline.normalize_eval(images, spec)
+    static_kwargs = {"apply_fn": apply_fn, "scoring_data": (images, labels)}
+  tx = optimizers.create_optimizer(config, params, steps_per_epoch, **static_kwargs)
   schedule = optimizers.learning_rate_schedule(config, steps_per_epoch)
 
   def init_state(params, batch_stats):

@@ -55,10 +55,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.ssam_ascent = "exact"  # Sparse SAM: exact | zeroth_order (Sparse ZO-SAM).
 
   config.sparse = ml_collections.ConfigDict()
-  config.sparse.method = "dense"  # dense, or a zosam_jax.sparse method (e.g. rigl).
+  config.sparse.method = "dense"  # dense | snip | grasp | set | dsr | rigl | mest
   config.sparse.sparsity = 0.9
-  config.sparse.distribution = "erk"  # erk | uniform
+  config.sparse.distribution = "erk"  # erk | uniform | global
   config.sparse.update_every = 100  # Dynamic methods: steps between mask updates.
+  config.sparse.end_fraction = 0.75  # Dynamic methods: masks stop changing after this fraction.
+  config.sparse.drop_fraction = 0.3  # Dynamic methods: fraction dropped at the first update.
+  config.sparse.grasp_samples_per_class = 10  # GraSP: scoring examples per class.
 
   config.batch_size = 128  # Global batch, split over all devices.
   config.eval_batch_size = 500
