@@ -178,3 +178,27 @@ def test_plot(tmp_path, zo_sam_run):
   out = plot.plot_workdirs([zo_sam_run[0]], str(tmp_path / "curves.png"))
   with open(out, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cifar10_with_corrupted_eval_on_mock_data(tmp_path):
+  """The CIFAR-10 path end to end (augmentation, CIFAR-10-C evaluation) on tfds mock data."""
+  import tensorflow_datasets as tfds
+
+  config = tiny_config(str(tmp_path / "tfds"), "")
+  config.dataset.name = "cifar10"
+  config.dataset.random_crop = config.dataset.flip = True
+  config.dataset.cutout = 16
+  config.dataset.eval_corrupted = True
+  config.dataset.corruptions = "fog,snow"
+  config.dataset.severities = "5"
+  config.batch_size, config.eval_batch_size = 16, 16
+  workdir = str(tmp_path / "w")
+  with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_CODE):
+    result = train.train_and_evaluate(config, workdir)
+  assert set(result["corrupted"]) == {
+    "cifar10_corrupted/fog_5",
+    "cifar10_corrupted/snow_5",
+    "mean",
+  }
+  kinds = [r["kind"] for r in train.read_metrics(workdir)]
+  assert kinds.count("eval") == 1 and kinds.count("corrupted") == 3
