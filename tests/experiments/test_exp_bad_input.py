@@ -132,7 +132,8 @@ def test_existing_workdir_needs_resume_and_same_config(
     f"--config.dataset.data_dir={data_dir}",
     f"--config.dataset.source_dir={fmnist_subset_dir}",
     "--config.optimizer.name=sgd",
-    "--config.batch_size=128",
+    "--config.batch_size=64",  # As tiny_config: the compiled step is shared via the cache.
+    "--config.eval_batch_size=128",
     "--config.num_epochs=1",
     "--config.progress_bar=false",
   ]
