@@ -202,3 +202,29 @@ def test_cifar10_with_corrupted_eval_on_mock_data(tmp_path):
   }
   kinds = [r["kind"] for r in train.read_metrics(workdir)]
   assert kinds.count("eval") == 1 and kinds.count("corrupted") == 3
+
+
+SLOW_CASES = [
+  {"optimizer__name": "sam"},
+  {"optimizer__name": "sparse_sam", "optimizer__ssam_update_interval": 4},
+  {"optimizer__name": "sparse_sam", "optimizer__ssam_mask_method": "dynamic"},
+  {"optimizer__name": "sparse_sam", "optimizer__ssam_ascent": "zeroth_order"},
+  {"optimizer__name": "zo_sam", "optimizer__num_directions": 3, "optimizer__probe_batch_size": 3},
+]
+SLOW_SPARSE = ["snip", "grasp", "set", "dsr", "mest"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", SLOW_CASES, ids=lambda o: "-".join(map(str, o.values())))
+def test_other_optimizers_one_epoch(tmp_path, data_dir, fmnist_subset_dir, overrides):
+  _check_run(*_run(tmp_path, data_dir, fmnist_subset_dir, "w", **overrides))
+
+
+@pytest.mark.slow
+@needs_sparse
+@pytest.mark.parametrize("method", SLOW_SPARSE)
+def test_other_sparse_methods_one_epoch(tmp_path, data_dir, fmnist_subset_dir, method):
+  overrides = {"optimizer__name": "zo_sam", "sparse__method": method, "sparse__update_every": 2}
+  if method == "grasp":
+    overrides["sparse__grasp_samples_per_class"] = 2  # 512 images: every class has 2.
+  _check_run(*_run(tmp_path, data_dir, fmnist_subset_dir, "w", **overrides))
