@@ -239,6 +239,76 @@ def rge_with_coefficients(
   return jax.tree.unflatten(flat.treedef, out), coefficients
 
 
+class ProbeInfo(NamedTuple):
+  """Per-direction by-products of :func:`rge_dynamic`.
+
+  Attributes:
+    coefficients: ``[max_directions]`` central-difference coefficients
+      ``c_i = (L+ - L-)/(2 delta)`` (0 where skipped).
+    second_differences: ``[max_directions]`` ``nu_i = (L+ - 2 L0 + L-)/(2 delta)`` (0 where
+      skipped): ``delta/2 u^T H u`` for a smooth loss, but of the order of the evaluation noise
+      over ``delta`` when the loss values are noisy. Noise of variance ``s^2`` on each evaluation
+      gives ``nu_i`` three times the noise variance of ``c_i``.
+  """
+
+  coefficients: jax.Array
+  second_differences: jax.Array
+
+
+def rge_dynamic(
+  loss_fn: LossFn,
+  params: PyTree,
+  key: jax.Array,
+  *,
+  max_directions: int,
+  num_active: jax.Array,
+  smoothing: float,
+  distribution: str = "gaussian",
+  mask: PyTree | None = None,
+  has_aux: bool = False,
+  leaf_selection: Sequence[bool] | None = None,
+) -> tuple[PyTree, ProbeInfo]:
+  """Central RGE over a traced number ``num_active`` of directions, at most ``max_directions``.
+
+  The probe loop has the fixed length ``max_directions`` (so a changing count never retraces);
+  directions ``i >= num_active`` are skipped by ``lax.cond`` and cost nothing but the branch. The
+  estimate is ``1/num_active sum_{i < num_active} c_i u_i``. One extra forward at ``theta``
+  (``L0``) gives every direction's second difference, a direct measurement of how noisy the
+  probes are (see :class:`ProbeInfo`). Probes one direction at a time.
+  """
+  _validation.check_estimator_args(max_directions, smoothing, distribution, "central", 1)
+  _validation.check_mask_like("mask", mask, params)
+  flat = _flatten(params, mask, leaf_selection)
+  loss = _scalar_loss(loss_fn, has_aux)
+  base = loss(params)
+  keys = jax.random.split(key, max_directions)
+
+  def probe(carry):
+    acc, k = carry
+    u = draw_direction(k, flat, distribution)
+    plus = loss(_shifted(flat, u, smoothing))
+    minus = loss(_shifted(flat, u, -smoothing))
+    c = (plus - minus) / (2.0 * smoothing)
+    nu = (plus - 2.0 * base + minus) / (2.0 * smoothing)
+    return [a + c * ui for a, ui in zip(acc, u, strict=True)], c, nu
+
+  def skip(carry):
+    return carry[0], jnp.float32(0.0), jnp.float32(0.0)
+
+  def body(acc, xs):
+    i, k = xs
+    acc, c, nu = jax.lax.cond(i < num_active, probe, skip, (acc, k))
+    return acc, (c, nu)
+
+  zeros = [jnp.zeros(jnp.shape(flat.leaves[i]), jnp.float32) for i in flat.active]
+  total, (coefficients, second) = jax.lax.scan(body, zeros, (jnp.arange(max_directions), keys))
+  count = jnp.maximum(num_active, 1).astype(jnp.float32)
+  out = [jnp.zeros_like(p) for p in flat.leaves]
+  for j, i in enumerate(flat.active):
+    out[i] = (total[j] / count).astype(flat.leaves[i].dtype)
+  return jax.tree.unflatten(flat.treedef, out), ProbeInfo(coefficients, second)
+
+
 def rge(
   loss_fn: LossFn,
   params: PyTree,
