@@ -78,7 +78,7 @@ def _split_out(out, has_aux):
   return jnp.asarray(value, jnp.float32), aux
 
 
-def _zo_ascent(loss_fn, params, key, cfg, weight_mask, selection, has_aux):
+def _zo_ascent(loss_fn, params, key, cfg, weight_mask, selection, has_aux, counts=None):
   return estimators.rge(
     loss_fn,
     params,
@@ -91,6 +91,7 @@ def _zo_ascent(loss_fn, params, key, cfg, weight_mask, selection, has_aux):
     mask=weight_mask,
     has_aux=has_aux,
     leaf_selection=selection,
+    mask_counts=counts,
   )
 
 
@@ -173,7 +174,9 @@ def looksam(
       reused=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params),
     )
 
-  def update_fn(updates, state, params=None, *, loss_fn=None, weight_mask=None, **extra):
+  def update_fn(
+    updates, state, params=None, *, loss_fn=None, weight_mask=None, weight_mask_counts=None, **extra
+  ):
     del updates, extra
     _need_loss_fn("looksam", loss_fn, params)
     selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
@@ -185,7 +188,9 @@ def looksam(
         _, g = vag(params)
         direction = g
       else:
-        direction = _zo_ascent(loss_fn, params, probe_key, cfg, weight_mask, selection, has_aux)
+        direction = _zo_ascent(
+          loss_fn, params, probe_key, cfg, weight_mask, selection, has_aux, weight_mask_counts
+        )
       eps = perturbation(
         params, direction, rho=rho, weight_mask=weight_mask, leaf_selection=selection
       )
@@ -351,6 +356,7 @@ def esam(
     per_example_loss_fn: Callable | None = None,
     batch: Any = None,
     weight_mask=None,
+    weight_mask_counts=None,
     **extra,
   ):
     del updates, extra
@@ -372,7 +378,14 @@ def esam(
       (_, (losses0, _)), g = jax.value_and_grad(mean_loss, has_aux=True)(params, batch)
     else:
       g = _zo_ascent(
-        lambda p: mean_loss(p, batch)[0], params, probe_key, cfg, weight_mask, selection, False
+        lambda p: mean_loss(p, batch)[0],
+        params,
+        probe_key,
+        cfg,
+        weight_mask,
+        selection,
+        False,
+        weight_mask_counts,
       )
       losses0 = mean_loss(params, batch)[1][0] if gamma < 1.0 else None
 
@@ -476,7 +489,9 @@ def adaptive_zo_sam(
       noise=jnp.zeros([], jnp.float32),
     )
 
-  def update_fn(updates, state, params=None, *, loss_fn=None, weight_mask=None, **extra):
+  def update_fn(
+    updates, state, params=None, *, loss_fn=None, weight_mask=None, weight_mask_counts=None, **extra
+  ):
     del updates, extra
     _need_loss_fn("adaptive_zo_sam", loss_fn, params)
     selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
@@ -492,6 +507,7 @@ def adaptive_zo_sam(
       mask=weight_mask,
       has_aux=has_aux,
       leaf_selection=selection,
+      mask_counts=weight_mask_counts,
     )
     eps = perturbation(params, g_hat, rho=rho, weight_mask=weight_mask, leaf_selection=selection)
     out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
