@@ -17,7 +17,22 @@ import optax
 
 import zosam_jax as zj
 
-OPTIMIZERS = ("sgd", "sam", "zo_sam", "sparse_sam")
+OPTIMIZERS = (
+  "sgd",
+  "sam",
+  "zo_sam",
+  "sparse_sam",
+  "looksam",
+  "zo_looksam",
+  "gsam",
+  "esam",
+  "zo_esam",
+  "adaptive_zo_sam",
+)
+# Heads whose loss is given per example (``per_example_loss_fn=``, ``batch=``).
+PER_EXAMPLE_HEADS = ("esam", "zo_esam")
+# Heads that estimate the ascent direction with zeroth-order probes.
+ZEROTH_ORDER_HEADS = ("zo_sam", "zo_looksam", "zo_esam")
 SCHEDULES = ("cosine", "constant")
 SSAM_MASK_METHODS = ("fisher", "dynamic", "random")
 DISTRIBUTIONS = ("gaussian", "rademacher")
@@ -60,9 +75,12 @@ def learning_rate_schedule(
 
 
 def create_head(
-  config: ml_collections.ConfigDict, total_steps: int
+  config: ml_collections.ConfigDict, total_steps: int, schedule: optax.Schedule | None = None
 ) -> optax.GradientTransformationExtraArgs:
-  """The chain's head: the transform that turns ``loss_fn`` into a gradient."""
+  """The chain's head: the transform that turns ``loss_fn`` into a gradient.
+
+  ``schedule`` is the chain's learning rate (GSAM ties its radius to it).
+  """
   opt = config.optimizer
   if opt.name == "sgd":
     return zj.exact_gradient(has_aux=True)
@@ -98,6 +116,39 @@ def create_head(
       seed=config.seed,
       has_aux=True,
     )
+  zo = {
+    "num_directions": opt.num_directions,
+    "smoothing": opt.smoothing,
+    "distribution": opt.distribution,
+    "scheme": opt.scheme,
+    "probe_batch_size": opt.probe_batch_size,
+    "seed": config.seed,
+    "has_aux": True,
+  }
+  if opt.name in ("looksam", "zo_looksam"):
+    ascent = "zeroth_order" if opt.name == "zo_looksam" else "exact"
+    return zj.looksam(opt.rho, opt.looksam_reuse_period, opt.looksam_alpha, ascent=ascent, **zo)
+  if opt.name in ("esam", "zo_esam"):
+    ascent = "zeroth_order" if opt.name == "zo_esam" else "exact"
+    return zj.esam(opt.rho, opt.esam_beta, opt.esam_gamma, ascent=ascent, **zo)
+  if opt.name == "gsam":
+    return zj.gsam(
+      opt.rho,
+      opt.rho if opt.gsam_rho_min < 0 else opt.gsam_rho_min,
+      opt.gsam_alpha,
+      learning_rate=schedule,
+      has_aux=True,
+    )
+  if opt.name == "adaptive_zo_sam":
+    return zj.adaptive_zo_sam(
+      opt.rho,
+      opt.num_directions,
+      opt.max_directions,
+      opt.smoothing,
+      config.seed,
+      distribution=opt.distribution,
+      has_aux=True,
+    )
   raise ValueError(f"unknown optimizer '{opt.name}'; valid: {', '.join(OPTIMIZERS)}")
 
 
@@ -120,11 +171,12 @@ def create_optimizer(
   """
   opt = config.optimizer
   total_steps = config.num_epochs * steps_per_epoch
+  schedule = learning_rate_schedule(config, steps_per_epoch)
   tx = optax.chain(
-    create_head(config, total_steps),
+    create_head(config, total_steps, schedule),
     optax.add_decayed_weights(opt.weight_decay) if opt.weight_decay > 0 else optax.identity(),
     optax.sgd(
-      learning_rate_schedule(config, steps_per_epoch),
+      schedule,
       momentum=opt.momentum if opt.momentum > 0 else None,
       nesterov=opt.nesterov,
     ),

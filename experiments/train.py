@@ -110,7 +110,8 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
   )
   if opt.name != "sgd":
     _number("optimizer.rho", opt.rho, lambda v: 0 < v < math.inf, positive)
-  if opt.name == "zo_sam" or (opt.name == "sparse_sam" and opt.ssam_ascent == "zeroth_order"):
+  zeroth_order = opt.name in optimizers.ZEROTH_ORDER_HEADS + ("adaptive_zo_sam",)
+  if zeroth_order or (opt.name == "sparse_sam" and opt.ssam_ascent == "zeroth_order"):
     _number(
       "optimizer.num_directions",
       opt.num_directions,
@@ -124,6 +125,23 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
       lambda v: isinstance(v, int) and v >= 1,
       "an integer >= 1",
     )
+  if opt.name == "adaptive_zo_sam":
+    _number(
+      "optimizer.max_directions",
+      opt.max_directions,
+      lambda v: isinstance(v, int) and v >= opt.num_directions,
+      "an integer >= num_directions",
+    )
+  if opt.name in ("looksam", "zo_looksam"):
+    _number(
+      "optimizer.looksam_reuse_period",
+      opt.looksam_reuse_period,
+      lambda v: isinstance(v, int) and v >= 1,
+      "an integer >= 1",
+    )
+  if opt.name in ("esam", "zo_esam"):
+    for name in ("esam_beta", "esam_gamma"):
+      _number(f"optimizer.{name}", opt[name], lambda v: 0 < v <= 1, "in (0, 1]")
   if opt.name == "sparse_sam":
     _number("optimizer.ssam_sparsity", opt.ssam_sparsity, lambda v: 0 <= v < 1, "in [0, 1)")
   if config.sparse.method != "dense":
@@ -256,6 +274,7 @@ def _zero_acc() -> dict[str, jax.Array]:
   return {
     "loss_sum": jnp.zeros([], jnp.float32),
     "correct": jnp.zeros([], jnp.int32),
+    "count": jnp.zeros([], jnp.int32),
     "steps": jnp.zeros([], jnp.int32),
   }
 
@@ -267,6 +286,7 @@ def make_train_step(
   use_fisher = config.optimizer.name == "sparse_sam" and config.optimizer.ssam_mask_method == (
     "fisher"
   )
+  per_example = config.optimizer.name in optimizers.PER_EXAMPLE_HEADS
   seed = config.seed
 
   def train_step(state: dict, batch: dict) -> dict:
@@ -283,9 +303,28 @@ def make_train_step(
       )
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
       correct = jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.int32)
-      return loss, {"correct": correct, "batch_stats": new_vars.get("batch_stats", {})}
+      count = jnp.asarray(labels.shape[0], jnp.int32)
+      aux = {"correct": correct, "count": count, "batch_stats": new_vars.get("batch_stats", {})}
+      return loss, aux
 
     extra = {}
+    if per_example:
+      # ESAM: per-example losses on any sub-batch (it updates on the highest-loss examples).
+      def per_example_loss_fn(params, sub_batch):
+        logits, new_vars = model.apply(
+          {"params": params, "batch_stats": state["batch_stats"]},
+          sub_batch["image"],
+          train=True,
+          mutable=["batch_stats"],
+          rngs={"dropout": dropout_rng},
+        )
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, sub_batch["label"])
+        correct = jnp.sum(jnp.argmax(logits, -1) == sub_batch["label"]).astype(jnp.int32)
+        count = jnp.asarray(sub_batch["label"].shape[0], jnp.int32)
+        aux = {"correct": correct, "count": count, "batch_stats": new_vars.get("batch_stats", {})}
+        return losses, aux
+
+      extra = {"per_example_loss_fn": per_example_loss_fn, "batch": batch}
     if use_fisher:
       # SSAM-F's per-example Fisher uses running BN statistics (a batch of one has none).
       def per_example_loss_fn(params, example):
@@ -296,7 +335,7 @@ def make_train_step(
         )
         return optax.softmax_cross_entropy_with_integer_labels(logits, example["label"][None])[0]
 
-      extra = {"per_example_loss_fn": per_example_loss_fn, "fisher_examples": batch}
+      extra = {**extra, "per_example_loss_fn": per_example_loss_fn, "fisher_examples": batch}
     updates, opt_state = tx.update(
       None, state["opt_state"], state["params"], loss_fn=loss_fn, **extra
     )
@@ -312,6 +351,7 @@ def make_train_step(
       "acc": {
         "loss_sum": acc["loss_sum"] + loss,
         "correct": acc["correct"] + aux["correct"],
+        "count": acc["count"] + aux["count"],
         "steps": acc["steps"] + 1,
       },
     }
@@ -471,7 +511,8 @@ def train_and_evaluate(
 
   def init_state(params, batch_stats):
     opt_state = tx.init(params)
-    aux = {"correct": jnp.zeros([], jnp.int32), "batch_stats": batch_stats}
+    zero = jnp.zeros([], jnp.int32)
+    aux = {"correct": zero, "count": zero, "batch_stats": batch_stats}
     opt_state = optax.tree_utils.tree_set(opt_state, aux=aux)
     return {
       "step": jnp.zeros([], jnp.int32),
@@ -563,7 +604,7 @@ def train_and_evaluate(
           "step": step,
           "epoch": step / steps_per_epoch,
           "loss": float(acc["loss_sum"]) / n,
-          "accuracy": float(acc["correct"]) / (n * config.batch_size),
+          "accuracy": float(acc["correct"]) / max(int(acc["count"]), 1),
           "learning_rate": float(schedule(step - 1)),
           "images_per_sec": window_steps * config.batch_size / elapsed,
         }

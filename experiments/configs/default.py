@@ -34,7 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.patch_size = 16  # ViT/DeiT only.
 
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "sgd"  # sgd | sam | zo_sam | sparse_sam
+  # sgd | sam | zo_sam | sparse_sam | looksam | zo_looksam | gsam | esam | zo_esam |
+  # adaptive_zo_sam
+  config.optimizer.name = "sgd"
   config.optimizer.learning_rate = 0.05
   config.optimizer.schedule = "cosine"  # cosine | constant
   config.optimizer.warmup_epochs = 0.0
@@ -49,6 +51,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.scheme = "central"  # ZO-SAM: central | forward.
   config.optimizer.probe_batch_size = 1  # ZO-SAM: directions probed at once.
   config.optimizer.ssam_sparsity = 0.5  # Sparse SAM: fraction of weights NOT perturbed.
+  config.optimizer.max_directions = 8  # adaptive_zo_sam: m grows from num_directions to this.
+  config.optimizer.looksam_reuse_period = 5  # LookSAM: k, steps between exact ascents.
+  config.optimizer.looksam_alpha = 0.7  # LookSAM: weight of the reused component.
+  config.optimizer.gsam_alpha = 0.1  # GSAM: weight of the orthogonal ascent.
+  config.optimizer.gsam_rho_min = -1.0  # GSAM: rho at LR 0 (< 0: constant rho).
+  config.optimizer.esam_beta = 0.6  # ESAM: fraction of parameter leaves perturbed.
+  config.optimizer.esam_gamma = 0.5  # ESAM: fraction of examples kept for the update.
   config.optimizer.ssam_mask_method = "fisher"  # Sparse SAM: fisher | dynamic | random.
   config.optimizer.ssam_update_interval = 100  # Sparse SAM: steps between mask refreshes.
   config.optimizer.ssam_num_fisher_samples = 128  # SSAM-F: examples (capped at the batch).
