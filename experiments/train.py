@@ -326,16 +326,15 @@ def make_train_step(
 
       extra = {"per_example_loss_fn": per_example_loss_fn, "batch": batch}
     if use_fisher:
-      # SSAM-F's per-example Fisher uses running BN statistics (a batch of one has none).
-      def per_example_loss_fn(params, example):
+      # SSAM-F's Fisher takes per-example gradients on one-example batches: BatchNorm uses
+      # its running statistics there (a batch of one has none of its own).
+      def fisher_loss_fn(params, sub_batch):
         logits = model.apply(
-          {"params": params, "batch_stats": state["batch_stats"]},
-          example["image"][None],
-          train=False,
+          {"params": params, "batch_stats": state["batch_stats"]}, sub_batch["image"], train=False
         )
-        return optax.softmax_cross_entropy_with_integer_labels(logits, example["label"][None])[0]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, sub_batch["label"])
 
-      extra = {**extra, "per_example_loss_fn": per_example_loss_fn, "fisher_examples": batch}
+      extra = {"per_example_loss_fn": fisher_loss_fn, "batch": batch}
     updates, opt_state = tx.update(
       None, state["opt_state"], state["params"], loss_fn=loss_fn, **extra
     )
@@ -540,9 +539,11 @@ def train_and_evaluate(
     start_step = int(jax.device_get(state["step"]))
     writer.truncate_after(start_step)
     print(f"Resumed from step {start_step} of {total_steps} in {workdir}", flush=True)
-  elif is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(_config_json(config))
+  else:  # A new run, or a resumed one killed before its first checkpoint: start over.
+    writer.truncate_after(0)
+    if is_main:
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(_config_json(config))
 
   # Compile ahead of time so timings exclude compilation.
   t0 = time.perf_counter()
