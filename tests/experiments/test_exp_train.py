@@ -107,6 +107,7 @@ def test_resume_matches_uninterrupted_run_bitwise(
   _resume_matches(tmp_path, data_dir, fmnist_subset_dir, zo_sam_run, optimizer__name="zo_sam")
 
 
+@pytest.mark.slow
 @needs_sparse
 def test_resume_with_rigl_matches_bitwise(tmp_path, data_dir, fmnist_subset_dir, rigl_run):
   _resume_matches(tmp_path, data_dir, fmnist_subset_dir, rigl_run, **RIGL)
