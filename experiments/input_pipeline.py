@@ -18,6 +18,7 @@ Small datasets (everything but ImageNet) are read into memory once per process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
@@ -105,6 +106,18 @@ def default_data_dir() -> str:
   return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
+@contextlib.contextmanager
+def _absl_errors_only() -> Iterator[None]:
+  from absl import logging as absl_logging
+
+  old = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(old)
+
+
 def _prepare_local(name: str, data_dir: str, source_dir: str) -> None:
   """Builds the local Fashion-MNIST/MNIST tfds dataset once (a no-op when already built)."""
   from experiments import local_datasets
@@ -114,8 +127,9 @@ def _prepare_local(name: str, data_dir: str, source_dir: str) -> None:
   builder = local_datasets.LOCAL_BUILDERS[name](
     data_dir=data_dir, source_dir=source_dir, file_format="array_record"
   )
-  if builder.is_prepared():
-    return
+  with _absl_errors_only():  # tfds warns about the not-yet-built folder it is checking.
+    if builder.is_prepared():
+      return
   missing = local_datasets.missing_idx_files(source_dir) if source_dir else ["all four"]
   if missing:
     raise DataMissingError(
@@ -124,6 +138,9 @@ def _prepare_local(name: str, data_dir: str, source_dir: str) -> None:
       f"'{source_dir or '(none given)'}': {_how_to_get(name, data_dir)}"
     )
   print(f"Building {name} from {source_dir} into {data_dir} (once)...", flush=True)
+  import tensorflow_datasets as tfds
+
+  tfds.disable_progress_bar()
   builder.download_and_prepare()
 
 
@@ -146,7 +163,8 @@ def open_source(name: str, split: str, data_dir: str, source_dir: str = "") -> S
   if name in ("fashion_mnist", "mnist"):
     _prepare_local(name, data_dir, source_dir)
   try:
-    return tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False)
+    with _absl_errors_only():
+      return tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # tfds raises several types for "not prepared here".
     raise DataMissingError(
       f"dataset {tfds_name} (split {split}) is not prepared in {data_dir} in a "
@@ -297,6 +315,11 @@ def _process(
   if train and aug.cutout > 0:
     images = cutout(images, aug.cutout, rng)
   return images
+
+
+def normalize_eval(images: Any, spec: DatasetSpec) -> np.ndarray:
+  """Evaluation preprocessing (crop/resize where needed, normalisation) of raw images."""
+  return _process(images, spec, False, Augment(), None)
 
 
 class TrainBatches:

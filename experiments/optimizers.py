@@ -9,7 +9,7 @@ Chain: ``head -> add_decayed_weights -> sgd(schedule, momentum)``, where the hea
 from __future__ import annotations
 
 import importlib.util
-import math
+from collections.abc import Callable
 from typing import Any
 
 import ml_collections
@@ -17,7 +17,22 @@ import optax
 
 import zosam_jax as zj
 
-OPTIMIZERS = ("sgd", "sam", "zo_sam", "sparse_sam")
+OPTIMIZERS = (
+  "sgd",
+  "sam",
+  "zo_sam",
+  "sparse_sam",
+  "looksam",
+  "zo_looksam",
+  "gsam",
+  "esam",
+  "zo_esam",
+  "adaptive_zo_sam",
+)
+# Heads whose loss is given per example (``per_example_loss_fn=``, ``batch=``).
+PER_EXAMPLE_HEADS = ("esam", "zo_esam")
+# Heads that estimate the ascent direction with zeroth-order probes.
+ZEROTH_ORDER_HEADS = ("zo_sam", "zo_looksam", "zo_esam")
 SCHEDULES = ("cosine", "constant")
 SSAM_MASK_METHODS = ("fisher", "dynamic", "random")
 DISTRIBUTIONS = ("gaussian", "rademacher")
@@ -29,16 +44,18 @@ def sparse_available() -> bool:
   return importlib.util.find_spec("zosam_jax.sparse") is not None
 
 
+# Sparse methods whose mask needs a training loop of its own (LTH's prune-rewind rounds).
+UNSUPPORTED_SPARSE = ("lth",)
+STATIC_SPARSE = ("snip", "grasp")
+
+
 def sparse_methods() -> tuple[str, ...]:
-  """Valid ``config.sparse.method`` values: ``dense`` plus the registry of ``zosam_jax.sparse``."""
+  """Valid ``config.sparse.method`` values: ``dense`` plus ``zosam_jax.sparse``'s registry."""
   if not sparse_available():
     return ("dense",)
   from zosam_jax import sparse
 
-  names = getattr(sparse, "METHODS", None)
-  if names is None and hasattr(sparse, "available_methods"):
-    names = sparse.available_methods()
-  return ("dense",) + tuple(names or ())
+  return ("dense",) + tuple(n for n in sparse.method_names() if n not in UNSUPPORTED_SPARSE)
 
 
 def learning_rate_schedule(
@@ -58,9 +75,12 @@ def learning_rate_schedule(
 
 
 def create_head(
-  config: ml_collections.ConfigDict, total_steps: int
+  config: ml_collections.ConfigDict, total_steps: int, schedule: optax.Schedule | None = None
 ) -> optax.GradientTransformationExtraArgs:
-  """The chain's head: the transform that turns ``loss_fn`` into a gradient."""
+  """The chain's head: the transform that turns ``loss_fn`` into a gradient.
+
+  ``schedule`` is the chain's learning rate (GSAM ties its radius to it).
+  """
   opt = config.optimizer
   if opt.name == "sgd":
     return zj.exact_gradient(has_aux=True)
@@ -96,39 +116,97 @@ def create_head(
       seed=config.seed,
       has_aux=True,
     )
+  zo = {
+    "num_directions": opt.num_directions,
+    "smoothing": opt.smoothing,
+    "distribution": opt.distribution,
+    "scheme": opt.scheme,
+    "probe_batch_size": opt.probe_batch_size,
+    "seed": config.seed,
+    "has_aux": True,
+  }
+  if opt.name in ("looksam", "zo_looksam"):
+    ascent = "zeroth_order" if opt.name == "zo_looksam" else "exact"
+    return zj.looksam(opt.rho, opt.looksam_reuse_period, opt.looksam_alpha, ascent=ascent, **zo)
+  if opt.name in ("esam", "zo_esam"):
+    ascent = "zeroth_order" if opt.name == "zo_esam" else "exact"
+    return zj.esam(opt.rho, opt.esam_beta, opt.esam_gamma, ascent=ascent, **zo)
+  if opt.name == "gsam":
+    return zj.gsam(
+      opt.rho,
+      opt.rho if opt.gsam_rho_min < 0 else opt.gsam_rho_min,
+      opt.gsam_alpha,
+      learning_rate=schedule,
+      has_aux=True,
+    )
+  if opt.name == "adaptive_zo_sam":
+    return zj.adaptive_zo_sam(
+      opt.rho,
+      opt.num_directions,
+      opt.max_directions,
+      opt.smoothing,
+      config.seed,
+      distribution=opt.distribution,
+      has_aux=True,
+    )
   raise ValueError(f"unknown optimizer '{opt.name}'; valid: {', '.join(OPTIMIZERS)}")
 
 
 def create_optimizer(
-  config: ml_collections.ConfigDict, params: Any, steps_per_epoch: int
+  config: ml_collections.ConfigDict,
+  params: Any,
+  steps_per_epoch: int,
+  *,
+  apply_fn: Callable[[Any, Any], Any] | None = None,
+  scoring_data: tuple[Any, Any] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """The full chain, wrapped by the configured sparse-training method (if any)."""
+  """The full chain, wrapped by the configured sparse-training method (if any).
+
+  Args:
+    config: the run's config.
+    params: initial parameters (the sparse wrapper's layout; SNIP/GraSP score them).
+    steps_per_epoch: for the learning-rate schedule and the dynamic methods' end step.
+    apply_fn: ``(params, images) -> logits`` without state updates; SNIP and GraSP only.
+    scoring_data: ``(images, labels)`` the static methods score the initial weights on.
+  """
   opt = config.optimizer
   total_steps = config.num_epochs * steps_per_epoch
+  schedule = learning_rate_schedule(config, steps_per_epoch)
   tx = optax.chain(
-    create_head(config, total_steps),
+    create_head(config, total_steps, schedule),
     optax.add_decayed_weights(opt.weight_decay) if opt.weight_decay > 0 else optax.identity(),
     optax.sgd(
-      learning_rate_schedule(config, steps_per_epoch),
+      schedule,
       momentum=opt.momentum if opt.momentum > 0 else None,
       nesterov=opt.nesterov,
     ),
   )
-  if config.sparse.method == "dense":
+  sp = config.sparse
+  if sp.method == "dense":
     return tx
   from zosam_jax import sparse  # Optional: only when a sparse method was asked for.
 
-  kwargs = dict(sparsity=config.sparse.sparsity, distribution=config.sparse.distribution)
-  if config.sparse.method not in ("snip", "grasp", "lth", "static"):
-    kwargs["update_every"] = config.sparse.update_every
-    kwargs["total_steps"] = total_steps
-  method = sparse.get_method(config.sparse.method, **kwargs)
+  common = {"sparsity": sp.sparsity, "distribution": sp.distribution}
+  if sp.method in STATIC_SPARSE:
+    if apply_fn is None or scoring_data is None:
+      raise ValueError(f"sparse method {sp.method} needs apply_fn and scoring_data")
+    images, labels = scoring_data
+    if sp.method == "snip":
+
+      def loss_fn(p):
+        logits = apply_fn(p, images)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+      return sparse.get_method("snip", **common).wrap(tx, params, loss_fn=loss_fn)
+    method = sparse.get_method("grasp", samples_per_class=sp.grasp_samples_per_class, **common)
+    return method.wrap(tx, params, apply_fn=apply_fn, inputs=images, labels=labels)
+  method = sparse.get_method(
+    sp.method,
+    update_every=sp.update_every,
+    end_step=max(1, int(round(sp.end_fraction * total_steps))),
+    drop_fraction=sp.drop_fraction,
+    seed=config.seed,
+    has_aux=True,
+    **common,
+  )
   return method.wrap(tx, params)
-
-
-def check_range(name: str, value: float, low: float, high: float, *, closed_high: bool) -> None:
-  """Raises ``ValueError`` unless ``low < value < high`` (or ``<= high``); NaN never passes."""
-  ok = low < value <= high if closed_high else low < value < high
-  if not (isinstance(value, (int, float)) and not math.isnan(value) and ok):
-    bracket = "]" if closed_high else ")"
-    raise ValueError(f"{name} must be in ({low}, {high}{bracket}, got {value!r}")

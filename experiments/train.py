@@ -110,7 +110,8 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
   )
   if opt.name != "sgd":
     _number("optimizer.rho", opt.rho, lambda v: 0 < v < math.inf, positive)
-  if opt.name == "zo_sam" or (opt.name == "sparse_sam" and opt.ssam_ascent == "zeroth_order"):
+  zeroth_order = opt.name in optimizers.ZEROTH_ORDER_HEADS + ("adaptive_zo_sam",)
+  if zeroth_order or (opt.name == "sparse_sam" and opt.ssam_ascent == "zeroth_order"):
     _number(
       "optimizer.num_directions",
       opt.num_directions,
@@ -124,10 +125,30 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
       lambda v: isinstance(v, int) and v >= 1,
       "an integer >= 1",
     )
+  if opt.name == "adaptive_zo_sam":
+    _number(
+      "optimizer.max_directions",
+      opt.max_directions,
+      lambda v: isinstance(v, int) and v >= opt.num_directions,
+      "an integer >= num_directions",
+    )
+  if opt.name in ("looksam", "zo_looksam"):
+    _number(
+      "optimizer.looksam_reuse_period",
+      opt.looksam_reuse_period,
+      lambda v: isinstance(v, int) and v >= 1,
+      "an integer >= 1",
+    )
+  if opt.name in ("esam", "zo_esam"):
+    for name in ("esam_beta", "esam_gamma"):
+      _number(f"optimizer.{name}", opt[name], lambda v: 0 < v <= 1, "in (0, 1]")
   if opt.name == "sparse_sam":
     _number("optimizer.ssam_sparsity", opt.ssam_sparsity, lambda v: 0 <= v < 1, "in [0, 1)")
   if config.sparse.method != "dense":
     _number("sparse.sparsity", config.sparse.sparsity, lambda v: 0 <= v < 1, "in [0, 1)")
+    _choice("sparsity distribution", config.sparse.distribution, ("erk", "uniform", "global"))
+    _number("sparse.end_fraction", config.sparse.end_fraction, lambda v: 0 < v <= 1, "in (0, 1]")
+    _number("sparse.drop_fraction", config.sparse.drop_fraction, lambda v: 0 < v < 1, "in (0, 1)")
     _number(
       "sparse.update_every",
       config.sparse.update_every,
@@ -253,6 +274,7 @@ def _zero_acc() -> dict[str, jax.Array]:
   return {
     "loss_sum": jnp.zeros([], jnp.float32),
     "correct": jnp.zeros([], jnp.int32),
+    "count": jnp.zeros([], jnp.int32),
     "steps": jnp.zeros([], jnp.int32),
   }
 
@@ -264,6 +286,7 @@ def make_train_step(
   use_fisher = config.optimizer.name == "sparse_sam" and config.optimizer.ssam_mask_method == (
     "fisher"
   )
+  per_example = config.optimizer.name in optimizers.PER_EXAMPLE_HEADS
   seed = config.seed
 
   def train_step(state: dict, batch: dict) -> dict:
@@ -280,20 +303,38 @@ def make_train_step(
       )
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
       correct = jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.int32)
-      return loss, {"correct": correct, "batch_stats": new_vars.get("batch_stats", {})}
+      count = jnp.asarray(labels.shape[0], jnp.int32)
+      aux = {"correct": correct, "count": count, "batch_stats": new_vars.get("batch_stats", {})}
+      return loss, aux
 
     extra = {}
-    if use_fisher:
-      # SSAM-F's per-example Fisher uses running BN statistics (a batch of one has none).
-      def per_example_loss_fn(params, example):
-        logits = model.apply(
+    if per_example:
+      # ESAM: per-example losses on any sub-batch (it updates on the highest-loss examples).
+      def per_example_loss_fn(params, sub_batch):
+        logits, new_vars = model.apply(
           {"params": params, "batch_stats": state["batch_stats"]},
-          example["image"][None],
-          train=False,
+          sub_batch["image"],
+          train=True,
+          mutable=["batch_stats"],
+          rngs={"dropout": dropout_rng},
         )
-        return optax.softmax_cross_entropy_with_integer_labels(logits, example["label"][None])[0]
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, sub_batch["label"])
+        correct = jnp.sum(jnp.argmax(logits, -1) == sub_batch["label"]).astype(jnp.int32)
+        count = jnp.asarray(sub_batch["label"].shape[0], jnp.int32)
+        aux = {"correct": correct, "count": count, "batch_stats": new_vars.get("batch_stats", {})}
+        return losses, aux
 
-      extra = {"per_example_loss_fn": per_example_loss_fn, "fisher_examples": batch}
+      extra = {"per_example_loss_fn": per_example_loss_fn, "batch": batch}
+    if use_fisher:
+      # SSAM-F's Fisher takes per-example gradients on one-example batches: BatchNorm uses
+      # its running statistics there (a batch of one has none of its own).
+      def fisher_loss_fn(params, sub_batch):
+        logits = model.apply(
+          {"params": params, "batch_stats": state["batch_stats"]}, sub_batch["image"], train=False
+        )
+        return optax.softmax_cross_entropy_with_integer_labels(logits, sub_batch["label"])
+
+      extra = {"per_example_loss_fn": fisher_loss_fn, "batch": batch}
     updates, opt_state = tx.update(
       None, state["opt_state"], state["params"], loss_fn=loss_fn, **extra
     )
@@ -309,6 +350,7 @@ def make_train_step(
       "acc": {
         "loss_sum": acc["loss_sum"] + loss,
         "correct": acc["correct"] + aux["correct"],
+        "count": acc["count"] + aux["count"],
         "steps": acc["steps"] + 1,
       },
     }
@@ -452,12 +494,24 @@ def train_and_evaluate(
     jax.random.key(config.seed)
   )
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
-  tx = optimizers.create_optimizer(config, params, steps_per_epoch)
+  static_kwargs = {}
+  if config.sparse.method in optimizers.STATIC_SPARSE:
+    # SNIP/GraSP score the initial weights on training data (BN in batch-statistics mode).
+    def apply_fn(p, x):
+      variables = {"params": p, "batch_stats": batch_stats}
+      return model.apply(variables, x, train=True, mutable=["batch_stats"])[0]
+
+    n = min(train_split.size, max(config.batch_size, 20 * spec.num_classes))
+    images, labels = train_split.get(np.arange(n))
+    images = input_pipeline.normalize_eval(images, spec)
+    static_kwargs = {"apply_fn": apply_fn, "scoring_data": (images, labels)}
+  tx = optimizers.create_optimizer(config, params, steps_per_epoch, **static_kwargs)
   schedule = optimizers.learning_rate_schedule(config, steps_per_epoch)
 
   def init_state(params, batch_stats):
     opt_state = tx.init(params)
-    aux = {"correct": jnp.zeros([], jnp.int32), "batch_stats": batch_stats}
+    zero = jnp.zeros([], jnp.int32)
+    aux = {"correct": zero, "count": zero, "batch_stats": batch_stats}
     opt_state = optax.tree_utils.tree_set(opt_state, aux=aux)
     return {
       "step": jnp.zeros([], jnp.int32),
@@ -485,9 +539,11 @@ def train_and_evaluate(
     start_step = int(jax.device_get(state["step"]))
     writer.truncate_after(start_step)
     print(f"Resumed from step {start_step} of {total_steps} in {workdir}", flush=True)
-  elif is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(_config_json(config))
+  else:  # A new run, or a resumed one killed before its first checkpoint: start over.
+    writer.truncate_after(0)
+    if is_main:
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(_config_json(config))
 
   # Compile ahead of time so timings exclude compilation.
   t0 = time.perf_counter()
@@ -549,7 +605,7 @@ def train_and_evaluate(
           "step": step,
           "epoch": step / steps_per_epoch,
           "loss": float(acc["loss_sum"]) / n,
-          "accuracy": float(acc["correct"]) / (n * config.batch_size),
+          "accuracy": float(acc["correct"]) / max(int(acc["count"]), 1),
           "learning_rate": float(schedule(step - 1)),
           "images_per_sec": window_steps * config.batch_size / elapsed,
         }

@@ -70,7 +70,7 @@ def test_empirical_fisher_matches_hand_computation():
   x, y, w = rng.normal(size=(10, 4)), rng.normal(size=10), rng.normal(size=4)
   expected = np.mean(((x @ w - y)[:, None] * x) ** 2, axis=0)
   fisher = pm.empirical_fisher(
-    lambda p, ex: 0.5 * (p["w"] @ ex[0] - ex[1]) ** 2,
+    lambda p, b: 0.5 * (b[0] @ p["w"] - b[1]) ** 2,
     {"w": jnp.asarray(w, jnp.float32)},
     (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)),
     num_samples=10,
@@ -105,8 +105,8 @@ def _model():
   x = jax.random.normal(k2, (16, 8))
   y = jax.random.normal(k3, (16, 4))
 
-  def per_example(p, ex):
-    return 0.5 * jnp.sum((ex[0] @ p["kernel"] + p["bias"] - ex[1]) ** 2)
+  def per_example(p, batch):  # (params, batch) -> one loss per example
+    return 0.5 * jnp.sum((batch[0] @ p["kernel"] + p["bias"] - batch[1]) ** 2, axis=-1)
 
   return params, (x, y), per_example
 
@@ -122,13 +122,13 @@ def _model():
 )
 def test_sparse_sam_mask_refreshes_in_jit_with_exact_counts(kwargs):
   params, batch, per_example = _model()
-  loss_fn = lambda p: jnp.mean(jax.vmap(per_example, (None, 0))(p, batch))  # noqa: E731
+  loss_fn = lambda p: jnp.mean(per_example(p, batch))  # noqa: E731
   sparsity = 0.75
   tx = zj.sparse_sam(0.1, sparsity, update_interval=2, **kwargs)
   state = tx.init(params)
   step = jax.jit(
     lambda s, p: tx.update(
-      None, s, p, loss_fn=loss_fn, per_example_loss_fn=per_example, fisher_examples=batch
+      None, s, p, loss_fn=loss_fn, per_example_loss_fn=per_example, batch=batch
     )
   )
   masks = []
@@ -161,7 +161,7 @@ def test_sparse_sam_mask_refreshes_in_jit_with_exact_counts(kwargs):
 
 def test_sparse_sam_perturbs_only_masked_coordinates():
   params, batch, per_example = _model()
-  loss_fn = lambda p: jnp.mean(jax.vmap(per_example, (None, 0))(p, batch))  # noqa: E731
+  loss_fn = lambda p: jnp.mean(per_example(p, batch))  # noqa: E731
   tx = zj.sparse_sam(0.3, 0.5, mask_method="random", update_interval=1)
   state = tx.init(params)
   grads, state = tx.update(None, state, params, loss_fn=loss_fn)
@@ -177,7 +177,7 @@ def test_sparse_sam_perturbs_only_masked_coordinates():
 
 def test_sparse_sam_with_zeroth_order_ascent_runs_in_a_chain():
   params, batch, per_example = _model()
-  loss_fn = lambda p: jnp.mean(jax.vmap(per_example, (None, 0))(p, batch))  # noqa: E731
+  loss_fn = lambda p: jnp.mean(per_example(p, batch))  # noqa: E731
   tx = optax.chain(
     zj.sparse_sam(
       0.05,

@@ -67,9 +67,9 @@ def test_head_trains_a_batchnorm_mlp(name):
 
     return loss_fn
 
-  def per_example(p, ex):  # eval-mode BatchNorm: one example has no batch statistics
-    logits = model.apply({"params": p, "batch_stats": batch_stats}, ex[0][None], train=False)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, ex[1][None]).sum()
+  def per_example(p, batch):  # inference-mode BatchNorm: a one-example batch has no statistics
+    logits = model.apply({"params": p, "batch_stats": batch_stats}, batch[0], train=False)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1])
 
   tx = optax.chain(HEADS[name](), optax.sgd(0.1, momentum=0.9))
   opt_state = optax.tree_utils.tree_set(tx.init(params), aux=batch_stats)
@@ -83,7 +83,7 @@ def test_head_trains_a_batchnorm_mlp(name):
       params,
       loss_fn=make_loss(stats),
       per_example_loss_fn=per_example,
-      fisher_examples=(x, y),
+      batch=(x, y),
     )
     return optax.apply_updates(params, updates), opt_state
 

@@ -34,7 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.patch_size = 16  # ViT/DeiT only.
 
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "sgd"  # sgd | sam | zo_sam | sparse_sam
+  # sgd | sam | zo_sam | sparse_sam | looksam | zo_looksam | gsam | esam | zo_esam |
+  # adaptive_zo_sam
+  config.optimizer.name = "sgd"
   config.optimizer.learning_rate = 0.05
   config.optimizer.schedule = "cosine"  # cosine | constant
   config.optimizer.warmup_epochs = 0.0
@@ -49,16 +51,26 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.scheme = "central"  # ZO-SAM: central | forward.
   config.optimizer.probe_batch_size = 1  # ZO-SAM: directions probed at once.
   config.optimizer.ssam_sparsity = 0.5  # Sparse SAM: fraction of weights NOT perturbed.
+  config.optimizer.max_directions = 8  # adaptive_zo_sam: m grows from num_directions to this.
+  config.optimizer.looksam_reuse_period = 5  # LookSAM: k, steps between exact ascents.
+  config.optimizer.looksam_alpha = 0.7  # LookSAM: weight of the reused component.
+  config.optimizer.gsam_alpha = 0.1  # GSAM: weight of the orthogonal ascent.
+  config.optimizer.gsam_rho_min = -1.0  # GSAM: rho at LR 0 (< 0: constant rho).
+  config.optimizer.esam_beta = 0.6  # ESAM: fraction of parameter leaves perturbed.
+  config.optimizer.esam_gamma = 0.5  # ESAM: fraction of examples kept for the update.
   config.optimizer.ssam_mask_method = "fisher"  # Sparse SAM: fisher | dynamic | random.
   config.optimizer.ssam_update_interval = 100  # Sparse SAM: steps between mask refreshes.
   config.optimizer.ssam_num_fisher_samples = 128  # SSAM-F: examples (capped at the batch).
   config.optimizer.ssam_ascent = "exact"  # Sparse SAM: exact | zeroth_order (Sparse ZO-SAM).
 
   config.sparse = ml_collections.ConfigDict()
-  config.sparse.method = "dense"  # dense, or a zosam_jax.sparse method (e.g. rigl).
+  config.sparse.method = "dense"  # dense | snip | grasp | set | dsr | rigl | mest
   config.sparse.sparsity = 0.9
-  config.sparse.distribution = "erk"  # erk | uniform
+  config.sparse.distribution = "erk"  # erk | uniform | global
   config.sparse.update_every = 100  # Dynamic methods: steps between mask updates.
+  config.sparse.end_fraction = 0.75  # Dynamic methods: masks stop changing after this fraction.
+  config.sparse.drop_fraction = 0.3  # Dynamic methods: fraction dropped at the first update.
+  config.sparse.grasp_samples_per_class = 10  # GraSP: scoring examples per class.
 
   config.batch_size = 128  # Global batch, split over all devices.
   config.eval_batch_size = 500

@@ -32,9 +32,12 @@ def write_idx(path: str, array: np.ndarray) -> None:
     f.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def _compilation_cache(tmp_path_factory):
-  """Runs of one config compile the same step: a persistent cache compiles it once."""
+  """Runs of one config compile the same step: a persistent cache compiles it once.
+
+  Package-scoped: restored when the tests of this folder are done.
+  """
   import jax
 
   old = (

@@ -44,7 +44,7 @@ def test_deit_on_cifar_with_small_patches():
 @pytest.mark.parametrize("name", ["cnn"])
 def test_batch_norm_statistics_update_only_when_mutable(name):
   model = models.create_model(name, 10)
-  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3)) * 3.0 + 1.0
+  x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3)) * 3.0 + 1.0
   variables = jax.jit(lambda: model.init(jax.random.key(0), x, train=False))()
   logits, new = jax.jit(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables)
   assert logits.shape == (4, 10)
