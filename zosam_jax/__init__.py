@@ -1,1 +1,38 @@
-"""zosam_jax: sharpness-aware and zeroth-order optimisation for sparse training."""
+"""zosam_jax: sharpness-aware and zeroth-order optimisation for sparse training, in JAX/Optax.
+
+Heads of an ``optax.chain`` (they take ``loss_fn=`` as an extra argument of ``update``):
+``exact_gradient``, ``sam``, ``zo_sam``, ``sparse_sam``, and the general ``sharpness_aware``.
+Pure functions: ``rge``, ``sam_gradient``, ``zo_sam_gradient``.
+"""
+
+from zosam_jax import estimators, perturbation_masks
+from zosam_jax.estimators import rge, rge_with_coefficients
+from zosam_jax.sharpness import (
+  SharpnessAwareState,
+  exact_gradient,
+  perturbation,
+  sam,
+  sam_gradient,
+  sharpness_aware,
+  sparse_sam,
+  zo_sam,
+  zo_sam_gradient,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+  "SharpnessAwareState",
+  "estimators",
+  "exact_gradient",
+  "perturbation",
+  "perturbation_masks",
+  "rge",
+  "rge_with_coefficients",
+  "sam",
+  "sam_gradient",
+  "sharpness_aware",
+  "sparse_sam",
+  "zo_sam",
+  "zo_sam_gradient",
+]

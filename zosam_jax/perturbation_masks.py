@@ -1,0 +1,246 @@
+"""Sparse SAM perturbation masks: which coordinates of the SAM perturbation are kept.
+
+Sparse SAM (SSAM) multiplies SAM's perturbation by a binary mask ``m``,
+``theta + rho * g / ||g|| (.) m``, with ``1^T m = (1 - s) d`` for a perturbation sparsity ``s``.
+This module builds and refreshes such masks:
+
+* ``"fisher"`` (SSAM-F): keep the top-k coordinates of the diagonal empirical Fisher
+  ``F = 1/N_F sum_i (grad log p(y_i | x_i))^2`` over ``N_F`` examples (SSAM eq. 5-6).
+* ``"dynamic"`` (SSAM-D): drop the ``N_drop = f(t) (1 - s) d`` kept coordinates with the smallest
+  ``|g|`` (the flattest), regrow as many uniformly at random among the unkept ones, with
+  ``f(t) = alpha/2 (1 + cos(pi t / T))`` (SSAM eq. 7-9, Algorithm 2 option II).
+* ``"random"``: a fresh uniformly random mask (the paper's ablation).
+
+and three patterns (SSAM TPAMI version): ``"unstructured"`` (one global top-k over every perturbed
+coordinate), ``"structured"`` (whole output channels / filters, i.e. slices along the last axis of
+each leaf, ranked per leaf by their summed score), and ``"n:m"`` (in every group of ``M``
+consecutive weights along the input axis, the second-to-last axis of a kernel, keep ``N``).
+
+Counts are exact: selection is by index (``lax.top_k`` or ranks from ``argsort``), so ties cannot
+change how many coordinates are kept. Kept count for ``n`` coordinates at sparsity ``s`` is
+``floor((1 - s) n + 1/2)``.
+
+Masks are lists of bool arrays, one per perturbed leaf; the transforms in ``sharpness`` hold them
+in their state as a pytree shaped like the parameters.
+
+References:
+  Mi et al., "Make Sharpness-Aware Minimization Stronger: A Sparsified Perturbation Approach",
+  NeurIPS 2022; Mi et al., "Systematic Investigation of Sparse Perturbed Sharpness-Aware
+  Minimization Optimizer", TPAMI 2025.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from zosam_jax import _validation
+
+PATTERNS = ("unstructured", "structured", "n:m")
+MASK_METHODS = ("fisher", "dynamic", "random")
+
+
+def num_kept(total: int, sparsity: float) -> int:
+  """Number of coordinates kept out of ``total`` at ``sparsity`` (round half up)."""
+  return min(total, int(math.floor((1.0 - sparsity) * total + 0.5)))
+
+
+def check_pattern(pattern: str, n_m: tuple[int, int]) -> None:
+  _validation.check_choice("pattern", pattern, PATTERNS)
+  if pattern == "n:m":
+    n, m = n_m
+    if not (isinstance(n, int) and isinstance(m, int) and 1 <= n <= m):
+      raise ValueError(f"n_m must be (N, M) integers with 1 <= N <= M, got {n_m!r}.")
+
+
+def _group_axis(ndim: int) -> int:
+  return ndim - 2 if ndim >= 2 else 0
+
+
+def check_n_m_shapes(shapes: list[tuple[int, ...]], n_m: tuple[int, int]) -> None:
+  """Every perturbed leaf's input axis must split into groups of M."""
+  m = n_m[1]
+  for shape in shapes:
+    if not shape:
+      raise ValueError(f"pattern='n:m' cannot group a scalar parameter (shape {shape}).")
+    axis = _group_axis(len(shape))
+    if shape[axis] % m:
+      raise ValueError(
+        f"pattern='n:m' with M={m} needs the input axis (axis {axis}) of every perturbed "
+        f"parameter divisible by M; got shape {shape}. Exclude such leaves with perturb_leaves."
+      )
+
+
+def _unstructured_topk(scores: list[jax.Array], kept: int) -> list[jax.Array]:
+  flat = jnp.concatenate([s.reshape(-1) for s in scores])
+  _, idx = jax.lax.top_k(flat, kept)
+  chosen = jnp.zeros(flat.shape, bool).at[idx].set(True)
+  out, start = [], 0
+  for s in scores:
+    out.append(chosen[start : start + s.size].reshape(s.shape))
+    start += s.size
+  return out
+
+
+def _structured_topk(score: jax.Array, sparsity: float) -> jax.Array:
+  if score.ndim == 0:
+    return jnp.ones((), bool)
+  per_channel = score.reshape(-1, score.shape[-1]).sum(0) if score.ndim >= 2 else score
+  channels = per_channel.shape[0]
+  _, idx = jax.lax.top_k(per_channel, num_kept(channels, sparsity))
+  keep = jnp.zeros((channels,), bool).at[idx].set(True)
+  return jnp.broadcast_to(keep, score.shape)
+
+
+def _n_m_topk(score: jax.Array, n: int, m: int) -> jax.Array:
+  axis = _group_axis(score.ndim)
+  moved = jnp.moveaxis(score, axis, -1)
+  groups = moved.reshape(moved.shape[:-1] + (moved.shape[-1] // m, m))
+  _, idx = jax.lax.top_k(groups, n)
+  keep = jnp.sum(jax.nn.one_hot(idx, m, dtype=jnp.int32), axis=-2) > 0
+  return jnp.moveaxis(keep.reshape(moved.shape), -1, axis)
+
+
+def top_k_mask(
+  scores: list[jax.Array], *, sparsity: float, pattern: str, n_m: tuple[int, int] = (2, 4)
+) -> list[jax.Array]:
+  """Keeps the highest-scoring coordinates under ``pattern``; returns bool masks like ``scores``."""
+  if pattern == "unstructured":
+    total = sum(s.size for s in scores)
+    return _unstructured_topk([s.astype(jnp.float32) for s in scores], num_kept(total, sparsity))
+  if pattern == "structured":
+    return [_structured_topk(s.astype(jnp.float32), sparsity) for s in scores]
+  return [_n_m_topk(s.astype(jnp.float32), *n_m) for s in scores]
+
+
+def random_mask(
+  key: jax.Array,
+  shapes: list[tuple[int, ...]],
+  *,
+  sparsity: float,
+  pattern: str,
+  n_m: tuple[int, int] = (2, 4),
+) -> list[jax.Array]:
+  """A uniformly random mask with the exact kept count of ``pattern``."""
+  keys = jax.random.split(key, max(len(shapes), 1))
+  scores = [jax.random.uniform(k, s) for k, s in zip(keys, shapes, strict=False)]
+  return top_k_mask(scores, sparsity=sparsity, pattern=pattern, n_m=n_m)
+
+
+def cosine_drop_fraction(step: jax.Array, drop_fraction: float, total_steps: int) -> jax.Array:
+  """SSAM eq. 9: ``alpha/2 (1 + cos(pi t / T))``, held at 0 after ``T``."""
+  t = jnp.minimum(step.astype(jnp.float32), float(total_steps))
+  return 0.5 * drop_fraction * (1.0 + jnp.cos(jnp.pi * t / total_steps))
+
+
+def _ranks(values: jax.Array) -> jax.Array:
+  """Rank of each entry in ascending order (0 = smallest); ties broken by index."""
+  order = jnp.argsort(values, stable=True)
+  return jnp.zeros(values.shape, jnp.int32).at[order].set(jnp.arange(values.size, dtype=jnp.int32))
+
+
+def drop_and_regrow(
+  key: jax.Array,
+  mask: list[jax.Array],
+  grads: list[jax.Array],
+  num_drop: jax.Array,
+) -> list[jax.Array]:
+  """SSAM-D's unstructured update: drop the ``num_drop`` kept coordinates with the smallest
+  ``|grad|`` and regrow ``num_drop`` coordinates uniformly among the unkept ones.
+
+  ``num_drop`` may be a traced integer (it follows a schedule); the kept count never changes as
+  long as ``num_drop`` is at most the number of kept coordinates.
+  """
+  kept = jnp.concatenate([m.reshape(-1) for m in mask])
+  score = jnp.concatenate([jnp.abs(g.astype(jnp.float32)).reshape(-1) for g in grads])
+  drop = kept & (_ranks(jnp.where(kept, score, jnp.inf)) < num_drop)
+  remaining = kept & ~drop
+  noise = jax.random.uniform(key, kept.shape)
+  grow = ~remaining & (_ranks(jnp.where(remaining, jnp.inf, -noise)) < num_drop)
+  new = remaining | grow
+  out, start = [], 0
+  for m in mask:
+    out.append(new[start : start + m.size].reshape(m.shape))
+    start += m.size
+  return out
+
+
+def empirical_fisher(
+  per_example_loss_fn: Callable[[Any, Any], jax.Array],
+  params: Any,
+  examples: Any,
+  *,
+  num_samples: int,
+  chunk_size: int = 16,
+) -> Any:
+  """Diagonal empirical Fisher ``1/N sum_i (grad_theta l(theta; x_i, y_i))^2`` (SSAM eq. 5).
+
+  Args:
+    per_example_loss_fn: ``(params, example) -> scalar`` negative log-likelihood of ONE example;
+      ``example`` is a slice of ``examples`` without its leading axis.
+    params: the point at which the Fisher is taken.
+    examples: a pytree whose leaves have a leading axis of at least ``num_samples`` examples; the
+      first ``num_samples`` are used.
+    num_samples: ``N_F``.
+    chunk_size: examples whose gradients are computed together (``jax.vmap``); the running sum is
+      carried through a ``lax.scan``, so memory holds ``chunk_size`` gradients, not ``N_F``.
+
+  Returns:
+    A float32 pytree like ``params``.
+  """
+  leading = {x.shape[0] for x in jax.tree.leaves(examples)}
+  if len(leading) != 1 or min(leading) < num_samples:
+    raise ValueError(
+      f"fisher examples must share a leading axis of at least num_fisher_samples={num_samples} "
+      f"examples; got leading sizes {sorted(leading)}."
+    )
+  examples = jax.tree.map(lambda x: x[:num_samples], examples)
+  grad_fn = jax.grad(per_example_loss_fn)
+
+  def squared_sum(batch):
+    grads = jax.vmap(grad_fn, in_axes=(None, 0))(params, batch)
+    return jax.tree.map(lambda g: jnp.sum(jnp.square(g.astype(jnp.float32)), axis=0), grads)
+
+  chunk = min(chunk_size, num_samples)
+  num_full, remainder = divmod(num_samples, chunk)
+  total = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
+  full = jax.tree.map(
+    lambda x: x[: num_full * chunk].reshape((num_full, chunk) + x.shape[1:]), examples
+  )
+  total, _ = jax.lax.scan(
+    lambda acc, b: (jax.tree.map(jnp.add, acc, squared_sum(b)), None), total, full
+  )
+  if remainder:
+    rest = jax.tree.map(lambda x: x[num_full * chunk :], examples)
+    total = jax.tree.map(jnp.add, total, squared_sum(rest))
+  return jax.tree.map(lambda t: t / num_samples, total)
+
+
+class MaskSpec(NamedTuple):
+  """Static description of a Sparse SAM perturbation mask (built by ``sharpness.sparse_sam``).
+
+  Attributes:
+    method: ``"fisher"``, ``"dynamic"`` or ``"random"``.
+    sparsity: fraction of perturbed coordinates that are NOT perturbed, in ``[0, 1)``.
+    pattern: ``"unstructured"``, ``"structured"`` or ``"n:m"``.
+    n_m: ``(N, M)`` for the ``"n:m"`` pattern.
+    update_interval: the mask is refreshed at steps ``t`` with ``t % update_interval == 0``.
+    num_fisher_samples: ``N_F`` for ``"fisher"``.
+    fisher_chunk_size: per-example gradients computed together for ``"fisher"``.
+    drop_fraction: ``alpha`` for ``"dynamic"``.
+    total_steps: ``T`` of the cosine decay for ``"dynamic"``.
+  """
+
+  method: str
+  sparsity: float
+  pattern: str
+  n_m: tuple[int, int]
+  update_interval: int
+  num_fisher_samples: int
+  fisher_chunk_size: int
+  drop_fraction: float
+  total_steps: int | None

@@ -1,0 +1,641 @@
+"""The SAM family as pure functions and as optax transforms that head a chain.
+
+Sharpness-aware minimisation takes the gradient at a perturbed point:
+
+  eps     = rho * g_hat / (||g_hat|| + tiny)            (SAM)
+  eps     = rho * T^2 g_hat / (||T g_hat|| + tiny),  T = |theta| + eta   (adaptive, ASAM)
+  eps     = eps (.) m                                    (Sparse SAM: a binary perturbation mask)
+  update  = grad L(theta + eps)
+
+``g_hat`` is the *ascent direction*: the exact gradient at ``theta`` (SAM, two forward-backward
+passes) or a zeroth-order random gradient estimate (ZO-SAM: ``2m`` forward passes plus one
+forward-backward). The update always uses the exact gradient at ``theta + eps``.
+
+In sparse training (``weight_mask``), the ascent direction is restricted to active weights before
+it is normalised, so pruned weights are never perturbed and ``||eps|| = rho`` holds on the active
+subspace. A Sparse SAM perturbation mask is applied after normalisation, as in SSAM's objective
+``f(theta + rho g/||g|| (.) m)``. A zero ascent direction gives ``eps = 0``, never NaN.
+
+The transforms replace the incoming updates (which may be ``None``) by the gradient at
+``theta + eps``; put them first in an ``optax.chain``::
+
+  tx = optax.chain(zosam_jax.zo_sam(rho=0.05, num_directions=4, smoothing=1e-3, seed=0),
+                   optax.sgd(0.05, momentum=0.9))
+  updates, opt_state = tx.update(None, opt_state, params, loss_fn=loss_fn)
+
+References:
+  Foret et al., "Sharpness-Aware Minimization for Efficiently Improving Generalization", ICLR 2021.
+  Kwon et al., "ASAM: Adaptive Sharpness-Aware Minimization", ICML 2021.
+  Ji et al., "ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient Sparse Training",
+  CVPR 2026 (arXiv 2603.13115).
+  Mi et al., "Make Sharpness-Aware Minimization Stronger: A Sparsified Perturbation Approach",
+  NeurIPS 2022.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from zosam_jax import _validation, estimators
+from zosam_jax import perturbation_masks as pmasks
+
+PyTree = Any
+LeafSelection = PyTree | Callable[[PyTree], PyTree] | None
+
+ASCENTS = ("exact", "zeroth_order")
+_TINY = 1e-12
+
+
+# ----------------------------------------------------------------------------- perturbation
+
+
+def perturbation(
+  params: PyTree,
+  ascent: PyTree,
+  *,
+  rho: float,
+  adaptive: bool = False,
+  adaptive_eta: float = 0.01,
+  weight_mask: PyTree | None = None,
+  perturbation_mask: PyTree | None = None,
+  leaf_selection: list[bool] | None = None,
+  eps: float = _TINY,
+) -> PyTree:
+  """The SAM perturbation ``eps`` for ascent direction ``ascent`` (see the module docstring).
+
+  Returns a float32 pytree like ``params``; leaves that are not selected are zero.
+  """
+  p_leaves, treedef = jax.tree.flatten(params)
+  g_leaves = jax.tree.leaves(ascent)
+  n = len(p_leaves)
+  selected = (
+    leaf_selection
+    if leaf_selection is not None
+    else [jnp.issubdtype(jnp.result_type(p), jnp.floating) for p in p_leaves]
+  )
+  w_leaves = [None] * n if weight_mask is None else jax.tree.leaves(weight_mask)
+  m_leaves = [None] * n if perturbation_mask is None else jax.tree.leaves(perturbation_mask)
+
+  directions = {}
+  for i in range(n):
+    if not selected[i]:
+      continue
+    g = g_leaves[i].astype(jnp.float32)
+    if w_leaves[i] is not None:
+      g = g * jnp.asarray(w_leaves[i], jnp.float32)
+    if adaptive:
+      g = (jnp.abs(p_leaves[i].astype(jnp.float32)) + adaptive_eta) * g
+    directions[i] = g
+  norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in directions.values()) + 0.0)
+  scale = rho / (norm + eps)
+
+  out = []
+  for i in range(n):
+    if i not in directions:
+      out.append(jnp.zeros(jnp.shape(p_leaves[i]), jnp.float32))
+      continue
+    e = scale * directions[i]
+    if adaptive:
+      e = (jnp.abs(p_leaves[i].astype(jnp.float32)) + adaptive_eta) * e
+    if m_leaves[i] is not None:
+      e = e * jnp.asarray(m_leaves[i], jnp.float32)
+    out.append(e)
+  return jax.tree.unflatten(treedef, out)
+
+
+def _add(params: PyTree, delta: PyTree) -> PyTree:
+  return jax.tree.map(lambda p, d: (p.astype(jnp.float32) + d).astype(p.dtype), params, delta)
+
+
+def _scalar(loss_fn: Callable, has_aux: bool) -> Callable:
+  def fn(p):
+    out = loss_fn(p)
+    return (out[0] if has_aux else out).astype(jnp.float32)
+
+  return fn
+
+
+def _check_common(rho: float, adaptive_eta: float) -> None:
+  _validation.check_nonnegative("rho", rho)
+  _validation.check_nonnegative("adaptive_eta", adaptive_eta)
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+def sam_gradient(
+  loss_fn: Callable[[PyTree], Any],
+  params: PyTree,
+  *,
+  rho: float,
+  adaptive: bool = False,
+  adaptive_eta: float = 0.01,
+  mask: PyTree | None = None,
+  perturbation_mask: PyTree | None = None,
+  perturb_leaves: LeafSelection = None,
+  has_aux: bool = False,
+) -> tuple[Any, PyTree]:
+  """SAM: the exact gradient at ``theta + eps``, ``eps`` from the exact gradient at ``theta``.
+
+  Args:
+    loss_fn: ``params -> loss`` (or ``(loss, aux)`` with ``has_aux=True``).
+    params: ``theta``.
+    rho: perturbation radius, ``>= 0``.
+    adaptive: ASAM's element-wise ``|theta| + adaptive_eta`` scaling.
+    adaptive_eta: ASAM's ``eta``.
+    mask: optional 0/1 pytree of active weights (sparse training): the perturbation lives on them.
+    perturbation_mask: optional 0/1 pytree applied to ``eps`` after normalisation (Sparse SAM).
+    perturb_leaves: ``optax.masked``-style selection of the leaves that are perturbed at all.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
+  Returns:
+    ``(value, grads)`` shaped like ``jax.value_and_grad(loss_fn, has_aux=has_aux)``. Both come from
+    the SAME pass, the forward-backward at ``theta + eps``: ``value`` is the loss (and aux) at the
+    perturbed point, ``grads`` the exact gradient there (dense, not multiplied by ``mask``).
+
+  References:
+    Foret et al., ICLR 2021; Kwon et al., ICML 2021.
+  """
+  _check_common(rho, adaptive_eta)
+  _validation.check_mask_like("mask", mask, params)
+  _validation.check_mask_like("perturbation_mask", perturbation_mask, params)
+  selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+  ascent = jax.grad(_scalar(loss_fn, has_aux))(params)
+  eps = perturbation(
+    params,
+    ascent,
+    rho=rho,
+    adaptive=adaptive,
+    adaptive_eta=adaptive_eta,
+    weight_mask=mask,
+    perturbation_mask=perturbation_mask,
+    leaf_selection=selection,
+  )
+  return jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
+
+
+def zo_sam_gradient(
+  loss_fn: Callable[[PyTree], Any],
+  params: PyTree,
+  key: jax.Array,
+  *,
+  rho: float,
+  num_directions: int,
+  smoothing: float,
+  distribution: str = "gaussian",
+  scheme: str = "central",
+  probe_batch_size: int | None = 1,
+  adaptive: bool = False,
+  adaptive_eta: float = 0.01,
+  mask: PyTree | None = None,
+  perturbation_mask: PyTree | None = None,
+  perturb_leaves: LeafSelection = None,
+  has_aux: bool = False,
+) -> tuple[Any, PyTree]:
+  """ZO-SAM: the exact gradient at ``theta + eps``, ``eps`` from a random gradient estimate.
+
+  Cost: the estimator's forward passes (``2m`` for the central scheme) plus ONE forward-backward,
+  against SAM's two forward-backwards. Directions are drawn from ``key`` on the active weights
+  (``mask``) of the selected leaves (``perturb_leaves``) only.
+
+  Args: as :func:`sam_gradient`, plus the estimator's (see :func:`zosam_jax.rge`).
+
+  Returns:
+    ``(value, grads)`` like ``jax.value_and_grad(loss_fn, has_aux)``, both from the single
+    forward-backward pass at ``theta + eps``; probe outputs (and their aux) are discarded.
+
+  References:
+    Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115).
+  """
+  _check_common(rho, adaptive_eta)
+  _validation.check_mask_like("perturbation_mask", perturbation_mask, params)
+  selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+  ascent = estimators.rge(
+    loss_fn,
+    params,
+    key,
+    num_directions=num_directions,
+    smoothing=smoothing,
+    distribution=distribution,
+    scheme=scheme,
+    probe_batch_size=probe_batch_size,
+    mask=mask,
+    has_aux=has_aux,
+    leaf_selection=selection,
+  )
+  eps = perturbation(
+    params,
+    ascent,
+    rho=rho,
+    adaptive=adaptive,
+    adaptive_eta=adaptive_eta,
+    weight_mask=mask,
+    perturbation_mask=perturbation_mask,
+    leaf_selection=selection,
+  )
+  return jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+class SharpnessAwareState(NamedTuple):
+  """State of every head transform in this module.
+
+  Attributes:
+    count: number of updates taken (int32).
+    key: PRNG key (raw uint32 key data, checkpoint-friendly), split every step.
+    value: float32 loss of the exact-gradient pass of the last step (at ``theta + eps``).
+    aux: aux output of that same pass when ``has_aux=True``; ``None`` after ``init``. For a
+      jit-stable state structure set it once with
+      ``optax.tree_utils.tree_set(tx.init(params), aux=example_aux)``.
+    perturbation_mask: Sparse SAM's bool mask, a pytree like params (``None`` for SAM/ZO-SAM).
+  """
+
+  count: jax.Array
+  key: jax.Array
+  value: jax.Array
+  aux: Any
+  perturbation_mask: Any
+
+
+class _AscentConfig(NamedTuple):
+  kind: str  # "exact" | "zeroth_order"
+  num_directions: int = 1
+  smoothing: float = 1e-3
+  distribution: str = "gaussian"
+  scheme: str = "central"
+  probe_batch_size: int | None = 1
+
+
+def _ascent_direction(config, loss_fn, params, key, weight_mask, selection, has_aux):
+  if config.kind == "exact":
+    return jax.grad(_scalar(loss_fn, has_aux))(params)
+  return estimators.rge(
+    loss_fn,
+    params,
+    key,
+    num_directions=config.num_directions,
+    smoothing=config.smoothing,
+    distribution=config.distribution,
+    scheme=config.scheme,
+    probe_batch_size=config.probe_batch_size,
+    mask=weight_mask,
+    has_aux=has_aux,
+    leaf_selection=selection,
+  )
+
+
+def _selected_shapes(params, selection):
+  return [jnp.shape(p) for p, s in zip(jax.tree.leaves(params), selection, strict=True) if s]
+
+
+def _mask_tree(params, selection, parts):
+  """Bool mask tree like params: the parts on selected leaves, False elsewhere."""
+  leaves, treedef = jax.tree.flatten(params)
+  it = iter(parts)
+  out = [
+    next(it) if s else jnp.zeros(jnp.shape(p), bool) for p, s in zip(leaves, selection, strict=True)
+  ]
+  return jax.tree.unflatten(treedef, out)
+
+
+def _mask_parts(mask_tree, selection):
+  return [m for m, s in zip(jax.tree.leaves(mask_tree), selection, strict=True) if s]
+
+
+def _refresh_mask(spec, mask_parts, *, step, key, params, ascent, selection, extra):
+  """Computes the new Sparse SAM mask (called inside ``lax.cond`` on refresh steps)."""
+  shapes = [m.shape for m in mask_parts]
+  if spec.method == "random":
+    return pmasks.random_mask(
+      key, shapes, sparsity=spec.sparsity, pattern=spec.pattern, n_m=spec.n_m
+    )
+  if spec.method == "fisher":
+    fisher = pmasks.empirical_fisher(
+      extra["per_example_loss_fn"],
+      params,
+      extra["fisher_examples"],
+      num_samples=spec.num_fisher_samples,
+      chunk_size=spec.fisher_chunk_size,
+    )
+    scores = [f for f, s in zip(jax.tree.leaves(fisher), selection, strict=True) if s]
+    return pmasks.top_k_mask(scores, sparsity=spec.sparsity, pattern=spec.pattern, n_m=spec.n_m)
+  # dynamic (SSAM-D): N_drop = f(t) (1 - s) d
+  grads = [g for g, s in zip(jax.tree.leaves(ascent), selection, strict=True) if s]
+  kept = pmasks.num_kept(sum(m.size for m in mask_parts), spec.sparsity)
+  fraction = pmasks.cosine_drop_fraction(step, spec.drop_fraction, spec.total_steps)
+  num_drop = jnp.floor(fraction * kept).astype(jnp.int32)
+  return pmasks.drop_and_regrow(key, mask_parts, grads, num_drop)
+
+
+def sharpness_aware(
+  rho: float,
+  *,
+  ascent: str = "exact",
+  num_directions: int = 1,
+  smoothing: float = 1e-3,
+  distribution: str = "gaussian",
+  scheme: str = "central",
+  probe_batch_size: int | None = 1,
+  adaptive: bool = False,
+  adaptive_eta: float = 0.01,
+  perturb_leaves: LeafSelection = None,
+  mask_spec: pmasks.MaskSpec | None = None,
+  seed: int = 0,
+  has_aux: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """The general SAM-family head; :func:`sam`, :func:`zo_sam` and :func:`sparse_sam` build on it.
+
+  ``update(updates, state, params, *, loss_fn, weight_mask=None, **extra)`` ignores ``updates``
+  and returns the exact gradient at ``theta + eps`` (see the module docstring). Extra arguments:
+
+  * ``loss_fn`` (required): ``params -> loss`` or ``(loss, aux)``; closes over the batch.
+  * ``weight_mask``: 0/1 pytree of active weights (passed by the sparse-training wrappers).
+  * ``per_example_loss_fn``, ``fisher_examples``: needed by ``mask_spec.method == "fisher"``
+    (see :func:`zosam_jax.perturbation_masks.empirical_fisher`).
+
+  Per step the state's key is split once; the step key drives the zeroth-order directions and the
+  Sparse SAM mask refresh, so two replicas with the same state draw the same directions.
+  """
+  _check_common(rho, adaptive_eta)
+  _validation.check_choice("ascent", ascent, ASCENTS)
+  if ascent == "zeroth_order":
+    _validation.check_estimator_args(
+      num_directions, smoothing, distribution, scheme, probe_batch_size
+    )
+  config = _AscentConfig(ascent, num_directions, smoothing, distribution, scheme, probe_batch_size)
+
+  def init_fn(params):
+    key = jax.random.PRNGKey(seed)
+    mask = None
+    if mask_spec is not None:
+      selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+      shapes = _selected_shapes(params, selection)
+      if not shapes:
+        raise ValueError("sparse_sam: perturb_leaves selects no floating-point parameter leaf.")
+      if mask_spec.pattern == "n:m":
+        pmasks.check_n_m_shapes(shapes, mask_spec.n_m)
+      key, init_key = jax.random.split(key)
+      parts = pmasks.random_mask(
+        init_key,
+        shapes,
+        sparsity=mask_spec.sparsity,
+        pattern=mask_spec.pattern,
+        n_m=mask_spec.n_m,
+      )
+      mask = _mask_tree(params, selection, parts)
+    return SharpnessAwareState(
+      count=jnp.zeros([], jnp.int32),
+      key=key,
+      value=jnp.zeros([], jnp.float32),
+      aux=None,
+      perturbation_mask=mask,
+    )
+
+  def update_fn(updates, state, params=None, *, loss_fn=None, weight_mask=None, **extra):
+    del updates
+    if loss_fn is None or params is None:
+      raise ValueError(
+        "SAM-family transforms need params and the extra argument loss_fn=: "
+        "tx.update(None, opt_state, params, loss_fn=loss_fn)."
+      )
+    _validation.check_mask_like("weight_mask", weight_mask, params)
+    selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+    key, step_key = jax.random.split(state.key)
+    probe_key, mask_key = jax.random.split(step_key)
+    ascent_dir = _ascent_direction(
+      config, loss_fn, params, probe_key, weight_mask, selection, has_aux
+    )
+
+    mask = state.perturbation_mask
+    if mask_spec is not None:
+      if mask_spec.method == "fisher" and (
+        extra.get("per_example_loss_fn") is None or extra.get("fisher_examples") is None
+      ):
+        raise ValueError(
+          "sparse_sam(mask_method='fisher') needs the extra arguments per_example_loss_fn= "
+          "(params, example) -> loss and fisher_examples= (a batch with a leading example axis)."
+        )
+      parts = _mask_parts(mask, selection)
+      refresh = lambda: _refresh_mask(  # noqa: E731
+        mask_spec,
+        parts,
+        step=state.count,
+        key=mask_key,
+        params=params,
+        ascent=ascent_dir,
+        selection=selection,
+        extra=extra,
+      )
+      parts = jax.lax.cond(state.count % mask_spec.update_interval == 0, refresh, lambda: parts)
+      mask = _mask_tree(params, selection, parts)
+
+    eps = perturbation(
+      params,
+      ascent_dir,
+      rho=rho,
+      adaptive=adaptive,
+      adaptive_eta=adaptive_eta,
+      weight_mask=weight_mask,
+      perturbation_mask=mask,
+      leaf_selection=selection,
+    )
+    out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
+    value, aux = out if has_aux else (out, None)
+    new_state = SharpnessAwareState(
+      count=optax.safe_increment(state.count),
+      key=key,
+      value=jnp.asarray(value, jnp.float32),
+      aux=aux,
+      perturbation_mask=mask,
+    )
+    return grads, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def exact_gradient(*, has_aux: bool = False) -> optax.GradientTransformationExtraArgs:
+  """Head that replaces the updates by ``grad loss_fn(theta)`` (plain SGD/Adam chains).
+
+  Gives non-SAM chains the same interface (``loss_fn=`` extra argument, ``value``/``aux`` in the
+  state) so a training script and the sparse-training wrappers treat every chain alike.
+  """
+
+  def init_fn(params):
+    del params
+    return SharpnessAwareState(
+      count=jnp.zeros([], jnp.int32),
+      key=jax.random.PRNGKey(0),
+      value=jnp.zeros([], jnp.float32),
+      aux=None,
+      perturbation_mask=None,
+    )
+
+  def update_fn(updates, state, params=None, *, loss_fn=None, **extra):
+    del updates, extra
+    if loss_fn is None or params is None:
+      raise ValueError("exact_gradient needs params and the extra argument loss_fn=.")
+    out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
+    value, aux = out if has_aux else (out, None)
+    return grads, state._replace(
+      count=optax.safe_increment(state.count), value=jnp.asarray(value, jnp.float32), aux=aux
+    )
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def sam(
+  rho: float = 0.05,
+  *,
+  adaptive: bool = False,
+  adaptive_eta: float = 0.01,
+  perturb_leaves: LeafSelection = None,
+  has_aux: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """SAM head (two forward-backward passes per step). See :func:`sam_gradient`.
+
+  References:
+    Foret et al., ICLR 2021; Kwon et al., ICML 2021 (``adaptive=True``).
+  """
+  return sharpness_aware(
+    rho,
+    ascent="exact",
+    adaptive=adaptive,
+    adaptive_eta=adaptive_eta,
+    perturb_leaves=perturb_leaves,
+    has_aux=has_aux,
+  )
+
+
+def zo_sam(
+  rho: float = 0.05,
+  num_directions: int = 1,
+  smoothing: float = 1e-3,
+  seed: int = 0,
+  *,
+  distribution: str = "gaussian",
+  scheme: str = "central",
+  probe_batch_size: int | None = 1,
+  adaptive: bool = False,
+  adaptive_eta: float = 0.01,
+  perturb_leaves: LeafSelection = None,
+  has_aux: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """ZO-SAM head: zeroth-order ascent direction, exact update gradient. See
+  :func:`zo_sam_gradient`.
+
+  References:
+    Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115).
+  """
+  return sharpness_aware(
+    rho,
+    ascent="zeroth_order",
+    num_directions=num_directions,
+    smoothing=smoothing,
+    distribution=distribution,
+    scheme=scheme,
+    probe_batch_size=probe_batch_size,
+    adaptive=adaptive,
+    adaptive_eta=adaptive_eta,
+    perturb_leaves=perturb_leaves,
+    seed=seed,
+    has_aux=has_aux,
+  )
+
+
+def sparse_sam(
+  rho: float = 0.1,
+  sparsity: float = 0.5,
+  *,
+  mask_method: str = "fisher",
+  pattern: str = "unstructured",
+  n_m: tuple[int, int] = (2, 4),
+  update_interval: int = 100,
+  num_fisher_samples: int = 128,
+  fisher_chunk_size: int = 16,
+  drop_fraction: float = 0.5,
+  total_steps: int | None = None,
+  ascent: str = "exact",
+  num_directions: int = 1,
+  smoothing: float = 1e-3,
+  distribution: str = "gaussian",
+  scheme: str = "central",
+  probe_batch_size: int | None = 1,
+  adaptive: bool = False,
+  perturb_leaves: LeafSelection = None,
+  seed: int = 0,
+  has_aux: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """Sparse SAM head: SAM or ZO-SAM whose perturbation is multiplied by a binary mask.
+
+  The mask (SSAM-F ``"fisher"``, SSAM-D ``"dynamic"`` or ``"random"``; patterns
+  ``"unstructured"``, ``"structured"``, ``"n:m"``) lives in the state and is refreshed inside the
+  compiled step with ``lax.cond`` at steps ``t % update_interval == 0`` (step 0 included); it
+  starts uniformly random. See :mod:`zosam_jax.perturbation_masks` for the rules.
+
+  Args:
+    rho: perturbation radius.
+    sparsity: fraction of perturbable coordinates NOT perturbed, in ``[0, 1)`` (ignored by
+      ``"n:m"``, whose sparsity is ``1 - N/M``).
+    mask_method: ``"fisher"``, ``"dynamic"`` or ``"random"``.
+    pattern: ``"unstructured"``, ``"structured"`` or ``"n:m"`` (``"dynamic"`` supports only
+      ``"unstructured"``).
+    n_m: ``(N, M)`` with ``1 <= N <= M``.
+    update_interval: ``T_m`` in steps.
+    num_fisher_samples: ``N_F`` (the paper's default is 128).
+    fisher_chunk_size: per-example gradients computed at once.
+    drop_fraction: SSAM-D's ``alpha`` in ``(0, 1)``.
+    total_steps: SSAM-D's ``T`` (required for ``"dynamic"``).
+    ascent: ``"exact"`` (SSAM) or ``"zeroth_order"`` (Sparse ZO-SAM), with the estimator options.
+
+  References:
+    Mi et al., NeurIPS 2022 (Algorithms 1-2, eq. 5-9); Mi et al., TPAMI 2025 (patterns).
+  """
+  _validation.check_choice("mask_method", mask_method, pmasks.MASK_METHODS)
+  pmasks.check_pattern(pattern, n_m)
+  _validation.check_sparsity("sparsity", sparsity)
+  _validation.check_positive_int("update_interval", update_interval)
+  _validation.check_positive_int("num_fisher_samples", num_fisher_samples)
+  _validation.check_positive_int("fisher_chunk_size", fisher_chunk_size)
+  if mask_method == "dynamic":
+    if pattern != "unstructured":
+      raise ValueError(
+        f"mask_method='dynamic' supports pattern='unstructured' only, got {pattern!r}; use "
+        "mask_method='fisher' or 'random' for structured and n:m masks."
+      )
+    if not 0.0 < drop_fraction < 1.0:
+      raise ValueError(f"drop_fraction must be in (0, 1), got {drop_fraction!r}.")
+    if total_steps is None:
+      raise ValueError("mask_method='dynamic' needs total_steps (T of the cosine decay), >= 1.")
+    _validation.check_positive_int("total_steps", total_steps)
+  spec = pmasks.MaskSpec(
+    mask_method,
+    sparsity,
+    pattern,
+    tuple(n_m),
+    update_interval,
+    num_fisher_samples,
+    fisher_chunk_size,
+    drop_fraction,
+    total_steps,
+  )
+  return sharpness_aware(
+    rho,
+    ascent=ascent,
+    num_directions=num_directions,
+    smoothing=smoothing,
+    distribution=distribution,
+    scheme=scheme,
+    probe_batch_size=probe_batch_size,
+    adaptive=adaptive,
+    perturb_leaves=perturb_leaves,
+    mask_spec=spec,
+    seed=seed,
+    has_aux=has_aux,
+  )
