@@ -91,7 +91,10 @@ def _param_like(params: PyTree) -> Callable[[Any], bool]:
       return False
     leaves = jax.tree_util.tree_leaves(node)
     return all(
-      hasattr(x, "shape") and tuple(x.shape) == s for x, s in zip(leaves, shapes, strict=True)
+      hasattr(x, "shape")
+      and tuple(x.shape) == s
+      and jnp.issubdtype(getattr(x, "dtype", None), jnp.inexact)
+      for x, s in zip(leaves, shapes, strict=True)
     )
 
   return is_param_like
@@ -100,8 +103,9 @@ def _param_like(params: PyTree) -> Callable[[Any], bool]:
 def reset_moments(inner_state: PyTree, keep: PyTree, params: PyTree) -> PyTree:
   """Zeroes every parameter-shaped subtree of ``inner_state`` where ``keep`` is False.
 
-  A subtree is parameter-shaped when it has the tree structure of ``params`` and
-  the same leaf shapes (optax's ``TraceState.trace``, ``ScaleByAdamState.mu``/``nu``...).
+  A subtree is parameter-shaped when it has the tree structure of ``params``, the
+  same leaf shapes and floating dtypes (optax's ``TraceState.trace``,
+  ``ScaleByAdamState.mu``/``nu``...); boolean masks (e.g. Sparse SAM's) are left alone.
   """
   is_param_like = _param_like(params)
 
