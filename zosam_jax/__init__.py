@@ -6,7 +6,7 @@ Pure functions: ``rge``, ``sam_gradient``, ``zo_sam_gradient``.
 """
 
 from zosam_jax import estimators, perturbation_masks
-from zosam_jax.estimators import rge, rge_with_coefficients
+from zosam_jax.estimators import rge, rge_with_coefficients, sample_direction
 from zosam_jax.sharpness import (
   SharpnessAwareState,
   exact_gradient,
@@ -31,6 +31,7 @@ __all__ = [
   "rge_with_coefficients",
   "sam",
   "sam_gradient",
+  "sample_direction",
   "sharpness_aware",
   "sparse_sam",
   "zo_sam",

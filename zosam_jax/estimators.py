@@ -29,6 +29,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -62,6 +63,15 @@ def _flatten(params: PyTree, mask: PyTree | None, leaf_selection: Sequence[bool]
   return _Flat(leaves, treedef, active, masks)
 
 
+def _packed_rademacher(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """+-1 signs from 32 random bits per word: 32x fewer PRNG evaluations than
+  ``jax.random.rademacher``, which spends a full 32-bit draw on each sign."""
+  size = math.prod(shape)
+  words = jax.random.bits(key, (-(-size // 32),), jnp.uint32)
+  bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+  return (2.0 * bits.reshape(-1)[:size].astype(jnp.float32) - 1.0).reshape(shape)
+
+
 def draw_direction(key: jax.Array, flat: _Flat, distribution: str) -> list[jax.Array]:
   """Draws one direction on the active leaves (float32), zero on masked-out coordinates."""
   keys = jax.random.split(key, max(len(flat.active), 1))
@@ -69,7 +79,7 @@ def draw_direction(key: jax.Array, flat: _Flat, distribution: str) -> list[jax.A
   for j, i in enumerate(flat.active):
     shape = jnp.shape(flat.leaves[i])
     if distribution == "rademacher":
-      u = jax.random.rademacher(keys[j], shape, jnp.float32)
+      u = _packed_rademacher(keys[j], shape)
     else:  # gaussian, and sphere before normalisation
       u = jax.random.normal(keys[j], shape, jnp.float32)
     if flat.masks[j] is not None:
@@ -85,7 +95,9 @@ def draw_direction(key: jax.Array, flat: _Flat, distribution: str) -> list[jax.A
     norm = jnp.sqrt(sum(jnp.sum(jnp.square(p)) for p in parts))
     scale = jnp.sqrt(d_eff) / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny)
     parts = [p * scale for p in parts]
-  return parts
+  # Materialise the direction once: without the barrier XLA may fuse (and so recompute) the PRNG
+  # into each of its consumers (both probes and the accumulation).
+  return jax.lax.optimization_barrier(parts)
 
 
 def _shifted(flat: _Flat, direction: list[jax.Array], scale: float | jax.Array) -> PyTree:
@@ -141,6 +153,30 @@ def _directional_derivative_fn(
       return jax.jvp(loss, (theta,), (_tangent(flat, u),))[1].astype(jnp.float32)
 
   return coefficient
+
+
+def sample_direction(
+  key: jax.Array,
+  params: PyTree,
+  *,
+  distribution: str = "gaussian",
+  mask: PyTree | None = None,
+  leaf_selection: Sequence[bool] | None = None,
+) -> PyTree:
+  """The direction that :func:`rge` draws from ``key`` (one of the keys it splits), as a pytree.
+
+  ``rge(..., key)`` uses ``jax.random.split(key, num_directions)[i]`` for direction ``i``; passing
+  that key here regenerates it exactly. Float32 leaves; zero on masked-out coordinates and on
+  unselected leaves.
+  """
+  _validation.check_choice("distribution", distribution, _validation.DISTRIBUTIONS)
+  _validation.check_mask_like("mask", mask, params)
+  flat = _flatten(params, mask, leaf_selection)
+  parts = draw_direction(key, flat, distribution)
+  out = [jnp.zeros(jnp.shape(p), jnp.float32) for p in flat.leaves]
+  for j, i in enumerate(flat.active):
+    out[i] = parts[j]
+  return jax.tree.unflatten(flat.treedef, out)
 
 
 def rge_with_coefficients(

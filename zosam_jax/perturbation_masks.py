@@ -172,7 +172,7 @@ def drop_and_regrow(
 def empirical_fisher(
   per_example_loss_fn: Callable[[Any, Any], jax.Array],
   params: Any,
-  examples: Any,
+  batch: Any,
   *,
   num_samples: int,
   chunk_size: int = 16,
@@ -180,10 +180,11 @@ def empirical_fisher(
   """Diagonal empirical Fisher ``1/N sum_i (grad_theta l(theta; x_i, y_i))^2`` (SSAM eq. 5).
 
   Args:
-    per_example_loss_fn: ``(params, example) -> scalar`` negative log-likelihood of ONE example;
-      ``example`` is a slice of ``examples`` without its leading axis.
+    per_example_loss_fn: ``(params, batch) -> losses`` with one negative log-likelihood per
+      example of ``batch`` (shape ``[B]``): the same convention as ESAM's data selection. It is
+      called here on one-example batches.
     params: the point at which the Fisher is taken.
-    examples: a pytree whose leaves have a leading axis of at least ``num_samples`` examples; the
+    batch: a pytree whose leaves have a leading axis of at least ``num_samples`` examples; the
       first ``num_samples`` are used.
     num_samples: ``N_F``.
     chunk_size: examples whose gradients are computed together (``jax.vmap``); the running sum is
@@ -192,14 +193,18 @@ def empirical_fisher(
   Returns:
     A float32 pytree like ``params``.
   """
-  leading = {x.shape[0] for x in jax.tree.leaves(examples)}
+  leading = {x.shape[0] for x in jax.tree.leaves(batch)}
   if len(leading) != 1 or min(leading) < num_samples:
     raise ValueError(
-      f"fisher examples must share a leading axis of at least num_fisher_samples={num_samples} "
+      f"batch must share a leading axis of at least num_fisher_samples={num_samples} "
       f"examples; got leading sizes {sorted(leading)}."
     )
-  examples = jax.tree.map(lambda x: x[:num_samples], examples)
-  grad_fn = jax.grad(per_example_loss_fn)
+  examples = jax.tree.map(lambda x: x[:num_samples], batch)
+
+  def one_example_loss(p, example):
+    return per_example_loss_fn(p, jax.tree.map(lambda x: x[None], example))[0]
+
+  grad_fn = jax.grad(one_example_loss)
 
   def squared_sum(batch):
     grads = jax.vmap(grad_fn, in_axes=(None, 0))(params, batch)

@@ -320,7 +320,7 @@ def _refresh_mask(spec, mask_parts, *, step, key, params, ascent, selection, ext
     fisher = pmasks.empirical_fisher(
       extra["per_example_loss_fn"],
       params,
-      extra["fisher_examples"],
+      extra["batch"],
       num_samples=spec.num_fisher_samples,
       chunk_size=spec.fisher_chunk_size,
     )
@@ -357,8 +357,8 @@ def sharpness_aware(
 
   * ``loss_fn`` (required): ``params -> loss`` or ``(loss, aux)``; closes over the batch.
   * ``weight_mask``: 0/1 pytree of active weights (passed by the sparse-training wrappers).
-  * ``per_example_loss_fn``, ``fisher_examples``: needed by ``mask_spec.method == "fisher"``
-    (see :func:`zosam_jax.perturbation_masks.empirical_fisher`).
+  * ``per_example_loss_fn`` ``(params, batch) -> losses[B]`` and ``batch``: needed by
+    ``mask_spec.method == "fisher"`` (see :func:`zosam_jax.perturbation_masks.empirical_fisher`).
 
   Per step the state's key is split once; the step key drives the zeroth-order directions and the
   Sparse SAM mask refresh, so two replicas with the same state draw the same directions.
@@ -416,11 +416,11 @@ def sharpness_aware(
     mask = state.perturbation_mask
     if mask_spec is not None:
       if mask_spec.method == "fisher" and (
-        extra.get("per_example_loss_fn") is None or extra.get("fisher_examples") is None
+        extra.get("per_example_loss_fn") is None or extra.get("batch") is None
       ):
         raise ValueError(
           "sparse_sam(mask_method='fisher') needs the extra arguments per_example_loss_fn= "
-          "(params, example) -> loss and fisher_examples= (a batch with a leading example axis)."
+          "(params, batch) -> per-example losses [B], and batch= (leading example axis)."
         )
       parts = _mask_parts(mask, selection)
       refresh = lambda: _refresh_mask(  # noqa: E731

@@ -1,0 +1,232 @@
+"""Step cost of SGD, SAM and ZO-SAM against ZO-SAM's physical limit.
+
+For each model, in ONE process, after warm-up, the median time of a full jitted training step
+(head + SGD with momentum + apply) for:
+
+  sgd            exact_gradient head: one forward-backward
+  sam            zosam_jax.sam: two forward-backwards
+  optax_sam      optax.contrib.sam (opaque mode, sync_period=2, normalize + sgd(rho))
+  zo_sam m=k     zosam_jax.zo_sam, central scheme, probe_batch_size 1 and m
+
+and the pieces of the limit: a forward pass alone (``t_fwd``, the loss in training mode, as a
+probe computes it) and drawing one Gaussian direction over all parameters (``t_draw``). Each
+ZO-SAM time is printed as a ratio to ``t_sgd + m (2 t_fwd + t_draw)``. Timings are taken in
+rounds, every configuration once per round, so drift on a shared machine hits all alike.
+
+Peak memory: XLA's compiled temporary-buffer size of each step (``memory_analysis()``), which is
+what grows if directions were stored ``m`` at once.
+
+Usage:
+  python -m benchmarks.step_cost                         # ResNet-32 and the MLP
+  python -m benchmarks.step_cost --models resnet32 --batch-size 128 --rounds 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+import zosam_jax as zj
+
+
+class MLP(nn.Module):
+  """A parameter-heavy MLP (784-1024-1024-256-10, about 2.1M parameters), no BatchNorm."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    del train
+    x = x.reshape((x.shape[0], -1))
+    for width in (1024, 1024, 256):
+      x = nn.relu(nn.Dense(width)(x))
+    return nn.Dense(10)(x)
+
+
+def _model(name: str):
+  if name == "mlp":
+    return MLP(), (28, 28, 1)
+  from experiments import models  # the CIFAR ResNets live with the experiments
+
+  depth = int(name.removeprefix("resnet"))
+  return models.CifarResNet(depth=depth, num_classes=10), (32, 32, 3)
+
+
+def _setup(name: str, batch_size: int):
+  model, shape = _model(name)
+  kx, ky, kp = jax.random.split(jax.random.PRNGKey(0), 3)
+  x = jax.random.normal(kx, (batch_size,) + shape)
+  y = jax.random.randint(ky, (batch_size,), 0, 10)
+  variables = model.init(kp, x[:2], train=False)
+  params = variables["params"]
+  stats = variables.get("batch_stats", {})
+
+  def loss_fn(p):
+    if stats:
+      logits, new = model.apply(
+        {"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+      )
+      aux = new["batch_stats"]
+    else:
+      logits, aux = model.apply({"params": p}, x, train=True), {}
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), aux
+
+  return params, stats, loss_fn
+
+
+def _head_step(head, params, stats, loss_fn):
+  tx = optax.chain(head, optax.sgd(0.05, momentum=0.9))
+  state = optax.tree_utils.tree_set(tx.init(params), aux=stats)
+
+  def step(p, s):
+    u, s = tx.update(None, s, p, loss_fn=loss_fn)
+    return optax.apply_updates(p, u), s
+
+  return jax.jit(step, donate_argnums=(0, 1)), (params, state)
+
+
+def _optax_sam_step(params, loss_fn, rho):
+  tx = optax.contrib.sam(
+    optax.sgd(0.05, momentum=0.9),
+    optax.chain(optax.contrib.normalize(), optax.sgd(rho)),
+    sync_period=2,
+    opaque_mode=True,
+  )
+  grad_fn = jax.grad(lambda p: loss_fn(p)[0])
+
+  def step(p, s):
+    u, s = tx.update(grad_fn(p), s, p, grad_fn=lambda q, _: grad_fn(q))
+    return optax.apply_updates(p, u), s
+
+  return jax.jit(step, donate_argnums=(0, 1)), (params, tx.init(params))
+
+
+def _timed_configs(name: str, batch_size: int, ms: list[int], rho: float, smoothing: float):
+  params, stats, loss_fn = _setup(name, batch_size)
+  copy = lambda t: jax.tree.map(jnp.array, t)  # noqa: E731  (donated buffers need fresh copies)
+  configs: dict[str, tuple[Callable, tuple]] = {}
+  configs["sgd"] = _head_step(zj.exact_gradient(has_aux=True), copy(params), stats, loss_fn)
+  configs["sam"] = _head_step(zj.sam(rho, has_aux=True), copy(params), stats, loss_fn)
+  configs["optax_sam"] = _optax_sam_step(copy(params), loss_fn, rho)
+  for m in ms:
+    for pbs in sorted({1, m}):
+      head = zj.zo_sam(rho, m, smoothing, seed=0, probe_batch_size=pbs, has_aux=True)
+      configs[f"zo_sam m={m} pbs={pbs}"] = _head_step(head, copy(params), stats, loss_fn)
+  fwd = jax.jit(lambda p: loss_fn(p)[0])
+  configs["forward"] = (lambda p: (fwd(p),), (params,))
+  draw = jax.jit(functools.partial(zj.sample_direction, params=params))
+  configs["draw"] = (lambda k: (draw(k),), (jax.random.PRNGKey(1),))
+  return configs, sum(x.size for x in jax.tree.leaves(params))
+
+
+def _temp_bytes(fn, args) -> int | None:
+  try:
+    return fn.lower(*args).compile().memory_analysis().temp_size_in_bytes
+  except Exception:  # noqa: BLE001 - memory analysis is best effort on some backends
+    return None
+
+
+def run(name: str, batch_size: int, ms: list[int], rounds: int, rho: float, smoothing: float):
+  configs, num_params = _timed_configs(name, batch_size, ms, rho, smoothing)
+  temp = {
+    k: _temp_bytes(fn, args) for k, (fn, args) in configs.items() if k not in ("forward", "draw")
+  }
+  state = {k: args for k, (fn, args) in configs.items()}
+  for _ in range(2):  # warm-up: compile and run twice
+    for k, (fn, _) in configs.items():
+      out = fn(*state[k])
+      jax.block_until_ready(out)
+      if k not in ("forward", "draw"):
+        state[k] = out
+  times: dict[str, list[float]] = {k: [] for k in configs}
+  for _ in range(rounds):
+    for k, (fn, _) in configs.items():
+      start = time.perf_counter()
+      out = jax.block_until_ready(fn(*state[k]))
+      times[k].append(time.perf_counter() - start)
+      if k not in ("forward", "draw"):
+        state[k] = out
+  med = {k: statistics.median(v) for k, v in times.items()}
+  return med, temp, num_params
+
+
+def report(name, batch_size, med, temp, num_params, ms) -> list[dict]:
+  t_sgd, t_fwd, t_draw = med["sgd"], med["forward"], med["draw"]
+  print(f"\n## {name}, batch {batch_size}, {num_params / 1e6:.2f}M parameters")
+  print(
+    f"t_sgd {t_sgd * 1e3:.1f} ms | t_forward {t_fwd * 1e3:.1f} ms | "
+    f"t_draw {t_draw * 1e3:.1f} ms | SAM {med['sam'] * 1e3:.1f} ms "
+    f"({med['sam'] / t_sgd:.2f}x SGD) | optax.contrib.sam {med['optax_sam'] * 1e3:.1f} ms "
+    f"({med['optax_sam'] / t_sgd:.2f}x SGD) | ours/optax {med['sam'] / med['optax_sam']:.3f}"
+  )
+  print("| config | ms | x SGD | limit ms | / limit | / SAM | temp MiB |")
+  print("|---|---|---|---|---|---|---|")
+  rows = []
+  for k in ("sgd", "sam", "optax_sam") + tuple(k for k in med if k.startswith("zo_sam")):
+    limit = None
+    if k.startswith("zo_sam"):
+      m = int(k.split("m=")[1].split()[0])
+      limit = t_sgd + m * (2 * t_fwd + t_draw)
+    mib = None if temp.get(k) is None else temp[k] / 2**20
+    row = dict(
+      model=name,
+      config=k,
+      ms=med[k] * 1e3,
+      x_sgd=med[k] / t_sgd,
+      limit_ms=None if limit is None else limit * 1e3,
+      over_limit=None if limit is None else med[k] / limit,
+      over_sam=med[k] / med["sam"],
+      temp_mib=mib,
+    )
+    rows.append(row)
+    fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+    print(
+      f"| {k} | {row['ms']:.1f} | {row['x_sgd']:.2f} | {fmt(row['limit_ms'], '.1f')} | "
+      f"{fmt(row['over_limit'], '.3f')} | {row['over_sam']:.2f} | {fmt(mib, '.1f')} |"
+    )
+  return rows
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument(
+    "--models",
+    nargs="+",
+    default=["resnet32", "mlp"],
+    help="resnet20/32/56 (CIFAR ResNet, 32x32x3) and/or mlp (28x28x1)",
+  )
+  parser.add_argument("--batch-size", type=int, default=128)
+  parser.add_argument("--num-directions", type=int, nargs="+", default=[1, 2, 4, 8])
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--rho", type=float, default=0.05)
+  parser.add_argument("--smoothing", type=float, default=1e-3)
+  parser.add_argument("--json", help="also write the rows to this JSON file")
+  args = parser.parse_args()
+  for m in args.models:
+    if m != "mlp" and not (m.startswith("resnet") and m[6:].isdigit()):
+      parser.error(f"--models: unknown model {m!r}; use resnet20, resnet32, resnet56 or mlp")
+  print(
+    f"jax {jax.__version__}, optax {optax.__version__}, backend {jax.default_backend()}, "
+    f"{jax.devices()[0].device_kind}, {platform.processor() or platform.machine()}"
+  )
+  rows = []
+  for name in args.models:
+    med, temp, n = run(
+      name, args.batch_size, args.num_directions, args.rounds, args.rho, args.smoothing
+    )
+    rows += report(name, args.batch_size, med, temp, n, args.num_directions)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,209 @@
+"""Random gradient estimators: expectations and variances derived for a quadratic.
+
+For L(theta) = 1/2 theta^T A theta - b^T theta the gradient is g = A theta - b, and the central
+difference along u equals u^T g exactly, so the central RGE with one direction is (u^T g) u.
+With E[u u^T] = I this has mean g. For u ~ N(0, I) its coordinate variance is ||g||^2 + g_j^2
+(Isserlis); for Rademacher u it is ||g||^2 - g_j^2; with m directions both divide by m.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import zosam_jax as zj
+
+D = 6
+A = jnp.diag(jnp.arange(1.0, D + 1.0)) + 0.1
+B = jnp.linspace(-1.0, 1.0, D)
+THETA = {"w": jnp.linspace(0.5, -0.5, D - 2), "v": jnp.array([0.3, -0.2])}
+
+
+def _vec(p):
+  return jnp.concatenate([p["w"], p["v"]])
+
+
+def quadratic(p):
+  x = _vec(p)
+  return 0.5 * x @ A @ x - B @ x
+
+
+TRUE_GRAD = np.asarray(A @ _vec(THETA) - B)
+
+
+@pytest.fixture(scope="module")
+def many_estimates():
+  """Central RGE samples for 4000 keys, per (distribution, m), vmapped over keys."""
+  out = {}
+  keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+  for dist in ("gaussian", "rademacher", "sphere"):
+    for m in (1, 8):
+      fn = jax.jit(
+        jax.vmap(
+          lambda k, dist=dist, m=m: _vec(
+            zj.rge(quadratic, THETA, k, num_directions=m, smoothing=0.1, distribution=dist)
+          )
+        )
+      )
+      out[dist, m] = np.asarray(fn(keys))
+  return out
+
+
+@pytest.mark.parametrize("dist", ["gaussian", "rademacher", "sphere"])
+def test_mean_matches_true_gradient(many_estimates, dist):
+  samples = many_estimates[dist, 1]
+  n = samples.shape[0]
+  g2 = np.sum(TRUE_GRAD**2)
+  # Gaussian coordinate variance ||g||^2 + g_j^2 (also an upper bound for the sphere, whose fourth
+  # moments are smaller, and for Rademacher).
+  std_of_mean = np.sqrt((g2 + TRUE_GRAD**2) / n)
+  np.testing.assert_array_less(np.abs(samples.mean(0) - TRUE_GRAD), 5 * std_of_mean)
+
+
+def test_gaussian_and_rademacher_variances_match_theory(many_estimates):
+  g2 = np.sum(TRUE_GRAD**2)
+  for dist, var in (("gaussian", g2 + TRUE_GRAD**2), ("rademacher", g2 - TRUE_GRAD**2)):
+    for m in (1, 8):
+      emp = many_estimates[dist, m].var(0)
+      # 4000 samples: the relative std of a variance estimate is about sqrt(2/n)*(kurtosis
+      # factor) < 10%; allow 25% per coordinate.
+      np.testing.assert_allclose(emp, var / m, rtol=0.25)
+
+
+def test_variance_falls_like_one_over_m(many_estimates):
+  for dist in ("gaussian", "rademacher", "sphere"):
+    mse1 = np.sum((many_estimates[dist, 1] - TRUE_GRAD) ** 2, axis=1).mean()
+    mse8 = np.sum((many_estimates[dist, 8] - TRUE_GRAD) ** 2, axis=1).mean()
+    assert 8 * 0.8 < mse1 / mse8 < 8 * 1.25, (dist, mse1 / mse8)
+
+
+@pytest.mark.parametrize("dist", ["gaussian", "rademacher", "sphere"])
+def test_central_difference_is_exact_for_quadratics(dist):
+  key = jax.random.PRNGKey(3)
+  # A large smoothing radius changes nothing for a quadratic along each direction.
+  est = zj.rge(quadratic, THETA, key, num_directions=3, smoothing=0.7, distribution=dist)
+  expected = np.zeros(D)
+  for k in jax.random.split(key, 3):
+    u = _vec(zj.sample_direction(k, THETA, distribution=dist))
+    expected += float(u @ TRUE_GRAD) * np.asarray(u) / 3
+  np.testing.assert_allclose(_vec(est), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_forward_scheme_has_the_second_order_term():
+  key, delta = jax.random.PRNGKey(4), 0.5
+  est = zj.rge(quadratic, THETA, key, num_directions=2, smoothing=delta, scheme="forward")
+  expected = np.zeros(D)
+  for k in jax.random.split(key, 2):
+    u = np.asarray(_vec(zj.sample_direction(k, THETA)))
+    coef = u @ TRUE_GRAD + 0.5 * delta * u @ np.asarray(A) @ u
+    expected += coef * u / 2
+  np.testing.assert_allclose(_vec(est), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_jvp_scheme_is_the_exact_directional_derivative():
+  def nonquadratic(p):
+    return jnp.sum(jnp.sin(p["w"]) ** 2) + jnp.prod(jnp.cos(p["v"]))
+
+  key = jax.random.PRNGKey(5)
+  est = zj.rge(nonquadratic, THETA, key, num_directions=2, smoothing=1.0, scheme="jvp")
+  grad = _vec(jax.grad(nonquadratic)(THETA))
+  expected = sum(
+    float(_vec(zj.sample_direction(k, THETA)) @ grad) * _vec(zj.sample_direction(k, THETA)) / 2
+    for k in jax.random.split(key, 2)
+  )
+  np.testing.assert_allclose(_vec(est), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("scheme", ["central", "forward", "jvp"])
+def test_probe_batch_size_does_not_change_the_estimate(scheme):
+  key = jax.random.PRNGKey(6)
+  kw = dict(num_directions=7, smoothing=1e-2, scheme=scheme)
+  ref = zj.rge(quadratic, THETA, key, probe_batch_size=1, **kw)
+  for pbs in (3, None):
+    chex.assert_trees_all_close(
+      zj.rge(quadratic, THETA, key, probe_batch_size=pbs, **kw), ref, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_mask_keeps_estimate_exactly_zero_and_directions_on_mask():
+  mask = {"w": jnp.array([1, 0, 1, 0]), "v": jnp.array([0, 1])}
+  key = jax.random.PRNGKey(7)
+  for dist in ("gaussian", "rademacher", "sphere"):
+    est = zj.rge(
+      quadratic, THETA, key, num_directions=5, smoothing=1e-2, mask=mask, distribution=dist
+    )
+    off = ~_vec(mask).astype(bool)
+    assert np.all(np.asarray(_vec(est))[off] == 0.0)
+    assert np.all(np.asarray(_vec(est))[~off] != 0.0)
+  # Sphere directions have squared norm equal to the active dimension (3), not the full one.
+  u = zj.sample_direction(key, THETA, distribution="sphere", mask=mask)
+  np.testing.assert_allclose(jnp.sum(_vec(u) ** 2), 3.0, rtol=1e-5)
+
+
+def test_leaf_selection_draws_nothing_for_unselected_leaves():
+  est = zj.rge(
+    quadratic,
+    THETA,
+    jax.random.PRNGKey(8),
+    num_directions=4,
+    smoothing=1e-2,
+    leaf_selection=[False, True],
+  )  # leaves sorted by key: "v", "w"
+  assert np.all(np.asarray(est["v"]) == 0.0)
+  assert np.any(np.asarray(est["w"]) != 0.0)
+
+
+def test_jit_matches_no_jit_and_aux_is_ignored():
+  def with_aux(p):
+    return quadratic(p), {"anything": jnp.ones(3)}
+
+  key = jax.random.PRNGKey(9)
+  kw = dict(num_directions=3, smoothing=1e-2, has_aux=True)
+  eager = zj.rge(with_aux, THETA, key, **kw)
+  jitted = jax.jit(lambda p, k: zj.rge(with_aux, p, k, **kw))(THETA, key)
+  chex.assert_trees_all_close(eager, jitted, rtol=1e-6)
+
+
+def test_bf16_params_keep_their_dtype():
+  params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), THETA)
+  est = zj.rge(
+    lambda p: quadratic(jax.tree.map(lambda x: x.astype(jnp.float32), p)),
+    params,
+    jax.random.PRNGKey(0),
+    num_directions=2,
+    smoothing=1e-1,
+  )
+  chex.assert_trees_all_equal_dtypes(est, params)
+
+
+def test_zero_gradient_gives_zero_estimate_not_nan():
+  est = zj.rge(
+    lambda p: jnp.float32(1.0) + 0 * _vec(p).sum(),
+    THETA,
+    jax.random.PRNGKey(0),
+    num_directions=4,
+    smoothing=1e-3,
+    distribution="sphere",
+  )
+  assert np.all(np.asarray(_vec(est)) == 0.0)
+
+
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
+    (dict(num_directions=0), "num_directions"),
+    (dict(num_directions=2.5), "num_directions"),
+    (dict(smoothing=0.0), "smoothing"),
+    (dict(smoothing=-1e-3), "smoothing"),
+    (dict(distribution="cauchy"), "distribution.*gaussian"),
+    (dict(scheme="backward"), "scheme.*central"),
+    (dict(probe_batch_size=0), "probe_batch_size"),
+    (dict(mask={"w": jnp.ones(3), "v": jnp.ones(2)}), "mask leaf"),
+    (dict(mask={"w": jnp.ones(4)}), "mask must have the same tree structure"),
+  ],
+)
+def test_bad_arguments_raise(kwargs, match):
+  args = dict(num_directions=2, smoothing=1e-3) | kwargs
+  with pytest.raises(ValueError, match=match):
+    zj.rge(quadratic, THETA, jax.random.PRNGKey(0), **args)
