@@ -39,6 +39,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -86,9 +87,11 @@ class DynamicMethod(SparseMethod):
   seed: int = 0
   has_aux: bool = False
 
+  # With ``distribution="global"`` the initial mask is allocated globally; SET, RigL and MEST
+  # updates then keep each leaf's count (only DSR moves weights between leaves).
   needs_gradient = False  # class attribute: whether mask updates read grad L
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     super().__post_init__()
     if self.end_step is None:
       raise ValueError(
@@ -114,11 +117,22 @@ class DynamicMethod(SparseMethod):
       return self.magnitude_mask(params)
     return self.random_mask(params, key)
 
-  def init_method_state(self, flags: list[bool]):
+  def init_method_state(self, flags: list[bool]) -> Callable[[PyTree], PyTree] | None:
+    """``mask -> method_state`` for the wrapper's ``init`` (``None``: no method state)."""
     return None
 
-  def update_mask(self, flags: list[bool], step, mask, params, grads, key, method_state):
-    """Returns a :class:`MaskUpdate`; ``params`` are already masked."""
+  def update_mask(
+    self,
+    flags: list[bool],
+    step: jax.Array,
+    mask: PyTree,
+    params: PyTree,
+    grads: PyTree | None,
+    key: jax.Array,
+    method_state: PyTree,
+  ) -> MaskUpdate:
+    """One mask update at ``step``; ``params`` are already masked, ``grads`` is the dense
+    gradient (``None`` unless the method sets ``needs_gradient``)."""
     raise NotImplementedError
 
   def wrap(
@@ -133,23 +147,30 @@ class DynamicMethod(SparseMethod):
     """
     flags = self.prunable_flags(params)
 
-    def update_mask(step, mask, masked_params, grads, key, method_state):
+    def update_mask(step, mask, masked_params, grads, key, method_state) -> MaskUpdate:
       return self.update_mask(flags, step, mask, masked_params, grads, key, method_state)
 
-    init_state = self.init_method_state(flags)
     return sparse_wrapper(
       tx,
       init_mask=self.initial_mask,
       update_mask=update_mask,
       schedule=self.schedule,
-      init_method_state=None if init_state is None else init_state,
+      init_method_state=self.init_method_state(flags),
       needs_gradient=self.needs_gradient,
       has_aux=self.has_aux,
       seed=self.seed,
     )
 
   # -- shared drop/grow step --------------------------------------------------
-  def _drop_and_grow(self, flags, step, mask, drop_scores, grow_scores, key):
+  def _drop_and_grow(
+    self,
+    flags: list[bool],
+    step: jax.Array,
+    mask: PyTree,
+    drop_scores: PyTree,
+    grow_scores: PyTree | None,
+    key: jax.Array,
+  ) -> tuple[PyTree, PyTree]:
     """Per prunable leaf: drop ``round(alpha n_active)`` lowest ``drop_scores`` among
     active weights, grow as many highest ``grow_scores`` among the rest.
 
@@ -188,7 +209,16 @@ class SET(DynamicMethod):
 
   drop_schedule: str = "constant"
 
-  def update_mask(self, flags, step, mask, params, grads, key, method_state):
+  def update_mask(
+    self,
+    flags: list[bool],
+    step: jax.Array,
+    mask: PyTree,
+    params: PyTree,
+    grads: PyTree | None,
+    key: jax.Array,
+    method_state: PyTree,
+  ) -> MaskUpdate:
     drop = jax.tree_util.tree_map(jnp.abs, params)
     new, grown = self._drop_and_grow(flags, step, mask, drop, None, key)
     return MaskUpdate(new, grown, method_state)
@@ -205,7 +235,16 @@ class RigL(DynamicMethod):
 
   needs_gradient = True
 
-  def update_mask(self, flags, step, mask, params, grads, key, method_state):
+  def update_mask(
+    self,
+    flags: list[bool],
+    step: jax.Array,
+    mask: PyTree,
+    params: PyTree,
+    grads: PyTree | None,
+    key: jax.Array,
+    method_state: PyTree,
+  ) -> MaskUpdate:
     drop = jax.tree_util.tree_map(jnp.abs, params)
     grow = jax.tree_util.tree_map(jnp.abs, grads)
     new, grown = self._drop_and_grow(flags, step, mask, drop, grow, key)
@@ -238,11 +277,11 @@ class MEST(DynamicMethod):
   def schedule(self) -> UpdateSchedule:
     return dataclasses.replace(super().schedule, final_update=self.soft_memory_bound)
 
-  def init_method_state(self, flags):
+  def init_method_state(self, flags: list[bool]) -> Callable[[PyTree], PyTree] | None:
     if not self.soft_memory_bound:
       return None
 
-    def base_counts(mask):
+    def base_counts(mask: PyTree) -> tuple[jax.Array, ...]:
       return tuple(
         jnp.count_nonzero(m).astype(jnp.int32) if f else jnp.zeros([], jnp.int32)
         for f, m in zip(flags, jax.tree_util.tree_leaves(mask), strict=True)
@@ -250,7 +289,16 @@ class MEST(DynamicMethod):
 
     return base_counts
 
-  def update_mask(self, flags, step, mask, params, grads, key, method_state):
+  def update_mask(
+    self,
+    flags: list[bool],
+    step: jax.Array,
+    mask: PyTree,
+    params: PyTree,
+    grads: PyTree | None,
+    key: jax.Array,
+    method_state: PyTree,
+  ) -> MaskUpdate:
     gamma = jnp.float32(self.gamma)
     scores = jax.tree_util.tree_map(
       lambda p, g: jnp.abs(p).astype(jnp.float32) + gamma * jnp.abs(g).astype(jnp.float32),
@@ -318,7 +366,7 @@ class DSR(DynamicMethod):
   threshold_init: float = 1e-3
   threshold_tolerance: float = 0.1
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     super().__post_init__()
     if not self.threshold_init > 0:
       raise ValueError(f"`threshold_init` must be > 0, got {self.threshold_init!r}.")
@@ -327,11 +375,20 @@ class DSR(DynamicMethod):
         f"`threshold_tolerance` must be in [0, 1), got {self.threshold_tolerance!r}."
       )
 
-  def init_method_state(self, flags):
+  def init_method_state(self, flags: list[bool]) -> Callable[[PyTree], PyTree] | None:
     value = self.threshold_init
     return lambda mask: jnp.asarray(value, jnp.float32)
 
-  def update_mask(self, flags, step, mask, params, grads, key, method_state):
+  def update_mask(
+    self,
+    flags: list[bool],
+    step: jax.Array,
+    mask: PyTree,
+    params: PyTree,
+    grads: PyTree | None,
+    key: jax.Array,
+    method_state: PyTree,
+  ) -> MaskUpdate:
     threshold = method_state
     m_leaves, treedef = jax.tree_util.tree_flatten(mask)
     p_leaves = jax.tree_util.tree_leaves(params)

@@ -52,7 +52,7 @@ class UpdateSchedule:
   drop_schedule: str = "cosine"
   final_update: bool = False
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     if not _is_int(self.update_every) or self.update_every < 1:
       raise ValueError(f"`update_every` must be an int >= 1, got {self.update_every!r}.")
     if not _is_int(self.start_step) or self.start_step < 0:

@@ -187,7 +187,7 @@ class GraSP(_Static):
   samples_per_class: int = 10
   num_classes: int | None = None
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     super().__post_init__()
     if not self.temperature > 0:
       raise ValueError(f"`temperature` must be > 0, got {self.temperature!r}.")
@@ -247,7 +247,7 @@ class LTH(_Static):
   distribution: str = "global"
   rounds: int = 1
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     super().__post_init__()
     if not isinstance(self.rounds, int) or self.rounds < 1:
       raise ValueError(f"`rounds` must be an int >= 1, got {self.rounds!r}.")

@@ -269,7 +269,7 @@ class SparseMethod:
   last_layer_dense: bool = False
   erk_power: float = 1.0
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     dist_lib.validate_sparsity(self.sparsity)
     dist_lib.validate_distribution(self.distribution)
 
