@@ -12,8 +12,14 @@ BatchNorm in training mode, SGD with momentum, apply) for:
                  the gradient
 
 and, for SNIP and GraSP, the one-off time to score and build the mask before training.
-Timings are taken in rounds, every configuration once per round, so drift on a shared machine
-hits all alike; the median over rounds is reported.
+Timings are paired: in every round each configuration is timed right after a dense step and
+the ratio to it is kept; the median ratio over rounds is reported, so drift on a shared machine
+cancels. XLA's compiled cost analysis (flops and bytes accessed of the whole step) gives a
+noise-free upper bound of the extra work (it counts both branches of the ``lax.cond``).
+Since full-step ratios on a shared CPU scatter by several percent, the wrapper's own work is
+also timed directly: the optimizer update alone (``tx.update`` on given gradients, no forward
+or backward pass), wrapped minus plain SGD; the amortised overhead is that difference,
+``((every - 1) w_plain + w_update) / every``, divided by the dense training step.
 
 Bar (issue 3): amortised wrapper overhead <= 5% of the dense step; one mask update < one dense
 step.
@@ -93,6 +99,22 @@ def _timeit(fn: Callable[[], object], calls: int) -> float:
   return statistics.median(times)
 
 
+def _cost(fn, *args) -> tuple[float | None, float | None]:
+  """(flops, bytes accessed) of the compiled program, from XLA's cost analysis."""
+  try:
+    ca = fn.lower(*args).compile().cost_analysis()
+    ca = ca[0] if isinstance(ca, list | tuple) else ca
+    return ca.get("flops"), ca.get("bytes accessed")
+  except Exception:  # noqa: BLE001 - cost analysis is best effort
+    return None, None
+
+
+def _rel(x: float | None, ref: float | None) -> str:
+  if x is None or not ref:
+    return "n/a"
+  return f"{100 * (x / ref - 1):+.2f}%"
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   ap.add_argument("--batch-size", type=int, default=32)
@@ -131,12 +153,17 @@ def main() -> None:
     return step
 
   configs: dict[str, Callable[[], object]] = {}
+  grads, _ = jax.jit(jax.grad(loss_fn, has_aux=True))(params, stats)
   dense_step = make_step(sgd)
   dense_state = sgd.init(params)
   configs["dense"] = lambda: dense_step(params, stats, dense_state)
+  cost = {"dense": _cost(dense_step, params, stats, dense_state)}
+  # The optimizer update alone (no forward/backward), wrapped vs plain SGD: its difference is the
+  # wrapper's own work, small enough to time precisely on a busy machine.
+  sgd_update = jax.jit(sgd.update)
+  opt_only = {"dense": lambda: sgd_update(grads, dense_state, params)}
 
   one_off: dict[str, float] = {}
-  grads, _ = jax.jit(jax.grad(loss_fn, has_aux=True))(params, stats)
   for name in STATIC + DYNAMIC:
     kw = dict(sparsity=args.sparsity)
     if name in DYNAMIC:
@@ -162,8 +189,12 @@ def main() -> None:
     step = make_step(tx)
     plain = state._replace(sparse_step=jnp.asarray(1, jnp.int32))
     configs[name] = lambda step=step, plain=plain: step(params, stats, plain)
+    cost[name] = _cost(step, params, stats, plain)
+    tx_update = jax.jit(tx.update)
+    opt_only[name] = lambda f=tx_update, st=plain: f(grads, st, params)
     if name in DYNAMIC:
       upd = state._replace(sparse_step=jnp.asarray(args.update_every, jnp.int32))
+      opt_only[name + " (update step)"] = lambda f=tx_update, st=upd: f(grads, st, params)
       configs[name + " (update step)"] = lambda step=step, upd=upd: step(params, stats, upd)
       flags = method.prunable_flags(params)
       mask = state.weight_mask
@@ -183,11 +214,26 @@ def main() -> None:
   for fn in configs.values():  # warm-up (compile)
     jax.block_until_ready(fn())
     jax.block_until_ready(fn())
+  # Paired timing: every configuration right after a dense step, so that drift on the shared
+  # machine cancels in the ratio; the overhead is the median ratio over rounds.
   per_round: dict[str, list[float]] = {k: [] for k in configs}
+  ratios: dict[str, list[float]] = {k: [] for k in configs}
   for _ in range(args.rounds):
     for k, fn in configs.items():
-      per_round[k].append(_timeit(fn, args.calls))
+      t_d = _timeit(configs["dense"], args.calls)
+      t_k = _timeit(fn, args.calls)
+      per_round["dense"].append(t_d)
+      per_round[k].append(t_k)
+      ratios[k].append(t_k / t_d)
   med = {k: statistics.median(v) for k, v in per_round.items()}
+  ratio = {k: statistics.median(v) for k, v in ratios.items()}
+  for fn in opt_only.values():
+    jax.block_until_ready(fn())
+  opt_rounds: dict[str, list[float]] = {k: [] for k in opt_only}
+  for _ in range(args.rounds):
+    for k, fn in opt_only.items():
+      opt_rounds[k].append(_timeit(fn, 20))
+  opt = {k: statistics.median(v) for k, v in opt_rounds.items()}
 
   t_dense = med["dense"]
   print(
@@ -203,28 +249,37 @@ def main() -> None:
   print(f"dense SGD step: {t_dense * 1e3:.1f} ms")
   print()
   print(
-    "| method | plain step (ms) | update step (ms) | amortised (ms) | overhead | "
-    "mask update (ms) | mask update / dense step | one-off mask, incl. compile (ms) |"
+    f"optimizer update alone (plain SGD with momentum, no forward/backward): "
+    f"{opt['dense'] * 1e3:.2f} ms"
   )
-  print("|---|---|---|---|---|---|---|---|")
+  print()
+  print(
+    "| method | wrapper work, plain step (ms) | wrapper work, update step (ms) | "
+    "amortised wrapper overhead / dense step | full step / dense, plain (noisy) | "
+    "full step / dense, update step (noisy) | mask update alone (ms) | "
+    "mask update / dense step | XLA extra bytes, whole step (both cond branches) | "
+    "one-off mask, incl. compile (s) |"
+  )
+  print("|---|---|---|---|---|---|---|---|---|---|")
   every = args.update_every
   for name in STATIC + DYNAMIC:
-    plain = med[name]
+    w_plain = opt[name] - opt["dense"]
     if name in DYNAMIC:
-      upd = med[name + " (update step)"]
-      amort = ((every - 1) * plain + upd) / every
+      w_upd = opt[name + " (update step)"] - opt["dense"]
+      w_amort = ((every - 1) * w_plain + w_upd) / every
       mu = med[name + " (mask update)"]
-      cols = [f"{upd * 1e3:.1f}", f"{amort * 1e3:.1f}"]
+      cols = [f"{w_upd * 1e3:.2f}"]
+      rcols = [f"{ratio[name]:.3f}", f"{ratio[name + ' (update step)']:.3f}"]
       mcols = [f"{mu * 1e3:.1f}", f"{mu / t_dense:.2f}"]
     else:
-      amort = plain
-      cols = ["-", f"{amort * 1e3:.1f}"]
+      w_amort = w_plain
+      cols = ["-"]
+      rcols = [f"{ratio[name]:.3f}", "-"]
       mcols = ["-", "-"]
-    extra = f"{one_off[name] * 1e3:.0f}" if name in one_off else "-"
-    overhead = f"{100 * (amort / t_dense - 1):+.1f}%"
-    print(
-      f"| {name} | {plain * 1e3:.1f} | " + " | ".join(cols + [overhead] + mcols + [extra]) + " |"
-    )
+    extra = f"{one_off[name]:.1f}" if name in one_off else "-"
+    row = [f"{w_plain * 1e3:.2f}", *cols, f"{100 * w_amort / t_dense:+.2f}%", *rcols, *mcols]
+    row += [_rel(cost[name][1], cost["dense"][1]), extra]
+    print(f"| {name} | " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ a stable ``argsort``) so that ties can never change the number of kept weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 PyTree = Any
-Prunable = PyTree | Callable[[PyTree], PyTree] | None
+# None, an optax.masked-style bool pytree, or a callable params -> bool pytree.
+Prunable = Any
 
 __all__ = [
   "count_active",
