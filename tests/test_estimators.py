@@ -207,3 +207,68 @@ def test_bad_arguments_raise(kwargs, match):
   args = dict(num_directions=2, smoothing=1e-3) | kwargs
   with pytest.raises(ValueError, match=match):
     zj.rge(quadratic, THETA, jax.random.PRNGKey(0), **args)
+
+
+SPARSE_MASK = {"w": jnp.array([1, 0, 1, 1]), "v": jnp.array([0, 1])}
+SPARSE_COUNTS = {"w": 3, "v": 1}
+
+
+@pytest.mark.parametrize("dist", ["gaussian", "rademacher", "sphere"])
+def test_sparse_draw_lives_exactly_on_the_mask(dist):
+  u = _vec(
+    zj.sample_direction(
+      jax.random.PRNGKey(2), THETA, distribution=dist, mask=SPARSE_MASK, mask_counts=SPARSE_COUNTS
+    )
+  )
+  on = np.asarray(_vec(SPARSE_MASK)).astype(bool)
+  assert np.all(np.asarray(u)[~on] == 0.0) and np.all(np.asarray(u)[on] != 0.0)
+  if dist == "sphere":
+    np.testing.assert_allclose(np.sum(np.asarray(u) ** 2), 4.0, rtol=1e-5)
+
+
+def test_sparse_draw_is_unbiased_for_the_masked_gradient():
+  keys = jax.random.split(jax.random.PRNGKey(11), 4000)
+  fn = jax.jit(
+    jax.vmap(
+      lambda k: _vec(
+        zj.rge(
+          quadratic,
+          THETA,
+          k,
+          num_directions=1,
+          smoothing=0.1,
+          mask=SPARSE_MASK,
+          mask_counts=SPARSE_COUNTS,
+        )
+      )
+    )
+  )
+  samples = np.asarray(fn(keys))
+  on = np.asarray(_vec(SPARSE_MASK)).astype(bool)
+  g = TRUE_GRAD * on
+  # With u Gaussian on the active set: coordinate variance ||g_on||^2 + g_j^2.
+  std_of_mean = np.sqrt((np.sum(g**2) + g**2) / len(keys))
+  np.testing.assert_array_less(np.abs(samples.mean(0) - g), 5 * std_of_mean + 1e-7)
+  np.testing.assert_allclose(samples[:, on].var(0), np.sum(g**2) + g[on] ** 2, rtol=0.25)
+
+
+@pytest.mark.parametrize(
+  "counts, mask, match",
+  [
+    ({"w": 3, "v": 1}, None, "mask_counts needs mask"),
+    ({"w": 5, "v": 1}, SPARSE_MASK, "mask_counts leaves"),
+    ({"w": 3.0, "v": 1}, SPARSE_MASK, "mask_counts leaves"),
+    ({"w": 3}, SPARSE_MASK, "one int per parameter leaf"),
+  ],
+)
+def test_bad_mask_counts_raise(counts, mask, match):
+  with pytest.raises(ValueError, match=match):
+    zj.rge(
+      quadratic,
+      THETA,
+      jax.random.PRNGKey(0),
+      num_directions=1,
+      smoothing=1e-3,
+      mask=mask,
+      mask_counts=counts,
+    )

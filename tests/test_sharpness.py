@@ -212,10 +212,18 @@ def test_weight_mask_keeps_every_probe_and_the_perturbation_on_active_weights():
     jax.debug.callback(lambda v: deviations.append(float(v)), jnp.max(jnp.stack(off)))
     return loss_fn(q)
 
-  for tx in (zj.zo_sam(0.5, num_directions=3, smoothing=1e-1, seed=0), zj.sam(0.5)):
+  counts = jax.tree.map(lambda m: int(m.sum()), mask)
+  cases = (
+    (zj.zo_sam(0.5, num_directions=3, smoothing=1e-1, seed=0), {}),
+    (zj.zo_sam(0.5, num_directions=3, smoothing=1e-1, seed=0), {"weight_mask_counts": counts}),
+    (zj.sam(0.5), {}),
+  )
+  for tx, extra in cases:
     deviations.clear()
     step = jax.jit(
-      lambda s, p, tx=tx: tx.update(None, s, p, loss_fn=watched_loss, weight_mask=mask)
+      lambda s, p, tx=tx, extra=extra: tx.update(
+        None, s, p, loss_fn=watched_loss, weight_mask=mask, **extra
+      )
     )
     jax.block_until_ready(step(tx.init(params), params))
     assert len(deviations) >= 2 and max(deviations) == 0.0, deviations

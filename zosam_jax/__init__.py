@@ -2,11 +2,28 @@
 
 Heads of an ``optax.chain`` (they take ``loss_fn=`` as an extra argument of ``update``):
 ``exact_gradient``, ``sam``, ``zo_sam``, ``sparse_sam``, and the general ``sharpness_aware``.
-Pure functions: ``rge``, ``sam_gradient``, ``zo_sam_gradient``.
+Efficient variants (same interface): ``looksam``, ``gsam``, ``esam`` (each with a zeroth-order
+ascent option where it applies) and ``adaptive_zo_sam``.
+Pure functions: ``rge``, ``rge_dynamic``, ``sam_gradient``, ``zo_sam_gradient``.
 """
 
-from zosam_jax import estimators, perturbation_masks
-from zosam_jax.estimators import rge, rge_with_coefficients, sample_direction
+from zosam_jax import efficient_sam, estimators, perturbation_masks
+from zosam_jax.efficient_sam import (
+  AdaptiveZOSAMState,
+  GSAMState,
+  LookSAMState,
+  adaptive_zo_sam,
+  esam,
+  gsam,
+  looksam,
+)
+from zosam_jax.estimators import (
+  ProbeInfo,
+  rge,
+  rge_dynamic,
+  rge_with_coefficients,
+  sample_direction,
+)
 from zosam_jax.sharpness import (
   SharpnessAwareState,
   exact_gradient,
@@ -22,6 +39,16 @@ from zosam_jax.sharpness import (
 __version__ = "0.1.0"
 
 __all__ = [
+  "AdaptiveZOSAMState",
+  "GSAMState",
+  "LookSAMState",
+  "ProbeInfo",
+  "adaptive_zo_sam",
+  "efficient_sam",
+  "esam",
+  "gsam",
+  "looksam",
+  "rge_dynamic",
   "SharpnessAwareState",
   "estimators",
   "exact_gradient",

@@ -49,9 +49,34 @@ class _Flat(NamedTuple):
   treedef: Any
   active: tuple[int, ...]
   masks: tuple[jax.Array | None, ...]  # one per active leaf, float32 0/1 or None (dense)
+  # With static mask counts: the flat positions of each mask's ones (None: draw densely).
+  positions: tuple[jax.Array | None, ...] = ()
 
 
-def _flatten(params: PyTree, mask: PyTree | None, leaf_selection: Sequence[bool] | None) -> _Flat:
+def _check_mask_counts(mask_counts: PyTree, mask: PyTree | None, params: PyTree) -> list[int]:
+  if mask is None:
+    raise ValueError("mask_counts needs mask: it gives the number of ones of each mask leaf.")
+  counts = jax.tree.leaves(mask_counts)
+  sizes = [int(jnp.size(p)) for p in jax.tree.leaves(params)]
+  if len(counts) != len(sizes):
+    raise ValueError(
+      f"mask_counts must have one int per parameter leaf ({len(sizes)}), got {len(counts)}."
+    )
+  for c, n in zip(counts, sizes, strict=True):
+    if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= n:
+      raise ValueError(
+        f"mask_counts leaves must be static Python ints in [0, leaf size]; got {c!r} for a leaf "
+        f"of size {n}."
+      )
+  return counts
+
+
+def _flatten(
+  params: PyTree,
+  mask: PyTree | None,
+  leaf_selection: Sequence[bool] | None,
+  mask_counts: PyTree | None = None,
+) -> _Flat:
   leaves, treedef = jax.tree.flatten(params)
   if leaf_selection is None:
     leaf_selection = [jnp.issubdtype(jnp.result_type(p), jnp.floating) for p in leaves]
@@ -60,7 +85,17 @@ def _flatten(params: PyTree, mask: PyTree | None, leaf_selection: Sequence[bool]
   masks = tuple(
     None if mask_leaves[i] is None else jnp.asarray(mask_leaves[i], jnp.float32) for i in active
   )
-  return _Flat(leaves, treedef, active, masks)
+  positions = tuple(None for _ in active)
+  if mask_counts is not None:
+    counts = _check_mask_counts(mask_counts, mask, params)
+    # Found once per call, outside the probe loop; a dense leaf (count == size) stays dense.
+    positions = tuple(
+      None
+      if counts[i] == jnp.size(leaves[i])
+      else jnp.nonzero(jnp.ravel(mask_leaves[i]) != 0, size=counts[i], fill_value=0)[0]
+      for i in active
+    )
+  return _Flat(leaves, treedef, active, masks, positions)
 
 
 def _packed_rademacher(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -75,22 +110,38 @@ def _packed_rademacher(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 def draw_direction(key: jax.Array, flat: _Flat, distribution: str) -> list[jax.Array]:
   """Draws one direction on the active leaves (float32), zero on masked-out coordinates."""
   keys = jax.random.split(key, max(len(flat.active), 1))
+  positions = flat.positions or tuple(None for _ in flat.active)
+
+  def sample(k, shape):
+    if distribution == "rademacher":
+      return _packed_rademacher(k, shape)
+    return jax.random.normal(k, shape, jnp.float32)  # gaussian, and sphere before normalising
+
   parts = []
   for j, i in enumerate(flat.active):
     shape = jnp.shape(flat.leaves[i])
-    if distribution == "rademacher":
-      u = _packed_rademacher(keys[j], shape)
-    else:  # gaussian, and sphere before normalisation
-      u = jax.random.normal(keys[j], shape, jnp.float32)
-    if flat.masks[j] is not None:
-      u = u * flat.masks[j]
+    if positions[j] is not None:
+      # Sparse draw: only as many values as the mask has ones, scattered to their positions.
+      values = sample(keys[j], positions[j].shape)
+      u = (
+        jnp.zeros((math.prod(shape),), jnp.float32)
+        .at[positions[j]]
+        .set(values, indices_are_sorted=True, unique_indices=True)
+      )
+      u = u.reshape(shape)
+    else:
+      u = sample(keys[j], shape)
+      if flat.masks[j] is not None:
+        u = u * flat.masks[j]
     parts.append(u)
   if distribution == "sphere":
     # Uniform on the sphere of radius sqrt(d_eff) in the active subspace, so that E[u u^T] = I
     # there, like the other two distributions.
     d_eff = sum(
-      jnp.float32(p.size) if mk is None else jnp.sum(mk)
-      for p, mk in zip(parts, flat.masks, strict=True)
+      jnp.float32(p.size)
+      if mk is None
+      else (jnp.float32(pos.shape[0]) if pos is not None else jnp.sum(mk))
+      for p, mk, pos in zip(parts, flat.masks, positions, strict=True)
     )
     norm = jnp.sqrt(sum(jnp.sum(jnp.square(p)) for p in parts))
     scale = jnp.sqrt(d_eff) / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny)
@@ -162,6 +213,7 @@ def sample_direction(
   distribution: str = "gaussian",
   mask: PyTree | None = None,
   leaf_selection: Sequence[bool] | None = None,
+  mask_counts: PyTree | None = None,
 ) -> PyTree:
   """The direction that :func:`rge` draws from ``key`` (one of the keys it splits), as a pytree.
 
@@ -171,7 +223,7 @@ def sample_direction(
   """
   _validation.check_choice("distribution", distribution, _validation.DISTRIBUTIONS)
   _validation.check_mask_like("mask", mask, params)
-  flat = _flatten(params, mask, leaf_selection)
+  flat = _flatten(params, mask, leaf_selection, mask_counts)
   parts = draw_direction(key, flat, distribution)
   out = [jnp.zeros(jnp.shape(p), jnp.float32) for p in flat.leaves]
   for j, i in enumerate(flat.active):
@@ -192,6 +244,7 @@ def rge_with_coefficients(
   mask: PyTree | None = None,
   has_aux: bool = False,
   leaf_selection: Sequence[bool] | None = None,
+  mask_counts: PyTree | None = None,
 ) -> tuple[PyTree, jax.Array]:
   """Like :func:`rge`, and also returns the ``m`` per-direction coefficients.
 
@@ -203,7 +256,7 @@ def rge_with_coefficients(
     num_directions, smoothing, distribution, scheme, probe_batch_size
   )
   _validation.check_mask_like("mask", mask, params)
-  flat = _flatten(params, mask, leaf_selection)
+  flat = _flatten(params, mask, leaf_selection, mask_counts)
   loss = _scalar_loss(loss_fn, has_aux)
   coefficient = _directional_derivative_fn(loss, flat, scheme, smoothing)
   m = num_directions
@@ -239,6 +292,77 @@ def rge_with_coefficients(
   return jax.tree.unflatten(flat.treedef, out), coefficients
 
 
+class ProbeInfo(NamedTuple):
+  """Per-direction by-products of :func:`rge_dynamic`.
+
+  Attributes:
+    coefficients: ``[max_directions]`` central-difference coefficients
+      ``c_i = (L+ - L-)/(2 delta)`` (0 where skipped).
+    second_differences: ``[max_directions]`` ``nu_i = (L+ - 2 L0 + L-)/(2 delta)`` (0 where
+      skipped): ``delta/2 u^T H u`` for a smooth loss, but of the order of the evaluation noise
+      over ``delta`` when the loss values are noisy. Noise of variance ``s^2`` on each evaluation
+      gives ``nu_i`` three times the noise variance of ``c_i``.
+  """
+
+  coefficients: jax.Array
+  second_differences: jax.Array
+
+
+def rge_dynamic(
+  loss_fn: LossFn,
+  params: PyTree,
+  key: jax.Array,
+  *,
+  max_directions: int,
+  num_active: jax.Array,
+  smoothing: float,
+  distribution: str = "gaussian",
+  mask: PyTree | None = None,
+  has_aux: bool = False,
+  leaf_selection: Sequence[bool] | None = None,
+  mask_counts: PyTree | None = None,
+) -> tuple[PyTree, ProbeInfo]:
+  """Central RGE over a traced number ``num_active`` of directions, at most ``max_directions``.
+
+  The probe loop has the fixed length ``max_directions`` (so a changing count never retraces);
+  directions ``i >= num_active`` are skipped by ``lax.cond`` and cost nothing but the branch. The
+  estimate is ``1/num_active sum_{i < num_active} c_i u_i``. One extra forward at ``theta``
+  (``L0``) gives every direction's second difference, a direct measurement of how noisy the
+  probes are (see :class:`ProbeInfo`). Probes one direction at a time.
+  """
+  _validation.check_estimator_args(max_directions, smoothing, distribution, "central", 1)
+  _validation.check_mask_like("mask", mask, params)
+  flat = _flatten(params, mask, leaf_selection, mask_counts)
+  loss = _scalar_loss(loss_fn, has_aux)
+  base = loss(params)
+  keys = jax.random.split(key, max_directions)
+
+  def probe(carry):
+    acc, k = carry
+    u = draw_direction(k, flat, distribution)
+    plus = loss(_shifted(flat, u, smoothing))
+    minus = loss(_shifted(flat, u, -smoothing))
+    c = (plus - minus) / (2.0 * smoothing)
+    nu = (plus - 2.0 * base + minus) / (2.0 * smoothing)
+    return [a + c * ui for a, ui in zip(acc, u, strict=True)], c, nu
+
+  def skip(carry):
+    return carry[0], jnp.float32(0.0), jnp.float32(0.0)
+
+  def body(acc, xs):
+    i, k = xs
+    acc, c, nu = jax.lax.cond(i < num_active, probe, skip, (acc, k))
+    return acc, (c, nu)
+
+  zeros = [jnp.zeros(jnp.shape(flat.leaves[i]), jnp.float32) for i in flat.active]
+  total, (coefficients, second) = jax.lax.scan(body, zeros, (jnp.arange(max_directions), keys))
+  count = jnp.maximum(num_active, 1).astype(jnp.float32)
+  out = [jnp.zeros_like(p) for p in flat.leaves]
+  for j, i in enumerate(flat.active):
+    out[i] = (total[j] / count).astype(flat.leaves[i].dtype)
+  return jax.tree.unflatten(flat.treedef, out), ProbeInfo(coefficients, second)
+
+
 def rge(
   loss_fn: LossFn,
   params: PyTree,
@@ -252,6 +376,7 @@ def rge(
   mask: PyTree | None = None,
   has_aux: bool = False,
   leaf_selection: Sequence[bool] | None = None,
+  mask_counts: PyTree | None = None,
 ) -> PyTree:
   r"""Random gradient estimate of ``loss_fn`` at ``params`` from ``num_directions`` directions.
 
@@ -280,6 +405,11 @@ def rge(
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
     leaf_selection: optional sequence with one bool per leaf of ``params``; unselected leaves get no
       direction (nothing is drawn for them) and a zero estimate.
+    mask_counts: optional pytree like ``params`` of static Python ints, the number of ones of each
+      ``mask`` leaf (sparse-training wrappers keep these counts exact). With it only that many
+      values are drawn per leaf and scattered to the mask's ones: at sparsity ``s`` the draw costs
+      ``1 - s`` of a dense one. The directions have the same distribution (not the same values)
+      as without it. The counts must be right: a wrong count silently misplaces values.
 
   Returns:
     A pytree like ``params`` (same dtypes) holding the estimate; accumulated in float32.
@@ -299,5 +429,6 @@ def rge(
     mask=mask,
     has_aux=has_aux,
     leaf_selection=leaf_selection,
+    mask_counts=mask_counts,
   )
   return estimate

@@ -273,7 +273,9 @@ class _AscentConfig(NamedTuple):
   probe_batch_size: int | None = 1
 
 
-def _ascent_direction(config, loss_fn, params, key, weight_mask, selection, has_aux):
+def _ascent_direction(
+  config, loss_fn, params, key, weight_mask, selection, has_aux, weight_mask_counts=None
+):
   if config.kind == "exact":
     return jax.grad(_scalar(loss_fn, has_aux))(params)
   return estimators.rge(
@@ -288,6 +290,7 @@ def _ascent_direction(config, loss_fn, params, key, weight_mask, selection, has_
     mask=weight_mask,
     has_aux=has_aux,
     leaf_selection=selection,
+    mask_counts=weight_mask_counts,
   )
 
 
@@ -357,6 +360,8 @@ def sharpness_aware(
 
   * ``loss_fn`` (required): ``params -> loss`` or ``(loss, aux)``; closes over the batch.
   * ``weight_mask``: 0/1 pytree of active weights (passed by the sparse-training wrappers).
+  * ``weight_mask_counts``: static ints, the number of ones of each ``weight_mask`` leaf; with it
+    zeroth-order directions are drawn only on active weights (see :func:`zosam_jax.rge`).
   * ``per_example_loss_fn`` ``(params, batch) -> losses[B]`` and ``batch``: needed by
     ``mask_spec.method == "fisher"`` (see :func:`zosam_jax.perturbation_masks.empirical_fisher`).
 
@@ -398,7 +403,16 @@ def sharpness_aware(
       perturbation_mask=mask,
     )
 
-  def update_fn(updates, state, params=None, *, loss_fn=None, weight_mask=None, **extra):
+  def update_fn(
+    updates,
+    state,
+    params=None,
+    *,
+    loss_fn=None,
+    weight_mask=None,
+    weight_mask_counts=None,
+    **extra,
+  ):
     del updates
     if loss_fn is None or params is None:
       raise ValueError(
@@ -410,7 +424,7 @@ def sharpness_aware(
     key, step_key = jax.random.split(state.key)
     probe_key, mask_key = jax.random.split(step_key)
     ascent_dir = _ascent_direction(
-      config, loss_fn, params, probe_key, weight_mask, selection, has_aux
+      config, loss_fn, params, probe_key, weight_mask, selection, has_aux, weight_mask_counts
     )
 
     mask = state.perturbation_mask

@@ -1,0 +1,421 @@
+"""Input pipeline: tensorflow-datasets sources, seeded batching and the papers' augmentation.
+
+Data are read with ``tfds.data_source`` (random access over array_record files, no
+TensorFlow needed). Every batch is a pure function of ``(seed, step)``: the example order of
+epoch ``e`` is ``permutation(seed, e)`` and the augmentation of step ``s`` draws from a
+generator seeded with ``(seed, s)``. So a run resumed at step ``s`` sees exactly the
+batches an uninterrupted run would, and two runs with the same seed see the same data.
+
+Augmentation (numpy, on the host):
+* CIFAR (Mi et al. 2022, section 5.1): random crop with 4-pixel zero padding, random
+  horizontal flip, per-channel normalisation, cutout (DeVries & Taylor 2017; 16x16 square).
+* ImageNet: random-resized-crop to 224 and horizontal flip for training; resize to 256 and
+  center-crop 224 for evaluation; per-channel normalisation.
+* Fashion-MNIST / MNIST: normalisation only by default (the augmentation flags apply too).
+
+Small datasets (everything but ImageNet) are read into memory once per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet2012")
+
+# The 19 corruptions of CIFAR-10-C (Hendrycks & Dietterich, 2019), each at severities 1-5.
+CIFAR10_CORRUPTIONS = (
+    "brightness", "contrast", "defocus_blur", "elastic", "fog", "frost", "frosted_glass_blur",
+    "gaussian_blur", "gaussian_noise", "impulse_noise", "jpeg_compression", "motion_blur",
+    "pixelate", "saturate", "shot_noise", "snow", "spatter", "speckle_noise", "zoom_blur",
+)  # fmt: skip
+CORRUPTION_SEVERITIES = (1, 2, 3, 4, 5)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """Static facts about one dataset."""
+
+  tfds_name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]  # Model input shape (after crops).
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  train_split: str = "train"
+  eval_split: str = "test"
+  in_memory: bool = True
+
+
+SPECS: dict[str, DatasetSpec] = {
+    "fashion_mnist": DatasetSpec("local_fashion_mnist", 10, (28, 28, 1), (0.2860,), (0.3530,)),
+    "mnist": DatasetSpec("local_mnist", 10, (28, 28, 1), (0.1307,), (0.3081,)),
+    "cifar10": DatasetSpec(
+        "cifar10", 10, (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    ),
+    "cifar100": DatasetSpec(
+        "cifar100", 100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+    ),
+    "imagenet2012": DatasetSpec(
+        "imagenet2012", 1000, (224, 224, 3), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+        eval_split="validation", in_memory=False,
+    ),
+}  # fmt: skip
+
+
+class DataMissingError(RuntimeError):
+  """Data a run needs is not in ``data_dir`` and cannot be fetched; says how to get it."""
+
+
+def _how_to_get(name: str, data_dir: str) -> str:
+  """The exact step that provides dataset ``name`` in ``data_dir``."""
+  if name == "fashion_mnist":
+    return (
+      "install the Debian package (`sudo apt-get install dataset-fashion-mnist`) or put "
+      "the four Fashion-MNIST idx .gz files in a folder and pass "
+      "--config.dataset.source_dir=FOLDER"
+    )
+  if name == "mnist":
+    return (
+      "put the four MNIST idx .gz files (train-images-idx3-ubyte.gz, "
+      "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) "
+      "in a folder and pass --config.dataset.source_dir=FOLDER"
+    )
+  if name.startswith("imagenet2012"):
+    return (
+      "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org "
+      f"into {os.path.join(data_dir, 'downloads', 'manual')} and run "
+      f"`tfds build imagenet2012 --data_dir={data_dir} --file_format=array_record` "
+      "(building needs TensorFlow installed)"
+    )
+  return (
+    f"on a machine with internet run `tfds build {name} --data_dir={data_dir} "
+    "--file_format=array_record` (building needs TensorFlow installed) and copy the "
+    f"resulting {name.split('/')[0]}/ folder into {data_dir}"
+  )
+
+
+def default_data_dir() -> str:
+  """tfds' default: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``."""
+  return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+
+
+@contextlib.contextmanager
+def _absl_errors_only() -> Iterator[None]:
+  from absl import logging as absl_logging
+
+  old = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(old)
+
+
+def _prepare_local(name: str, data_dir: str, source_dir: str) -> None:
+  """Builds the local Fashion-MNIST/MNIST tfds dataset once (a no-op when already built)."""
+  from experiments import local_datasets
+
+  if not source_dir and name == "fashion_mnist":
+    source_dir = local_datasets.DEBIAN_FASHION_MNIST_DIR
+  builder = local_datasets.LOCAL_BUILDERS[name](
+    data_dir=data_dir, source_dir=source_dir, file_format="array_record"
+  )
+  with _absl_errors_only():  # tfds warns about the not-yet-built folder it is checking.
+    if builder.is_prepared():
+      return
+  missing = local_datasets.missing_idx_files(source_dir) if source_dir else ["all four"]
+  if missing:
+    raise DataMissingError(
+      f"dataset {name} is not built in {data_dir} and its idx files "
+      f"({', '.join(missing)}) are missing from source_dir "
+      f"'{source_dir or '(none given)'}': {_how_to_get(name, data_dir)}"
+    )
+  print(f"Building {name} from {source_dir} into {data_dir} (once)...", flush=True)
+  import tensorflow_datasets as tfds
+
+  tfds.disable_progress_bar()
+  builder.download_and_prepare()
+
+
+def open_source(name: str, split: str, data_dir: str, source_dir: str = "") -> Sequence[dict]:
+  """Opens one split as a random-access sequence of ``{"image", "label"}`` dicts.
+
+  Args:
+    name: one of ``DATASETS`` or ``cifar10_corrupted/<corruption>_<severity>``.
+    split: tfds split name.
+    data_dir: tfds data directory.
+    source_dir: folder of idx files for the local Fashion-MNIST/MNIST builders ("" uses
+      the Debian package's folder for Fashion-MNIST).
+
+  Raises:
+    DataMissingError: the data is neither prepared nor buildable offline.
+  """
+  import tensorflow_datasets as tfds
+
+  tfds_name = SPECS[name].tfds_name if name in SPECS else name
+  if name in ("fashion_mnist", "mnist"):
+    _prepare_local(name, data_dir, source_dir)
+  try:
+    with _absl_errors_only():
+      return tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False)
+  except Exception as e:  # tfds raises several types for "not prepared here".
+    raise DataMissingError(
+      f"dataset {tfds_name} (split {split}) is not prepared in {data_dir} in a "
+      f"random-access format ({type(e).__name__}): {_how_to_get(tfds_name, data_dir)}"
+    ) from None
+
+
+def _gather(source: Sequence[dict], indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
+  keys = [int(i) for i in indices]
+  try:  # Batched reads are several times faster than one record at a time.
+    records = source.__getitems__(keys)
+  except (AttributeError, TypeError):  # Sources without it (e.g. tfds' mock) read singly.
+    records = [source[k] for k in keys]
+  images = [np.asarray(r["image"]) for r in records]
+  labels = np.asarray([int(r["label"]) for r in records], dtype=np.int32)
+  return images, labels
+
+
+@dataclasses.dataclass
+class Split:
+  """One split: either in-memory arrays, or a random-access source of variable-size images."""
+
+  size: int
+  images: np.ndarray | None = None  # uint8 [N, H, W, C] when in memory.
+  labels: np.ndarray | None = None  # int32 [N] when in memory.
+  source: Sequence[dict] | None = None
+
+  def get(self, indices: np.ndarray) -> tuple[Any, np.ndarray]:
+    """Images (array, or list of arrays for sources) and labels at ``indices``."""
+    if self.images is not None:
+      return self.images[indices], self.labels[indices]
+    return _gather(self.source, indices)
+
+
+def load_split(
+  name: str, split: str, data_dir: str, source_dir: str = "", subset: int = 0
+) -> Split:
+  """Loads a split; ``subset > 0`` keeps only its first ``subset`` examples."""
+  source = open_source(name, split, data_dir, source_dir)
+  size = len(source) if subset <= 0 else min(subset, len(source))
+  spec = SPECS.get(name.split("/")[0], SPECS["cifar10"])
+  if not spec.in_memory:
+    return Split(size=size, source=source)
+  images, labels = _gather(source, range(size))
+  return Split(size=size, images=np.stack(images).astype(np.uint8), labels=labels)
+
+
+def _normalize(images: np.ndarray, spec: DatasetSpec) -> np.ndarray:
+  mean = np.asarray(spec.mean, np.float32) * 255.0
+  std = np.asarray(spec.std, np.float32) * 255.0
+  return (images.astype(np.float32) - mean) / std
+
+
+def random_crop(images: np.ndarray, padding: int, rng: np.random.Generator) -> np.ndarray:
+  """Zero-pads by ``padding`` and crops back to the input size at a random offset."""
+  n, h, w, _ = images.shape
+  padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  dy = rng.integers(0, 2 * padding + 1, size=n)
+  dx = rng.integers(0, 2 * padding + 1, size=n)
+  rows = dy[:, None] + np.arange(h)[None, :]  # [n, h]
+  cols = dx[:, None] + np.arange(w)[None, :]  # [n, w]
+  return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def random_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Flips each image left-right with probability 1/2."""
+  flip = rng.random(images.shape[0]) < 0.5
+  return np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+
+
+def cutout(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+  """Zeroes a ``size x size`` square (clipped at the border) centred at a random pixel.
+
+  Applied after normalisation, so the square holds the dataset mean.
+  """
+  n, h, w, _ = images.shape
+  cy = rng.integers(0, h, size=n)[:, None]
+  cx = rng.integers(0, w, size=n)[:, None]
+  ys, xs = np.arange(h)[None, :], np.arange(w)[None, :]
+  in_y = (ys >= cy - size // 2) & (ys < cy - size // 2 + size)  # [n, h]
+  in_x = (xs >= cx - size // 2) & (xs < cx - size // 2 + size)  # [n, w]
+  mask = in_y[:, :, None] & in_x[:, None, :]
+  return np.where(mask[..., None], 0.0, images).astype(images.dtype)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  from PIL import Image
+
+  squeeze = image.shape[-1] == 1
+  pil = Image.fromarray(image[..., 0] if squeeze else image)
+  out = np.asarray(pil.resize((size[1], size[0]), Image.BILINEAR))
+  return out[..., None] if squeeze else out
+
+
+def random_resized_crop(
+  image: np.ndarray,
+  size: int,
+  rng: np.random.Generator,
+  scale: tuple[float, float] = (0.08, 1.0),
+  ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
+  """Inception-style crop: random area fraction and aspect ratio, resized to ``size``."""
+  h, w = image.shape[:2]
+  for _ in range(10):
+    area = h * w * rng.uniform(*scale)
+    aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+    ch, cw = int(round(np.sqrt(area / aspect))), int(round(np.sqrt(area * aspect)))
+    if 0 < ch <= h and 0 < cw <= w:
+      y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+      return _resize(image[y : y + ch, x : x + cw], (size, size))
+  return center_crop(image, size, resize_to=size)
+
+
+def center_crop(image: np.ndarray, size: int, resize_to: int) -> np.ndarray:
+  """Resizes the short side to ``resize_to`` and takes the central ``size x size`` crop."""
+  h, w = image.shape[:2]
+  scale = resize_to / min(h, w)
+  image = _resize(image, (max(size, round(h * scale)), max(size, round(w * scale))))
+  h, w = image.shape[:2]
+  y, x = (h - size) // 2, (w - size) // 2
+  return image[y : y + size, x : x + size]
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+  """Which augmentations a training batch gets (evaluation batches get none)."""
+
+  random_crop: bool = False
+  crop_padding: int = 4
+  flip: bool = False
+  cutout: int = 0  # Side of the cutout square; 0 disables.
+
+
+def _process(
+  images: Any, spec: DatasetSpec, train: bool, aug: Augment, rng: np.random.Generator | None
+) -> np.ndarray:
+  size = spec.image_shape[0]
+  if isinstance(images, list):  # Variable-size images (ImageNet): crop/resize one by one.
+    if train:
+      images = np.stack([random_resized_crop(im, size, rng) for im in images])
+    else:
+      images = np.stack([center_crop(im, size, resize_to=size * 256 // 224) for im in images])
+  if train and aug.random_crop:
+    images = random_crop(images, aug.crop_padding, rng)
+  if train and aug.flip:
+    images = random_flip(images, rng)
+  images = _normalize(images, spec)
+  if train and aug.cutout > 0:
+    images = cutout(images, aug.cutout, rng)
+  return images
+
+
+def normalize_eval(images: Any, spec: DatasetSpec) -> np.ndarray:
+  """Evaluation preprocessing (crop/resize where needed, normalisation) of raw images."""
+  return _process(images, spec, False, Augment(), None)
+
+
+class TrainBatches:
+  """Seeded, resumable training batches of one process's share of the global batch.
+
+  ``batch(step)`` is a pure function of ``(seed, step)``. Each epoch drops the incomplete
+  last batch. With several processes, process ``p`` gets rows
+  ``[p * B / P, (p + 1) * B / P)`` of global batch ``B``.
+  """
+
+  def __init__(
+    self,
+    split: Split,
+    spec: DatasetSpec,
+    global_batch_size: int,
+    seed: int,
+    augment: Augment,
+    process_index: int = 0,
+    process_count: int = 1,
+  ):
+    if split.size < global_batch_size:
+      raise ValueError(f"batch_size {global_batch_size} exceeds the {split.size} training examples")
+    self.split, self.spec, self.seed, self.augment = split, spec, seed, augment
+    self.global_batch_size = global_batch_size
+    self.steps_per_epoch = split.size // global_batch_size
+    local = global_batch_size // process_count
+    self._rows = slice(process_index * local, (process_index + 1) * local)
+    self._perm_cache: tuple[int, np.ndarray] | None = None
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    if self._perm_cache is None or self._perm_cache[0] != epoch:
+      rng = np.random.default_rng([self.seed, 0, epoch])
+      self._perm_cache = (epoch, rng.permutation(self.split.size))
+    return self._perm_cache[1]
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    """The (local part of the) training batch of global step ``step``."""
+    epoch, i = divmod(step, self.steps_per_epoch)
+    b = self.global_batch_size
+    indices = self._permutation(epoch)[i * b : (i + 1) * b][self._rows]
+    images, labels = self.split.get(indices)
+    rng = np.random.default_rng([self.seed, 1, step])
+    images = _process(images, self.spec, True, self.augment, rng)
+    return {"image": images, "label": labels}
+
+  def iterate(self, start_step: int, end_step: int, prefetch: int = 2) -> Iterator[dict]:
+    """Batches for steps ``[start_step, end_step)``, prepared by a background thread."""
+    if prefetch <= 0:
+      for step in range(start_step, end_step):
+        yield self.batch(step)
+      return
+    q: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def worker() -> None:
+      try:
+        for step in range(start_step, end_step):
+          if stop.is_set():
+            return
+          q.put(self.batch(step))
+      except BaseException as e:  # Re-raised in the consumer.
+        q.put(e)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+      for _ in range(start_step, end_step):
+        item = q.get()
+        if isinstance(item, BaseException):
+          raise item
+        yield item
+    finally:
+      stop.set()
+      while not q.empty():
+        q.get_nowait()
+
+
+def eval_batches(
+  split: Split,
+  spec: DatasetSpec,
+  batch_size: int,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Every evaluation example once, in order; the last batch is padded with ``mask == 0``."""
+  local = batch_size // process_count
+  for start in range(0, split.size, batch_size):
+    indices = np.arange(start, start + batch_size)
+    mask = (indices < split.size).astype(np.float32)
+    indices = np.minimum(indices, split.size - 1)
+    rows = slice(process_index * local, (process_index + 1) * local)
+    images, labels = split.get(indices[rows])
+    images = _process(images, spec, False, Augment(), None)
+    yield {"image": images, "label": labels, "mask": mask[rows]}
+
+
+def corrupted_names(corruptions: Sequence[str], severities: Sequence[int]) -> list[str]:
+  """tfds names of the CIFAR-10-C test sets, e.g. ``cifar10_corrupted/fog_3``."""
+  return [f"cifar10_corrupted/{c}_{s}" for c in corruptions for s in severities]

@@ -1,0 +1,309 @@
+"""Flax (linen) image classifiers used by the experiments.
+
+Every model is called as ``model.apply(variables, images, train=...)`` with ``images`` of
+shape ``[N, H, W, C]`` and returns logits ``[N, num_classes]``. Models with BatchNorm keep
+running statistics in the ``batch_stats`` collection: in training mode they normalise with
+batch statistics and return the updated running averages when ``batch_stats`` is mutable.
+The training loop updates those once per step, from the exact-gradient pass only.
+
+Models:
+* ``cnn``: a small two-conv CNN with BatchNorm for quick CPU runs.
+* ``resnet20/32/56``: CIFAR ResNets of He et al. (2016), depth 6n+2, 16-32-64 channels,
+  parameter-free shortcuts (option A: strided identity, zero-padded channels); ResNet-32 has
+  about 0.46M parameters, as in the ZO-SAM paper.
+* ``resnet18``: ImageNet-style ResNet-18 with the CIFAR stem (3x3 conv, stride 1, no pool).
+* ``wrn28_10``: WideResNet-28-10 (Zagoruyko & Komodakis, 2016), pre-activation blocks.
+* ``vgg11_bn``: VGG-11 with BatchNorm, one linear classifier (CIFAR variant).
+* ``resnet50``: ImageNet ResNet-50 (bottleneck blocks, 7x7 stem).
+* ``deit_tiny``/``deit_small``: ViT encoders of DeiT (Touvron et al., 2021) with a class token.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _bn(train: bool, name: str | None = None, **kwargs: Any) -> nn.BatchNorm:
+  return nn.BatchNorm(
+    use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name, **kwargs
+  )
+
+
+class SmallCNN(nn.Module):
+  """conv(16)-BN-ReLU-pool, conv(32)-BN-ReLU-pool, dense(128)-ReLU, dense(classes)."""
+
+  num_classes: int = 10
+  width: int = 16
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    for i, features in enumerate((self.width, 2 * self.width)):
+      x = nn.Conv(features, (3, 3), use_bias=False, kernel_init=_conv_init, name=f"conv{i}")(x)
+      x = nn.relu(_bn(train, name=f"bn{i}")(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))
+    x = nn.relu(nn.Dense(128, name="fc0")(x))
+    return nn.Dense(self.num_classes, name="head")(x)
+
+
+class CifarBasicBlock(nn.Module):
+  """Post-activation basic block with an option-A (parameter-free) shortcut."""
+
+  features: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    y = nn.Conv(
+      self.features,
+      (3, 3),
+      (self.stride, self.stride),
+      padding=1,
+      use_bias=False,
+      kernel_init=_conv_init,
+    )(x)
+    y = nn.relu(_bn(train)(y))
+    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(y)
+    y = _bn(train)(y)
+    shortcut = x
+    if self.stride != 1 or x.shape[-1] != self.features:
+      shortcut = x[:, :: self.stride, :: self.stride, :]
+      extra = self.features - x.shape[-1]
+      shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+    return nn.relu(y + shortcut)
+
+
+class CifarResNet(nn.Module):
+  """ResNet-(6n+2) for 32x32 inputs (He et al., 2016, section 4.2)."""
+
+  depth: int = 32
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    if (self.depth - 2) % 6:
+      raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {self.depth}")
+    n = (self.depth - 2) // 6
+    x = nn.Conv(16, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, name="stem")(x)
+    x = nn.relu(_bn(train, name="stem_bn")(x))
+    for stage, features in enumerate((16, 32, 64)):
+      for block in range(n):
+        stride = 2 if stage > 0 and block == 0 else 1
+        x = CifarBasicBlock(features, stride, name=f"stage{stage}_block{block}")(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, name="head")(x)
+
+
+class BasicBlock(nn.Module):
+  """ResNet-18/34 basic block with a 1x1-conv projection shortcut."""
+
+  features: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    s = (self.stride, self.stride)
+    y = nn.Conv(self.features, (3, 3), s, padding=1, use_bias=False, kernel_init=_conv_init)(x)
+    y = nn.relu(_bn(train)(y))
+    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(y)
+    y = _bn(train, scale_init=nn.initializers.zeros)(y)
+    if self.stride != 1 or x.shape[-1] != self.features:
+      x = nn.Conv(self.features, (1, 1), s, use_bias=False, kernel_init=_conv_init)(x)
+      x = _bn(train)(x)
+    return nn.relu(x + y)
+
+
+class Bottleneck(nn.Module):
+  """ResNet-50 bottleneck block (stride on the 3x3 conv), expansion 4."""
+
+  features: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    s = (self.stride, self.stride)
+    y = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=_conv_init)(x)
+    y = nn.relu(_bn(train)(y))
+    y = nn.Conv(self.features, (3, 3), s, padding=1, use_bias=False, kernel_init=_conv_init)(y)
+    y = nn.relu(_bn(train)(y))
+    y = nn.Conv(4 * self.features, (1, 1), use_bias=False, kernel_init=_conv_init)(y)
+    y = _bn(train, scale_init=nn.initializers.zeros)(y)
+    if self.stride != 1 or x.shape[-1] != 4 * self.features:
+      x = nn.Conv(4 * self.features, (1, 1), s, use_bias=False, kernel_init=_conv_init)(x)
+      x = _bn(train)(x)
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """ImageNet-family ResNet; ``cifar_stem`` swaps the 7x7/2 conv + max-pool for a 3x3/1 conv."""
+
+  stage_sizes: Sequence[int]
+  block: Callable[..., nn.Module]
+  num_classes: int = 1000
+  cifar_stem: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    if self.cifar_stem:
+      x = nn.Conv(64, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, name="stem")(x)
+      x = nn.relu(_bn(train, name="stem_bn")(x))
+    else:
+      x = nn.Conv(
+        64, (7, 7), (2, 2), padding=3, use_bias=False, kernel_init=_conv_init, name="stem"
+      )(x)
+      x = nn.relu(_bn(train, name="stem_bn")(x))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for stage, blocks in enumerate(self.stage_sizes):
+      for b in range(blocks):
+        stride = 2 if stage > 0 and b == 0 else 1
+        x = self.block(64 * 2**stage, stride, name=f"stage{stage}_block{b}")(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, name="head")(x)
+
+
+class WideBlock(nn.Module):
+  """Pre-activation wide block (BN-ReLU-conv x2) with a 1x1 projection when shapes change."""
+
+  features: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    s = (self.stride, self.stride)
+    out = nn.relu(_bn(train)(x))
+    shortcut = x
+    if self.stride != 1 or x.shape[-1] != self.features:
+      shortcut = nn.Conv(self.features, (1, 1), s, use_bias=False, kernel_init=_conv_init)(out)
+    y = nn.Conv(self.features, (3, 3), s, padding=1, use_bias=False, kernel_init=_conv_init)(out)
+    y = nn.relu(_bn(train)(y))
+    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(y)
+    return y + shortcut
+
+
+class WideResNet(nn.Module):
+  """WRN-depth-width for 32x32 inputs."""
+
+  depth: int = 28
+  width: int = 10
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    n = (self.depth - 4) // 6
+    x = nn.Conv(16, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, name="stem")(x)
+    for stage, features in enumerate((16 * self.width, 32 * self.width, 64 * self.width)):
+      for b in range(n):
+        stride = 2 if stage > 0 and b == 0 else 1
+        x = WideBlock(features, stride, name=f"stage{stage}_block{b}")(x, train)
+    x = nn.relu(_bn(train, name="final_bn")(x))
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, name="head")(x)
+
+
+class VGG(nn.Module):
+  """VGG with BatchNorm for CIFAR: conv stack, global pooling, one linear classifier."""
+
+  layers: Sequence[int | str] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    for item in self.layers:
+      if item == "M":
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      else:
+        x = nn.Conv(int(item), (3, 3), padding=1, kernel_init=_conv_init)(x)
+        x = nn.relu(_bn(train)(x))
+    x = jnp.mean(x, axis=(1, 2))  # 1x1 spatial on 32x32 inputs.
+    return nn.Dense(self.num_classes, name="head")(x)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-LayerNorm transformer block: MHSA and a GELU MLP, each with a residual."""
+
+  num_heads: int
+  mlp_dim: int
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    y = nn.LayerNorm(epsilon=1e-6)(x)
+    y = nn.MultiHeadDotProductAttention(
+      num_heads=self.num_heads, deterministic=not train, dropout_rate=self.dropout_rate
+    )(y, y)
+    x = x + nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+    y = nn.LayerNorm(epsilon=1e-6)(x)
+    y = nn.gelu(nn.Dense(self.mlp_dim)(y))
+    y = nn.Dense(x.shape[-1])(nn.Dropout(self.dropout_rate, deterministic=not train)(y))
+    return x + nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+
+
+class VisionTransformer(nn.Module):
+  """ViT/DeiT classifier with a class token and learned position embeddings."""
+
+  patch_size: int = 16
+  hidden_dim: int = 192
+  depth: int = 12
+  num_heads: int = 3
+  mlp_ratio: int = 4
+  num_classes: int = 1000
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    p = self.patch_size
+    x = nn.Conv(self.hidden_dim, (p, p), (p, p), padding="VALID", name="patch_embed")(x)
+    n, h, w, c = x.shape
+    x = x.reshape((n, h * w, c))
+    cls = self.param("cls_token", nn.initializers.zeros, (1, 1, c))
+    x = jnp.concatenate([jnp.broadcast_to(cls, (n, 1, c)), x], axis=1)
+    pos = self.param("pos_embed", nn.initializers.normal(0.02), (1, h * w + 1, c))
+    x = x + pos
+    for i in range(self.depth):
+      x = EncoderBlock(self.num_heads, self.mlp_ratio * c, self.dropout_rate, name=f"block{i}")(
+        x, train
+      )
+    x = nn.LayerNorm(epsilon=1e-6, name="norm")(x[:, 0])
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(x)
+
+
+_FACTORIES: dict[str, Callable[..., nn.Module]] = {
+  "cnn": SmallCNN,
+  "resnet20": functools.partial(CifarResNet, depth=20),
+  "resnet32": functools.partial(CifarResNet, depth=32),
+  "resnet56": functools.partial(CifarResNet, depth=56),
+  "resnet18": functools.partial(
+    ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock, cifar_stem=True
+  ),
+  "wrn28_10": functools.partial(WideResNet, depth=28, width=10),
+  "vgg11_bn": VGG,
+  "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck),
+  "deit_tiny": functools.partial(VisionTransformer, hidden_dim=192, depth=12, num_heads=3),
+  "deit_small": functools.partial(VisionTransformer, hidden_dim=384, depth=12, num_heads=6),
+}
+
+MODELS: tuple[str, ...] = tuple(_FACTORIES)
+
+
+def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+  """Builds model ``name`` (one of ``MODELS``) with ``num_classes`` outputs.
+
+  ``kwargs`` go to the module (e.g. ``patch_size=4`` for a DeiT on 32x32 images).
+  """
+  if name not in _FACTORIES:
+    raise ValueError(f"unknown model '{name}'; valid: {', '.join(MODELS)}")
+  return _FACTORIES[name](num_classes=num_classes, **kwargs)
+
+
+def count_params(params: Any) -> int:
+  """Number of scalars in a parameter pytree (works on ``jax.ShapeDtypeStruct`` leaves)."""
+  return sum(math.prod(jnp.shape(x)) for x in jax.tree.leaves(params))

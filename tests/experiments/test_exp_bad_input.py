@@ -1,0 +1,177 @@
+"""Bad input: one stderr line, exit status 2, nothing compiled, nothing in the workdir touched."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from experiments import main as cli
+from experiments import optimizers, train
+from tests.experiments.conftest import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+  """Fails the test if anything is jit-compiled."""
+
+  def boom(*args, **kwargs):
+    raise AssertionError("compiled before rejecting bad input")
+
+  monkeypatch.setattr(jax, "jit", boom)
+
+
+def _snapshot(path):
+  out = {}
+  for root, _, files in os.walk(path):
+    for name in files:
+      full = os.path.join(root, name)
+      with open(full, "rb") as f:
+        out[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def _fails(capsys, argv, expected):
+  code = cli.run(argv)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2
+  assert len(err) == 1, err
+  assert err[0].startswith("error: ") and expected in err[0], err[0]
+  return err[0]
+
+
+@pytest.mark.parametrize(
+  "override,expected",
+  [
+    ("model.name=resnet33", "unknown model 'resnet33'; valid: cnn, resnet20, resnet32"),
+    ("dataset.name=svhn", "unknown dataset 'svhn'; valid: fashion_mnist, mnist, cifar10"),
+    ("optimizer.name=adamw", "unknown optimizer 'adamw'; valid: sgd, sam, zo_sam, sparse_sam"),
+    ("sparse.method=magic", "unknown sparse method 'magic'; valid: dense"),
+    ("optimizer.rho=-0.1", "optimizer.rho must be a positive finite number, got -0.1"),
+    ("optimizer.rho=0", "optimizer.rho must be a positive finite number, got 0"),
+    ("optimizer.rho=nan", "optimizer.rho must be a positive finite number, got nan"),
+    ("optimizer.num_directions=0", "optimizer.num_directions must be an integer >= 1"),
+    ("optimizer.schedule=step", "unknown learning-rate schedule 'step'; valid: cosine, constant"),
+    ("batch_size=0", "batch_size must be an integer >= 1, got 0"),
+    ("no_such_field=1", "unknown config field 'no_such_field'"),
+    ("optimizer.rho=abc", "--config.optimizer.rho=abc: expected a float"),
+  ],
+)
+def test_bad_config_values(tmp_path, capsys, no_compile, override, expected):
+  workdir = tmp_path / "w"
+  _fails(capsys, [f"--workdir={workdir}", f"--config.{override}"], expected)
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("value", ["1.0", "1.5", "-0.1"])
+def test_sparsity_out_of_range(tmp_path, capsys, no_compile, value):
+  argv = [f"--workdir={tmp_path / 'w'}", "--config.optimizer.name=sparse_sam"]
+  _fails(
+    capsys, argv + [f"--config.optimizer.ssam_sparsity={value}"], "ssam_sparsity must be in [0, 1)"
+  )
+
+
+def test_weight_sparsity_out_of_range():
+  from experiments import optimizers
+
+  config = tiny_config("", "")
+  config.sparse.method = "rigl"
+  config.sparse.sparsity = 1.0
+  expected = "sparsity must be in [0, 1)" if optimizers.sparse_available() else "unknown sparse"
+  with pytest.raises(train.ConfigError, match=expected.replace("[", r"\[").replace(")", r"\)")):
+    train.validate_config(config)
+
+
+def test_batch_not_divisible_by_device_count():
+  config = tiny_config("", "")
+  config.batch_size = 66
+  with pytest.raises(train.ConfigError, match="batch_size 66 is not divisible by the 4 devices"):
+    train.validate_config(config, device_count=4)
+  config.batch_size, config.eval_batch_size = 64, 90
+  with pytest.raises(train.ConfigError, match="eval_batch_size 90 is not divisible"):
+    train.validate_config(config, device_count=4)
+
+
+def test_unknown_command_line_argument(capsys, no_compile):
+  _fails(capsys, ["--learning_rate=3"], "unrecognised argument --learning_rate=3")
+
+
+def test_missing_config_file(capsys, no_compile):
+  _fails(
+    capsys, ["--config=experiments/configs/nope.py"], "config file experiments/configs/nope.py"
+  )
+
+
+def test_missing_data_stops_before_training(tmp_path, capsys, no_compile):
+  argv = [
+    f"--workdir={tmp_path / 'w'}",
+    f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+    f"--config.dataset.source_dir={tmp_path / 'empty'}",
+  ]
+  _fails(capsys, argv, "apt-get install dataset-fashion-mnist")
+  assert not (tmp_path / "w").exists()
+  _fails(
+    capsys,
+    argv[:2] + ["--config.dataset.name=cifar10", "--config.model.name=resnet20"],
+    f"tfds build cifar10 --data_dir={tmp_path / 'tfds'} --file_format=array_record",
+  )
+
+
+def test_existing_workdir_needs_resume_and_same_config(
+  tmp_path, capsys, data_dir, fmnist_subset_dir
+):
+  workdir = tmp_path / "w"
+  base = [
+    f"--workdir={workdir}",
+    f"--config.dataset.data_dir={data_dir}",
+    f"--config.dataset.source_dir={fmnist_subset_dir}",
+    "--config.optimizer.name=sgd",
+    "--config.batch_size=64",  # As tiny_config: the compiled step is shared via the cache.
+    "--config.eval_batch_size=128",
+    "--config.num_epochs=1",
+    "--config.progress_bar=false",
+  ]
+  assert cli.run(base) == 0
+  capsys.readouterr()
+  before = _snapshot(workdir)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(jax, "jit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("compiled")))
+    _fails(capsys, base, "already holds a run; pass --resume")
+    _fails(
+      capsys,
+      base + ["--resume", "--config.optimizer.learning_rate=0.1"],
+      "holds a run with a different config (optimizer.learning_rate: 0.05 there vs 0.1 now)",
+    )
+    _fails(capsys, base + ["--resume", "--config.optimizer.name=zo_sam"], "optimizer.name")
+  assert _snapshot(workdir) == before
+  # Resuming a finished run with the same config is fine and changes no checkpoint.
+  assert cli.run(base + ["--resume"]) == 0
+  assert "final test accuracy" in capsys.readouterr().out
+
+
+def test_cli_exit_status_in_a_fresh_process(tmp_path):
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.main",
+      f"--workdir={tmp_path / 'w'}",
+      "--config.optimizer.name=adam",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ, "PYTHONPATH": REPO},
+  )
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+    "error: unknown optimizer 'adam'; valid: " + ", ".join(optimizers.OPTIMIZERS)
+  ]
+  assert not (tmp_path / "w").exists()

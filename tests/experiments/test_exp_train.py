@@ -1,0 +1,238 @@
+"""End-to-end training on a real Fashion-MNIST subset: SGD, ZO-SAM, resume, determinism,
+multi-device equality, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import optimizers, train
+from tests.experiments.conftest import SUBSET, tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _without_timing(records):
+  return [{k: v for k, v in r.items() if k not in train.TIMING_KEYS} for r in records]
+
+
+def _run(tmp_path, data_dir, source_dir, name, **overrides):
+  workdir = str(tmp_path / name)
+  config = tiny_config(data_dir, source_dir, **overrides)
+  return workdir, train.train_and_evaluate(config, workdir)
+
+
+@pytest.fixture(scope="module")
+def zo_sam_run(tmp_path_factory, data_dir, fmnist_subset_dir):
+  """One uninterrupted 1-epoch ZO-SAM run, shared by several tests."""
+  tmp = tmp_path_factory.mktemp("zo_sam_run")
+  return _run(tmp, data_dir, fmnist_subset_dir, "run", optimizer__name="zo_sam")
+
+
+def _check_run(workdir, result, min_accuracy=0.3):
+  records = train.read_metrics(workdir)
+  steps = SUBSET["train"] // 64
+  assert [r["step"] for r in records if r["kind"] == "train"] == [4, 8]
+  evals = [r for r in records if r["kind"] == "eval"]
+  assert len(evals) == 1 and evals[0]["step"] == steps
+  assert min_accuracy < result["test_accuracy"] <= 1.0  # 10 classes: chance is 0.1.
+  assert np.isfinite(result["test_loss"])
+  assert max(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))) == steps
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["num_epochs"] == 1
+
+
+def test_one_epoch_sgd(tmp_path, data_dir, fmnist_subset_dir):
+  workdir, result = _run(tmp_path, data_dir, fmnist_subset_dir, "sgd", optimizer__name="sgd")
+  _check_run(workdir, result)
+
+
+def test_one_epoch_zo_sam(zo_sam_run):
+  _check_run(*zo_sam_run)
+
+
+needs_sparse = pytest.mark.skipif(
+  not optimizers.sparse_available(), reason="zosam_jax.sparse not installed"
+)
+RIGL = {"optimizer__name": "zo_sam", "sparse__method": "rigl", "sparse__update_every": 2}
+
+
+@pytest.fixture(scope="module")
+def rigl_run(tmp_path_factory, data_dir, fmnist_subset_dir):
+  """One uninterrupted 1-epoch ZO-SAM + RigL (90%, mask update every 2 steps) run."""
+  tmp = tmp_path_factory.mktemp("rigl_run")
+  return _run(tmp, data_dir, fmnist_subset_dir, "run", **RIGL)
+
+
+@needs_sparse
+def test_one_epoch_zo_sam_with_rigl(rigl_run):
+  _check_run(*rigl_run)
+  kernels = [x for x in jax.tree.leaves(rigl_run[1]["params"]) if x.ndim >= 2]
+  density = sum(int(np.count_nonzero(k)) for k in kernels) / sum(k.size for k in kernels)
+  assert 0.05 < density < 0.15  # 90% sparse over the prunable kernels.
+
+
+def _resume_matches(tmp_path, data_dir, source_dir, reference, **overrides):
+  ref_dir, ref = reference
+  workdir = str(tmp_path / "killed")
+  config = tiny_config(data_dir, source_dir, **overrides)
+
+  class Killed(Exception):
+    pass
+
+  def kill_at_5(step):
+    if step == 5:
+      raise Killed  # Past the checkpoint of step 3, mid log window.
+
+  with pytest.raises(Killed):
+    train.train_and_evaluate(config, workdir, step_hook=kill_at_5)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
+  result = train.train_and_evaluate(config, workdir, resume=True)
+  for a, b in zip(jax.tree.leaves(ref["params"]), jax.tree.leaves(result["params"]), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert _without_timing(train.read_metrics(workdir)) == _without_timing(
+    train.read_metrics(ref_dir)
+  )
+
+
+def test_resume_matches_uninterrupted_run_bitwise(
+  tmp_path, data_dir, fmnist_subset_dir, zo_sam_run
+):
+  _resume_matches(tmp_path, data_dir, fmnist_subset_dir, zo_sam_run, optimizer__name="zo_sam")
+
+
+@pytest.mark.slow
+@needs_sparse
+def test_resume_with_rigl_matches_bitwise(tmp_path, data_dir, fmnist_subset_dir, rigl_run):
+  _resume_matches(tmp_path, data_dir, fmnist_subset_dir, rigl_run, **RIGL)
+
+
+def test_same_seed_same_metrics(tmp_path, data_dir, fmnist_subset_dir, zo_sam_run):
+  ref_dir, _ = zo_sam_run
+  workdir, _ = _run(tmp_path, data_dir, fmnist_subset_dir, "again", optimizer__name="zo_sam")
+  assert _without_timing(train.read_metrics(workdir)) == _without_timing(
+    train.read_metrics(ref_dir)
+  )
+
+
+def test_four_devices_match_one_device(tmp_path, data_dir, fmnist_subset_dir, zo_sam_run):
+  ref_dir, ref = zo_sam_run
+  workdir = str(tmp_path / "four")
+  env = {
+    **os.environ,
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    "JAX_PLATFORMS": "cpu",
+    "PYTHONPATH": REPO,
+  }
+  cmd = [
+    sys.executable,
+    "-m",
+    "tests.experiments._run_tiny",
+    data_dir,
+    fmnist_subset_dir,
+    workdir,
+    "zo_sam",
+  ]
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.split("RESULT ", 1)[1])
+  assert out["devices"] == 4
+  ref_records = train.read_metrics(ref_dir)
+  records = train.read_metrics(workdir)
+  for key in ("loss", "accuracy", "test_loss", "test_accuracy"):
+    a = [r[key] for r in ref_records if key in r]
+    b = [r[key] for r in records if key in r]
+    np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3, err_msg=key)
+  for a, b in zip(jax.tree.leaves(ref["params"])[:2], out["first_leaves"], strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-4)
+  # The same 4 devices refuse a batch they cannot split evenly, before compiling.
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.main",
+      f"--workdir={tmp_path / 'bad'}",
+      "--config.batch_size=66",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+    "error: batch_size 66 is not divisible by the 4 devices; use a multiple of 4"
+  ]
+  assert not os.path.exists(tmp_path / "bad")
+
+
+def test_plot(tmp_path, zo_sam_run):
+  from experiments import plot
+
+  out = plot.plot_workdirs([zo_sam_run[0]], str(tmp_path / "curves.png"))
+  with open(out, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cifar10_with_corrupted_eval_on_mock_data(tmp_path):
+  """The CIFAR-10 path end to end (augmentation, CIFAR-10-C evaluation) on tfds mock data."""
+  import tensorflow_datasets as tfds
+
+  config = tiny_config(str(tmp_path / "tfds"), "")
+  config.dataset.name = "cifar10"
+  config.dataset.random_crop = config.dataset.flip = True
+  config.dataset.cutout = 16
+  config.dataset.eval_corrupted = True
+  config.dataset.corruptions = "fog,snow"
+  config.dataset.severities = "5"
+  config.batch_size, config.eval_batch_size = 16, 16
+  workdir = str(tmp_path / "w")
+  with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_CODE):
+    result = train.train_and_evaluate(config, workdir)
+  assert set(result["corrupted"]) == {
+    "cifar10_corrupted/fog_5",
+    "cifar10_corrupted/snow_5",
+    "mean",
+  }
+  kinds = [r["kind"] for r in train.read_metrics(workdir)]
+  assert kinds.count("eval") == 1 and kinds.count("corrupted") == 3
+
+
+SLOW_CASES = [
+  {"optimizer__name": "sam"},
+  {"optimizer__name": "sparse_sam", "optimizer__ssam_update_interval": 4},
+  {"optimizer__name": "sparse_sam", "optimizer__ssam_mask_method": "dynamic"},
+  {"optimizer__name": "sparse_sam", "optimizer__ssam_ascent": "zeroth_order"},
+  {"optimizer__name": "zo_sam", "optimizer__num_directions": 3, "optimizer__probe_batch_size": 3},
+  {"optimizer__name": "looksam", "optimizer__looksam_reuse_period": 2},
+  {"optimizer__name": "zo_looksam", "optimizer__looksam_reuse_period": 2},
+  {"optimizer__name": "gsam", "optimizer__gsam_rho_min": 0.01},
+  {"optimizer__name": "esam"},
+  {"optimizer__name": "zo_esam"},
+  {"optimizer__name": "adaptive_zo_sam", "optimizer__max_directions": 3},
+]
+SLOW_SPARSE = ["snip", "grasp", "set", "dsr", "mest"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", SLOW_CASES, ids=lambda o: "-".join(map(str, o.values())))
+def test_other_optimizers_one_epoch(tmp_path, data_dir, fmnist_subset_dir, overrides):
+  # 8 steps: better than chance (LookSAM/ESAM update on less signal per step than SGD).
+  _check_run(*_run(tmp_path, data_dir, fmnist_subset_dir, "w", **overrides), min_accuracy=0.2)
+
+
+@pytest.mark.slow
+@needs_sparse
+@pytest.mark.parametrize("method", SLOW_SPARSE)
+def test_other_sparse_methods_one_epoch(tmp_path, data_dir, fmnist_subset_dir, method):
+  overrides = {"optimizer__name": "zo_sam", "sparse__method": method, "sparse__update_every": 2}
+  if method == "grasp":
+    overrides["sparse__grasp_samples_per_class"] = 2  # 512 images: every class has 2.
+  _check_run(*_run(tmp_path, data_dir, fmnist_subset_dir, "w", **overrides))

@@ -1,0 +1,528 @@
+"""Efficient SAM variants, their zeroth-order versions, and an adaptive number of directions.
+
+Same interface as :mod:`zosam_jax.sharpness`: each factory returns an
+``optax.GradientTransformationExtraArgs`` that heads a chain, ignores the incoming updates, takes
+``loss_fn=`` (ESAM: ``per_example_loss_fn=`` and ``batch=``) and keeps ``value``/``aux`` of its
+last exact-gradient pass in the state.
+
+* :func:`looksam` (Liu et al. 2022): every ``reuse_period`` steps a full SAM step, keeping
+  ``g_v = g_s - (<g_s, g>/||g||^2) g``, the part of the SAM gradient ``g_s`` orthogonal to the plain
+  gradient ``g``; in between, ``g + alpha ||g||/||g_v|| g_v`` (one forward-backward).
+  ``ascent="zeroth_order"`` (ZO-LookSAM) makes the refresh a ZO-SAM step (no exact gradient at
+  ``theta`` then), so it stores ``g_s`` itself and orthogonalises it against each later step's
+  exact gradient.
+* :func:`gsam` (Zhuang et al. 2022): ``g_p - alpha g_perp`` with ``g_p`` the gradient at
+  ``theta + eps`` and ``g_perp`` the part of ``g`` orthogonal to ``g_p``;
+  ``rho_t = rho_min + (rho_max - rho_min)(lr_t - lr_min)/(lr_max - lr_min)``.
+* :func:`esam` (Du et al. 2022): stochastic weight perturbation (each parameter leaf joins the
+  perturbation with probability ``beta``, ``eps = rho/beta m (.) g/||g||``) and sharpness-sensitive
+  data selection (the ``ceil(gamma B)`` examples whose loss rises most at ``theta + eps`` get the
+  second forward-backward). ``ascent="zeroth_order"`` gives ZO-ESAM.
+* :func:`adaptive_zo_sam`: ZO-SAM whose number of directions follows the measured probe noise.
+
+References:
+  Liu et al., "Towards Efficient and Scalable Sharpness-Aware Minimization", CVPR 2022.
+  Zhuang et al., "Surrogate Gap Minimization Improves Sharpness-Aware Training", ICLR 2022.
+  Du et al., "Efficient Sharpness-aware Minimization for Improved Training of Neural Networks",
+  ICLR 2022.
+  Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115), section on open questions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from zosam_jax import _validation, estimators
+from zosam_jax.sharpness import (
+  ASCENTS,
+  LeafSelection,
+  SharpnessAwareState,
+  _add,
+  _check_common,
+  perturbation,
+)
+
+PyTree = Any
+_TINY = 1e-12
+
+
+def _vdot(a: PyTree, b: PyTree) -> jax.Array:
+  return sum(
+    jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  )
+
+
+def _f32(tree: PyTree) -> PyTree:
+  return jax.tree.map(lambda x: x.astype(jnp.float32), tree)
+
+
+def _orthogonal(v: PyTree, onto: PyTree) -> PyTree:
+  """``v - (<v, onto>/||onto||^2) onto`` in float32 (``v`` itself if ``onto`` is zero)."""
+  coef = _vdot(v, onto) / (_vdot(onto, onto) + _TINY)
+  return jax.tree.map(lambda a, b: a.astype(jnp.float32) - coef * b.astype(jnp.float32), v, onto)
+
+
+def _like(tree: PyTree, params: PyTree) -> PyTree:
+  return jax.tree.map(lambda t, p: t.astype(p.dtype), tree, params)
+
+
+def _split_out(out, has_aux):
+  value, aux = out if has_aux else (out, None)
+  return jnp.asarray(value, jnp.float32), aux
+
+
+def _zo_ascent(loss_fn, params, key, cfg, weight_mask, selection, has_aux, counts=None):
+  return estimators.rge(
+    loss_fn,
+    params,
+    key,
+    num_directions=cfg["num_directions"],
+    smoothing=cfg["smoothing"],
+    distribution=cfg["distribution"],
+    scheme=cfg["scheme"],
+    probe_batch_size=cfg["probe_batch_size"],
+    mask=weight_mask,
+    has_aux=has_aux,
+    leaf_selection=selection,
+    mask_counts=counts,
+  )
+
+
+def _check_ascent(ascent, num_directions, smoothing, distribution, scheme, probe_batch_size):
+  _validation.check_choice("ascent", ascent, ASCENTS)
+  if ascent == "zeroth_order":
+    _validation.check_estimator_args(
+      num_directions, smoothing, distribution, scheme, probe_batch_size
+    )
+  return dict(
+    num_directions=num_directions,
+    smoothing=smoothing,
+    distribution=distribution,
+    scheme=scheme,
+    probe_batch_size=probe_batch_size,
+  )
+
+
+def _need_loss_fn(name, loss_fn, params):
+  if loss_fn is None or params is None:
+    raise ValueError(f"{name} needs params and the extra argument loss_fn=.")
+
+
+# ----------------------------------------------------------------------------- LookSAM
+
+
+class LookSAMState(NamedTuple):
+  """State of :func:`looksam`.
+
+  Attributes:
+    count: steps taken; steps with ``count % reuse_period == 0`` are refresh (SAM) steps.
+    key: PRNG key (zeroth-order refreshes), split every step.
+    value: loss of the last exact-gradient pass (at ``theta + eps`` on refresh steps, at
+      ``theta`` in between).
+    aux: aux of that pass (``None`` after init; see ``SharpnessAwareState``).
+    reused: float32 pytree kept between refreshes: ``g_v`` (exact ascent) or ``g_s`` (ZO ascent).
+  """
+
+  count: jax.Array
+  key: jax.Array
+  value: jax.Array
+  aux: Any
+  reused: Any
+
+
+def looksam(
+  rho: float = 0.05,
+  reuse_period: int = 5,
+  alpha: float = 0.7,
+  *,
+  ascent: str = "exact",
+  num_directions: int = 1,
+  smoothing: float = 1e-3,
+  distribution: str = "gaussian",
+  scheme: str = "central",
+  probe_batch_size: int | None = 1,
+  perturb_leaves: LeafSelection = None,
+  seed: int = 0,
+  has_aux: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """LookSAM / ZO-LookSAM head (see the module docstring). ``reuse_period=1`` is SAM / ZO-SAM.
+
+  Cost per step: refresh ``2`` forward-backwards (exact) or ``2m`` forwards + 1 forward-backward
+  (ZO); other steps 1 forward-backward. The branch is chosen by ``lax.cond`` (no retrace).
+
+  References:
+    Liu et al., CVPR 2022 (k = 5, alpha = 0.7 by default there too).
+  """
+  _check_common(rho, 0.0)
+  _validation.check_positive_int("reuse_period", reuse_period)
+  _validation.check_nonnegative("alpha", alpha)
+  cfg = _check_ascent(ascent, num_directions, smoothing, distribution, scheme, probe_batch_size)
+
+  def init_fn(params):
+    return LookSAMState(
+      count=jnp.zeros([], jnp.int32),
+      key=jax.random.PRNGKey(seed),
+      value=jnp.zeros([], jnp.float32),
+      aux=None,
+      reused=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params),
+    )
+
+  def update_fn(
+    updates, state, params=None, *, loss_fn=None, weight_mask=None, weight_mask_counts=None, **extra
+  ):
+    del updates, extra
+    _need_loss_fn("looksam", loss_fn, params)
+    selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+    key, probe_key = jax.random.split(state.key)
+    vag = jax.value_and_grad(loss_fn, has_aux=has_aux)
+
+    def refresh(_):
+      if ascent == "exact":
+        _, g = vag(params)
+        direction = g
+      else:
+        direction = _zo_ascent(
+          loss_fn, params, probe_key, cfg, weight_mask, selection, has_aux, weight_mask_counts
+        )
+      eps = perturbation(
+        params, direction, rho=rho, weight_mask=weight_mask, leaf_selection=selection
+      )
+      out, g_s = vag(_add(params, eps))
+      kept = _orthogonal(g_s, g) if ascent == "exact" else _f32(g_s)
+      return out, g_s, kept
+
+    def reuse(_):
+      out, g = vag(params)
+      v = state.reused if ascent == "exact" else _orthogonal(state.reused, g)
+      scale = alpha * jnp.sqrt(_vdot(g, g)) / (jnp.sqrt(_vdot(v, v)) + _TINY)
+      update = jax.tree.map(lambda a, b: a.astype(jnp.float32) + scale * b, g, v)
+      return out, _like(update, params), state.reused
+
+    is_refresh = state.count % reuse_period == 0
+    out, grads, kept = jax.lax.cond(is_refresh, refresh, reuse, None)
+    value, aux = _split_out(out, has_aux)
+    new_state = LookSAMState(optax.safe_increment(state.count), key, value, aux, kept)
+    return grads, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------- GSAM
+
+
+class GSAMState(NamedTuple):
+  """State of :func:`gsam`: ``count``, ``value``, ``aux`` as in ``SharpnessAwareState``, and
+  ``rho``, the radius used at the last step (for logging the schedule)."""
+
+  count: jax.Array
+  value: jax.Array
+  aux: Any
+  rho: jax.Array
+
+
+def gsam(
+  rho_max: float = 0.05,
+  rho_min: float | None = None,
+  alpha: float = 0.1,
+  *,
+  learning_rate: optax.ScalarOrSchedule | None = None,
+  lr_max: float | None = None,
+  lr_min: float = 0.0,
+  perturb_leaves: LeafSelection = None,
+  has_aux: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """GSAM head: ``g_p - alpha g_perp`` (see the module docstring); two forward-backwards.
+
+  Args:
+    rho_max, rho_min: radius bounds; ``rho_min=None`` means a constant ``rho_max``.
+    alpha: weight of the ascent along ``g_perp`` (the paper tunes it in [0.01, 0.3]; 0 is SAM).
+    learning_rate: the chain's learning-rate schedule (or constant); ``rho`` follows it linearly
+      between ``(lr_min, rho_min)`` and ``(lr_max, rho_max)``. Needed when ``rho_min != rho_max``.
+    lr_max: defaults to ``learning_rate(0)``.
+    lr_min: defaults to 0 (cosine decay to zero).
+
+  References:
+    Zhuang et al., ICLR 2022.
+  """
+  _check_common(rho_max, 0.0)
+  rho_min = rho_max if rho_min is None else rho_min
+  _validation.check_nonnegative("rho_min", rho_min)
+  if rho_min > rho_max:
+    raise ValueError(f"rho_min must be <= rho_max, got rho_min={rho_min}, rho_max={rho_max}.")
+  _validation.check_nonnegative("alpha", alpha)
+  schedule = None
+  if rho_min != rho_max:
+    if learning_rate is None:
+      raise ValueError("gsam with rho_min != rho_max needs learning_rate= (the chain's schedule).")
+    schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
+    lr_max = float(schedule(0)) if lr_max is None else lr_max
+    if not lr_max > lr_min:
+      raise ValueError(f"lr_max must be > lr_min, got lr_max={lr_max}, lr_min={lr_min}.")
+
+  def rho_at(count):
+    if schedule is None:
+      return jnp.float32(rho_max)
+    frac = (schedule(count) - lr_min) / (lr_max - lr_min)
+    return jnp.float32(rho_min) + (rho_max - rho_min) * jnp.clip(frac, 0.0, 1.0)
+
+  def init_fn(params):
+    del params
+    return GSAMState(
+      jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32), None, jnp.float32(rho_max)
+    )
+
+  def update_fn(updates, state, params=None, *, loss_fn=None, weight_mask=None, **extra):
+    del updates, extra
+    _need_loss_fn("gsam", loss_fn, params)
+    selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+    vag = jax.value_and_grad(loss_fn, has_aux=has_aux)
+    _, g = vag(params)
+    rho = rho_at(state.count)
+    eps = perturbation(params, g, rho=rho, weight_mask=weight_mask, leaf_selection=selection)
+    out, g_p = vag(_add(params, eps))
+    g_perp = _orthogonal(g, g_p)
+    update = jax.tree.map(lambda a, b: a.astype(jnp.float32) - alpha * b, g_p, g_perp)
+    value, aux = _split_out(out, has_aux)
+    return _like(update, params), GSAMState(optax.safe_increment(state.count), value, aux, rho)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------- ESAM
+
+
+def esam(
+  rho: float = 0.05,
+  beta: float = 0.6,
+  gamma: float = 0.5,
+  *,
+  ascent: str = "exact",
+  num_directions: int = 1,
+  smoothing: float = 1e-3,
+  distribution: str = "gaussian",
+  scheme: str = "central",
+  probe_batch_size: int | None = 1,
+  perturb_leaves: LeafSelection = None,
+  seed: int = 0,
+  has_aux: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """ESAM / ZO-ESAM head. ``beta = gamma = 1`` is SAM (ZO-SAM with ``ascent="zeroth_order"``).
+
+  ``update(updates, state, params, *, per_example_loss_fn, batch, weight_mask=None)`` where
+  ``per_example_loss_fn(params, batch)`` returns one loss per example (shape ``[B]``; with
+  ``has_aux=True``, ``(losses, aux)``) and ``batch`` has a leading example axis of static size
+  ``B``. The training loss is their mean.
+
+  Steps: (1) ascent direction ``g`` at ``theta`` (exact: one forward-backward, which also gives
+  the per-example losses; ZO: the estimator's forwards plus, when ``gamma < 1``, one forward for
+  the per-example losses at ``theta``); (2) ``eps = rho/beta m (.) g/||g||`` with ``m`` one
+  Bernoulli(beta) draw per parameter leaf; (3) when ``gamma < 1``, one forward at ``theta + eps``
+  over the batch, and the ``ceil(gamma B)`` examples with the largest loss increase are gathered;
+  (4) the forward-backward at ``theta + eps`` on those examples gives the update. ``value`` is the
+  mean loss of the selected examples at ``theta + eps``.
+
+  References:
+    Du et al., ICLR 2022 (beta = 0.6 and gamma = 0.5 are its CIFAR settings).
+  """
+  _check_common(rho, 0.0)
+  if not 0.0 < beta <= 1.0:
+    raise ValueError(f"beta must be in (0, 1], got {beta!r}.")
+  if not 0.0 < gamma <= 1.0:
+    raise ValueError(f"gamma must be in (0, 1], got {gamma!r}.")
+  cfg = _check_ascent(ascent, num_directions, smoothing, distribution, scheme, probe_batch_size)
+
+  def init_fn(params):
+    del params
+    return SharpnessAwareState(
+      count=jnp.zeros([], jnp.int32),
+      key=jax.random.PRNGKey(seed),
+      value=jnp.zeros([], jnp.float32),
+      aux=None,
+      perturbation_mask=None,
+    )
+
+  def update_fn(
+    updates,
+    state,
+    params=None,
+    *,
+    per_example_loss_fn: Callable | None = None,
+    batch: Any = None,
+    weight_mask=None,
+    weight_mask_counts=None,
+    **extra,
+  ):
+    del updates, extra
+    if per_example_loss_fn is None or batch is None or params is None:
+      raise ValueError(
+        "esam needs params and the extra arguments per_example_loss_fn= (params, batch) -> "
+        "losses[B] and batch=."
+      )
+    selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+    key, step_key = jax.random.split(state.key)
+    swp_key, probe_key = jax.random.split(step_key)
+
+    def mean_loss(p, b):
+      out = per_example_loss_fn(p, b)
+      losses, aux = out if has_aux else (out, None)
+      return jnp.mean(losses), (losses, aux)
+
+    if ascent == "exact":
+      (_, (losses0, _)), g = jax.value_and_grad(mean_loss, has_aux=True)(params, batch)
+    else:
+      g = _zo_ascent(
+        lambda p: mean_loss(p, batch)[0],
+        params,
+        probe_key,
+        cfg,
+        weight_mask,
+        selection,
+        False,
+        weight_mask_counts,
+      )
+      losses0 = mean_loss(params, batch)[1][0] if gamma < 1.0 else None
+
+    leaves, treedef = jax.tree.flatten(params)
+    joins = jax.random.bernoulli(swp_key, beta, (len(leaves),))
+    swp = jax.tree.unflatten(treedef, [joins[i] for i in range(len(leaves))])
+    eps = perturbation(
+      params,
+      g,
+      rho=rho / beta,
+      weight_mask=weight_mask,
+      perturbation_mask=swp,
+      leaf_selection=selection,
+    )
+    adv = _add(params, eps)
+    chosen = batch
+    if gamma < 1.0:
+      size = {x.shape[0] for x in jax.tree.leaves(batch)}
+      if len(size) != 1:
+        raise ValueError(f"batch leaves must share one leading example axis, got {sorted(size)}.")
+      (num,) = size
+      keep = max(1, math.ceil(gamma * num))
+      rise = mean_loss(adv, batch)[1][0] - losses0
+      _, idx = jax.lax.top_k(rise, keep)
+      chosen = jax.tree.map(lambda x: x[idx], batch)
+    (value, (_, aux)), grads = jax.value_and_grad(mean_loss, has_aux=True)(adv, chosen)
+    return grads, SharpnessAwareState(
+      optax.safe_increment(state.count), key, jnp.asarray(value, jnp.float32), aux, None
+    )
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------- adaptive m
+
+
+class AdaptiveZOSAMState(NamedTuple):
+  """State of :func:`adaptive_zo_sam`.
+
+  Attributes:
+    count, key, value, aux: as in ``SharpnessAwareState``.
+    num_directions: int32, the ``m`` the NEXT step will use (log it for the trace of m).
+    noise: float32 running average of the relative probe noise ``kappa``.
+  """
+
+  count: jax.Array
+  key: jax.Array
+  value: jax.Array
+  aux: Any
+  num_directions: jax.Array
+  noise: jax.Array
+
+
+def adaptive_zo_sam(
+  rho: float = 0.05,
+  min_directions: int = 1,
+  max_directions: int = 8,
+  smoothing: float = 1e-3,
+  seed: int = 0,
+  *,
+  noise_decay: float = 0.8,
+  distribution: str = "gaussian",
+  perturb_leaves: LeafSelection = None,
+  has_aux: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """ZO-SAM whose number of directions follows the probes' own noise.
+
+  Each direction gives a central coefficient ``c_i`` and, with one extra forward at ``theta`` per
+  step, a second difference ``nu_i`` (:class:`zosam_jax.ProbeInfo`). For a smooth loss ``nu_i``
+  is ``O(delta)``; with evaluation noise it carries three times the noise variance of ``c_i``. So
+
+  .. math:: kappa = (mean(nu^2)/3) / max(mean(c^2) - mean(nu^2)/3, 1e-12)
+
+  is the ratio of noise to signal in the coefficients, and the estimate's variance is inflated by
+  about ``1 + kappa`` over a noise-free one. The next step uses
+  ``m = clip(round(min_directions (1 + kappa_bar)), min_directions, max_directions)``, with
+  ``kappa_bar`` an exponential average (``noise_decay``): the estimate keeps the variance of a
+  noise-free ``min_directions``-direction estimate while ``max_directions`` allows. The probe loop
+  always has length ``max_directions`` (fixed shapes, no retrace); unused directions are skipped
+  by ``lax.cond``. Cost: ``2m + 1`` forwards and one forward-backward.
+  """
+  _check_common(rho, 0.0)
+  _validation.check_positive_int("min_directions", min_directions)
+  _validation.check_positive_int("max_directions", max_directions)
+  if max_directions < min_directions:
+    raise ValueError(
+      f"max_directions must be >= min_directions, got {max_directions} < {min_directions}."
+    )
+  if not 0.0 <= noise_decay < 1.0:
+    raise ValueError(f"noise_decay must be in [0, 1), got {noise_decay!r}.")
+  _validation.check_estimator_args(max_directions, smoothing, distribution, "central", 1)
+
+  def init_fn(params):
+    del params
+    return AdaptiveZOSAMState(
+      count=jnp.zeros([], jnp.int32),
+      key=jax.random.PRNGKey(seed),
+      value=jnp.zeros([], jnp.float32),
+      aux=None,
+      num_directions=jnp.int32(min_directions),
+      noise=jnp.zeros([], jnp.float32),
+    )
+
+  def update_fn(
+    updates, state, params=None, *, loss_fn=None, weight_mask=None, weight_mask_counts=None, **extra
+  ):
+    del updates, extra
+    _need_loss_fn("adaptive_zo_sam", loss_fn, params)
+    selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+    key, probe_key = jax.random.split(state.key)
+    g_hat, info = estimators.rge_dynamic(
+      loss_fn,
+      params,
+      probe_key,
+      max_directions=max_directions,
+      num_active=state.num_directions,
+      smoothing=smoothing,
+      distribution=distribution,
+      mask=weight_mask,
+      has_aux=has_aux,
+      leaf_selection=selection,
+      mask_counts=weight_mask_counts,
+    )
+    eps = perturbation(params, g_hat, rho=rho, weight_mask=weight_mask, leaf_selection=selection)
+    out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
+    value, aux = _split_out(out, has_aux)
+
+    m = state.num_directions.astype(jnp.float32)
+    noise_power = jnp.sum(info.second_differences**2) / m / 3.0
+    signal = jnp.sum(info.coefficients**2) / m - noise_power
+    kappa = noise_power / jnp.maximum(signal, _TINY)
+    noise = noise_decay * state.noise + (1 - noise_decay) * kappa
+    m_next = jnp.clip(
+      jnp.round(min_directions * (1.0 + noise)), min_directions, max_directions
+    ).astype(jnp.int32)
+    return grads, AdaptiveZOSAMState(
+      optax.safe_increment(state.count), key, value, aux, m_next, noise
+    )
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
