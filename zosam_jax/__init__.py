@@ -4,10 +4,11 @@ Heads of an ``optax.chain`` (they take ``loss_fn=`` as an extra argument of ``up
 ``exact_gradient``, ``sam``, ``zo_sam``, ``sparse_sam``, and the general ``sharpness_aware``.
 Efficient variants (same interface): ``looksam``, ``gsam``, ``esam`` (each with a zeroth-order
 ascent option where it applies) and ``adaptive_zo_sam``.
+Sparse training (LTH, SNIP, GraSP, SET, DSR, RigL, MEST) wraps any chain: ``zosam_jax.sparse``.
 Pure functions: ``rge``, ``rge_dynamic``, ``sam_gradient``, ``zo_sam_gradient``.
 """
 
-from zosam_jax import efficient_sam, estimators, perturbation_masks
+from zosam_jax import efficient_sam, estimators, perturbation_masks, sparse
 from zosam_jax.efficient_sam import (
   AdaptiveZOSAMState,
   GSAMState,
@@ -60,6 +61,7 @@ __all__ = [
   "sam_gradient",
   "sample_direction",
   "sharpness_aware",
+  "sparse",
   "sparse_sam",
   "zo_sam",
   "zo_sam_gradient",

@@ -117,6 +117,11 @@ class DynamicMethod(SparseMethod):
       return self.magnitude_mask(params)
     return self.random_mask(params, key)
 
+  @property
+  def keeps_leaf_counts(self) -> bool:
+    """Whether every mask update keeps each leaf's number of active weights."""
+    return True
+
   def init_method_state(self, flags: list[bool]) -> Callable[[PyTree], PyTree] | None:
     """``mask -> method_state`` for the wrapper's ``init`` (``None``: no method state)."""
     return None
@@ -159,6 +164,7 @@ class DynamicMethod(SparseMethod):
       needs_gradient=self.needs_gradient,
       has_aux=self.has_aux,
       seed=self.seed,
+      mask_counts=self.static_mask_counts(params) if self.keeps_leaf_counts else None,
     )
 
   # -- shared drop/grow step --------------------------------------------------
@@ -274,6 +280,10 @@ class MEST(DynamicMethod):
   needs_gradient = True
 
   @property
+  def keeps_leaf_counts(self) -> bool:
+    return not self.soft_memory_bound  # the soft bound holds extra weights between updates
+
+  @property
   def schedule(self) -> UpdateSchedule:
     return dataclasses.replace(super().schedule, final_update=self.soft_memory_bound)
 
@@ -374,6 +384,10 @@ class DSR(DynamicMethod):
       raise ValueError(
         f"`threshold_tolerance` must be in [0, 1), got {self.threshold_tolerance!r}."
       )
+
+  @property
+  def keeps_leaf_counts(self) -> bool:
+    return False  # DSR moves weights between layers
 
   def init_method_state(self, flags: list[bool]) -> Callable[[PyTree], PyTree] | None:
     value = self.threshold_init

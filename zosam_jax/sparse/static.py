@@ -145,7 +145,8 @@ class _Static(SparseMethod):
       raise ValueError(f"Give either `mask` or {sorted(mask_kwargs)}, not both.")
     mask_lib.validate_mask(mask, params)
     fixed = jax.tree_util.tree_map(lambda m: jnp.asarray(m, jnp.bool_), mask)
-    return sparse_wrapper(tx, init_mask=lambda p, key: fixed)
+    counts = jax.tree_util.tree_map(lambda m: int(m.sum()), fixed)
+    return sparse_wrapper(tx, init_mask=lambda p, key: fixed, mask_counts=counts)
 
   def compute_mask(self, params: PyTree, **kwargs: Any) -> PyTree:
     raise NotImplementedError

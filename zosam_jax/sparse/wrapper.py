@@ -131,6 +131,7 @@ def sparse_wrapper(
   needs_gradient: bool = False,
   has_aux: bool = False,
   seed: int = 0,
+  mask_counts: PyTree | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Wraps ``tx`` so that it trains a sparse network (see the module docstring).
 
@@ -146,6 +147,9 @@ def sparse_wrapper(
       ``jax.grad(loss_fn)`` at the masked parameters, only on mask-update steps.
     has_aux: whether ``loss_fn`` returns ``(loss, aux)`` (for that gradient).
     seed: seed of the PRNG key for the initial mask and random growth.
+    mask_counts: static Python ints like ``params``, the number of ones of every mask leaf,
+      when the method keeps them fixed. They are passed on as ``weight_mask_counts=`` so
+      zeroth-order heads draw directions only on active weights (``zosam_jax.rge``).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`SparseState`.
@@ -223,6 +227,8 @@ def sparse_wrapper(
     inner_updates = None if updates is None else _where(new_mask, updates, jnp.zeros_like)
     if loss_fn is not None:
       extra_args["loss_fn"] = loss_fn
+    if mask_counts is not None:
+      extra_args["weight_mask_counts"] = mask_counts
     out, inner_state = inner.update(
       inner_updates, state.inner_state, inner_params, weight_mask=new_mask, **extra_args
     )
@@ -338,6 +344,17 @@ class SparseMethod:
       tuple(np.shape(x)) for x, f in zip(jax.tree_util.tree_leaves(params), flags, strict=True) if f
     ]
     return dist_lib.keep_counts(shapes, self.sparsity, self.distribution, self.erk_power)
+
+  def static_mask_counts(self, params: PyTree) -> PyTree | None:
+    """Ones per mask leaf as static ints like ``params`` (``None`` for ``"global"``, whose
+    per-leaf counts depend on the data)."""
+    if self.distribution == "global":
+      return None
+    flags = self.prunable_flags(params)
+    counts = iter(self.target_counts(params))
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    out = [next(counts) if f else int(np.size(x)) for x, f in zip(leaves, flags, strict=True)]
+    return jax.tree_util.tree_unflatten(treedef, out)
 
   def random_mask(self, params: PyTree, key: jax.Array) -> PyTree:
     """Uniformly random mask at the target counts."""
