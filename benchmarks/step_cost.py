@@ -123,7 +123,9 @@ def _optax_sam_step(params, loss_fn, rho):
 PERIODS = {"looksam k=5": 5, "zo_looksam m=1 k=5": 5}
 
 
-def _timed_configs(name: str, batch_size: int, ms: list[int], rho: float, smoothing: float):
+def _timed_configs(
+  name: str, batch_size: int, ms: list[int], rho: float, smoothing: float, vmapped_max: int
+):
   params, stats, loss_fn, per_example, batch = _setup(name, batch_size)
   copy = lambda t: jax.tree.map(jnp.array, t)  # noqa: E731  (donated buffers need fresh copies)
   configs: dict[str, tuple[Callable, tuple]] = {}
@@ -139,7 +141,7 @@ def _timed_configs(name: str, batch_size: int, ms: list[int], rho: float, smooth
   head("looksam k=5", zj.looksam(rho, 5, 0.7, has_aux=True))
   head("gsam", zj.gsam(rho, alpha=0.1, has_aux=True))
   for m in ms:
-    for pbs in sorted({1, m}):
+    for pbs in sorted({1, m} if m <= vmapped_max else {1}):
       zo = zj.zo_sam(rho, m, smoothing, seed=0, probe_batch_size=pbs, has_aux=True)
       head(f"zo_sam m={m} pbs={pbs}", zo)
   head("zo_looksam m=1 k=5", zj.looksam(rho, 5, 0.7, ascent="zeroth_order", has_aux=True))
@@ -162,8 +164,16 @@ def _temp_bytes(fn, args) -> int | None:
     return None
 
 
-def run(name: str, batch_size: int, ms: list[int], rounds: int, rho: float, smoothing: float):
-  configs, num_params = _timed_configs(name, batch_size, ms, rho, smoothing)
+def run(
+  name: str,
+  batch_size: int,
+  ms: list[int],
+  rounds: int,
+  rho: float,
+  smoothing: float,
+  vmapped_max: int,
+):
+  configs, num_params = _timed_configs(name, batch_size, ms, rho, smoothing, vmapped_max)
   temp = {
     k: _temp_bytes(fn, args) for k, (fn, args) in configs.items() if k not in ("forward", "draw")
   }
@@ -238,6 +248,12 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--rho", type=float, default=0.05)
   parser.add_argument("--smoothing", type=float, default=1e-3)
+  parser.add_argument(
+    "--vmapped-max",
+    type=int,
+    default=8,
+    help="time probe_batch_size=m only for m up to this (vmapped convolutions are slow on CPU)",
+  )
   parser.add_argument("--json", help="also write the rows to this JSON file")
   args = parser.parse_args()
   for m in args.models:
@@ -250,7 +266,13 @@ def main() -> None:
   rows = []
   for name in args.models:
     med, temp, n = run(
-      name, args.batch_size, args.num_directions, args.rounds, args.rho, args.smoothing
+      name,
+      args.batch_size,
+      args.num_directions,
+      args.rounds,
+      args.rho,
+      args.smoothing,
+      args.vmapped_max,
     )
     rows += report(name, args.batch_size, med, temp, n, args.num_directions)
   if args.json:
