@@ -6,7 +6,12 @@ For each model, in ONE process, after warm-up, the median time of a full jitted 
   sgd            exact_gradient head: one forward-backward
   sam            zosam_jax.sam: two forward-backwards
   optax_sam      optax.contrib.sam (opaque mode, sync_period=2, normalize + sgd(rho))
+  esam           zosam_jax.esam, beta 0.6, gamma 0.5 (the ESAM paper's CIFAR setting)
+  looksam        zosam_jax.looksam, k = 5 (averaged over one period)
+  gsam           zosam_jax.gsam
   zo_sam m=k     zosam_jax.zo_sam, central scheme, probe_batch_size 1 and m
+  zo_looksam     looksam(ascent="zeroth_order"), m = 1, k = 5
+  zo_esam        esam(ascent="zeroth_order"), m = 1
 
 and the pieces of the limit: a forward pass alone (``t_fwd``, the loss in training mode, as a
 probe computes it) and drawing one Gaussian direction over all parameters (``t_draw``). Each
@@ -69,25 +74,30 @@ def _setup(name: str, batch_size: int):
   params = variables["params"]
   stats = variables.get("batch_stats", {})
 
-  def loss_fn(p):
+  def per_example_loss_fn(p, batch):
+    xb, yb = batch
     if stats:
       logits, new = model.apply(
-        {"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+        {"params": p, "batch_stats": stats}, xb, train=True, mutable=["batch_stats"]
       )
       aux = new["batch_stats"]
     else:
-      logits, aux = model.apply({"params": p}, x, train=True), {}
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), aux
+      logits, aux = model.apply({"params": p}, xb, train=True), {}
+    return optax.softmax_cross_entropy_with_integer_labels(logits, yb), aux
 
-  return params, stats, loss_fn
+  def loss_fn(p):
+    losses, aux = per_example_loss_fn(p, (x, y))
+    return losses.mean(), aux
+
+  return params, stats, loss_fn, per_example_loss_fn, (x, y)
 
 
-def _head_step(head, params, stats, loss_fn):
+def _head_step(head, params, stats, loss_fn, **extra):
   tx = optax.chain(head, optax.sgd(0.05, momentum=0.9))
   state = optax.tree_utils.tree_set(tx.init(params), aux=stats)
 
   def step(p, s):
-    u, s = tx.update(None, s, p, loss_fn=loss_fn)
+    u, s = tx.update(None, s, p, loss_fn=loss_fn, **extra)
     return optax.apply_updates(p, u), s
 
   return jax.jit(step, donate_argnums=(0, 1)), (params, state)
@@ -109,17 +119,37 @@ def _optax_sam_step(params, loss_fn, rho):
   return jax.jit(step, donate_argnums=(0, 1)), (params, tx.init(params))
 
 
-def _timed_configs(name: str, batch_size: int, ms: list[int], rho: float, smoothing: float):
-  params, stats, loss_fn = _setup(name, batch_size)
+# Methods whose cost alternates between steps are timed over one whole period, per step.
+PERIODS = {"looksam k=5": 5, "zo_looksam m=1 k=5": 5}
+
+
+def _timed_configs(
+  name: str, batch_size: int, ms: list[int], rho: float, smoothing: float, vmapped_max: int
+):
+  params, stats, loss_fn, per_example, batch = _setup(name, batch_size)
   copy = lambda t: jax.tree.map(jnp.array, t)  # noqa: E731  (donated buffers need fresh copies)
   configs: dict[str, tuple[Callable, tuple]] = {}
-  configs["sgd"] = _head_step(zj.exact_gradient(has_aux=True), copy(params), stats, loss_fn)
-  configs["sam"] = _head_step(zj.sam(rho, has_aux=True), copy(params), stats, loss_fn)
+
+  def head(key, h, **extra):
+    configs[key] = _head_step(h, copy(params), stats, loss_fn, **extra)
+
+  head("sgd", zj.exact_gradient(has_aux=True))
+  head("sam", zj.sam(rho, has_aux=True))
   configs["optax_sam"] = _optax_sam_step(copy(params), loss_fn, rho)
+  esam_args = dict(per_example_loss_fn=per_example, batch=batch)
+  head("esam b=0.6 g=0.5", zj.esam(rho, 0.6, 0.5, has_aux=True), **esam_args)
+  head("looksam k=5", zj.looksam(rho, 5, 0.7, has_aux=True))
+  head("gsam", zj.gsam(rho, alpha=0.1, has_aux=True))
   for m in ms:
-    for pbs in sorted({1, m}):
-      head = zj.zo_sam(rho, m, smoothing, seed=0, probe_batch_size=pbs, has_aux=True)
-      configs[f"zo_sam m={m} pbs={pbs}"] = _head_step(head, copy(params), stats, loss_fn)
+    for pbs in sorted({1, m} if m <= vmapped_max else {1}):
+      zo = zj.zo_sam(rho, m, smoothing, seed=0, probe_batch_size=pbs, has_aux=True)
+      head(f"zo_sam m={m} pbs={pbs}", zo)
+  head("zo_looksam m=1 k=5", zj.looksam(rho, 5, 0.7, ascent="zeroth_order", has_aux=True))
+  head(
+    "zo_esam m=1 b=0.6 g=0.5",
+    zj.esam(rho, 0.6, 0.5, ascent="zeroth_order", has_aux=True),
+    **esam_args,
+  )
   fwd = jax.jit(lambda p: loss_fn(p)[0])
   configs["forward"] = (lambda p: (fwd(p),), (params,))
   draw = jax.jit(functools.partial(zj.sample_direction, params=params))
@@ -134,8 +164,16 @@ def _temp_bytes(fn, args) -> int | None:
     return None
 
 
-def run(name: str, batch_size: int, ms: list[int], rounds: int, rho: float, smoothing: float):
-  configs, num_params = _timed_configs(name, batch_size, ms, rho, smoothing)
+def run(
+  name: str,
+  batch_size: int,
+  ms: list[int],
+  rounds: int,
+  rho: float,
+  smoothing: float,
+  vmapped_max: int,
+):
+  configs, num_params = _timed_configs(name, batch_size, ms, rho, smoothing, vmapped_max)
   temp = {
     k: _temp_bytes(fn, args) for k, (fn, args) in configs.items() if k not in ("forward", "draw")
   }
@@ -149,11 +187,13 @@ def run(name: str, batch_size: int, ms: list[int], rounds: int, rho: float, smoo
   times: dict[str, list[float]] = {k: [] for k in configs}
   for _ in range(rounds):
     for k, (fn, _) in configs.items():
+      calls = PERIODS.get(k, 1)
       start = time.perf_counter()
-      out = jax.block_until_ready(fn(*state[k]))
-      times[k].append(time.perf_counter() - start)
-      if k not in ("forward", "draw"):
-        state[k] = out
+      for _ in range(calls):
+        out = jax.block_until_ready(fn(*state[k]))
+        if k not in ("forward", "draw"):
+          state[k] = out
+      times[k].append((time.perf_counter() - start) / calls)
   med = {k: statistics.median(v) for k, v in times.items()}
   return med, temp, num_params
 
@@ -170,9 +210,9 @@ def report(name, batch_size, med, temp, num_params, ms) -> list[dict]:
   print("| config | ms | x SGD | limit ms | / limit | / SAM | temp MiB |")
   print("|---|---|---|---|---|---|---|")
   rows = []
-  for k in ("sgd", "sam", "optax_sam") + tuple(k for k in med if k.startswith("zo_sam")):
+  for k in [k for k in med if k not in ("forward", "draw")]:
     limit = None
-    if k.startswith("zo_sam"):
+    if k.startswith("zo_sam m="):
       m = int(k.split("m=")[1].split()[0])
       limit = t_sgd + m * (2 * t_fwd + t_draw)
     mib = None if temp.get(k) is None else temp[k] / 2**20
@@ -208,6 +248,12 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--rho", type=float, default=0.05)
   parser.add_argument("--smoothing", type=float, default=1e-3)
+  parser.add_argument(
+    "--vmapped-max",
+    type=int,
+    default=8,
+    help="time probe_batch_size=m only for m up to this (vmapped convolutions are slow on CPU)",
+  )
   parser.add_argument("--json", help="also write the rows to this JSON file")
   args = parser.parse_args()
   for m in args.models:
@@ -220,7 +266,13 @@ def main() -> None:
   rows = []
   for name in args.models:
     med, temp, n = run(
-      name, args.batch_size, args.num_directions, args.rounds, args.rho, args.smoothing
+      name,
+      args.batch_size,
+      args.num_directions,
+      args.rounds,
+      args.rho,
+      args.smoothing,
+      args.vmapped_max,
     )
     rows += report(name, args.batch_size, med, temp, n, args.num_directions)
   if args.json:

@@ -9,10 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-if ! .venv/bin/python -c "import jax, optax, flax, tensorflow_datasets, orbax.checkpoint" 2>/dev/null; then
+if ! .venv/bin/python -c "import jax, optax, flax, tensorflow_datasets, orbax.checkpoint, pytest" 2>/dev/null; then
   "$PYTHON" -m venv .venv
   .venv/bin/pip install --quiet --upgrade pip
-  .venv/bin/pip install --quiet -r requirements.txt -e .
+  .venv/bin/pip install --quiet -r requirements-dev.txt -e .
 fi
 
 FMNIST=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz

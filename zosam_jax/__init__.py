@@ -4,10 +4,12 @@ Heads of an ``optax.chain`` (they take ``loss_fn=`` as an extra argument of ``up
 ``exact_gradient``, ``sam``, ``zo_sam``, ``sparse_sam``, and the general ``sharpness_aware``.
 Efficient variants (same interface): ``looksam``, ``gsam``, ``esam`` (each with a zeroth-order
 ascent option where it applies) and ``adaptive_zo_sam``.
+Sparse training (LTH, SNIP, GraSP, SET, DSR, RigL, MEST) wraps any chain: ``zosam_jax.sparse``.
+Fully zeroth-order optimizers (only loss values): ``zosa``, ``zo_sgd``, ``zo_adam``, ``mezo``.
 Pure functions: ``rge``, ``rge_dynamic``, ``sam_gradient``, ``zo_sam_gradient``.
 """
 
-from zosam_jax import efficient_sam, estimators, perturbation_masks
+from zosam_jax import efficient_sam, estimators, perturbation_masks, sparse, synthetic, zeroth_order
 from zosam_jax.efficient_sam import (
   AdaptiveZOSAMState,
   GSAMState,
@@ -35,6 +37,7 @@ from zosam_jax.sharpness import (
   zo_sam,
   zo_sam_gradient,
 )
+from zosam_jax.zeroth_order import mezo, zo_adam, zo_sgd, zosa
 
 __version__ = "0.1.0"
 
@@ -60,6 +63,13 @@ __all__ = [
   "sam_gradient",
   "sample_direction",
   "sharpness_aware",
+  "sparse",
+  "synthetic",
+  "zeroth_order",
+  "mezo",
+  "zo_adam",
+  "zo_sgd",
+  "zosa",
   "sparse_sam",
   "zo_sam",
   "zo_sam_gradient",

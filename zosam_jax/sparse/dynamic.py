@@ -1,0 +1,453 @@
+"""Dynamic sparse training: SET, RigL, MEST and DSR.
+
+Each method starts from a sparse mask (random by default, at the target
+distribution) and, at every mask-update step ``t`` of its :class:`UpdateSchedule`,
+drops some active weights and grows as many inactive ones:
+
+* SET:  drop the ``round(alpha(t) n_l)`` active weights of smallest ``|theta|`` in
+  each leaf, grow as many at random.
+* RigL: drop as SET, grow the inactive weights with the largest dense ``|grad L|``.
+* MEST: drop by importance ``|theta| + gamma |grad L|`` (gradient of active weights
+  only), grow at random. With ``soft_memory_bound=True`` the grown weights are
+  kept *on top of* the target count until the next update, so they are trained
+  before being judged: between updates a leaf holds ``n_l + round(alpha(t) n_l)``
+  weights (the lower sparsity bound), and each update first prunes back to ``n_l``
+  (the target, upper sparsity bound) by importance, then grows again; the update
+  at ``end_step`` prunes to ``n_l`` and grows nothing.
+* DSR:  one global magnitude threshold ``H``: every active weight with
+  ``|theta| < H`` is pruned (``K`` weights); ``H`` is doubled if
+  ``K < (1 - delta) N_p`` and halved if ``K > (1 + delta) N_p``, where the target
+  prune count is ``N_p = round(alpha(t) * active)``; the ``K`` freed weights are
+  regrown at random, allocated to leaves in proportion to their surviving weights
+  (capped by each leaf's free slots; rounding by largest remainder). Per-leaf
+  counts move; the total stays exact.
+
+Grown weights start at exactly 0 and their optimizer moments are zeroed (see
+``wrapper``). Per-leaf counts (SET, RigL, MEST) and the total (DSR) are exact after
+every update: selections rank by index, ties cannot change a count.
+
+References:
+  Mocanu et al., 2018, "Scalable training of artificial neural networks with adaptive
+  sparse connectivity inspired by network science", Nat. Commun. 9 (SET).
+  Evci et al., 2020, "Rigging the Lottery: Making All Tickets Winners", ICML (RigL).
+  Yuan et al., 2021, "MEST: Accurate and Fast Memory-Economic Sparse Training Framework
+  on the Edge", NeurIPS (MEST).
+  Mostafa & Wang, 2019, "Parameter Efficient Training of Deep Convolutional Neural
+  Networks by Dynamic Sparse Reparameterization", ICML (DSR).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from zosam_jax.sparse import masks as mask_lib
+from zosam_jax.sparse.schedules import UpdateSchedule
+from zosam_jax.sparse.wrapper import MaskUpdate, SparseMethod, sparse_wrapper
+
+PyTree = Any
+
+INITS = ("random", "magnitude")
+
+__all__ = ["DSR", "MEST", "SET", "RigL", "dsr", "mest", "rigl", "set_"]
+
+
+def _round_count(x: jax.Array) -> jax.Array:
+  return jnp.floor(x + 0.5).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicMethod(SparseMethod):
+  """Common configuration of the dynamic methods (see :class:`SparseMethod` too).
+
+  Attributes:
+    update_every: steps between mask updates (>= 1).
+    end_step: last step at which the mask may change (> ``start_step``); required.
+    start_step: the first mask update is at ``start_step + update_every``.
+    drop_fraction: fraction of active weights dropped at the first update, in (0, 1).
+    drop_schedule: ``"cosine"`` (default), ``"linear"`` or ``"constant"``.
+    init: initial mask, ``"random"`` (default) or ``"magnitude"``.
+    seed: seed of the initial random mask and of random growth.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)`` (for gradients computed
+      at mask updates).
+  """
+
+  update_every: int = 100
+  end_step: int | None = None
+  start_step: int = 0
+  drop_fraction: float = 0.3
+  drop_schedule: str = "cosine"
+  init: str = "random"
+  seed: int = 0
+  has_aux: bool = False
+
+  # With ``distribution="global"`` the initial mask is allocated globally; SET, RigL and MEST
+  # updates then keep each leaf's count (only DSR moves weights between leaves).
+  needs_gradient = False  # class attribute: whether mask updates read grad L
+
+  def __post_init__(self) -> None:
+    super().__post_init__()
+    if self.end_step is None:
+      raise ValueError(
+        f"{type(self).__name__}: `end_step` is required (an int > start_step="
+        f"{self.start_step}), e.g. 75% of the training steps."
+      )
+    self.schedule  # noqa: B018  (validates the schedule fields)
+    if self.init not in INITS:
+      raise ValueError(f"`init` must be one of {INITS}, got {self.init!r}.")
+
+  @property
+  def schedule(self) -> UpdateSchedule:
+    return UpdateSchedule(
+      update_every=self.update_every,
+      end_step=self.end_step,
+      start_step=self.start_step,
+      drop_fraction=self.drop_fraction,
+      drop_schedule=self.drop_schedule,
+    )
+
+  def initial_mask(self, params: PyTree, key: jax.Array) -> PyTree:
+    if self.init == "magnitude":
+      return self.magnitude_mask(params)
+    return self.random_mask(params, key)
+
+  @property
+  def keeps_leaf_counts(self) -> bool:
+    """Whether every mask update keeps each leaf's number of active weights."""
+    return True
+
+  def init_method_state(self, flags: list[bool]) -> Callable[[PyTree], PyTree] | None:
+    """``mask -> method_state`` for the wrapper's ``init`` (``None``: no method state)."""
+    return None
+
+  def update_mask(
+    self,
+    flags: list[bool],
+    step: jax.Array,
+    mask: PyTree,
+    params: PyTree,
+    grads: PyTree | None,
+    key: jax.Array,
+    method_state: PyTree,
+  ) -> MaskUpdate:
+    """One mask update at ``step``; ``params`` are already masked, ``grads`` is the dense
+    gradient (``None`` unless the method sets ``needs_gradient``)."""
+    raise NotImplementedError
+
+  def wrap(
+    self, tx: optax.GradientTransformation, params: PyTree
+  ) -> optax.GradientTransformationExtraArgs:
+    """Wraps ``tx`` so it trains with this method's mask (see ``sparse_wrapper``).
+
+    Args:
+      tx: any optax transformation or chain, e.g. headed by ``zosam_jax.zo_sam``.
+      params: parameters (or ``jax.ShapeDtypeStruct``s) of the model, used for
+        the prunable leaves and the per-leaf counts.
+    """
+    flags = self.prunable_flags(params)
+
+    def update_mask(step, mask, masked_params, grads, key, method_state) -> MaskUpdate:
+      return self.update_mask(flags, step, mask, masked_params, grads, key, method_state)
+
+    return sparse_wrapper(
+      tx,
+      init_mask=self.initial_mask,
+      update_mask=update_mask,
+      schedule=self.schedule,
+      init_method_state=self.init_method_state(flags),
+      needs_gradient=self.needs_gradient,
+      has_aux=self.has_aux,
+      seed=self.seed,
+      mask_counts=self.static_mask_counts(params) if self.keeps_leaf_counts else None,
+    )
+
+  # -- shared drop/grow step --------------------------------------------------
+  def _drop_and_grow(
+    self,
+    flags: list[bool],
+    step: jax.Array,
+    mask: PyTree,
+    drop_scores: PyTree,
+    grow_scores: PyTree | None,
+    key: jax.Array,
+  ) -> tuple[PyTree, PyTree]:
+    """Per prunable leaf: drop ``round(alpha n_active)`` lowest ``drop_scores`` among
+    active weights, grow as many highest ``grow_scores`` among the rest.
+
+    ``grow_scores=None`` grows at random.
+    """
+    frac = self.schedule.fraction(step)
+    m_leaves, treedef = jax.tree_util.tree_flatten(mask)
+    d_leaves = jax.tree_util.tree_leaves(drop_scores)
+    g_leaves = (
+      [None] * len(m_leaves) if grow_scores is None else jax.tree_util.tree_leaves(grow_scores)
+    )
+    if grow_scores is None:
+      g_leaves = mask_lib.uniform_like(key, m_leaves, flags)
+    new, grown = [], []
+    for f, m, ds, gs in zip(flags, m_leaves, d_leaves, g_leaves, strict=True):
+      if not f:
+        new.append(m)
+        grown.append(jnp.zeros_like(m))
+        continue
+      n_drop = _round_count(frac * jnp.count_nonzero(m))
+      dropped = mask_lib.select_lowest(ds, m, n_drop)
+      kept = m & ~dropped
+      g = mask_lib.select_highest(gs, ~kept, n_drop)
+      new.append(kept | g)
+      grown.append(g)
+    unflat = jax.tree_util.tree_unflatten
+    return unflat(treedef, new), unflat(treedef, grown)
+
+
+@dataclasses.dataclass(frozen=True)
+class SET(DynamicMethod):
+  """Sparse Evolutionary Training: drop smallest ``|theta|``, grow at random.
+
+  Default drop schedule is constant (``drop_fraction=0.3``), as in the paper.
+  """
+
+  drop_schedule: str = "constant"
+
+  def update_mask(
+    self,
+    flags: list[bool],
+    step: jax.Array,
+    mask: PyTree,
+    params: PyTree,
+    grads: PyTree | None,
+    key: jax.Array,
+    method_state: PyTree,
+  ) -> MaskUpdate:
+    drop = jax.tree_util.tree_map(jnp.abs, params)
+    new, grown = self._drop_and_grow(flags, step, mask, drop, None, key)
+    return MaskUpdate(new, grown, method_state)
+
+
+@dataclasses.dataclass(frozen=True)
+class RigL(DynamicMethod):
+  """Rigged Lottery: drop smallest ``|theta|``, grow largest dense ``|grad L|``.
+
+  The dense gradient is the incoming ``updates`` when the caller passes
+  gradients, else ``jax.grad(loss_fn)`` at the masked parameters, evaluated only
+  on mask-update steps. Defaults follow the paper: ERK, cosine drop fraction 0.3.
+  """
+
+  needs_gradient = True
+
+  def update_mask(
+    self,
+    flags: list[bool],
+    step: jax.Array,
+    mask: PyTree,
+    params: PyTree,
+    grads: PyTree | None,
+    key: jax.Array,
+    method_state: PyTree,
+  ) -> MaskUpdate:
+    drop = jax.tree_util.tree_map(jnp.abs, params)
+    grow = jax.tree_util.tree_map(jnp.abs, grads)
+    new, grown = self._drop_and_grow(flags, step, mask, drop, grow, key)
+    return MaskUpdate(new, grown, method_state)
+
+
+@dataclasses.dataclass(frozen=True)
+class MEST(DynamicMethod):
+  """Memory-Economic Sparse Training: drop by ``|theta| + gamma |grad L|``, grow at random.
+
+  Attributes:
+    gamma: weight of the gradient magnitude in the importance score (a choice of
+      this library; the paper tunes it).
+    soft_memory_bound: MEST+EM&S: grown weights are held on top of the target count
+      until the next update (see the module docstring). With it each leaf holds
+      ``n_l + round(alpha(t) n_l)`` weights between updates and exactly ``n_l``
+      after ``end_step``.
+
+  The gradient only matters on active weights, so no dense gradient is needed
+  between updates (the gradient at update steps is taken as for RigL).
+  """
+
+  drop_schedule: str = "linear"
+  gamma: float = 1.0
+  soft_memory_bound: bool = False
+
+  needs_gradient = True
+
+  @property
+  def keeps_leaf_counts(self) -> bool:
+    return not self.soft_memory_bound  # the soft bound holds extra weights between updates
+
+  @property
+  def schedule(self) -> UpdateSchedule:
+    return dataclasses.replace(super().schedule, final_update=self.soft_memory_bound)
+
+  def init_method_state(self, flags: list[bool]) -> Callable[[PyTree], PyTree] | None:
+    if not self.soft_memory_bound:
+      return None
+
+    def base_counts(mask: PyTree) -> tuple[jax.Array, ...]:
+      return tuple(
+        jnp.count_nonzero(m).astype(jnp.int32) if f else jnp.zeros([], jnp.int32)
+        for f, m in zip(flags, jax.tree_util.tree_leaves(mask), strict=True)
+      )
+
+    return base_counts
+
+  def update_mask(
+    self,
+    flags: list[bool],
+    step: jax.Array,
+    mask: PyTree,
+    params: PyTree,
+    grads: PyTree | None,
+    key: jax.Array,
+    method_state: PyTree,
+  ) -> MaskUpdate:
+    gamma = jnp.float32(self.gamma)
+    scores = jax.tree_util.tree_map(
+      lambda p, g: jnp.abs(p).astype(jnp.float32) + gamma * jnp.abs(g).astype(jnp.float32),
+      params,
+      grads,
+    )
+    if not self.soft_memory_bound:
+      new, grown = self._drop_and_grow(flags, step, mask, scores, None, key)
+      return MaskUpdate(new, grown, method_state)
+    frac = self.schedule.fraction(step)
+    frac = jnp.where(step >= self.end_step, 0.0, frac)
+    m_leaves, treedef = jax.tree_util.tree_flatten(mask)
+    s_leaves = jax.tree_util.tree_leaves(scores)
+    u_leaves = mask_lib.uniform_like(key, m_leaves, flags)
+    new, grown = [], []
+    for f, m, s, base, u in zip(flags, m_leaves, s_leaves, method_state, u_leaves, strict=True):
+      if not f:
+        new.append(m)
+        grown.append(jnp.zeros_like(m))
+        continue
+      n_drop = jnp.count_nonzero(m).astype(jnp.int32) - base
+      kept = m & ~mask_lib.select_lowest(s, m, n_drop)
+      n_grow = _round_count(frac * base)
+      g = mask_lib.select_highest(u, ~kept, n_grow)
+      new.append(kept | g)
+      grown.append(g)
+    unflat = jax.tree_util.tree_unflatten
+    return MaskUpdate(unflat(treedef, new), unflat(treedef, grown), method_state)
+
+
+def _allocate(total: jax.Array, weights: jax.Array, caps: jax.Array) -> jax.Array:
+  """Integer allocation of ``total`` in proportion to ``weights``, at most ``caps``.
+
+  Floors the proportional shares (capped), then hands the remainder out in order
+  of largest fractional part, each leaf up to its cap. Sums exactly to ``total``
+  whenever ``total <= sum(caps)``.
+  """
+  w = weights.astype(jnp.float32)
+  w = jnp.where(w.sum() > 0, w, caps.astype(jnp.float32))
+  share = total.astype(jnp.float32) * w / jnp.maximum(w.sum(), 1.0)
+  base = jnp.minimum(jnp.floor(share).astype(jnp.int32), caps)
+  rest = total - base.sum()
+  room = caps - base
+  order = jnp.argsort(-(share - jnp.floor(share)), stable=True)
+  room_sorted = room[order]
+  before = jnp.cumsum(room_sorted) - room_sorted
+  give_sorted = jnp.clip(rest - before, 0, room_sorted)
+  give = jnp.zeros_like(base).at[order].set(give_sorted)
+  return base + give
+
+
+@dataclasses.dataclass(frozen=True)
+class DSR(DynamicMethod):
+  """Dynamic Sparse Reparameterization: adaptive global threshold, proportional regrowth.
+
+  Attributes:
+    threshold_init: initial magnitude threshold ``H`` (paper: 0.001).
+    threshold_tolerance: ``delta``, tolerance on the prune count (paper: 0.1).
+
+  The drop fraction schedule gives the target prune count
+  ``N_p = round(alpha(t) * active)``. The default ``drop_schedule`` is constant.
+  """
+
+  drop_schedule: str = "constant"
+  threshold_init: float = 1e-3
+  threshold_tolerance: float = 0.1
+
+  def __post_init__(self) -> None:
+    super().__post_init__()
+    if not self.threshold_init > 0:
+      raise ValueError(f"`threshold_init` must be > 0, got {self.threshold_init!r}.")
+    if not 0 <= self.threshold_tolerance < 1:
+      raise ValueError(
+        f"`threshold_tolerance` must be in [0, 1), got {self.threshold_tolerance!r}."
+      )
+
+  @property
+  def keeps_leaf_counts(self) -> bool:
+    return False  # DSR moves weights between layers
+
+  def init_method_state(self, flags: list[bool]) -> Callable[[PyTree], PyTree] | None:
+    value = self.threshold_init
+    return lambda mask: jnp.asarray(value, jnp.float32)
+
+  def update_mask(
+    self,
+    flags: list[bool],
+    step: jax.Array,
+    mask: PyTree,
+    params: PyTree,
+    grads: PyTree | None,
+    key: jax.Array,
+    method_state: PyTree,
+  ) -> MaskUpdate:
+    threshold = method_state
+    m_leaves, treedef = jax.tree_util.tree_flatten(mask)
+    p_leaves = jax.tree_util.tree_leaves(params)
+    idx = [i for i, f in enumerate(flags) if f]
+    kept = {i: m_leaves[i] & ~(jnp.abs(p_leaves[i]) < threshold) for i in idx}
+    active = jnp.stack([jnp.count_nonzero(m_leaves[i]) for i in idx]).astype(jnp.int32)
+    surviving = jnp.stack([jnp.count_nonzero(kept[i]) for i in idx]).astype(jnp.int32)
+    sizes = jnp.asarray([int(np.prod(m_leaves[i].shape)) for i in idx], jnp.int32)
+    n_pruned = active.sum() - surviving.sum()
+    target = _round_count(self.schedule.fraction(step) * active.sum())
+    tol = self.threshold_tolerance
+    new_threshold = jnp.where(
+      n_pruned < (1.0 - tol) * target,
+      2.0 * threshold,
+      jnp.where(n_pruned > (1.0 + tol) * target, 0.5 * threshold, threshold),
+    )
+    grow = _allocate(n_pruned, surviving, sizes - surviving)
+    u_leaves = mask_lib.uniform_like(key, m_leaves, flags)
+    new = list(m_leaves)
+    grown = [jnp.zeros_like(m) for m in m_leaves]
+    for j, i in enumerate(idx):
+      g = mask_lib.select_highest(u_leaves[i], ~kept[i], grow[j])
+      new[i] = kept[i] | g
+      grown[i] = g
+    unflat = jax.tree_util.tree_unflatten
+    return MaskUpdate(
+      unflat(treedef, new), unflat(treedef, grown), new_threshold.astype(jnp.float32)
+    )
+
+
+def set_(sparsity: float = 0.9, **kwargs: Any) -> SET:
+  """SET (``"set"`` in the registry). See :class:`SET` and :class:`DynamicMethod`."""
+  return SET(sparsity=sparsity, **kwargs)
+
+
+def rigl(sparsity: float = 0.9, **kwargs: Any) -> RigL:
+  """RigL. See :class:`RigL` and :class:`DynamicMethod`."""
+  return RigL(sparsity=sparsity, **kwargs)
+
+
+def mest(sparsity: float = 0.9, **kwargs: Any) -> MEST:
+  """MEST. See :class:`MEST` and :class:`DynamicMethod`."""
+  return MEST(sparsity=sparsity, **kwargs)
+
+
+def dsr(sparsity: float = 0.9, **kwargs: Any) -> DSR:
+  """DSR. See :class:`DSR` and :class:`DynamicMethod`."""
+  return DSR(sparsity=sparsity, **kwargs)

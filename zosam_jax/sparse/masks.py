@@ -1,0 +1,224 @@
+"""Element-wise sparsity masks as pytrees, and the choice of prunable leaves.
+
+Two kinds of masks appear in sparse training and this module keeps them apart:
+
+* a *leaf mask* (``optax.masked``-style): a pytree of Python/NumPy bools, one per
+  parameter leaf, saying which leaves may be pruned at all (the "prunable" leaves);
+* a *weight mask*: a pytree of boolean arrays shaped like the parameters, ``True``
+  on active weights and ``False`` on pruned ones. Non-prunable leaves carry an
+  all-``True`` array so that the weight mask always has the structure of the
+  parameters and can be handed to any transform (``weight_mask=`` of the
+  sharpness-aware heads).
+
+All selections by score are *exact*: they rank entries by index (``lax.top_k`` or
+a stable ``argsort``) so that ties can never change the number of kept weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+# None, an optax.masked-style bool pytree, or a callable params -> bool pytree.
+Prunable = Any
+
+__all__ = [
+  "count_active",
+  "default_prunable",
+  "dense_mask",
+  "leaf_paths",
+  "prunable_leaves",
+  "select_highest",
+  "select_lowest",
+  "top_k_mask",
+  "validate_mask",
+]
+
+
+def leaf_paths(params: PyTree) -> list[str]:
+  """Returns ``"a/b/kernel"``-style names of the leaves of ``params`` in flatten order."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(params)
+  names = []
+  for path, _ in flat:
+    parts = []
+    for entry in path:
+      for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+          parts.append(str(getattr(entry, attr)))
+          break
+      else:
+        parts.append(str(entry))
+    names.append("/".join(parts))
+  return names
+
+
+def default_prunable(params: PyTree) -> PyTree:
+  """Default leaf mask: leaves with ``ndim >= 2`` (dense and conv kernels).
+
+  Biases, BatchNorm/LayerNorm scales and offsets (``ndim <= 1``) are kept dense.
+  """
+  return jax.tree_util.tree_map(lambda p: bool(np.ndim(p) >= 2), params)
+
+
+def _as_leaf_mask(spec: PyTree, params: PyTree, argname: str) -> list[bool]:
+  """Validates a bool pytree against ``params`` and returns its flat leaves."""
+  params_def = jax.tree_util.tree_structure(params)
+  spec_def = jax.tree_util.tree_structure(spec)
+  if spec_def != params_def:
+    raise ValueError(
+      f"`{argname}` must be a pytree of bools with the structure of params; "
+      f"got structure {spec_def}, params have {params_def}."
+    )
+  leaves = jax.tree_util.tree_leaves(spec)
+  out = []
+  for leaf in leaves:
+    if np.ndim(leaf) != 0 or np.asarray(leaf).dtype != np.bool_:
+      raise ValueError(
+        f"`{argname}` must hold one Python/NumPy bool per parameter leaf "
+        f"(optax.masked-style), got a leaf {leaf!r}."
+      )
+    out.append(bool(leaf))
+  return out
+
+
+def prunable_leaves(
+  params: PyTree,
+  prunable: Prunable = None,
+  *,
+  first_layer_dense: bool = False,
+  last_layer_dense: bool = False,
+) -> PyTree:
+  """Resolves which parameter leaves a sparse method may prune.
+
+  Args:
+    params: the parameter pytree (arrays or ``jax.ShapeDtypeStruct``).
+    prunable: ``None`` for :func:`default_prunable` (kernels with ``ndim >= 2``),
+      an ``optax.masked``-style pytree of bools with the structure of ``params``,
+      or a callable ``params -> bool pytree``.
+    first_layer_dense: keep the first prunable leaf (in flatten order) dense.
+    last_layer_dense: keep the last prunable leaf (in flatten order) dense.
+
+  "First" and "last" follow ``jax.tree_util`` flatten order, which for Flax
+  dicts is the alphabetical order of module names (``Conv_0`` < ``Dense_0`` <
+  ``ResBlock_0``). Check with :func:`leaf_paths` and pass an explicit bool
+  pytree or callable when the order does not match the network's layer order.
+
+  Returns:
+    A pytree of Python bools with the structure of ``params``.
+  """
+  if prunable is None:
+    spec = default_prunable(params)
+  elif callable(prunable):
+    spec = prunable(params)
+  else:
+    spec = prunable
+  flags = _as_leaf_mask(spec, params, "prunable")
+  on = [i for i, f in enumerate(flags) if f]
+  if on and first_layer_dense:
+    flags[on[0]] = False
+  if on and last_layer_dense:
+    flags[on[-1]] = False
+  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), flags)
+
+
+def dense_mask(params: PyTree) -> PyTree:
+  """All-``True`` weight mask shaped like ``params``."""
+  return jax.tree_util.tree_map(lambda p: jnp.ones(jnp.shape(p), dtype=jnp.bool_), params)
+
+
+def validate_mask(mask: PyTree, params: PyTree, argname: str = "mask") -> None:
+  """Raises ``ValueError`` unless ``mask`` has the structure and shapes of ``params``."""
+  params_def = jax.tree_util.tree_structure(params)
+  mask_def = jax.tree_util.tree_structure(mask)
+  if mask_def != params_def:
+    raise ValueError(
+      f"`{argname}` does not match params: mask structure {mask_def}, "
+      f"params structure {params_def}."
+    )
+  names = leaf_paths(params)
+  for name, m, p in zip(
+    names, jax.tree_util.tree_leaves(mask), jax.tree_util.tree_leaves(params), strict=True
+  ):
+    if tuple(np.shape(m)) != tuple(np.shape(p)):
+      raise ValueError(
+        f"`{argname}` does not match params at leaf {name!r}: mask shape "
+        f"{np.shape(m)}, param shape {np.shape(p)}."
+      )
+
+
+def count_active(mask: PyTree) -> jax.Array:
+  """Total number of active (``True``/nonzero) entries of a weight mask."""
+  leaves = jax.tree_util.tree_leaves(mask)
+  return sum(jnp.count_nonzero(m) for m in leaves)
+
+
+def top_k_mask(scores: jax.Array, k: int) -> jax.Array:
+  """Bool array shaped like ``scores`` with exactly ``k`` entries set: the largest.
+
+  ``k`` is a static Python int. Ties are broken by index (``lax.top_k``), so the
+  count is exact whatever the scores.
+  """
+  flat = jnp.ravel(scores)
+  n = flat.shape[0]
+  k = int(k)
+  if not 0 <= k <= n:
+    raise ValueError(f"`k` must be in [0, {n}], got {k}.")
+  if k == n:
+    return jnp.ones(jnp.shape(scores), dtype=jnp.bool_)
+  if k == 0:
+    return jnp.zeros(jnp.shape(scores), dtype=jnp.bool_)
+  _, idx = jax.lax.top_k(flat, k)
+  return jnp.zeros((n,), dtype=jnp.bool_).at[idx].set(True).reshape(jnp.shape(scores))
+
+
+def _ranks(flat: jax.Array) -> jax.Array:
+  """Position of each entry of ``flat`` in its stable ascending sort."""
+  order = jnp.argsort(flat, stable=True)
+  return (
+    jnp.zeros(flat.shape, dtype=jnp.int32).at[order].set(jnp.arange(flat.shape[0], dtype=jnp.int32))
+  )
+
+
+def select_lowest(scores: jax.Array, eligible: jax.Array, count: jax.Array | int) -> jax.Array:
+  """Exactly ``min(count, #eligible)`` eligible entries with the lowest scores.
+
+  ``count`` may be a traced integer (dynamic drop/grow counts under ``jit``).
+  Ineligible entries are ranked after every eligible one; ties break by index.
+  NaN scores rank last among the eligible entries.
+  """
+  flat_s = jnp.ravel(scores).astype(jnp.float32)
+  flat_e = jnp.ravel(eligible)
+  big = jnp.finfo(jnp.float32).max
+  # Finite keys for eligible entries, +inf for ineligible ones: every eligible
+  # entry ranks before every ineligible one.
+  flat_s = jnp.clip(jnp.where(jnp.isnan(flat_s), big, flat_s), -big, big)
+  ranks = _ranks(jnp.where(flat_e, flat_s, jnp.inf))
+  return ((ranks < count) & flat_e).reshape(jnp.shape(scores))
+
+
+def select_highest(scores: jax.Array, eligible: jax.Array, count: jax.Array | int) -> jax.Array:
+  """Exactly ``min(count, #eligible)`` eligible entries with the highest scores."""
+  return select_lowest(-jnp.asarray(scores, jnp.float32), eligible, count)
+
+
+def split_like(flat: jax.Array, leaves: Sequence[Any]) -> list[jax.Array]:
+  """Splits a 1-D array into pieces shaped like ``leaves`` (in order)."""
+  sizes = [int(np.prod(np.shape(x))) for x in leaves]
+  offsets = np.cumsum([0] + sizes)
+  return [flat[offsets[i] : offsets[i + 1]].reshape(np.shape(x)) for i, x in enumerate(leaves)]
+
+
+def uniform_like(key: jax.Array, leaves: Sequence[Any], flags: Sequence[bool]) -> list[Any]:
+  """Uniform [0, 1) draws shaped like the flagged ``leaves`` (``None`` elsewhere).
+
+  One draw over the concatenation (cheaper to compile than one draw per leaf).
+  """
+  chosen = [x for x, f in zip(leaves, flags, strict=True) if f]
+  total = sum(int(np.prod(np.shape(x))) for x in chosen)
+  pieces = iter(split_like(jax.random.uniform(key, (total,)), chosen))
+  return [next(pieces) if f else None for f in flags]

@@ -1,0 +1,371 @@
+"""The sparse-training wrapper: an optax transform that owns the weight mask.
+
+``sparse_wrapper(tx, ...)`` turns any optax transform ``tx`` (an SGD chain, or a
+chain headed by ``zosam_jax.sam``/``zo_sam``/``sparse_sam``) into a sparse one.
+At every step, with current mask ``m`` and parameters ``theta``:
+
+1. if the step is a mask-update step, the method computes a new mask ``m'``
+   (inside ``jax.lax.cond``: no retrace, no host round trip) and the set ``G`` of
+   weights it grew; otherwise ``m' = m`` and ``G`` is empty;
+2. ``tx`` is called on the masked gradient ``m' * g`` (when gradients are given),
+   the masked parameters ``m' * theta``, with ``weight_mask=m'`` and every extra
+   argument (``loss_fn`` ...) passed through;
+3. the returned update is ``u_i`` (from ``tx``) on kept weights ``m'_i and i not in G``
+   and ``-theta_i`` elsewhere, so that after ``optax.apply_updates`` every pruned
+   weight is exactly 0 and every grown weight starts at exactly 0;
+4. on mask-update steps every array of the inner state shaped like a parameter
+   (momentum ``trace``, Adam ``mu``/``nu``, ...) is zeroed outside the kept set,
+   so grown weights start with fresh optimizer moments.
+
+Because step 3 applies from the first call, a dense initial ``params`` becomes
+sparse after the first update: there is no separate "apply mask" call to forget.
+The sharpness-aware head at the start of ``tx`` evaluates ``loss_fn`` at the
+masked parameters, so even the first step's gradient is that of the sparse net.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from zosam_jax.sparse import distributions as dist_lib
+from zosam_jax.sparse import masks as mask_lib
+from zosam_jax.sparse.schedules import UpdateSchedule
+
+PyTree = Any
+
+__all__ = ["MaskUpdate", "SparseMethod", "SparseState", "sparse_wrapper"]
+
+
+class SparseState(NamedTuple):
+  """State of a sparse-training wrapper.
+
+  Attributes:
+    sparse_step: int32 scalar, number of updates made so far.
+    weight_mask: pytree of bool arrays shaped like the parameters, ``True`` on
+      active weights (all ``True`` on non-prunable leaves).
+    sparse_rng: PRNG key (``uint32[2]``) for random growth, split at every mask update.
+    method_state: method-specific pytree (DSR: the magnitude threshold; MEST with a
+      soft memory bound: the base count per leaf; ``()`` otherwise).
+    inner_state: state of the wrapped transformation.
+  """
+
+  sparse_step: jax.Array
+  weight_mask: PyTree
+  sparse_rng: jax.Array
+  method_state: PyTree
+  inner_state: optax.OptState
+
+
+class MaskUpdate(NamedTuple):
+  """Result of one mask update.
+
+  Attributes:
+    weight_mask: the new mask.
+    grown: bool pytree, ``True`` on weights activated by this update (they restart
+      at 0 with zero optimizer moments).
+    method_state: the method's new state.
+  """
+
+  weight_mask: PyTree
+  grown: PyTree
+  method_state: PyTree
+
+
+# (step, mask, masked_params, grads or None, key, method_state) -> MaskUpdate
+UpdateMaskFn = Callable[[jax.Array, PyTree, PyTree, PyTree, jax.Array, PyTree], MaskUpdate]
+
+
+def _param_like(params: PyTree) -> Callable[[Any], bool]:
+  params_def = jax.tree_util.tree_structure(params)
+  shapes = [tuple(np.shape(p)) for p in jax.tree_util.tree_leaves(params)]
+
+  def is_param_like(node: Any) -> bool:
+    if jax.tree_util.tree_structure(node) != params_def:
+      return False
+    leaves = jax.tree_util.tree_leaves(node)
+    return all(
+      hasattr(x, "shape")
+      and tuple(x.shape) == s
+      and jnp.issubdtype(getattr(x, "dtype", None), jnp.inexact)
+      for x, s in zip(leaves, shapes, strict=True)
+    )
+
+  return is_param_like
+
+
+def reset_moments(inner_state: PyTree, keep: PyTree, params: PyTree) -> PyTree:
+  """Zeroes every parameter-shaped subtree of ``inner_state`` where ``keep`` is False.
+
+  A subtree is parameter-shaped when it has the tree structure of ``params``, the
+  same leaf shapes and floating dtypes (optax's ``TraceState.trace``,
+  ``ScaleByAdamState.mu``/``nu``...); boolean masks (e.g. Sparse SAM's) are left alone.
+  """
+  is_param_like = _param_like(params)
+
+  def reset(node: Any) -> Any:
+    if is_param_like(node):
+      return jax.tree_util.tree_map(lambda x, k: jnp.where(k, x, jnp.zeros_like(x)), node, keep)
+    return node
+
+  return jax.tree_util.tree_map(reset, inner_state, is_leaf=is_param_like)
+
+
+def _where(mask: PyTree, a: PyTree, b: Callable[[jax.Array], jax.Array]) -> PyTree:
+  return jax.tree_util.tree_map(lambda m, x: jnp.where(m, x, b(x)), mask, a)
+
+
+def sparse_wrapper(
+  tx: optax.GradientTransformation,
+  *,
+  init_mask: Callable[[PyTree, jax.Array], PyTree],
+  update_mask: UpdateMaskFn | None = None,
+  schedule: UpdateSchedule | None = None,
+  init_method_state: Callable[[PyTree], PyTree] | None = None,
+  needs_gradient: bool = False,
+  has_aux: bool = False,
+  seed: int = 0,
+  mask_counts: PyTree | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Wraps ``tx`` so that it trains a sparse network (see the module docstring).
+
+  Args:
+    tx: the inner transformation; plain ``GradientTransformation`` are given
+      extra-argument support, so they ignore ``loss_fn``/``weight_mask``.
+    init_mask: ``(params, key) -> weight mask`` called by ``init``.
+    update_mask: the dynamic method's mask update, or ``None`` for a static mask.
+    schedule: when ``update_mask`` runs (required with ``update_mask``).
+    init_method_state: ``initial mask -> method_state`` (default: ``()``).
+    needs_gradient: whether ``update_mask`` needs the dense gradient. It is taken
+      from the incoming ``updates`` when they are given, else computed as
+      ``jax.grad(loss_fn)`` at the masked parameters, only on mask-update steps.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)`` (for that gradient).
+    seed: seed of the PRNG key for the initial mask and random growth.
+    mask_counts: static Python ints like ``params``, the number of ones of every mask leaf,
+      when the method keeps them fixed. They are passed on as ``weight_mask_counts=`` so
+      zeroth-order heads draw directions only on active weights (``zosam_jax.rge``).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`SparseState`.
+  """
+  if update_mask is not None and schedule is None:
+    raise ValueError("`schedule` is required when `update_mask` is given.")
+  inner = optax.with_extra_args_support(tx)
+
+  def init_fn(params: PyTree) -> SparseState:
+    key_mask, key_run = jax.random.split(jax.random.PRNGKey(seed))
+    mask = jax.jit(init_mask)(params, key_mask)  # one compiled program, also when eager
+    mask_lib.validate_mask(mask, params)
+    mask = jax.tree_util.tree_map(lambda m: jnp.asarray(m, dtype=jnp.bool_), mask)
+    masked = _where(mask, params, jnp.zeros_like)
+    method_state = () if init_method_state is None else init_method_state(mask)
+    return SparseState(
+      sparse_step=jnp.zeros([], jnp.int32),
+      weight_mask=mask,
+      sparse_rng=key_run,
+      method_state=method_state,
+      inner_state=inner.init(masked),
+    )
+
+  def update_fn(
+    updates: PyTree,
+    state: SparseState,
+    params: PyTree | None = None,
+    *,
+    loss_fn: Callable[..., Any] | None = None,
+    **extra_args: Any,
+  ) -> tuple[PyTree, SparseState]:
+    if params is None:
+      raise ValueError("A sparse wrapper needs `params` in update(updates, state, params).")
+    mask = state.weight_mask
+    rng = state.sparse_rng
+    method_state = state.method_state
+    step = state.sparse_step
+
+    if update_mask is None:
+      new_mask, keep = mask, mask
+      do_update = None
+    else:
+      if needs_gradient and updates is None and loss_fn is None:
+        raise ValueError(
+          "This sparse method needs the dense gradient at mask updates: pass "
+          "gradients as `updates` or a `loss_fn=` extra argument."
+        )
+      do_update = schedule.is_update_step(step)
+
+      def _update(operand):
+        mask_, rng_, mstate_ = operand
+        rng_, key = jax.random.split(rng_)
+        masked_ = _where(mask_, params, jnp.zeros_like)
+        grads = None
+        if needs_gradient:
+          if updates is not None:
+            grads = updates
+          else:
+            grads = jax.grad(loss_fn, has_aux=has_aux)(masked_)
+            if has_aux:
+              grads = grads[0]
+        res = update_mask(step, mask_, masked_, grads, key, mstate_)
+        keep_ = jax.tree_util.tree_map(lambda m, g: m & ~g, res.weight_mask, res.grown)
+        return res.weight_mask, keep_, rng_, res.method_state
+
+      def _skip(operand):
+        mask_, rng_, mstate_ = operand
+        return mask_, mask_, rng_, mstate_
+
+      new_mask, keep, rng, method_state = jax.lax.cond(
+        do_update, _update, _skip, (mask, rng, method_state)
+      )
+
+    inner_params = _where(new_mask, params, jnp.zeros_like)
+    inner_updates = None if updates is None else _where(new_mask, updates, jnp.zeros_like)
+    if loss_fn is not None:
+      extra_args["loss_fn"] = loss_fn
+    if mask_counts is not None:
+      extra_args["weight_mask_counts"] = mask_counts
+    out, inner_state = inner.update(
+      inner_updates, state.inner_state, inner_params, weight_mask=new_mask, **extra_args
+    )
+    if do_update is not None:
+      inner_state = jax.lax.cond(
+        do_update,
+        lambda s: reset_moments(s, keep, params),
+        lambda s: s,
+        inner_state,
+      )
+    out = jax.tree_util.tree_map(
+      lambda k, u, p: jnp.where(k, u, -p).astype(u.dtype), keep, out, params
+    )
+    new_state = SparseState(
+      sparse_step=step + 1,
+      weight_mask=new_mask,
+      sparse_rng=rng,
+      method_state=method_state,
+      inner_state=inner_state,
+    )
+    return out, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseMethod:
+  """Fields shared by every sparse method: target sparsity and its layout.
+
+  Attributes:
+    sparsity: fraction of pruned weights over the prunable leaves, in [0, 1).
+    distribution: ``"uniform"``, ``"erk"`` or ``"global"`` (see ``distributions``).
+    prunable: which leaves may be pruned: ``None`` (kernels, ``ndim >= 2``), an
+      ``optax.masked``-style bool pytree, or a callable ``params -> bool pytree``.
+    first_layer_dense: keep the first prunable leaf (flatten order) dense.
+    last_layer_dense: keep the last prunable leaf (flatten order) dense.
+    erk_power: exponent of the ERK raw density (1.0 is ERK).
+  """
+
+  sparsity: float = 0.9
+  distribution: str = "erk"
+  prunable: Any = None
+  first_layer_dense: bool = False
+  last_layer_dense: bool = False
+  erk_power: float = 1.0
+
+  def __post_init__(self) -> None:
+    dist_lib.validate_sparsity(self.sparsity)
+    dist_lib.validate_distribution(self.distribution)
+
+  # -- layout ---------------------------------------------------------------
+  def prunable_flags(self, params: PyTree) -> list[bool]:
+    """Flat list of prunable flags; raises if no leaf is prunable."""
+    spec = mask_lib.prunable_leaves(
+      params,
+      self.prunable,
+      first_layer_dense=self.first_layer_dense,
+      last_layer_dense=self.last_layer_dense,
+    )
+    flags = jax.tree_util.tree_leaves(spec)
+    if not any(flags):
+      if self.distribution == "erk":
+        raise ValueError(
+          "`distribution`='erk' needs at least one prunable leaf, and params "
+          "have none under `prunable` (default: leaves with ndim >= 2)."
+        )
+      raise ValueError(
+        f"{type(self).__name__}: params have no prunable leaf under `prunable` "
+        "(default: leaves with ndim >= 2), so this sparse method would silently "
+        "train a dense network."
+      )
+    return flags
+
+  def mask_from_scores(
+    self, params: PyTree, scores: PyTree, sparsity: float | None = None
+  ) -> PyTree:
+    """Weight mask keeping the highest ``scores`` at the target counts.
+
+    Args:
+      params: parameters (for shapes and the prunable leaves).
+      scores: pytree like ``params`` (entries of non-prunable leaves are ignored).
+        Give ``-inf`` to entries that must not be kept (used by LTH).
+      sparsity: overrides ``self.sparsity``.
+
+    Returns:
+      Bool pytree; each prunable leaf (``"global"``: all of them together) keeps
+      exactly the target count of weights.
+    """
+    sparsity = self.sparsity if sparsity is None else sparsity
+    flags = self.prunable_flags(params)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    score_leaves = jax.tree_util.tree_leaves(scores)
+    if len(score_leaves) != len(leaves):
+      raise ValueError("`scores` does not match params.")
+    pr = [i for i, f in enumerate(flags) if f]
+    shapes = [tuple(np.shape(leaves[i])) for i in pr]
+    counts = dist_lib.keep_counts(shapes, sparsity, self.distribution, self.erk_power)
+    out = [jnp.ones(np.shape(x), jnp.bool_) for x in leaves]
+    if self.distribution == "global":
+      flat = jnp.concatenate([jnp.ravel(score_leaves[i]).astype(jnp.float32) for i in pr])
+      kept = mask_lib.top_k_mask(flat, counts)
+      for i, piece in zip(pr, mask_lib.split_like(kept, [leaves[i] for i in pr]), strict=True):
+        out[i] = piece
+    else:
+      for i, k in zip(pr, counts, strict=True):
+        out[i] = mask_lib.top_k_mask(jnp.asarray(score_leaves[i], jnp.float32), k)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+  def target_counts(self, params: PyTree) -> list[int] | int:
+    """Kept weights per prunable leaf (or in total, for ``"global"``)."""
+    flags = self.prunable_flags(params)
+    shapes = [
+      tuple(np.shape(x)) for x, f in zip(jax.tree_util.tree_leaves(params), flags, strict=True) if f
+    ]
+    return dist_lib.keep_counts(shapes, self.sparsity, self.distribution, self.erk_power)
+
+  def static_mask_counts(self, params: PyTree) -> PyTree | None:
+    """Ones per mask leaf as static ints like ``params`` (``None`` for ``"global"``, whose
+    per-leaf counts depend on the data)."""
+    if self.distribution == "global":
+      return None
+    flags = self.prunable_flags(params)
+    counts = iter(self.target_counts(params))
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    out = [next(counts) if f else int(np.size(x)) for x, f in zip(leaves, flags, strict=True)]
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+  def random_mask(self, params: PyTree, key: jax.Array) -> PyTree:
+    """Uniformly random mask at the target counts."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    flags = self.prunable_flags(params)
+    drawn = mask_lib.uniform_like(key, leaves, flags)
+    scores = [
+      jnp.zeros(np.shape(x)) if u is None else u for u, x in zip(drawn, leaves, strict=True)
+    ]
+    return self.mask_from_scores(params, jax.tree_util.tree_unflatten(treedef, scores))
+
+  def magnitude_mask(self, params: PyTree) -> PyTree:
+    """Mask keeping the largest ``|theta|`` at the target counts."""
+    return self.mask_from_scores(params, jax.tree_util.tree_map(jnp.abs, params))
