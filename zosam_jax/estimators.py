@@ -151,6 +151,17 @@ def draw_direction(key: jax.Array, flat: _Flat, distribution: str) -> list[jax.A
   return jax.lax.optimization_barrier(parts)
 
 
+def _to_params(
+  flat: _Flat, parts: list[jax.Array], scale: float | jax.Array = 1.0, dtype: Any = None
+) -> PyTree:
+  """``scale * parts`` on the active leaves and zeros elsewhere, as a tree like the parameters,
+  in ``dtype`` (default: each parameter's own dtype)."""
+  out = [jnp.zeros(jnp.shape(p), dtype or jnp.result_type(p)) for p in flat.leaves]
+  for j, i in enumerate(flat.active):
+    out[i] = (parts[j] * scale).astype(dtype or flat.leaves[i].dtype)
+  return jax.tree.unflatten(flat.treedef, out)
+
+
 def _shifted(flat: _Flat, direction: list[jax.Array], scale: float | jax.Array) -> PyTree:
   """theta + scale * u, cast back to each parameter's dtype."""
   leaves = list(flat.leaves)
@@ -225,10 +236,7 @@ def sample_direction(
   _validation.check_mask_like("mask", mask, params)
   flat = _flatten(params, mask, leaf_selection, mask_counts)
   parts = draw_direction(key, flat, distribution)
-  out = [jnp.zeros(jnp.shape(p), jnp.float32) for p in flat.leaves]
-  for j, i in enumerate(flat.active):
-    out[i] = parts[j]
-  return jax.tree.unflatten(flat.treedef, out)
+  return _to_params(flat, parts, dtype=jnp.float32)
 
 
 def rge_with_coefficients(
@@ -286,10 +294,7 @@ def rge_with_coefficients(
       total, rest = batched(total, keys[num_full * chunk :])
       coefficients = jnp.concatenate([coefficients, rest])
 
-  out = [jnp.zeros_like(p) for p in flat.leaves]
-  for j, i in enumerate(flat.active):
-    out[i] = (total[j] / m).astype(flat.leaves[i].dtype)
-  return jax.tree.unflatten(flat.treedef, out), coefficients
+  return _to_params(flat, total, 1.0 / m), coefficients
 
 
 class ProbeInfo(NamedTuple):
@@ -357,10 +362,7 @@ def rge_dynamic(
   zeros = [jnp.zeros(jnp.shape(flat.leaves[i]), jnp.float32) for i in flat.active]
   total, (coefficients, second) = jax.lax.scan(body, zeros, (jnp.arange(max_directions), keys))
   count = jnp.maximum(num_active, 1).astype(jnp.float32)
-  out = [jnp.zeros_like(p) for p in flat.leaves]
-  for j, i in enumerate(flat.active):
-    out[i] = (total[j] / count).astype(flat.leaves[i].dtype)
-  return jax.tree.unflatten(flat.treedef, out), ProbeInfo(coefficients, second)
+  return _to_params(flat, total, 1.0 / count), ProbeInfo(coefficients, second)
 
 
 def rge(

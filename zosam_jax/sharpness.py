@@ -120,6 +120,33 @@ def _scalar(loss_fn: Callable, has_aux: bool) -> Callable:
   return fn
 
 
+def _value_and_grad_at_perturbed(
+  loss_fn: Callable,
+  params: PyTree,
+  ascent: PyTree,
+  *,
+  rho: float,
+  adaptive: bool,
+  adaptive_eta: float,
+  weight_mask: PyTree | None,
+  perturbation_mask: PyTree | None,
+  leaf_selection: list[bool],
+  has_aux: bool,
+):
+  """The one exact forward-backward of every SAM-family step, at ``theta + eps(ascent)``."""
+  eps = perturbation(
+    params,
+    ascent,
+    rho=rho,
+    adaptive=adaptive,
+    adaptive_eta=adaptive_eta,
+    weight_mask=weight_mask,
+    perturbation_mask=perturbation_mask,
+    leaf_selection=leaf_selection,
+  )
+  return jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
+
+
 def _check_common(rho: float, adaptive_eta: float) -> None:
   _validation.check_nonnegative("rho", rho)
   _validation.check_nonnegative("adaptive_eta", adaptive_eta)
@@ -166,7 +193,8 @@ def sam_gradient(
   _validation.check_mask_like("perturbation_mask", perturbation_mask, params)
   selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
   ascent = jax.grad(_scalar(loss_fn, has_aux))(params)
-  eps = perturbation(
+  return _value_and_grad_at_perturbed(
+    loss_fn,
     params,
     ascent,
     rho=rho,
@@ -175,8 +203,8 @@ def sam_gradient(
     weight_mask=mask,
     perturbation_mask=perturbation_mask,
     leaf_selection=selection,
+    has_aux=has_aux,
   )
-  return jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
 
 
 def zo_sam_gradient(
@@ -228,7 +256,8 @@ def zo_sam_gradient(
     has_aux=has_aux,
     leaf_selection=selection,
   )
-  eps = perturbation(
+  return _value_and_grad_at_perturbed(
+    loss_fn,
     params,
     ascent,
     rho=rho,
@@ -237,8 +266,8 @@ def zo_sam_gradient(
     weight_mask=mask,
     perturbation_mask=perturbation_mask,
     leaf_selection=selection,
+    has_aux=has_aux,
   )
-  return jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -450,7 +479,8 @@ def sharpness_aware(
       parts = jax.lax.cond(state.count % mask_spec.update_interval == 0, refresh, lambda: parts)
       mask = _mask_tree(params, selection, parts)
 
-    eps = perturbation(
+    out, grads = _value_and_grad_at_perturbed(
+      loss_fn,
       params,
       ascent_dir,
       rho=rho,
@@ -459,8 +489,8 @@ def sharpness_aware(
       weight_mask=weight_mask,
       perturbation_mask=mask,
       leaf_selection=selection,
+      has_aux=has_aux,
     )
-    out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
     value, aux = out if has_aux else (out, None)
     new_state = SharpnessAwareState(
       count=optax.safe_increment(state.count),
