@@ -204,9 +204,10 @@ def test_mezo_memory_does_not_grow_with_the_number_of_directions():
   params = {"x": jnp.ones([d], jnp.float32)}
   loss = lambda p: jnp.sum(jnp.square(p["x"]))  # noqa: E731
   one, two, many = (_temp_bytes(zo.mezo(0.1, m), params, loss) for m in (1, 2, 16))
-  # m = 1 vs 16: XLA removes the length-1 loops, a fixed difference of two buffers, far from the
-  # 15 directions that storing them would add.
-  assert many - one < 2.5 * 4 * d, (one, many)
+  # m = 1 vs 16: XLA removes the length-1 loops and with them the loop's own buffers (carry,
+  # direction, shifted point): a fixed difference of at most three buffers, far from the 15
+  # directions that storing them would add.
+  assert many - one < 3.5 * 4 * d, (one, many)
   assert abs(many - two) < 0.01 * 4 * d, (two, many)  # m = 2 vs 16: the same plan
   # The measurement does see m directions held at once when they are (vmapped probes):
   vm1 = _temp_bytes(zo.zo_sgd(0.1, 2, probe_batch_size=None), params, loss)
