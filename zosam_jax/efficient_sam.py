@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from zosam_jax import _validation, estimators
+from zosam_jax import _control_flow, _validation, estimators
 from zosam_jax.sharpness import (
   ASCENTS,
   LeafSelection,
@@ -155,7 +155,9 @@ def looksam(
   """LookSAM / ZO-LookSAM head (see the module docstring). ``reuse_period=1`` is SAM / ZO-SAM.
 
   Cost per step: refresh ``2`` forward-backwards (exact) or ``2m`` forwards + 1 forward-backward
-  (ZO); other steps 1 forward-backward. The branch is chosen by ``lax.cond`` (no retrace).
+  (ZO); other steps 1 forward-backward. Refreshes are chosen by ``lax.cond`` (no retrace). The
+  conditional part is the pass at ``theta + eps`` (exact) or only the ``2m`` forwards (ZO, whose
+  one forward-backward per step stays outside control flow).
 
   References:
     Liu et al., CVPR 2022 (k = 5, alpha = 0.7 by default there too).
@@ -182,31 +184,53 @@ def looksam(
     selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
     key, probe_key = jax.random.split(state.key)
     vag = jax.value_and_grad(loss_fn, has_aux=has_aux)
+    is_refresh = state.count % reuse_period == 0
 
-    def refresh(_):
-      if ascent == "exact":
-        _, g = vag(params)
-        direction = g
-      else:
+    def with_reused(g, v):
+      """``g + alpha ||g||/||v|| v``, the update between refreshes."""
+      scale = alpha * jnp.sqrt(_vdot(g, g)) / (jnp.sqrt(_vdot(v, v)) + _TINY)
+      return _like(jax.tree.map(lambda a, b: a.astype(jnp.float32) + scale * b, g, v), params)
+
+    if ascent == "exact":
+      # The plain gradient is needed on every step, so it is taken at top level; only the pass
+      # at theta + eps is conditional.
+      out_plain, g = vag(params)
+
+      def refresh():
+        eps = perturbation(params, g, rho=rho, weight_mask=weight_mask, leaf_selection=selection)
+        out_s, g_s = vag(_add(params, eps))
+        return out_s, g_s, _orthogonal(g_s, g)
+
+      def reuse():
+        return out_plain, with_reused(g, state.reused), state.reused
+
+      out, grads, kept = _control_flow.cond_with_backward(is_refresh, refresh, reuse)
+    else:
+      # The ZO ascent is forward-only, so it alone sits under the cond, and the step's one
+      # forward-backward runs at top level: at theta + eps on refresh steps, at theta (eps = 0)
+      # in between. Why it matters: XLA:CPU canonicalises convolutions only outside control flow,
+      # and a convolution's backward inside a cond ran about 18x slower there (README).
+      def ascent_step(_):
         direction = _zo_ascent(
           loss_fn, params, probe_key, cfg, weight_mask, selection, has_aux, weight_mask_counts
         )
-      eps = perturbation(
-        params, direction, rho=rho, weight_mask=weight_mask, leaf_selection=selection
+        return perturbation(
+          params, direction, rho=rho, weight_mask=weight_mask, leaf_selection=selection
+        )
+
+      def no_step(_):
+        shapes = jax.eval_shape(ascent_step, None)
+        return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+      eps = jax.lax.cond(is_refresh, ascent_step, no_step, None)
+      out, g = vag(_add(params, eps))
+      # Elementwise only, so a cond is cheap here and skips the reuse arithmetic on refreshes.
+      grads, kept = jax.lax.cond(
+        is_refresh,
+        lambda: (g, _f32(g)),
+        lambda: (with_reused(g, _orthogonal(state.reused, g)), state.reused),
       )
-      out, g_s = vag(_add(params, eps))
-      kept = _orthogonal(g_s, g) if ascent == "exact" else _f32(g_s)
-      return out, g_s, kept
 
-    def reuse(_):
-      out, g = vag(params)
-      v = state.reused if ascent == "exact" else _orthogonal(state.reused, g)
-      scale = alpha * jnp.sqrt(_vdot(g, g)) / (jnp.sqrt(_vdot(v, v)) + _TINY)
-      update = jax.tree.map(lambda a, b: a.astype(jnp.float32) + scale * b, g, v)
-      return out, _like(update, params), state.reused
-
-    is_refresh = state.count % reuse_period == 0
-    out, grads, kept = jax.lax.cond(is_refresh, refresh, reuse, None)
     value, aux = _split_out(out, has_aux)
     new_state = LookSAMState(optax.safe_increment(state.count), key, value, aux, kept)
     return grads, new_state

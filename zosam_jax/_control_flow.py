@@ -1,0 +1,50 @@
+"""A conditional whose branch back-propagates through convolutions.
+
+XLA:CPU rewrites convolutions into the canonical layout that its fast (Eigen) kernels need only in
+the entry computation, not inside ``cond``/``while`` bodies. The convolutions of a backward pass
+(input and filter gradients) are not canonical, so inside a conditional they fall back to a naive
+loop: a ResNet-20 forward-backward at batch 16 took 1.29 s inside ``lax.cond`` against 71 ms at top
+level on our 2-core CPU (forward passes alone are unaffected: 17.8 ms against 17.0 ms). Where that
+applies it is cheaper to run both branches and select, which is what :func:`cond_with_backward`
+does; everywhere else it is ``lax.cond``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.extend import core as jax_core
+
+
+def _jaxprs_in(value: Any):
+  if isinstance(value, jax_core.ClosedJaxpr):
+    yield value.jaxpr
+  elif isinstance(value, jax_core.Jaxpr):
+    yield value
+  elif isinstance(value, tuple | list):
+    for v in value:
+      yield from _jaxprs_in(v)
+
+
+def _uses_convolution(jaxpr: jax_core.Jaxpr) -> bool:
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      return True
+    for param in eqn.params.values():
+      if any(_uses_convolution(sub) for sub in _jaxprs_in(param)):
+        return True
+  return False
+
+
+def cond_with_backward(
+  pred: jax.Array, true_fn: Callable[[], Any], false_fn: Callable[[], Any]
+) -> Any:
+  """``lax.cond(pred, true_fn, false_fn)``; on the CPU backend, when a branch uses convolutions,
+  both branches run and the result is selected (see the module docstring for why)."""
+  on_cpu = jax.default_backend() == "cpu"
+  if on_cpu and any(_uses_convolution(jax.make_jaxpr(f)().jaxpr) for f in (true_fn, false_fn)):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), true_fn(), false_fn())
+  return jax.lax.cond(pred, true_fn, false_fn)
