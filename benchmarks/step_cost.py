@@ -22,7 +22,7 @@ Peak memory: XLA's compiled temporary-buffer size of each step (``memory_analysi
 what grows if directions were stored ``m`` at once.
 
 Usage:
-  python -m benchmarks.step_cost                         # ResNet-32 and the MLP
+  python -m benchmarks.step_cost                         # ResNet-32, the small CNN and the MLP
   python -m benchmarks.step_cost --models resnet32 --batch-size 128 --rounds 7
 """
 
@@ -59,7 +59,10 @@ class MLP(nn.Module):
 def _model(name: str):
   if name == "mlp":
     return MLP(), (28, 28, 1)
-  from experiments import models  # the CIFAR ResNets live with the experiments
+  from experiments import models  # the CNN and the CIFAR ResNets live with the experiments
+
+  if name == "cnn":
+    return models.SmallCNN(num_classes=10), (28, 28, 1)
 
   depth = int(name.removeprefix("resnet"))
   return models.CifarResNet(depth=depth, num_classes=10), (32, 32, 3)
@@ -240,8 +243,9 @@ def main() -> None:
   parser.add_argument(
     "--models",
     nargs="+",
-    default=["resnet32", "mlp"],
-    help="resnet20/32/56 (CIFAR ResNet, 32x32x3) and/or mlp (28x28x1)",
+    default=["resnet32", "cnn", "mlp"],
+    help="resnet20/32/56 (CIFAR ResNet, 32x32x3), cnn (the experiments' small CNN, 28x28x1) "
+    "and/or mlp (28x28x1)",
   )
   parser.add_argument("--batch-size", type=int, default=128)
   parser.add_argument("--num-directions", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -257,8 +261,8 @@ def main() -> None:
   parser.add_argument("--json", help="also write the rows to this JSON file")
   args = parser.parse_args()
   for m in args.models:
-    if m != "mlp" and not (m.startswith("resnet") and m[6:].isdigit()):
-      parser.error(f"--models: unknown model {m!r}; use resnet20, resnet32, resnet56 or mlp")
+    if m not in ("mlp", "cnn") and not (m.startswith("resnet") and m[6:].isdigit()):
+      parser.error(f"--models: unknown model {m!r}; use resnet20, resnet32, resnet56, cnn or mlp")
   print(
     f"jax {jax.__version__}, optax {optax.__version__}, backend {jax.default_backend()}, "
     f"{jax.devices()[0].device_kind}, {platform.processor() or platform.machine()}"
