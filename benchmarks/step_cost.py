@@ -175,8 +175,12 @@ def run(
   rho: float,
   smoothing: float,
   vmapped_max: int,
+  only: list[str] | None = None,
 ):
   configs, num_params = _timed_configs(name, batch_size, ms, rho, smoothing, vmapped_max)
+  if only:  # the reference rows are always kept: the report divides by them
+    keep = set(only) | {"sgd", "sam", "optax_sam", "forward", "draw"}
+    configs = {k: v for k, v in configs.items() if k.split()[0] in keep}
   temp = {
     k: _temp_bytes(fn, args) for k, (fn, args) in configs.items() if k not in ("forward", "draw")
   }
@@ -258,6 +262,13 @@ def main() -> None:
     default=8,
     help="time probe_batch_size=m only for m up to this (vmapped convolutions are slow on CPU)",
   )
+  parser.add_argument(
+    "--only",
+    nargs="+",
+    choices=["esam", "looksam", "gsam", "zo_sam", "zo_looksam", "zo_esam"],
+    help="time only these methods (besides SGD, SAM, optax SAM, the forward and the draw), "
+    "e.g. to re-run a close comparison with more rounds",
+  )
   parser.add_argument("--json", help="also write the rows to this JSON file")
   args = parser.parse_args()
   for m in args.models:
@@ -277,6 +288,7 @@ def main() -> None:
       args.rho,
       args.smoothing,
       args.vmapped_max,
+      args.only,
     )
     rows += report(name, args.batch_size, med, temp, n, args.num_directions)
   if args.json:

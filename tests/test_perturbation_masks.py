@@ -77,6 +77,15 @@ def test_empirical_fisher_matches_hand_computation():
     chunk_size=3,  # 3 full chunks and a remainder of 1
   )
   np.testing.assert_allclose(fisher["w"], expected, rtol=1e-5)
+  # ESAM's has_aux convention, (losses, aux), gives the same Fisher; aux is ignored.
+  with_aux = pm.empirical_fisher(
+    lambda p, b: (0.5 * (b[0] @ p["w"] - b[1]) ** 2, {"n": b[1].shape[0]}),
+    {"w": jnp.asarray(w, jnp.float32)},
+    (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)),
+    num_samples=10,
+    chunk_size=3,
+  )
+  np.testing.assert_allclose(with_aux["w"], expected, rtol=1e-5)
   with pytest.raises(ValueError, match="num_fisher_samples=11"):
     pm.empirical_fisher(
       lambda p, ex: 0.0, {"w": jnp.zeros(4)}, (jnp.zeros((10, 4)),), num_samples=11

@@ -181,8 +181,8 @@ def empirical_fisher(
 
   Args:
     per_example_loss_fn: ``(params, batch) -> losses`` with one negative log-likelihood per
-      example of ``batch`` (shape ``[B]``): the same convention as ESAM's data selection. It is
-      called here on one-example batches.
+      example of ``batch`` (shape ``[B]``), or ``(losses, aux)`` as ESAM takes it with
+      ``has_aux=True`` (``aux`` is ignored). It is called here on one-example batches.
     params: the point at which the Fisher is taken.
     batch: a pytree whose leaves have a leading axis of at least ``num_samples`` examples; the
       first ``num_samples`` are used.
@@ -202,7 +202,9 @@ def empirical_fisher(
   examples = jax.tree.map(lambda x: x[:num_samples], batch)
 
   def one_example_loss(p, example):
-    return per_example_loss_fn(p, jax.tree.map(lambda x: x[None], example))[0]
+    out = per_example_loss_fn(p, jax.tree.map(lambda x: x[None], example))
+    losses = out[0] if isinstance(out, tuple) else out  # ESAM's (losses, aux) convention
+    return losses[0]
 
   grad_fn = jax.grad(one_example_loss)
 

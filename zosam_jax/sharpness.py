@@ -391,8 +391,9 @@ def sharpness_aware(
   * ``weight_mask``: 0/1 pytree of active weights (passed by the sparse-training wrappers).
   * ``weight_mask_counts``: static ints, the number of ones of each ``weight_mask`` leaf; with it
     zeroth-order directions are drawn only on active weights (see :func:`zosam_jax.rge`).
-  * ``per_example_loss_fn`` ``(params, batch) -> losses[B]`` and ``batch``: needed by
-    ``mask_spec.method == "fisher"`` (see :func:`zosam_jax.perturbation_masks.empirical_fisher`).
+  * ``per_example_loss_fn`` ``(params, batch) -> losses[B]`` (or ``(losses, aux)``, aux
+    ignored) and ``batch``: needed by ``mask_spec.method == "fisher"`` (see
+    :func:`zosam_jax.perturbation_masks.empirical_fisher`).
 
   Per step the state's key is split once; the step key drives the zeroth-order directions and the
   Sparse SAM mask refresh, so two replicas with the same state draw the same directions.
