@@ -24,6 +24,7 @@ what grows if directions were stored ``m`` at once.
 Usage:
   python -m benchmarks.step_cost                         # ResNet-32, the small CNN and the MLP
   python -m benchmarks.step_cost --models resnet32 --batch-size 128 --rounds 7
+  python -m benchmarks.step_cost --models resnet32 --only zo_looksam zo_esam --rounds 9
 """
 
 from __future__ import annotations
@@ -96,7 +97,11 @@ def _setup(name: str, batch_size: int):
 
 
 def _head_step(head, params, stats, loss_fn, **extra):
-  tx = optax.chain(head, optax.sgd(0.05, momentum=0.9))
+  return _tx_step(optax.chain(head, optax.sgd(0.05, momentum=0.9)), params, stats, loss_fn, **extra)
+
+
+def _tx_step(tx, params, stats, loss_fn, **extra):
+  """A jitted ``step(params, state)`` for a chain that takes ``loss_fn=`` (e.g. a sparse wrap)."""
   state = optax.tree_utils.tree_set(tx.init(params), aux=stats)
 
   def step(p, s):

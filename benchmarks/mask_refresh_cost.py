@@ -1,0 +1,130 @@
+"""Cost of the mask refreshes that run inside ``lax.cond``: SSAM-F's Fisher and RigL's gradient.
+
+Both are computed inside the compiled step only on refresh steps (``lax.cond`` on the step
+count). On XLA:CPU a convolution backward pass inside control flow (a ``cond`` branch or a
+``scan`` body) misses the fast kernels, so these refreshes cost more on CPU than their maths
+suggests. In ONE process, after warm-up, the median time of a full jitted step for:
+
+  sgd              exact_gradient head + SGD with momentum
+  sam              zosam_jax.sam head + SGD
+  ssam_f refresh   sparse_sam(mask_method="fisher"), update_interval=1: every step refreshes
+  ssam_f between   the same with a refresh only at step 0: the steps between refreshes
+  fisher alone     empirical_fisher (N_F = 128, chunks of 16) jitted at top level
+  rigl update      RigL (90% sparse) around SGD, update_every=1: every step updates the mask
+  rigl between     the same with update_every far beyond the run
+
+and the refresh's extra cost amortised over a refresh interval (``--interval``, default 100,
+both methods' default).
+
+Usage:
+  python -m benchmarks.mask_refresh_cost                  # small CNN, batch 128
+  python -m benchmarks.mask_refresh_cost --model resnet20 --batch-size 64 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import zosam_jax as zj
+from benchmarks.step_cost import _head_step, _setup, _tx_step
+from zosam_jax import perturbation_masks
+
+NEVER = 10**8  # a refresh interval no benchmark run reaches
+
+
+def _configs(name: str, batch_size: int, num_fisher_samples: int, rho: float):
+  params, stats, loss_fn, per_example, batch = _setup(name, batch_size)
+  copy = lambda t: jax.tree.map(jnp.array, t)  # noqa: E731  (donated buffers need fresh copies)
+  fisher_args = dict(per_example_loss_fn=per_example, batch=batch)
+
+  def ssam_f(interval):
+    head = zj.sparse_sam(
+      rho, 0.5, update_interval=interval, num_fisher_samples=num_fisher_samples, has_aux=True
+    )
+    return _head_step(head, copy(params), stats, loss_fn, **fisher_args)
+
+  def rigl(interval):
+    inner = optax.chain(zj.exact_gradient(has_aux=True), optax.sgd(0.05, momentum=0.9))
+    method = zj.sparse.rigl(sparsity=0.9, update_every=interval, end_step=2 * NEVER, has_aux=True)
+    return _tx_step(method.wrap(inner, params), copy(params), stats, loss_fn)
+
+  fisher = jax.jit(
+    lambda p: perturbation_masks.empirical_fisher(
+      per_example, p, batch, num_samples=num_fisher_samples
+    )
+  )
+  return {
+    "sgd": _head_step(zj.exact_gradient(has_aux=True), copy(params), stats, loss_fn),
+    "sam": _head_step(zj.sam(rho, has_aux=True), copy(params), stats, loss_fn),
+    "ssam_f refresh": ssam_f(1),
+    "ssam_f between": ssam_f(NEVER),
+    "fisher alone": (lambda p: (fisher(p),), (params,)),
+    "rigl update": rigl(1),
+    "rigl between": rigl(NEVER),
+  }
+
+
+def run(configs: dict, rounds: int) -> dict[str, float]:
+  state = {k: args for k, (_, args) in configs.items()}
+  stateless = {"fisher alone"}
+  for _ in range(2):  # warm-up: compile, then run once more
+    for k, (fn, _) in configs.items():
+      out = jax.block_until_ready(fn(*state[k]))
+      if k not in stateless:
+        state[k] = out
+  times: dict[str, list[float]] = {k: [] for k in configs}
+  for _ in range(rounds):
+    for k, (fn, _) in configs.items():
+      start = time.perf_counter()
+      out = jax.block_until_ready(fn(*state[k]))
+      times[k].append(time.perf_counter() - start)
+      if k not in stateless:
+        state[k] = out
+  return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--model", default="cnn", help="cnn, mlp or resnet20/32/56")
+  parser.add_argument("--batch-size", type=int, default=128)
+  parser.add_argument("--num-fisher-samples", type=int, default=128)
+  parser.add_argument("--interval", type=int, default=100, help="refresh interval to amortise")
+  parser.add_argument("--rounds", type=int, default=9)
+  parser.add_argument("--rho", type=float, default=0.05)
+  args = parser.parse_args()
+  if args.num_fisher_samples > args.batch_size:
+    parser.error("--num-fisher-samples must be at most --batch-size (the Fisher reads the batch)")
+  if args.interval < 1:
+    parser.error("--interval must be >= 1")
+  print(
+    f"jax {jax.__version__}, backend {jax.default_backend()}, "
+    f"{platform.processor() or platform.machine()}; {args.model}, batch {args.batch_size}, "
+    f"N_F {args.num_fisher_samples}, {args.rounds} rounds"
+  )
+  ms = run(_configs(args.model, args.batch_size, args.num_fisher_samples, args.rho), args.rounds)
+  print("| step | ms | x SGD | x SAM |")
+  print("|---|---|---|---|")
+  for k, v in ms.items():
+    print(f"| {k} | {v:.1f} | {v / ms['sgd']:.2f} | {v / ms['sam']:.2f} |")
+  pairs = {
+    "ssam_f": ("ssam_f refresh", "ssam_f between", "sam"),
+    "rigl": ("rigl update", "rigl between", "sgd"),
+  }
+  for method, (refresh, between, base) in pairs.items():
+    extra = ms[refresh] - ms[between]
+    per_step = extra / args.interval
+    print(
+      f"{method}: a refresh adds {extra:.1f} ms; over {args.interval} steps "
+      f"{per_step:.2f} ms per step ({per_step / ms[base]:.1%} of {base})"
+    )
+
+
+if __name__ == "__main__":
+  main()
