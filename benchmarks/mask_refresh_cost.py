@@ -7,7 +7,7 @@ suggests. In ONE process, after warm-up, the median time of a full jitted step f
 
   sgd              exact_gradient head + SGD with momentum
   sam              zosam_jax.sam head + SGD
-  ssam_f refresh   sparse_sam(mask_method="fisher"), update_interval=1: every step refreshes
+  ssam_f refresh   sparse_sam(mask_method="fisher"), update_every=1: every step refreshes
   ssam_f between   the same with a refresh only at step 0: the steps between refreshes
   fisher alone     empirical_fisher (N_F = 128, chunks of 16) jitted at top level
   rigl update      RigL (90% sparse) around SGD, update_every=1: every step updates the mask
@@ -46,7 +46,7 @@ def _configs(name: str, batch_size: int, num_fisher_samples: int, rho: float):
 
   def ssam_f(interval):
     head = zj.sparse_sam(
-      rho, 0.5, update_interval=interval, num_fisher_samples=num_fisher_samples, has_aux=True
+      rho, 0.5, update_every=interval, num_fisher_samples=num_fisher_samples, has_aux=True
     )
     return _head_step(head, copy(params), stats, loss_fn, **fisher_args)
 

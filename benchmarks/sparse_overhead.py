@@ -168,7 +168,9 @@ def main() -> None:
     kw = dict(sparsity=args.sparsity)
     if name in DYNAMIC:
       kw.update(
-        distribution="erk", update_every=args.update_every, end_step=100 * args.update_every
+        sparsity_distribution="erk",
+        update_every=args.update_every,
+        end_step=100 * args.update_every,
       )
     if name == "grasp":
       kw.update(samples_per_class=max(1, args.batch_size // 10))

@@ -150,7 +150,8 @@ def _timed_configs(
   head("gsam", zj.gsam(rho, alpha=0.1, has_aux=True))
   for m in ms:
     for pbs in sorted({1, m} if m <= vmapped_max else {1}):
-      zo = zj.zo_sam(rho, m, smoothing, seed=0, probe_batch_size=pbs, has_aux=True)
+      options = zj.ZerothOrderOptions(num_directions=m, smoothing=smoothing, probe_batch_size=pbs)
+      zo = zj.zo_sam(rho, zeroth_order=options, seed=0, has_aux=True)
       head(f"zo_sam m={m} pbs={pbs}", zo)
   head("zo_looksam m=1 k=5", zj.looksam(rho, 5, 0.7, ascent="zeroth_order", has_aux=True))
   head(

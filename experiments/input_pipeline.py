@@ -416,6 +416,16 @@ def eval_batches(
     yield {"image": images, "label": labels, "mask": mask[rows]}
 
 
+CORRUPTIONS = {"cifar10": CIFAR10_CORRUPTIONS}
+
+
+def load_corrupted_split(
+  dataset: str, corruption: str, severity: int, data_dir: str, subset: int = 0
+) -> Split:
+  """The test split of ``dataset`` under one corruption at one severity (``CORRUPTIONS``)."""
+  return load_split(f"{dataset}_corrupted/{corruption}_{severity}", "test", data_dir, subset=subset)
+
+
 def corrupted_names(corruptions: Sequence[str], severities: Sequence[int]) -> list[str]:
   """tfds names of the CIFAR-10-C test sets, e.g. ``cifar10_corrupted/fog_3``."""
   return [f"cifar10_corrupted/{c}_{s}" for c in corruptions for s in severities]

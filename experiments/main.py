@@ -1,20 +1,19 @@
 """Command line: ``python -m experiments.main [--config=FILE] [--config.FIELD=VALUE ...]``.
 
-Examples::
+Flags are absl flags and the config is an ``ml_collections.config_flags`` config file, as in the
+Flax examples. Examples::
 
   python -m experiments.main                       # the offline default (Fashion-MNIST)
   python -m experiments.main --config=experiments/configs/cifar10_resnet32.py \\
       --config.optimizer.name=sam --workdir=workdirs/c10_sam
   python -m experiments.main --workdir=workdirs/c10_sam --resume   # config from the workdir
 
-Errors in the config, the workdir or the data print one line (``error: ...``) and exit with
-status 2 before anything is compiled or written.
+Errors in the flags, the config, the workdir or the data print one line (``error: ...``) and exit
+with status 2 before anything is compiled or written.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -22,6 +21,8 @@ import time
 from collections.abc import Sequence
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "fashion_mnist_default.py")
 
@@ -30,94 +31,59 @@ class UsageError(ValueError):
   """Bad command-line input."""
 
 
-def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """Runs ``get_config()`` of a config file (a path, or a module like ``experiments.configs.x``)."""
-  if not path.endswith(".py") and not os.path.exists(path):
-    path = os.path.join(*path.split(".")) + ".py"
-  if not os.path.isfile(path):
-    raise UsageError(f"config file {path} does not exist")
-  spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise UsageError(f"config file {path} has no get_config()")
-  return module.get_config()
+def _config_file(argv: Sequence[str]) -> str | None:
+  for item in argv:
+    if item.startswith("--config="):
+      return item[len("--config=") :]
+  return None
 
 
-def _convert(field: str, text: str, current: object) -> object:
-  if isinstance(current, bool):
-    if text.lower() in ("1", "true", "yes"):
-      return True
-    if text.lower() in ("0", "false", "no"):
-      return False
-  elif isinstance(current, int):
-    try:
-      return int(text)
-    except ValueError:
-      pass
-  elif isinstance(current, float):
-    try:
-      return float(text)
-    except ValueError:
-      pass
-  else:
-    return text
-  raise UsageError(f"--config.{field}={text}: expected a {type(current).__name__}")
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
-  """Applies ``FIELD=VALUE`` strings (``FIELD`` dotted, e.g. ``optimizer.rho``) in place."""
-  for item in overrides:
-    field, sep, text = item.partition("=")
-    if not sep:
-      raise UsageError(f"--config.{item}: expected --config.FIELD=VALUE")
-    *parents, leaf = field.split(".")
-    node = config
-    for part in parents:
-      if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-        raise UsageError(f"unknown config field '{field}'")
-      node = node[part]
-    if leaf not in node or isinstance(node[leaf], ml_collections.ConfigDict):
-      valid = ", ".join(
-        k for k in node.keys() if not isinstance(node[k], ml_collections.ConfigDict)
-      )
-      raise UsageError(f"unknown config field '{field}'; fields here: {valid}")
-    node[leaf] = _convert(field, text, node[leaf])
+def _flags(argv: list[str]) -> flags.FlagValues:
+  """A fresh set of flags, parsed from ``argv`` (its first item is the program name)."""
+  fv = flags.FlagValues()
+  try:
+    config_flags.DEFINE_config_file(
+      "config", DEFAULT_CONFIG, "config file", flag_values=fv, lock_config=True, sys_argv=argv
+    )
+  except (KeyError, AttributeError) as e:  # An override names a field the config lacks.
+    field = str(e).strip("'\"").split("'")[0]
+    raise UsageError(f"unknown config field '{field}' (--config.FIELD=VALUE)") from None
+  flags.DEFINE_string(
+    "workdir", None, "output folder (default: workdirs/NAME_TIME)", flag_values=fv
+  )
+  flags.DEFINE_bool("resume", False, "continue the run in --workdir", flag_values=fv)
+  try:
+    rest = fv(argv)
+  except flags.UnrecognizedFlagError as e:
+    raise UsageError(f"unrecognised argument --{e.flagname}; see the module docstring") from None
+  except flags.Error as e:
+    raise UsageError(str(e).splitlines()[0]) from None
+  if len(rest) > 1:
+    raise UsageError(f"unrecognised argument {rest[1]}; see the module docstring")
+  return fv
 
 
 def parse_args(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, bool]:
   """Returns ``(config, workdir, resume)``."""
-  parser = argparse.ArgumentParser(
-    prog="python -m experiments.main",
-    description="Train and evaluate one configuration (see experiments/configs/).",
-    epilog="Override any config field with --config.FIELD=VALUE, e.g. --config.optimizer.rho=0.1",
-  )
-  parser.add_argument("--config", default=None, help="config file (default: the offline default)")
-  parser.add_argument("--workdir", default=None, help="output folder (default: workdirs/NAME_TIME)")
-  parser.add_argument("--resume", action="store_true", help="continue the run in --workdir")
-  args, rest = parser.parse_known_args(argv)
-  overrides = []
-  for item in rest:
-    if not item.startswith("--config."):
-      raise UsageError(f"unrecognised argument {item}; see --help")
-    overrides.append(item[len("--config.") :])
-  workdir = args.workdir
+  path = _config_file(argv)
+  if path is not None and not os.path.isfile(path):
+    raise UsageError(f"config file {path} does not exist")
+  fv = _flags(["experiments.main", *argv])
+  workdir, config = fv.workdir, fv.config
   stored = os.path.join(workdir, "config.json") if workdir else None
-  if args.config is None and args.resume and stored and os.path.exists(stored):
+  if fv.resume and path is None and stored and os.path.exists(stored):
     with open(stored) as f:
       config = ml_collections.ConfigDict(json.load(f))
-  else:
-    config = load_config_file(args.config or DEFAULT_CONFIG)
-  apply_overrides(config, overrides)
+    config.update_from_flattened_dict(config_flags.get_override_values(fv["config"]))
   if workdir is None:
-    name = os.path.splitext(os.path.basename(args.config or DEFAULT_CONFIG))[0]
+    name = os.path.splitext(os.path.basename(path or DEFAULT_CONFIG))[0]
     workdir = os.path.join("workdirs", f"{name}_{time.strftime('%Y%m%d-%H%M%S')}")
-  return config, workdir, args.resume
+  return config, workdir, fv.resume
 
 
 def run(argv: Sequence[str] | None = None) -> int:
   """Entry point; returns the exit status."""
-  argv = sys.argv[1:] if argv is None else argv
+  argv = sys.argv[1:] if argv is None else list(argv)
   from experiments import input_pipeline, train
 
   try:

@@ -1,14 +1,15 @@
 """The optimizer chain of a run, built from ``config.optimizer`` and ``config.sparse``.
 
-Chain: ``head -> add_decayed_weights -> sgd(schedule, momentum)``, where the head is one of
-``zosam_jax``'s SAM-family transforms (or ``exact_gradient`` for plain SGD): it takes the
-``loss_fn=`` extra argument and produces the gradient. A sparse-training method from
-``zosam_jax.sparse`` (when installed) wraps the whole chain.
+Chain: ``head -> add_decayed_weights -> sgd(schedule, momentum)``. The head turns ``loss_fn`` into
+the direction the rest of the chain sees: a ``zosam_jax`` SAM-family head (or ``exact_gradient``
+for plain SGD), or a fully zeroth-order estimator (``zosa``, ``zo_sgd``, ``mezo``: training from
+loss values alone). Heads live in the registry :data:`HEADS` (like the models and the sparse
+methods); :func:`register_head` adds one. A ``zosam_jax.sparse`` method wraps the whole chain.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -16,46 +17,157 @@ import ml_collections
 import optax
 
 import zosam_jax as zj
+from zosam_jax import sparse
+from zosam_jax import zeroth_order as zo
 
-OPTIMIZERS = (
-  "sgd",
-  "sam",
-  "zo_sam",
-  "sparse_sam",
-  "looksam",
-  "zo_looksam",
-  "gsam",
-  "esam",
-  "zo_esam",
-  "adaptive_zo_sam",
-)
-# Heads whose loss is given per example (``per_example_loss_fn=``, ``batch=``).
-PER_EXAMPLE_HEADS = ("esam", "zo_esam")
-# Heads that estimate the ascent direction with zeroth-order probes.
-ZEROTH_ORDER_HEADS = ("zo_sam", "zo_looksam", "zo_esam")
 SCHEDULES = ("cosine", "constant")
-SSAM_MASK_METHODS = ("fisher", "dynamic", "random")
-DISTRIBUTIONS = ("gaussian", "rademacher")
-SCHEMES = ("central", "forward")
+STATIC_SPARSE = ("snip", "grasp")  # methods that score the initial weights on data
+# LTH's mask comes from its own train-prune-rewind rounds (train.py), not from a wrapper method.
+ROUND_BASED_SPARSE = ("lth",)
 
 
-def sparse_available() -> bool:
-  """Whether ``zosam_jax.sparse`` (the sparse-training wrappers) is installed."""
-  return importlib.util.find_spec("zosam_jax.sparse") is not None
+@dataclasses.dataclass(frozen=True)
+class HeadContext:
+  """What a head factory may need besides the config."""
+
+  total_steps: int
+  schedule: optax.Schedule
+  seed: int
+  batch_size: int
 
 
-# Sparse methods whose mask needs a training loop of its own (LTH's prune-rewind rounds).
-UNSUPPORTED_SPARSE = ("lth",)
-STATIC_SPARSE = ("snip", "grasp")
+@dataclasses.dataclass(frozen=True)
+class Head:
+  """A registry entry: the factory, and which per-example inputs its ``update`` needs
+  (``None``; ``"per_example"`` as ESAM, in training mode; ``"fisher"`` as SSAM-F, BatchNorm in
+  inference mode)."""
+
+  build: Callable[[ml_collections.ConfigDict, HeadContext], optax.GradientTransformationExtraArgs]
+  batch_losses: Callable[[ml_collections.ConfigDict], str | None] = lambda opt: None
+
+
+HEADS: dict[str, Head] = {}
+
+
+def register_head(name: str, head: Head) -> None:
+  """Adds ``head`` to :data:`HEADS` under ``name`` (selectable as ``optimizer.name``)."""
+  HEADS[name] = head
+
+
+def zeroth_order_options(opt: ml_collections.ConfigDict) -> zj.ZerothOrderOptions:
+  return zj.ZerothOrderOptions(**opt.zeroth_order.to_dict())
+
+
+def _sam_family(opt, ctx):
+  return dict(perturb_leaves=None, seed=ctx.seed, has_aux=True)
+
+
+def _ascent(name: str) -> str:
+  return "zeroth_order" if name.startswith("zo_") else "exact"
+
+
+def _looksam(opt, ctx):
+  return zj.looksam(
+    opt.rho,
+    opt.looksam.update_every,
+    opt.looksam.alpha,
+    ascent=_ascent(opt.name),
+    zeroth_order=zeroth_order_options(opt),
+    **_sam_family(opt, ctx),
+  )
+
+
+def _esam(opt, ctx):
+  return zj.esam(
+    opt.rho,
+    opt.esam.beta,
+    opt.esam.gamma,
+    ascent=_ascent(opt.name),
+    zeroth_order=zeroth_order_options(opt),
+    **_sam_family(opt, ctx),
+  )
+
+
+def _sparse_sam(opt, ctx):
+  ssam = opt.sparse_sam
+  return zj.sparse_sam(
+    opt.rho,
+    ssam.sparsity,
+    mask_method=ssam.mask_method,
+    update_every=ssam.update_every,
+    num_fisher_samples=min(ssam.num_fisher_samples, ctx.batch_size),
+    end_step=max(ctx.total_steps, 1),
+    ascent=ssam.ascent,
+    zeroth_order=zeroth_order_options(opt),
+    adaptive=opt.adaptive,
+    **_sam_family(opt, ctx),
+  )
+
+
+def _zosa(opt, ctx):
+  return zo.scale_by_zosa(
+    opt.rho,
+    zeroth_order=zeroth_order_options(opt),
+    sigma_normalize=opt.zosa.sigma_normalize,
+    adaptive_lr=opt.zosa.adaptive_lr,
+    seed=ctx.seed,
+    has_aux=True,
+  )
+
+
+for _name, _head in {
+  "sgd": Head(lambda opt, ctx: zj.exact_gradient(has_aux=True)),
+  "sam": Head(lambda opt, ctx: zj.sam(opt.rho, adaptive=opt.adaptive, has_aux=True)),
+  "zo_sam": Head(
+    lambda opt, ctx: zj.zo_sam(
+      opt.rho,
+      zeroth_order=zeroth_order_options(opt),
+      adaptive=opt.adaptive,
+      **_sam_family(opt, ctx),
+    )
+  ),
+  "random_perturbation": Head(
+    lambda opt, ctx: zj.random_perturbation(opt.rho, **_sam_family(opt, ctx))
+  ),
+  "sparse_sam": Head(
+    _sparse_sam, lambda opt: "fisher" if opt.sparse_sam.mask_method == "fisher" else None
+  ),
+  "looksam": Head(_looksam),
+  "zo_looksam": Head(_looksam),
+  "gsam": Head(
+    lambda opt, ctx: zj.gsam(
+      opt.rho, opt.gsam.rho_min, opt.gsam.alpha, learning_rate=ctx.schedule, has_aux=True
+    )
+  ),
+  "esam": Head(_esam, lambda opt: "per_example"),
+  "zo_esam": Head(_esam, lambda opt: "per_example"),
+  "adaptive_zo_sam": Head(
+    lambda opt, ctx: zj.adaptive_zo_sam(
+      opt.rho,
+      opt.adaptive_zo_sam.max_directions,
+      noise_decay=opt.adaptive_zo_sam.noise_decay,
+      zeroth_order=zeroth_order_options(opt),
+      **_sam_family(opt, ctx),
+    )
+  ),
+  "zosa": Head(_zosa),
+  "zo_sgd": Head(
+    lambda opt, ctx: zo.scale_by_zo_gradient(
+      zeroth_order=zeroth_order_options(opt), seed=ctx.seed, has_aux=True
+    )
+  ),
+  "mezo": Head(
+    lambda opt, ctx: zo.scale_by_spsa(
+      zeroth_order=zeroth_order_options(opt), seed=ctx.seed, has_aux=True
+    )
+  ),
+}.items():
+  register_head(_name, _head)
 
 
 def sparse_methods() -> tuple[str, ...]:
   """Valid ``config.sparse.method`` values: ``dense`` plus ``zosam_jax.sparse``'s registry."""
-  if not sparse_available():
-    return ("dense",)
-  from zosam_jax import sparse
-
-  return ("dense",) + tuple(n for n in sparse.method_names() if n not in UNSUPPORTED_SPARSE)
+  return ("dense",) + sparse.method_names()
 
 
 def learning_rate_schedule(
@@ -74,133 +186,34 @@ def learning_rate_schedule(
   return optax.cosine_decay_schedule(opt.learning_rate, max(total, 1))
 
 
-def create_head(
-  config: ml_collections.ConfigDict, total_steps: int, schedule: optax.Schedule | None = None
-) -> optax.GradientTransformationExtraArgs:
-  """The chain's head: the transform that turns ``loss_fn`` into a gradient.
-
-  ``schedule`` is the chain's learning rate (GSAM ties its radius to it).
-  """
-  opt = config.optimizer
-  if opt.name == "sgd":
-    return zj.exact_gradient(has_aux=True)
-  if opt.name == "sam":
-    return zj.sam(opt.rho, adaptive=opt.adaptive, has_aux=True)
-  if opt.name == "zo_sam":
-    return zj.zo_sam(
-      opt.rho,
-      opt.num_directions,
-      opt.smoothing,
-      config.seed,
-      distribution=opt.distribution,
-      scheme=opt.scheme,
-      probe_batch_size=opt.probe_batch_size,
-      adaptive=opt.adaptive,
-      has_aux=True,
-    )
-  if opt.name == "sparse_sam":
-    return zj.sparse_sam(
-      opt.rho,
-      opt.ssam_sparsity,
-      mask_method=opt.ssam_mask_method,
-      update_interval=opt.ssam_update_interval,
-      num_fisher_samples=min(opt.ssam_num_fisher_samples, config.batch_size),
-      total_steps=max(total_steps, 1),
-      ascent=opt.ssam_ascent,
-      num_directions=opt.num_directions,
-      smoothing=opt.smoothing,
-      distribution=opt.distribution,
-      scheme=opt.scheme,
-      probe_batch_size=opt.probe_batch_size,
-      adaptive=opt.adaptive,
-      seed=config.seed,
-      has_aux=True,
-    )
-  zo = {
-    "num_directions": opt.num_directions,
-    "smoothing": opt.smoothing,
-    "distribution": opt.distribution,
-    "scheme": opt.scheme,
-    "probe_batch_size": opt.probe_batch_size,
-    "seed": config.seed,
-    "has_aux": True,
-  }
-  if opt.name in ("looksam", "zo_looksam"):
-    ascent = "zeroth_order" if opt.name == "zo_looksam" else "exact"
-    return zj.looksam(opt.rho, opt.looksam_reuse_period, opt.looksam_alpha, ascent=ascent, **zo)
-  if opt.name in ("esam", "zo_esam"):
-    ascent = "zeroth_order" if opt.name == "zo_esam" else "exact"
-    return zj.esam(opt.rho, opt.esam_beta, opt.esam_gamma, ascent=ascent, **zo)
-  if opt.name == "gsam":
-    return zj.gsam(
-      opt.rho,
-      opt.rho if opt.gsam_rho_min < 0 else opt.gsam_rho_min,
-      opt.gsam_alpha,
-      learning_rate=schedule,
-      has_aux=True,
-    )
-  if opt.name == "adaptive_zo_sam":
-    return zj.adaptive_zo_sam(
-      opt.rho,
-      opt.num_directions,
-      opt.max_directions,
-      opt.smoothing,
-      config.seed,
-      distribution=opt.distribution,
-      has_aux=True,
-    )
-  raise ValueError(f"unknown optimizer '{opt.name}'; valid: {', '.join(OPTIMIZERS)}")
-
-
 def create_optimizer(
-  config: ml_collections.ConfigDict,
-  params: Any,
-  steps_per_epoch: int,
-  *,
-  apply_fn: Callable[[Any, Any], Any] | None = None,
-  scoring_data: tuple[Any, Any] | None = None,
-) -> optax.GradientTransformationExtraArgs:
-  """The full chain, wrapped by the configured sparse-training method (if any).
+  config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> tuple[optax.GradientTransformationExtraArgs, sparse.SparseMethod | None]:
+  """The chain ``head -> weight decay -> SGD`` and the configured sparse method (or ``None``).
 
-  Args:
-    config: the run's config.
-    params: initial parameters (the sparse wrapper's layout; SNIP/GraSP score them).
-    steps_per_epoch: for the learning-rate schedule and the dynamic methods' end step.
-    apply_fn: ``(params, images) -> logits`` without state updates; SNIP and GraSP only.
-    scoring_data: ``(images, labels)`` the static methods score the initial weights on.
+  Building them is where the library checks its values, so call this before anything is
+  compiled; :func:`sparse_chain` then wraps the chain once the parameters exist.
+
+  Raises:
+    ValueError: a value the library refuses (the message names the argument).
   """
-  opt = config.optimizer
+  opt, sp = config.optimizer, config.sparse
   total_steps = config.num_epochs * steps_per_epoch
   schedule = learning_rate_schedule(config, steps_per_epoch)
+  context = HeadContext(total_steps, schedule, config.seed, config.batch_size)
   tx = optax.chain(
-    create_head(config, total_steps, schedule),
+    HEADS[opt.name].build(opt, context),
     optax.add_decayed_weights(opt.weight_decay) if opt.weight_decay > 0 else optax.identity(),
-    optax.sgd(
-      schedule,
-      momentum=opt.momentum if opt.momentum > 0 else None,
-      nesterov=opt.nesterov,
-    ),
+    optax.sgd(schedule, momentum=opt.momentum if opt.momentum > 0 else None, nesterov=opt.nesterov),
   )
-  sp = config.sparse
   if sp.method == "dense":
-    return tx
-  from zosam_jax import sparse  # Optional: only when a sparse method was asked for.
-
-  common = {"sparsity": sp.sparsity, "distribution": sp.distribution}
-  if sp.method in STATIC_SPARSE:
-    if apply_fn is None or scoring_data is None:
-      raise ValueError(f"sparse method {sp.method} needs apply_fn and scoring_data")
-    images, labels = scoring_data
-    if sp.method == "snip":
-
-      def loss_fn(p):
-        logits = apply_fn(p, images)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-      return sparse.get_method("snip", **common).wrap(tx, params, loss_fn=loss_fn)
-    method = sparse.get_method("grasp", samples_per_class=sp.grasp_samples_per_class, **common)
-    return method.wrap(tx, params, apply_fn=apply_fn, inputs=images, labels=labels)
-  method = sparse.get_method(
+    return tx, None
+  common = {"sparsity": sp.sparsity, "sparsity_distribution": sp.sparsity_distribution}
+  if sp.method == "grasp":
+    return tx, sparse.get_method("grasp", samples_per_class=sp.grasp_samples_per_class, **common)
+  if sp.method in STATIC_SPARSE + ROUND_BASED_SPARSE:
+    return tx, sparse.get_method(sp.method, **common)
+  return tx, sparse.get_method(
     sp.method,
     update_every=sp.update_every,
     end_step=max(1, int(round(sp.end_fraction * total_steps))),
@@ -209,4 +222,37 @@ def create_optimizer(
     has_aux=True,
     **common,
   )
+
+
+def sparse_chain(
+  tx: optax.GradientTransformationExtraArgs,
+  method: sparse.SparseMethod | None,
+  params: Any,
+  *,
+  weight_mask: Any = None,
+  apply_fn: Callable[[Any, Any], Any] | None = None,
+  scoring_data: tuple[Any, Any] | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  """``tx`` wrapped by the sparse method (``tx`` itself when dense).
+
+  Args:
+    weight_mask: LTH only: the fixed mask of the current round (``None``: dense round 0).
+    apply_fn: ``(params, images) -> logits`` without state updates; SNIP and GraSP only.
+    scoring_data: ``(images, labels)`` the static methods score the initial weights on.
+  """
+  if method is None:
+    return tx
+  if isinstance(method, sparse.LTH):
+    return method.wrap(tx, params, mask=weight_mask)
+  if isinstance(method, sparse.SNIP):
+    images, labels = scoring_data
+
+    def loss_fn(p):
+      logits = apply_fn(p, images)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    return method.wrap(tx, params, loss_fn=loss_fn)
+  if isinstance(method, sparse.GraSP):
+    images, labels = scoring_data
+    return method.wrap(tx, params, apply_fn=apply_fn, inputs=images, labels=labels)
   return method.wrap(tx, params)

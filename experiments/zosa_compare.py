@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -70,7 +71,11 @@ def _opt(
   name: str, rho: float = 0.05
 ) -> tuple[Callable[[Any, int], optax.GradientTransformation], float]:
   """(factory(schedule, seed) -> tx, centre of its learning-rate grid)."""
-  common = dict(num_directions=M, smoothing=SMOOTHING, probe_batch_size=None)
+  # ZOSA's own options (Rademacher directions, forward differences), probed all at once.
+  options = dataclasses.replace(
+    zo.ZOSA_OPTIONS, num_directions=M, smoothing=SMOOTHING, probe_batch_size=None
+  )
+  common = dict(zeroth_order=options)
   table = {
     "zosa": (lambda lr, s: zo.zosa(lr, rho, seed=s, **common), 0.1),
     "zosa_no_sam": (lambda lr, s: zo.zosa(lr, rho, seed=s, sam=False, **common), 0.1),
@@ -85,7 +90,7 @@ def _opt(
     "zo_sgd": (lambda lr, s: zo.zo_sgd(lr, seed=s, **common), 3e-4),
     "zo_momentum": (lambda lr, s: zo.zo_sgd(lr, seed=s, momentum=0.9, **common), 3e-5),
     "zo_adam": (lambda lr, s: zo.zo_adam(lr, seed=s, **common), 0.03),
-    "mezo": (lambda lr, s: zo.mezo(lr, 1, SMOOTHING, seed=s), 3e-4),
+    "mezo": (lambda lr, s: zo.mezo(lr, num_directions=1, smoothing=SMOOTHING, seed=s), 3e-4),
   }
   return table[name]
 

@@ -1,11 +1,12 @@
-"""The conv-aware conditional used by LookSAM's refresh (zosam_jax/_control_flow.py)."""
+"""The conv-aware conditional used by LookSAM's refresh (zosam_jax/_src/control_flow.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.extend import core as jax_core
 
-from zosam_jax import _control_flow
+from zosam_jax._src import control_flow
 
 
 def _conv_loss(w, x):
@@ -17,13 +18,23 @@ def _dense_loss(w, x):
   return jnp.sum(jnp.sin(w) * jnp.mean(x)) + jnp.sum(w**3)
 
 
+def _sub_jaxprs(value):
+  if isinstance(value, jax_core.ClosedJaxpr):
+    yield value.jaxpr
+  elif isinstance(value, jax_core.Jaxpr):
+    yield value
+  elif isinstance(value, tuple | list):
+    for v in value:
+      yield from _sub_jaxprs(v)
+
+
 def _primitives(fn, *args):
   names = set()
 
   def walk(jaxpr):
     for eqn in jaxpr.eqns:
       names.add(eqn.primitive.name)
-      for sub in _control_flow._jaxprs_in(list(eqn.params.values())):
+      for sub in _sub_jaxprs(list(eqn.params.values())):
         walk(sub)
 
   walk(jax.make_jaxpr(fn)(*args).jaxpr)
@@ -40,7 +51,7 @@ def test_result_equals_the_chosen_branch(loss, pred):
 
   @jax.jit
   def run(p):
-    return _control_flow.cond_with_backward(p, lambda: grad(w, x), lambda: grad(2.0 * w, x))
+    return control_flow.cond_with_backward(p, lambda: grad(w, x), lambda: grad(2.0 * w, x))
 
   expected = grad(w, x) if pred else grad(2.0 * w, x)
   np.testing.assert_allclose(run(jnp.asarray(pred)), expected, rtol=1e-5)
@@ -52,7 +63,7 @@ def test_selects_on_cpu_only_when_a_branch_has_convolutions():
 
   def step(loss):
     grad = jax.grad(loss)
-    return lambda p: _control_flow.cond_with_backward(
+    return lambda p: control_flow.cond_with_backward(
       p, lambda: grad(w, x), lambda: jnp.zeros_like(w)
     )
 

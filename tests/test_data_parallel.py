@@ -25,9 +25,11 @@ SCRIPT = textwrap.dedent(
   mesh = Mesh(np.array(jax.devices()), ("batch",))
   shard = NamedSharding(mesh, P("batch"))
   replicated = NamedSharding(mesh, P())
-  for head in (zj.zo_sam(0.05, 4, 1e-3, seed=7), zj.sam(0.05),
-               zj.sparse_sam(0.05, 0.5, mask_method="dynamic", total_steps=10,
-                             update_interval=1, ascent="zeroth_order", num_directions=2)):
+  for head in (zj.zo_sam(0.05, num_directions=4, smoothing=1e-3, seed=7), zj.sam(0.05),
+               zj.random_perturbation(0.05, seed=3),
+               zj.sparse_sam(0.05, 0.5, mask_method="dynamic", end_step=10, update_every=1,
+                             ascent="zeroth_order",
+                             zeroth_order=zj.ZerothOrderOptions(num_directions=2))):
     tx = optax.chain(head, optax.sgd(0.1))
 
     def step(p, s, x, y):

@@ -50,14 +50,14 @@ def _chain_run(head, params, loss_fn, steps, **extra):
 
 
 def test_looksam_with_period_one_is_sam():
-  ours = _chain_run(zj.looksam(0.1, reuse_period=1), THETA, quadratic, 4)
+  ours = _chain_run(zj.looksam(0.1, update_every=1), THETA, quadratic, 4)
   ref = _chain_run(zj.sam(0.1), THETA, quadratic, 4)
   chex.assert_trees_all_close(ours, ref, rtol=1e-6)
 
 
 def test_looksam_reuse_between_refreshes_matches_hand_computation():
   rho, alpha, lr = 0.1, 0.7, 0.05
-  tx = optax.chain(zj.looksam(rho, reuse_period=3, alpha=alpha), optax.sgd(lr))
+  tx = optax.chain(zj.looksam(rho, update_every=3, alpha=alpha), optax.sgd(lr))
   _, updates, _ = _run(tx, THETA, quadratic, 3)
   w = np.asarray(THETA["w"], np.float64)
   # Step 0 refreshes: SAM gradient, and keeps its part orthogonal to the plain gradient.
@@ -78,11 +78,10 @@ def test_zo_looksam_refresh_is_zo_sam_and_reuse_orthogonalises_the_stored_gradie
   rho, alpha = 0.1, 0.7
   tx = zj.looksam(
     rho,
-    reuse_period=2,
+    update_every=2,
     alpha=alpha,
     ascent="zeroth_order",
-    num_directions=3,
-    smoothing=1e-3,
+    zeroth_order=zj.ZerothOrderOptions(num_directions=3, smoothing=1e-3),
     seed=4,
   )
   state = tx.init(THETA)
@@ -178,7 +177,8 @@ def test_esam_weight_perturbation_drops_whole_leaves_and_rescales():
     # Find which leaves were perturbed: try every subset and match the gradient exactly.
     for keep_w in (0.0, 1.0):
       for keep_b in (0.0, 1.0):
-        pm = {"w": jnp.float32(keep_w), "b": jnp.float32(keep_b)}
+        # ESAM's mask is one draw per leaf; the public perturbation takes it at leaf shape.
+        pm = {"w": jnp.full(params["w"].shape, keep_w), "b": jnp.full((), keep_b)}
         eps = zj.perturbation(params, g, rho=0.4, perturbation_mask=pm)
         cand = jax.grad(loss_fn)(jax.tree.map(jnp.add, params, eps))
         if all(
@@ -194,14 +194,20 @@ def test_zo_esam_and_zo_looksam_train_in_a_chain():
   loss_fn = lambda p: jnp.mean(per_example(p, batch))  # noqa: E731
   start = float(loss_fn(params))
   p1 = _run(
-    optax.chain(zj.esam(0.05, ascent="zeroth_order", num_directions=2), optax.sgd(0.05)),
+    optax.chain(
+      zj.esam(0.05, ascent="zeroth_order", zeroth_order=zj.ZerothOrderOptions(num_directions=2)),
+      optax.sgd(0.05),
+    ),
     params,
     None,
     60,
     per_example_loss_fn=per_example,
     batch=batch,
   )[0]
-  p2 = _chain_run(zj.looksam(0.05, ascent="zeroth_order", num_directions=2), params, loss_fn, 60)
+  zo_looksam = zj.looksam(
+    0.05, ascent="zeroth_order", zeroth_order=zj.ZerothOrderOptions(num_directions=2)
+  )
+  p2 = _chain_run(zo_looksam, params, loss_fn, 60)
   assert float(loss_fn(p1)) < 0.6 * start
   assert float(loss_fn(p2)) < 0.6 * start
 
@@ -220,7 +226,7 @@ def test_adaptive_m_stays_in_bounds_and_rises_with_probe_noise():
   final_m = {}
   for sigma in (0.0, 1e-3, 1e-2):
     tx = optax.chain(
-      zj.adaptive_zo_sam(0.05, min_directions=1, max_directions=6, smoothing=1e-3, seed=0),
+      zj.adaptive_zo_sam(0.05, 6, num_directions=1, smoothing=1e-3, seed=0),
       optax.sgd(0.02),
     )
     _, _, state = _run(tx, THETA, _noisy_quadratic(sigma), 25)
@@ -239,7 +245,7 @@ def test_adaptive_m_probes_only_the_active_directions():
     jax.debug.callback(lambda: calls.append(1))
     return quadratic(p)
 
-  tx = zj.adaptive_zo_sam(0.05, min_directions=2, max_directions=5, seed=0)
+  tx = zj.adaptive_zo_sam(0.05, max_directions=5, num_directions=2, seed=0)
   state = tx.init(THETA)
   jax.block_until_ready(jax.jit(lambda s: tx.update(None, s, THETA, loss_fn=counted))(state))
   assert len(calls) == 1 + 2 * 2 + 1  # L0, two probes per active direction, the exact pass
@@ -248,16 +254,46 @@ def test_adaptive_m_probes_only_the_active_directions():
 @pytest.mark.parametrize(
   "factory, match",
   [
-    (lambda: zj.looksam(0.1, reuse_period=0), "reuse_period"),
-    (lambda: zj.looksam(0.1, alpha=-1.0), "alpha"),
-    (lambda: zj.looksam(0.1, ascent="zeroth_order", num_directions=0), "num_directions"),
-    (lambda: zj.gsam(0.1, rho_min=0.2), "rho_min"),
-    (lambda: zj.gsam(0.1, rho_min=0.05), "learning_rate"),
-    (lambda: zj.esam(0.1, beta=0.0), "beta"),
-    (lambda: zj.esam(0.1, gamma=1.5), "gamma"),
-    (lambda: zj.esam(-0.1), "rho"),
-    (lambda: zj.adaptive_zo_sam(0.1, min_directions=4, max_directions=2), "max_directions"),
-    (lambda: zj.adaptive_zo_sam(0.1, noise_decay=1.0), "noise_decay"),
+    (lambda: zj.looksam(0.1, update_every=0), "update_every must be an integer >= 1, got 0"),
+    (lambda: zj.looksam(0.1, alpha=-1.0), "alpha must be a finite number >= 0, got -1.0"),
+    (lambda: zj.looksam(-0.1), "rho must be .*, got -0.1"),
+    (lambda: zj.looksam(0.1, ascent="random"), "ascent must be one of .*, got 'random'"),
+    (
+      lambda: zj.looksam(
+        0.1, ascent="zeroth_order", zeroth_order=zj.ZerothOrderOptions(num_directions=0)
+      ),
+      "num_directions must be .*, got 0",
+    ),
+    (lambda: zj.looksam(0.1, zeroth_order=(4, 1e-3)), "zeroth_order must be"),
+    (lambda: zj.looksam(0.1, seed=None), "seed must be an integer, got None"),
+    (lambda: zj.gsam(rho_max=-1), "rho_max must be a finite number >= 0, got -1"),
+    (lambda: zj.gsam(0.1, rho_min=-0.1), "rho_min must be .*, got -0.1"),
+    (lambda: zj.gsam(0.1, rho_min=0.2), "rho_min must be <= rho_max .*, got 0.2"),
+    (lambda: zj.gsam(0.1, rho_min=0.05), "learning_rate must be .*, got None"),
+    (lambda: zj.gsam(0.1, alpha=-0.5), "alpha must be .*, got -0.5"),
+    (
+      lambda: zj.gsam(0.1, rho_min=0.05, learning_rate=0.1, lr_max=0.0),
+      "lr_max must be > lr_min .*, got 0.0",
+    ),
+    (lambda: zj.esam(0.1, beta=0.0), r"beta must be in \(0, 1\], got 0.0"),
+    (lambda: zj.esam(0.1, gamma=1.5), r"gamma must be in \(0, 1\], got 1.5"),
+    (lambda: zj.esam(-0.1), "rho must be .*, got -0.1"),
+    (lambda: zj.esam(0.1, ascent="random"), "ascent must be one of .*, got 'random'"),
+    (lambda: zj.esam(0.1, zeroth_order="jvp"), "zeroth_order must be"),
+    (
+      lambda: zj.adaptive_zo_sam(0.1, 2, num_directions=4),
+      r"max_directions must be >= num_directions \(4\), got 2",
+    ),
+    (lambda: zj.adaptive_zo_sam(0.1, 0), "max_directions must be an integer >= 1, got 0"),
+    (lambda: zj.adaptive_zo_sam(0.1, num_directions=0), "num_directions must be .*, got 0"),
+    (lambda: zj.adaptive_zo_sam(0.1, smoothing=-1.0), "smoothing must be .*, got -1.0"),
+    (lambda: zj.adaptive_zo_sam(0.1, noise_decay=1.0), r"noise_decay must be in \[0, 1\), got 1.0"),
+    (
+      lambda: zj.adaptive_zo_sam(0.1, zeroth_order=zj.ZerothOrderOptions(scheme="forward")),
+      "scheme must be one of .*central.*, got 'forward'",
+    ),
+    (lambda: zj.adaptive_zo_sam(0.1, zeroth_order=1), "zeroth_order must be .*, got 1"),
+    (lambda: zj.adaptive_zo_sam(0.1, seed=0.5), "seed must be an integer, got 0.5"),
   ],
 )
 def test_bad_arguments_raise(factory, match):

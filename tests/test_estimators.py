@@ -6,6 +6,8 @@ With E[u u^T] = I this has mean g. For u ~ N(0, I) its coordinate variance is ||
 (Isserlis); for Rademacher u it is ||g||^2 - g_j^2; with m directions both divide by m.
 """
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -42,7 +44,14 @@ def many_estimates():
       fn = jax.jit(
         jax.vmap(
           lambda k, dist=dist, m=m: _vec(
-            zj.rge(quadratic, THETA, k, num_directions=m, smoothing=0.1, distribution=dist)
+            zj.rge(
+              quadratic,
+              THETA,
+              k,
+              zeroth_order=zj.ZerothOrderOptions(
+                num_directions=m, smoothing=0.1, distribution=dist
+              ),
+            )
           )
         )
       )
@@ -82,7 +91,12 @@ def test_variance_falls_like_one_over_m(many_estimates):
 def test_central_difference_is_exact_for_quadratics(dist):
   key = jax.random.PRNGKey(3)
   # A large smoothing radius changes nothing for a quadratic along each direction.
-  est = zj.rge(quadratic, THETA, key, num_directions=3, smoothing=0.7, distribution=dist)
+  est = zj.rge(
+    quadratic,
+    THETA,
+    key,
+    zeroth_order=zj.ZerothOrderOptions(num_directions=3, smoothing=0.7, distribution=dist),
+  )
   expected = np.zeros(D)
   for k in jax.random.split(key, 3):
     u = _vec(zj.sample_direction(k, THETA, distribution=dist))
@@ -92,7 +106,12 @@ def test_central_difference_is_exact_for_quadratics(dist):
 
 def test_forward_scheme_has_the_second_order_term():
   key, delta = jax.random.PRNGKey(4), 0.5
-  est = zj.rge(quadratic, THETA, key, num_directions=2, smoothing=delta, scheme="forward")
+  est = zj.rge(
+    quadratic,
+    THETA,
+    key,
+    zeroth_order=zj.ZerothOrderOptions(num_directions=2, smoothing=delta, scheme="forward"),
+  )
   expected = np.zeros(D)
   for k in jax.random.split(key, 2):
     u = np.asarray(_vec(zj.sample_direction(k, THETA)))
@@ -106,7 +125,12 @@ def test_jvp_scheme_is_the_exact_directional_derivative():
     return jnp.sum(jnp.sin(p["w"]) ** 2) + jnp.prod(jnp.cos(p["v"]))
 
   key = jax.random.PRNGKey(5)
-  est = zj.rge(nonquadratic, THETA, key, num_directions=2, smoothing=1.0, scheme="jvp")
+  est = zj.rge(
+    nonquadratic,
+    THETA,
+    key,
+    zeroth_order=zj.ZerothOrderOptions(num_directions=2, smoothing=1.0, scheme="jvp"),
+  )
   grad = _vec(jax.grad(nonquadratic)(THETA))
   expected = sum(
     float(_vec(zj.sample_direction(k, THETA)) @ grad) * _vec(zj.sample_direction(k, THETA)) / 2
@@ -118,11 +142,17 @@ def test_jvp_scheme_is_the_exact_directional_derivative():
 @pytest.mark.parametrize("scheme", ["central", "forward", "jvp"])
 def test_probe_batch_size_does_not_change_the_estimate(scheme):
   key = jax.random.PRNGKey(6)
-  kw = dict(num_directions=7, smoothing=1e-2, scheme=scheme)
-  ref = zj.rge(quadratic, THETA, key, probe_batch_size=1, **kw)
+  options = zj.ZerothOrderOptions(num_directions=7, smoothing=1e-2, scheme=scheme)
+  ref = zj.rge(quadratic, THETA, key, zeroth_order=options)
+  assert options.probe_batch_size == 1  # the default probes one direction at a time
   for pbs in (3, None):
     chex.assert_trees_all_close(
-      zj.rge(quadratic, THETA, key, probe_batch_size=pbs, **kw), ref, rtol=1e-5, atol=1e-6
+      zj.rge(
+        quadratic, THETA, key, zeroth_order=dataclasses.replace(options, probe_batch_size=pbs)
+      ),
+      ref,
+      rtol=1e-5,
+      atol=1e-6,
     )
 
 
@@ -131,27 +161,38 @@ def test_mask_keeps_estimate_exactly_zero_and_directions_on_mask():
   key = jax.random.PRNGKey(7)
   for dist in ("gaussian", "rademacher", "sphere"):
     est = zj.rge(
-      quadratic, THETA, key, num_directions=5, smoothing=1e-2, mask=mask, distribution=dist
+      quadratic,
+      THETA,
+      key,
+      zeroth_order=zj.ZerothOrderOptions(num_directions=5, smoothing=1e-2, distribution=dist),
+      weight_mask=mask,
     )
     off = ~_vec(mask).astype(bool)
     assert np.all(np.asarray(_vec(est))[off] == 0.0)
     assert np.all(np.asarray(_vec(est))[~off] != 0.0)
   # Sphere directions have squared norm equal to the active dimension (3), not the full one.
-  u = zj.sample_direction(key, THETA, distribution="sphere", mask=mask)
+  u = zj.sample_direction(key, THETA, distribution="sphere", weight_mask=mask)
   np.testing.assert_allclose(jnp.sum(_vec(u) ** 2), 3.0, rtol=1e-5)
 
 
-def test_leaf_selection_draws_nothing_for_unselected_leaves():
+@pytest.mark.parametrize(
+  "perturb_leaves",
+  [{"v": False, "w": True}, lambda p: {"v": False, "w": True}],
+  ids=["pytree", "callable"],
+)
+def test_perturb_leaves_draws_nothing_for_unselected_leaves(perturb_leaves):
   est = zj.rge(
     quadratic,
     THETA,
     jax.random.PRNGKey(8),
     num_directions=4,
     smoothing=1e-2,
-    leaf_selection=[False, True],
-  )  # leaves sorted by key: "v", "w"
+    perturb_leaves=perturb_leaves,
+  )
   assert np.all(np.asarray(est["v"]) == 0.0)
   assert np.any(np.asarray(est["w"]) != 0.0)
+  u = zj.sample_direction(jax.random.PRNGKey(8), THETA, perturb_leaves=perturb_leaves)
+  assert np.all(np.asarray(u["v"]) == 0.0) and np.all(np.asarray(u["w"]) != 0.0)
 
 
 def test_jit_matches_no_jit_and_aux_is_ignored():
@@ -182,31 +223,84 @@ def test_zero_gradient_gives_zero_estimate_not_nan():
     lambda p: jnp.float32(1.0) + 0 * _vec(p).sum(),
     THETA,
     jax.random.PRNGKey(0),
-    num_directions=4,
-    smoothing=1e-3,
-    distribution="sphere",
+    zeroth_order=zj.ZerothOrderOptions(num_directions=4, smoothing=1e-3, distribution="sphere"),
   )
   assert np.all(np.asarray(_vec(est)) == 0.0)
+
+
+def _options(**kwargs):
+  return lambda: zj.ZerothOrderOptions(**kwargs)
 
 
 @pytest.mark.parametrize(
   "kwargs, match",
   [
-    (dict(num_directions=0), "num_directions"),
-    (dict(num_directions=2.5), "num_directions"),
-    (dict(smoothing=0.0), "smoothing"),
-    (dict(smoothing=-1e-3), "smoothing"),
-    (dict(distribution="cauchy"), "distribution.*gaussian"),
-    (dict(scheme="backward"), "scheme.*central"),
-    (dict(probe_batch_size=0), "probe_batch_size"),
-    (dict(mask={"w": jnp.ones(3), "v": jnp.ones(2)}), "mask leaf"),
-    (dict(mask={"w": jnp.ones(4)}), "mask must have the same tree structure"),
+    (dict(num_directions=0), "num_directions must be an integer >= 1, got 0"),
+    (dict(num_directions=2.5), "num_directions must be an integer >= 1, got 2.5"),
+    (dict(smoothing=0.0), "smoothing must be a finite number > 0, got 0.0"),
+    (dict(smoothing=-1e-3), "smoothing must be a finite number > 0, got -0.001"),
+    (dict(zeroth_order=_options(distribution="cauchy")), "distribution must be one of .*gaussian"),
+    (dict(zeroth_order=_options(scheme="backward")), "scheme must be one of .*central"),
+    (dict(zeroth_order=_options(probe_batch_size=0)), "probe_batch_size.* must be .*, got 0"),
+    (dict(zeroth_order={"num_directions": 2}), "zeroth_order must be a .*ZerothOrderOptions"),
+    (dict(zeroth_order=2), "zeroth_order must be a .*ZerothOrderOptions.*, got 2"),
+    (dict(weight_mask={"w": jnp.ones(3), "v": jnp.ones(2)}), "weight_mask leaf .*'w'.* must"),
+    (dict(weight_mask={"w": jnp.ones(4)}), "weight_mask must have the same tree structure"),
+    (dict(perturb_leaves={"w": True}), "perturb_leaves must be a pytree of bools"),
+    (dict(perturb_leaves={"w": True, "v": "yes"}), "perturb_leaves leaves must be bools"),
   ],
 )
 def test_bad_arguments_raise(kwargs, match):
   args = dict(num_directions=2, smoothing=1e-3) | kwargs
   with pytest.raises(ValueError, match=match):
+    # Options are built inside the raises block: a bad field fails at construction.
+    if callable(args.get("zeroth_order")):
+      args["zeroth_order"] = args["zeroth_order"]()
     zj.rge(quadratic, THETA, jax.random.PRNGKey(0), **args)
+
+
+def test_bad_distribution_of_sample_direction_names_it():
+  with pytest.raises(ValueError, match="distribution must be one of .*got 'cauchy'"):
+    zj.sample_direction(jax.random.PRNGKey(0), THETA, distribution="cauchy")
+
+
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
+    (dict(num_directions=0), "num_directions must be an integer >= 1, got 0"),
+    (dict(num_directions=True), "num_directions must be an integer >= 1, got True"),
+    (dict(smoothing=float("inf")), "smoothing must be a finite number > 0, got inf"),
+    (dict(distribution="uniform"), "distribution must be one of .*, got 'uniform'"),
+    (dict(scheme="backward"), "scheme must be one of .*, got 'backward'"),
+    (dict(probe_batch_size=-1), "probe_batch_size.* must be an integer >= 1.*, got -1"),
+  ],
+)
+def test_zeroth_order_options_name_the_bad_field(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    zj.ZerothOrderOptions(**kwargs)
+
+
+def test_zeroth_order_options_are_frozen_revalidated_and_count_queries():
+  options = zj.ZerothOrderOptions(num_directions=5, smoothing=1e-2)
+  assert options == zj.ZerothOrderOptions(5, 1e-2, "gaussian", "central", 1)  # the defaults
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    options.num_directions = 3
+  # dataclasses.replace builds a new instance, so it is checked like a fresh one.
+  with pytest.raises(ValueError, match="num_directions"):
+    dataclasses.replace(options, num_directions=0)
+  with pytest.raises(ValueError, match="scheme"):
+    dataclasses.replace(options, scheme="backward")
+  assert dataclasses.replace(options, scheme="jvp").num_directions == 5
+  for m in (1, 5):
+    assert dataclasses.replace(options, num_directions=m, scheme="central").queries == 2 * m
+    assert dataclasses.replace(options, num_directions=m, scheme="forward").queries == m + 1
+    assert dataclasses.replace(options, num_directions=m, scheme="jvp").queries == m
+  # Short forms on top of the options override their fields.
+  key = jax.random.PRNGKey(1)
+  chex.assert_trees_all_equal(
+    zj.rge(quadratic, THETA, key, zeroth_order=options, num_directions=3),
+    zj.rge(quadratic, THETA, key, zeroth_order=dataclasses.replace(options, num_directions=3)),
+  )
 
 
 SPARSE_MASK = {"w": jnp.array([1, 0, 1, 1]), "v": jnp.array([0, 1])}
@@ -217,7 +311,11 @@ SPARSE_COUNTS = {"w": 3, "v": 1}
 def test_sparse_draw_lives_exactly_on_the_mask(dist):
   u = _vec(
     zj.sample_direction(
-      jax.random.PRNGKey(2), THETA, distribution=dist, mask=SPARSE_MASK, mask_counts=SPARSE_COUNTS
+      jax.random.PRNGKey(2),
+      THETA,
+      distribution=dist,
+      weight_mask=SPARSE_MASK,
+      weight_mask_counts=SPARSE_COUNTS,
     )
   )
   on = np.asarray(_vec(SPARSE_MASK)).astype(bool)
@@ -237,8 +335,8 @@ def test_sparse_draw_is_unbiased_for_the_masked_gradient():
           k,
           num_directions=1,
           smoothing=0.1,
-          mask=SPARSE_MASK,
-          mask_counts=SPARSE_COUNTS,
+          weight_mask=SPARSE_MASK,
+          weight_mask_counts=SPARSE_COUNTS,
         )
       )
     )
@@ -255,10 +353,10 @@ def test_sparse_draw_is_unbiased_for_the_masked_gradient():
 @pytest.mark.parametrize(
   "counts, mask, match",
   [
-    ({"w": 3, "v": 1}, None, "mask_counts needs mask"),
-    ({"w": 5, "v": 1}, SPARSE_MASK, "mask_counts leaves"),
-    ({"w": 3.0, "v": 1}, SPARSE_MASK, "mask_counts leaves"),
-    ({"w": 3}, SPARSE_MASK, "one int per parameter leaf"),
+    ({"w": 3, "v": 1}, None, "weight_mask_counts needs weight_mask"),
+    ({"w": 5, "v": 1}, SPARSE_MASK, "weight_mask_counts leaves must be .*got 5"),
+    ({"w": 3.0, "v": 1}, SPARSE_MASK, "weight_mask_counts leaves must be .*got 3.0"),
+    ({"w": 3}, SPARSE_MASK, "weight_mask_counts must have one int per parameter leaf"),
   ],
 )
 def test_bad_mask_counts_raise(counts, mask, match):
@@ -269,6 +367,6 @@ def test_bad_mask_counts_raise(counts, mask, match):
       jax.random.PRNGKey(0),
       num_directions=1,
       smoothing=1e-3,
-      mask=mask,
-      mask_counts=counts,
+      weight_mask=mask,
+      weight_mask_counts=counts,
     )

@@ -123,7 +123,7 @@ def _model():
 @pytest.mark.parametrize(
   "kwargs",
   [
-    dict(mask_method="dynamic", total_steps=20),
+    dict(mask_method="dynamic", end_step=20),
     dict(mask_method="fisher", num_fisher_samples=8),
     dict(mask_method="random", pattern="structured"),
     dict(mask_method="fisher", pattern="n:m", n_m=(2, 4), num_fisher_samples=8),
@@ -133,7 +133,7 @@ def test_sparse_sam_mask_refreshes_in_jit_with_exact_counts(kwargs):
   params, batch, per_example = _model()
   loss_fn = lambda p: jnp.mean(per_example(p, batch))  # noqa: E731
   sparsity = 0.75
-  tx = zj.sparse_sam(0.1, sparsity, update_interval=2, **kwargs)
+  tx = zj.sparse_sam(0.1, sparsity, update_every=2, **kwargs)
   state = tx.init(params)
   step = jax.jit(
     lambda s, p: tx.update(
@@ -171,7 +171,7 @@ def test_sparse_sam_mask_refreshes_in_jit_with_exact_counts(kwargs):
 def test_sparse_sam_perturbs_only_masked_coordinates():
   params, batch, per_example = _model()
   loss_fn = lambda p: jnp.mean(per_example(p, batch))  # noqa: E731
-  tx = zj.sparse_sam(0.3, 0.5, mask_method="random", update_interval=1)
+  tx = zj.sparse_sam(0.3, 0.5, mask_method="random", update_every=1)
   state = tx.init(params)
   grads, state = tx.update(None, state, params, loss_fn=loss_fn)
   mask = state.perturbation_mask
@@ -192,11 +192,10 @@ def test_sparse_sam_with_zeroth_order_ascent_runs_in_a_chain():
       0.05,
       0.5,
       mask_method="dynamic",
-      total_steps=50,
-      update_interval=5,
+      end_step=50,
+      update_every=5,
       ascent="zeroth_order",
-      num_directions=2,
-      smoothing=1e-3,
+      zeroth_order=zj.ZerothOrderOptions(num_directions=2, smoothing=1e-3),
     ),
     optax.sgd(0.05),
   )

@@ -49,7 +49,7 @@ def test_weight_mask_restricts_and_renormalises_the_perturbation():
   w = np.asarray(THETA["w"])
   g = grad_at(w) * np.asarray(mask["w"])
   eps = rho * g / np.linalg.norm(g)
-  _, grads = zj.sam_gradient(quadratic, THETA, rho=rho, mask=mask)
+  _, grads = zj.sam_gradient(quadratic, THETA, rho=rho, weight_mask=mask)
   np.testing.assert_allclose(grads["w"], grad_at(w + eps), rtol=1e-5)
 
 
@@ -130,7 +130,8 @@ def test_zo_sam_perturbation_approaches_sam_as_m_grows():
 
   def mean_cosine(m, delta):
     def one(k):
-      est = zj.rge(loss_fn, params, k, num_directions=m, smoothing=delta, probe_batch_size=None)
+      options = zj.ZerothOrderOptions(num_directions=m, smoothing=delta, probe_batch_size=None)
+      est = zj.rge(loss_fn, params, k, zeroth_order=options)
       e = flat(zj.perturbation(params, est, rho=1.0))
       return e @ flat(exact) / (jnp.linalg.norm(e) * jnp.linalg.norm(flat(exact)))
 
@@ -181,7 +182,7 @@ def test_value_and_aux_come_from_the_exact_pass_not_the_probes():
 
 def test_jit_matches_no_jit_and_bf16_keeps_dtype():
   params, loss_fn = _mlp_setup()
-  tx = optax.chain(zj.zo_sam(0.05, 2, 1e-2, 0), optax.sgd(0.1))
+  tx = optax.chain(zj.zo_sam(0.05, num_directions=2, smoothing=1e-2, seed=0), optax.sgd(0.1))
   state = tx.init(params)
   eager, _ = tx.update(None, state, params, loss_fn=loss_fn)
   jitted, _ = jax.jit(lambda s, p: tx.update(None, s, p, loss_fn=loss_fn))(state, params)
@@ -189,7 +190,7 @@ def test_jit_matches_no_jit_and_bf16_keeps_dtype():
 
   bf16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
   bf16_loss = lambda p: loss_fn(jax.tree.map(lambda x: x.astype(jnp.float32), p))  # noqa: E731
-  tx16 = optax.chain(zj.zo_sam(0.05, 2, 1e-1, 0), optax.sgd(0.1))
+  tx16 = optax.chain(zj.zo_sam(0.05, num_directions=2, smoothing=1e-1, seed=0), optax.sgd(0.1))
   updates, _ = jax.jit(lambda s, p: tx16.update(None, s, p, loss_fn=bf16_loss))(
     tx16.init(bf16), bf16
   )
@@ -227,7 +228,9 @@ def test_weight_mask_keeps_every_probe_and_the_perturbation_on_active_weights():
     )
     jax.block_until_ready(step(tx.init(params), params))
     assert len(deviations) >= 2 and max(deviations) == 0.0, deviations
-  est = zj.rge(loss_fn, params, jax.random.PRNGKey(0), num_directions=3, smoothing=1e-2, mask=mask)
+  est = zj.rge(
+    loss_fn, params, jax.random.PRNGKey(0), num_directions=3, smoothing=1e-2, weight_mask=mask
+  )
   for e, m in zip(jax.tree.leaves(est), jax.tree.leaves(mask), strict=True):
     assert np.all(np.asarray(e)[~np.asarray(m)] == 0.0)
 
@@ -235,23 +238,45 @@ def test_weight_mask_keeps_every_probe_and_the_perturbation_on_active_weights():
 @pytest.mark.parametrize(
   "factory, match",
   [
-    (lambda: zj.sam(rho=-0.1), "rho"),
-    (lambda: zj.zo_sam(0.05, num_directions=0), "num_directions"),
-    (lambda: zj.zo_sam(0.05, 2, smoothing=0.0), "smoothing"),
-    (lambda: zj.zo_sam(0.05, 2, 1e-3, distribution="uniform"), "distribution"),
-    (lambda: zj.zo_sam(0.05, 2, 1e-3, scheme="backward"), "scheme"),
-    (lambda: zj.sparse_sam(0.1, sparsity=1.0), "sparsity"),
-    (lambda: zj.sparse_sam(0.1, sparsity=-0.1), "sparsity"),
-    (lambda: zj.sparse_sam(0.1, 0.5, pattern="n:m", n_m=(4, 2)), "n_m"),
-    (lambda: zj.sparse_sam(0.1, 0.5, pattern="blocky"), "pattern"),
-    (lambda: zj.sparse_sam(0.1, 0.5, mask_method="hessian"), "mask_method"),
-    (lambda: zj.sparse_sam(0.1, 0.5, mask_method="dynamic"), "total_steps"),
+    (lambda: zj.sam(rho=-0.1), "rho must be a finite number >= 0, got -0.1"),
+    (lambda: zj.sam(0.1, adaptive_eta=-1.0), "adaptive_eta must be .*, got -1.0"),
+    (lambda: zj.zo_sam(0.05, num_directions=0), "num_directions must be .*, got 0"),
+    (lambda: zj.zo_sam(0.05, num_directions=2, smoothing=0.0), "smoothing must be .*, got 0.0"),
     (
-      lambda: zj.sparse_sam(0.1, 0.5, mask_method="dynamic", total_steps=10, drop_fraction=1.0),
-      "drop_fraction",
+      lambda: zj.zo_sam(0.05, zeroth_order=zj.ZerothOrderOptions(distribution="uniform")),
+      "distribution must be one of .*, got 'uniform'",
     ),
-    (lambda: zj.sparse_sam(0.1, 0.5, update_interval=0), "update_interval"),
-    (lambda: zj.sharpness_aware(0.1, ascent="second_order"), "ascent"),
+    (
+      lambda: zj.zo_sam(0.05, zeroth_order=zj.ZerothOrderOptions(scheme="backward")),
+      "scheme must be one of .*, got 'backward'",
+    ),
+    (lambda: zj.zo_sam(0.05, zeroth_order={"num_directions": 2}), "zeroth_order must be"),
+    (lambda: zj.zo_sam(0.05, seed=1.5), "seed must be an integer, got 1.5"),
+    (lambda: zj.random_perturbation(-0.1), "rho must be .*, got -0.1"),
+    (lambda: zj.random_perturbation(0.1, seed="0"), "seed must be an integer"),
+    (lambda: zj.sparse_sam(0.1, sparsity=1.0), r"sparsity must be in \[0, 1\), got 1.0"),
+    (lambda: zj.sparse_sam(0.1, sparsity=-0.1), r"sparsity must be in \[0, 1\), got -0.1"),
+    (lambda: zj.sparse_sam(0.1, 0.5, pattern="n:m", n_m=(4, 2)), r"n_m must be .*, got \(4, 2\)"),
+    (lambda: zj.sparse_sam(0.1, 0.5, pattern="blocky"), "pattern must be one of .*'blocky'"),
+    (lambda: zj.sparse_sam(0.1, 0.5, mask_method="hessian"), "mask_method must be one of"),
+    (lambda: zj.sparse_sam(0.1, 0.5, mask_method="dynamic"), "end_step must be .*, got None"),
+    (
+      lambda: zj.sparse_sam(0.1, 0.5, mask_method="dynamic", end_step=0),
+      "end_step must be an integer >= 1, got 0",
+    ),
+    (
+      lambda: zj.sparse_sam(0.1, 0.5, mask_method="dynamic", end_step=10, drop_fraction=1.0),
+      r"drop_fraction must be in \(0, 1\), got 1.0",
+    ),
+    (lambda: zj.sparse_sam(0.1, 0.5, update_every=0), "update_every must be .*, got 0"),
+    (lambda: zj.sparse_sam(0.1, 0.5, ascent="random"), "ascent must be one of .*'random'"),
+    (
+      lambda: zj.sparse_sam(0.1, 0.5, zeroth_order=zj.ZerothOrderOptions(num_directions=0)),
+      "num_directions must be .*, got 0",
+    ),
+    (lambda: zj.sparse_sam(0.1, 0.5, zeroth_order="central"), "zeroth_order must be"),
+    (lambda: zj.sharpness_aware(0.1, ascent="second_order"), "ascent must be one of .*random"),
+    (lambda: zj.sharpness_aware(0.1, zeroth_order=4), "zeroth_order must be .*, got 4"),
   ],
 )
 def test_bad_construction_arguments_raise(factory, match):
@@ -261,7 +286,7 @@ def test_bad_construction_arguments_raise(factory, match):
 
 def test_bad_runtime_arguments_raise():
   params, loss_fn = _mlp_setup()
-  tx = zj.zo_sam(0.05, 2, 1e-3)
+  tx = zj.zo_sam(0.05, num_directions=2, smoothing=1e-3)
   state = tx.init(params)
   with pytest.raises(ValueError, match="loss_fn"):
     tx.update(None, state, params)
@@ -273,3 +298,140 @@ def test_bad_runtime_arguments_raise():
   with pytest.raises(ValueError, match="per_example_loss_fn"):
     s = zj.sparse_sam(0.1, 0.5)
     s.update(None, s.init(params), params, loss_fn=loss_fn)
+
+
+# ----------------------------------------------------------------------------- the control head
+
+# A quadratic a/2 ||theta - c||^2 has gradient a (theta - c), so the gradient the head returns,
+# a (theta + eps - c), gives back its perturbation: eps = grads / a - (theta - c).
+CTRL_THETA = {
+  "w": jnp.linspace(-1.0, 1.0, 6),
+  "k": jnp.arange(6.0).reshape(2, 3) / 5.0,
+  "b": jnp.array([0.5, -0.5, 0.25]),
+}
+CTRL_MASK = {  # pruned coordinates of the two selected leaves; "b" is dense but not selected
+  "w": jnp.array([1, 0, 1, 1, 0, 1], bool),
+  "k": jnp.array([[0, 1, 1], [1, 0, 0]], bool),
+  "b": jnp.ones(3, bool),
+}
+CTRL_LEAVES = {"w": True, "k": True, "b": False}
+CTRL_COUNTS = {"w": 4, "k": 3, "b": 3}
+
+
+def _ctrl_loss(scale, centre):
+  def loss(p):
+    return 0.5 * scale * sum(jnp.sum((p[n] - centre[n]) ** 2) for n in sorted(p))
+
+  return loss
+
+
+def _ctrl_eps(grads, scale, centre, theta=CTRL_THETA):
+  return {n: np.asarray(grads[n]) / scale - np.asarray(theta[n] - centre[n]) for n in theta}
+
+
+def _ctrl_norm(eps):
+  return np.sqrt(sum(np.sum(np.square(e)) for e in eps.values()))
+
+
+@pytest.mark.parametrize("with_counts", [False, True])
+def test_random_perturbation_has_norm_rho_on_active_weights_and_none_on_pruned(with_counts):
+  rho = 0.3
+  centre = {n: 0.1 * jnp.ones_like(v) for n, v in CTRL_THETA.items()}
+  loss = _ctrl_loss(1.0, centre)
+  tx = zj.random_perturbation(rho, perturb_leaves=CTRL_LEAVES, seed=5)
+  extra = {"weight_mask_counts": CTRL_COUNTS} if with_counts else {}
+  step = jax.jit(
+    lambda s: tx.update(None, s, CTRL_THETA, loss_fn=loss, weight_mask=CTRL_MASK, **extra)
+  )
+  state = tx.init(CTRL_THETA)
+  seen = []
+  for _ in range(4):
+    start = state
+    grads, state = step(state)
+    eps = _ctrl_eps(grads, 1.0, centre)
+    np.testing.assert_allclose(_ctrl_norm(eps), rho, rtol=1e-5)
+    for n in ("w", "k"):
+      assert np.all(eps[n][~np.asarray(CTRL_MASK[n])] == 0.0), (n, eps[n])
+      assert np.all(eps[n][np.asarray(CTRL_MASK[n])] != 0.0), (n, eps[n])
+    assert np.all(eps["b"] == 0.0)  # an unselected leaf is never perturbed
+    # The direction is a Gaussian draw on the active weights, from the split of the state key
+    # (as the ZO-SAM head splits it), normalised to rho.
+    _, step_key = jax.random.split(start.key)
+    probe_key, _ = jax.random.split(step_key)
+    u = zj.sample_direction(
+      probe_key,
+      CTRL_THETA,
+      weight_mask=CTRL_MASK,
+      perturb_leaves=CTRL_LEAVES,
+      **({"weight_mask_counts": CTRL_COUNTS} if with_counts else {}),
+    )
+    u_norm = _ctrl_norm({n: np.asarray(x) for n, x in u.items()})
+    for n in CTRL_THETA:
+      np.testing.assert_allclose(eps[n], rho * np.asarray(u[n]) / u_norm, rtol=1e-4, atol=1e-6)
+    # The value in the state is the loss of the one exact pass, at theta + eps.
+    adv = {n: CTRL_THETA[n] + eps[n] for n in CTRL_THETA}
+    np.testing.assert_allclose(state.value, loss(adv), rtol=1e-5)
+    seen.append(np.concatenate([eps["w"], eps["k"].ravel()]))
+  # Every step draws a fresh direction.
+  assert all(not np.allclose(a, b) for a, b in zip(seen, seen[1:], strict=False))
+
+
+def test_random_perturbation_does_not_depend_on_the_loss():
+  rho = 0.2
+  c1 = {n: 0.1 * jnp.ones_like(v) for n, v in CTRL_THETA.items()}
+  c2 = {n: jnp.cos(3.0 * v) for n, v in CTRL_THETA.items()}
+  tx = zj.random_perturbation(rho, perturb_leaves=CTRL_LEAVES, seed=11)
+  state = tx.init(CTRL_THETA)
+  g1, s1 = tx.update(None, state, CTRL_THETA, loss_fn=_ctrl_loss(1.0, c1), weight_mask=CTRL_MASK)
+  g2, s2 = tx.update(None, state, CTRL_THETA, loss_fn=_ctrl_loss(3.0, c2), weight_mask=CTRL_MASK)
+  e1, e2 = _ctrl_eps(g1, 1.0, c1), _ctrl_eps(g2, 3.0, c2)
+  for n in CTRL_THETA:
+    np.testing.assert_allclose(e1[n], e2[n], rtol=1e-4, atol=1e-6)
+  np.testing.assert_array_equal(s1.key, s2.key)  # the key advances the same way
+  # ... whereas ZO-SAM's direction does depend on the loss.
+  zo = zj.zo_sam(rho, num_directions=2, smoothing=1e-3, perturb_leaves=CTRL_LEAVES, seed=11)
+  z1, _ = zo.update(None, state, CTRL_THETA, loss_fn=_ctrl_loss(1.0, c1), weight_mask=CTRL_MASK)
+  z2, _ = zo.update(None, state, CTRL_THETA, loss_fn=_ctrl_loss(3.0, c2), weight_mask=CTRL_MASK)
+  assert not np.allclose(_ctrl_eps(z1, 1.0, c1)["w"], _ctrl_eps(z2, 3.0, c2)["w"], atol=1e-4)
+
+
+def test_random_perturbation_costs_one_forward_backward():
+  def traced_calls(tx):
+    calls = []
+
+    def loss(p):
+      calls.append(1)  # one Python call per trace of the loss
+      return _ctrl_loss(1.0, {n: jnp.zeros_like(v) for n, v in p.items()})(p)
+
+    state = tx.init(CTRL_THETA)
+    jax.make_jaxpr(lambda s, p: tx.update(None, s, p, loss_fn=loss, weight_mask=CTRL_MASK))(
+      state, CTRL_THETA
+    )
+    return len(calls)
+
+  assert traced_calls(zj.random_perturbation(0.1)) == 1
+  assert traced_calls(zj.sharpness_aware(0.1, ascent="random")) == 1
+  assert traced_calls(zj.exact_gradient()) == 1
+  assert traced_calls(zj.sam(0.1)) == 2  # the count does see a second pass when there is one
+
+
+def test_random_perturbation_with_aux_trains_in_a_chain():
+  params, loss_fn = _mlp_setup()
+
+  def with_aux(p):
+    return loss_fn(p), p["dense2"]["bias"]
+
+  tx = optax.chain(zj.random_perturbation(0.05, seed=0, has_aux=True), optax.sgd(0.5))
+  state = optax.tree_utils.tree_set(tx.init(params), aux=jnp.zeros(3))
+
+  @jax.jit
+  def step(p, s):
+    u, s = tx.update(None, s, p, loss_fn=with_aux)
+    return optax.apply_updates(p, u), s
+
+  start = float(loss_fn(params))
+  for _ in range(30):
+    params, state = step(params, state)
+  assert step._cache_size() == 1
+  assert float(loss_fn(params)) < 0.8 * start
+  assert optax.tree_utils.tree_get(state, "aux").shape == (3,)

@@ -29,10 +29,10 @@ def test_counts_passed_to_the_head_stay_equal_to_the_mask(name, dist):
   params, loss_fn = _problem()
   kw = dict(update_every=2, end_step=20) if name != "snip" else {}
   if name == "snip":
-    method = zj.sparse.get_method(name, sparsity=0.75, distribution=dist)
+    method = zj.sparse.get_method(name, sparsity=0.75, sparsity_distribution=dist)
     counts_expected = None
   else:
-    method = zj.sparse.get_method(name, sparsity=0.75, distribution=dist, **kw)
+    method = zj.sparse.get_method(name, sparsity=0.75, sparsity_distribution=dist, **kw)
     counts_expected = method.static_mask_counts(params)
   head = zj.zo_sam(0.05, num_directions=2, smoothing=1e-3, seed=0)
   wrap_kw = {"loss_fn": loss_fn} if name == "snip" else {}
@@ -62,7 +62,7 @@ def test_methods_that_move_weights_between_leaves_pass_no_counts():
   params, _ = _problem()
   assert (
     zj.sparse.get_method(
-      "rigl", sparsity=0.5, distribution="global", end_step=10
+      "rigl", sparsity=0.5, sparsity_distribution="global", end_step=10
     ).static_mask_counts(params)
     is None
   )

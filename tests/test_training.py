@@ -30,21 +30,27 @@ HEADS = {
   "exact_gradient": lambda: zj.exact_gradient(has_aux=True),
   "sam": lambda: zj.sam(0.05, has_aux=True),
   "asam": lambda: zj.sam(0.5, adaptive=True, has_aux=True),
-  "zo_sam": lambda: zj.zo_sam(0.05, 4, 1e-3, seed=0, has_aux=True),
+  "zo_sam": lambda: zj.zo_sam(0.05, num_directions=4, smoothing=1e-3, seed=0, has_aux=True),
   "zo_sam_rademacher_forward": lambda: zj.zo_sam(
-    0.05, 2, 1e-3, seed=1, distribution="rademacher", scheme="forward", has_aux=True
+    0.05,
+    zeroth_order=zj.ZerothOrderOptions(
+      num_directions=2, smoothing=1e-3, distribution="rademacher", scheme="forward"
+    ),
+    seed=1,
+    has_aux=True,
   ),
+  "random_perturbation": lambda: zj.random_perturbation(0.05, seed=0, has_aux=True),
   "ssam_fisher": lambda: zj.sparse_sam(
-    0.05, 0.5, update_interval=10, num_fisher_samples=32, has_aux=True
+    0.05, 0.5, update_every=10, num_fisher_samples=32, has_aux=True
   ),
   "ssam_dynamic_zo": lambda: zj.sparse_sam(
     0.05,
     0.5,
     mask_method="dynamic",
-    total_steps=80,
-    update_interval=10,
+    end_step=80,
+    update_every=10,
     ascent="zeroth_order",
-    num_directions=2,
+    zeroth_order=zj.ZerothOrderOptions(num_directions=2),
     has_aux=True,
   ),
 }

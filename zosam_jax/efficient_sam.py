@@ -5,7 +5,7 @@ Same interface as :mod:`zosam_jax.sharpness`: each factory returns an
 ``loss_fn=`` (ESAM: ``per_example_loss_fn=`` and ``batch=``) and keeps ``value``/``aux`` of its
 last exact-gradient pass in the state.
 
-* :func:`looksam` (Liu et al. 2022): every ``reuse_period`` steps a full SAM step, keeping
+* :func:`looksam` (Liu et al. 2022): every ``update_every`` steps a full SAM step, keeping
   ``g_v = g_s - (<g_s, g>/||g||^2) g``, the part of the SAM gradient ``g_s`` orthogonal to the plain
   gradient ``g``; in between, ``g + alpha ||g||/||g_v|| g_v`` (one forward-backward).
   ``ascent="zeroth_order"`` (ZO-LookSAM) makes the refresh a ZO-SAM step (no exact gradient at
@@ -26,6 +26,10 @@ References:
   Du et al., "Efficient Sharpness-aware Minimization for Improved Training of Neural Networks",
   ICLR 2022.
   Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115), section on open questions.
+
+Every head here takes the same trailing keywords as :mod:`zosam_jax.sharpness`'s:
+``ascent``, ``zeroth_order`` (a :class:`zosam_jax.ZerothOrderOptions`) where a zeroth-order ascent
+applies, then ``perturb_leaves``, ``seed`` and ``has_aux``.
 """
 
 from __future__ import annotations
@@ -38,81 +42,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from zosam_jax import _control_flow, _validation, estimators
-from zosam_jax.sharpness import (
-  ASCENTS,
-  LeafSelection,
-  SharpnessAwareState,
-  _add,
-  _check_common,
-  perturbation,
-)
+from zosam_jax import estimators
+from zosam_jax._src import control_flow, losses, options, trees, validation
+from zosam_jax._src import perturbation as perturb
+from zosam_jax._src.options import ZerothOrderOptions
+from zosam_jax.sharpness import LeafSelection, SharpnessAwareState, check_rho, init_state
 
 PyTree = Any
-_TINY = 1e-12
 
 
-def _vdot(a: PyTree, b: PyTree) -> jax.Array:
-  return sum(
-    jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32))
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-  )
-
-
-def _f32(tree: PyTree) -> PyTree:
-  return jax.tree.map(lambda x: x.astype(jnp.float32), tree)
-
-
-def _orthogonal(v: PyTree, onto: PyTree) -> PyTree:
-  """``v - (<v, onto>/||onto||^2) onto`` in float32 (``v`` itself if ``onto`` is zero)."""
-  coef = _vdot(v, onto) / (_vdot(onto, onto) + _TINY)
-  return jax.tree.map(lambda a, b: a.astype(jnp.float32) - coef * b.astype(jnp.float32), v, onto)
-
-
-def _like(tree: PyTree, params: PyTree) -> PyTree:
-  return jax.tree.map(lambda t, p: t.astype(p.dtype), tree, params)
-
-
-def _split_out(out, has_aux):
-  value, aux = out if has_aux else (out, None)
-  return jnp.asarray(value, jnp.float32), aux
-
-
-def _zo_ascent(loss_fn, params, key, cfg, weight_mask, selection, has_aux, counts=None):
-  return estimators.rge(
-    loss_fn,
-    params,
-    key,
-    num_directions=cfg["num_directions"],
-    smoothing=cfg["smoothing"],
-    distribution=cfg["distribution"],
-    scheme=cfg["scheme"],
-    probe_batch_size=cfg["probe_batch_size"],
-    mask=weight_mask,
-    has_aux=has_aux,
-    leaf_selection=selection,
-    mask_counts=counts,
-  )
-
-
-def _check_ascent(ascent, num_directions, smoothing, distribution, scheme, probe_batch_size):
-  _validation.check_choice("ascent", ascent, ASCENTS)
-  if ascent == "zeroth_order":
-    _validation.check_estimator_args(
-      num_directions, smoothing, distribution, scheme, probe_batch_size
-    )
-  return dict(
-    num_directions=num_directions,
-    smoothing=smoothing,
-    distribution=distribution,
-    scheme=scheme,
-    probe_batch_size=probe_batch_size,
-  )
-
-
-def _need_loss_fn(name, loss_fn, params):
-  if loss_fn is None or params is None:
-    raise ValueError(f"{name} needs params and the extra argument loss_fn=.")
+def _check_ascent(ascent: str, zeroth_order: ZerothOrderOptions | None) -> ZerothOrderOptions:
+  validation.check_choice("ascent", ascent, ("exact", "zeroth_order"))
+  return options.resolve(zeroth_order, ZerothOrderOptions())
 
 
 # ----------------------------------------------------------------------------- LookSAM
@@ -122,7 +63,7 @@ class LookSAMState(NamedTuple):
   """State of :func:`looksam`.
 
   Attributes:
-    count: steps taken; steps with ``count % reuse_period == 0`` are refresh (SAM) steps.
+    count: steps taken; steps with ``count % update_every == 0`` are refresh (SAM) steps.
     key: PRNG key (zeroth-order refreshes), split every step.
     value: loss of the last exact-gradient pass (at ``theta + eps`` on refresh steps, at
       ``theta`` in between).
@@ -139,33 +80,35 @@ class LookSAMState(NamedTuple):
 
 def looksam(
   rho: float = 0.05,
-  reuse_period: int = 5,
+  update_every: int = 5,
   alpha: float = 0.7,
   *,
   ascent: str = "exact",
-  num_directions: int = 1,
-  smoothing: float = 1e-3,
-  distribution: str = "gaussian",
-  scheme: str = "central",
-  probe_batch_size: int | None = 1,
+  zeroth_order: ZerothOrderOptions | None = None,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
   has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  """LookSAM / ZO-LookSAM head (see the module docstring). ``reuse_period=1`` is SAM / ZO-SAM.
+  """LookSAM / ZO-LookSAM head (see the module docstring). ``update_every=1`` is SAM / ZO-SAM.
 
   Cost per step: refresh ``2`` forward-backwards (exact) or ``2m`` forwards + 1 forward-backward
   (ZO); other steps 1 forward-backward. Refreshes are chosen by ``lax.cond`` (no retrace). The
   conditional part is the pass at ``theta + eps`` (exact) or only the ``2m`` forwards (ZO, whose
   one forward-backward per step stays outside control flow).
 
+  Args:
+    rho: perturbation radius.
+    update_every: ``k``, steps between exact (or ZO) ascents.
+    alpha: weight of the reused component.
+
   References:
     Liu et al., CVPR 2022 (k = 5, alpha = 0.7 by default there too).
   """
-  _check_common(rho, 0.0)
-  _validation.check_positive_int("reuse_period", reuse_period)
-  _validation.check_nonnegative("alpha", alpha)
-  cfg = _check_ascent(ascent, num_directions, smoothing, distribution, scheme, probe_batch_size)
+  check_rho("rho", rho)
+  validation.check_positive_int("update_every", update_every)
+  validation.check_nonnegative("alpha", alpha)
+  validation.check_int("seed", seed)
+  zo = _check_ascent(ascent, zeroth_order)
 
   def init_fn(params):
     return LookSAMState(
@@ -180,16 +123,23 @@ def looksam(
     updates, state, params=None, *, loss_fn=None, weight_mask=None, weight_mask_counts=None, **extra
   ):
     del updates, extra
-    _need_loss_fn("looksam", loss_fn, params)
-    selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+    losses.require_loss_fn("looksam", loss_fn, params)
+    selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
     key, probe_key = jax.random.split(state.key)
     vag = jax.value_and_grad(loss_fn, has_aux=has_aux)
-    is_refresh = state.count % reuse_period == 0
+    is_refresh = state.count % update_every == 0
+
+    def eps_from(direction):
+      return perturb.perturbation(
+        params, direction, rho=rho, selection=selection, weight_mask=weight_mask
+      )
 
     def with_reused(g, v):
       """``g + alpha ||g||/||v|| v``, the update between refreshes."""
-      scale = alpha * jnp.sqrt(_vdot(g, g)) / (jnp.sqrt(_vdot(v, v)) + _TINY)
-      return _like(jax.tree.map(lambda a, b: a.astype(jnp.float32) + scale * b, g, v), params)
+      scale = alpha * jnp.sqrt(trees.vdot(g, g)) / (jnp.sqrt(trees.vdot(v, v)) + trees.TINY)
+      return trees.cast_like(
+        jax.tree.map(lambda a, b: a.astype(jnp.float32) + scale * b, g, v), params
+      )
 
     if ascent == "exact":
       # The plain gradient is needed on every step, so it is taken at top level; only the pass
@@ -197,41 +147,46 @@ def looksam(
       out_plain, g = vag(params)
 
       def refresh():
-        eps = perturbation(params, g, rho=rho, weight_mask=weight_mask, leaf_selection=selection)
-        out_s, g_s = vag(_add(params, eps))
-        return out_s, g_s, _orthogonal(g_s, g)
+        out_s, g_s = vag(trees.add(params, eps_from(g)))
+        return out_s, g_s, trees.orthogonal(g_s, g)
 
       def reuse():
         return out_plain, with_reused(g, state.reused), state.reused
 
-      out, grads, kept = _control_flow.cond_with_backward(is_refresh, refresh, reuse)
+      out, grads, kept = control_flow.cond_with_backward(is_refresh, refresh, reuse)
     else:
       # The ZO ascent is forward-only, so it alone sits under the cond, and the step's one
       # forward-backward runs at top level: at theta + eps on refresh steps, at theta (eps = 0)
       # in between. Why it matters: XLA:CPU canonicalises convolutions only outside control flow,
-      # and a convolution's backward inside a cond ran about 18x slower there (README).
+      # and a convolution's backward inside a cond ran about 18x slower there (docs/benchmarks).
       def ascent_step(_):
-        direction = _zo_ascent(
-          loss_fn, params, probe_key, cfg, weight_mask, selection, has_aux, weight_mask_counts
+        direction = perturb.ascent_direction(
+          "zeroth_order",
+          zo,
+          loss_fn,
+          params,
+          probe_key,
+          selection=selection,
+          has_aux=has_aux,
+          weight_mask=weight_mask,
+          weight_mask_counts=weight_mask_counts,
         )
-        return perturbation(
-          params, direction, rho=rho, weight_mask=weight_mask, leaf_selection=selection
-        )
+        return eps_from(direction)
 
       def no_step(_):
         shapes = jax.eval_shape(ascent_step, None)
         return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
 
       eps = jax.lax.cond(is_refresh, ascent_step, no_step, None)
-      out, g = vag(_add(params, eps))
+      out, g = vag(trees.add(params, eps))
       # Elementwise only, so a cond is cheap here and skips the reuse arithmetic on refreshes.
       grads, kept = jax.lax.cond(
         is_refresh,
-        lambda: (g, _f32(g)),
-        lambda: (with_reused(g, _orthogonal(state.reused, g)), state.reused),
+        lambda: (g, trees.to_float32(g)),
+        lambda: (with_reused(g, trees.orthogonal(state.reused, g)), state.reused),
       )
 
-    value, aux = _split_out(out, has_aux)
+    value, aux = losses.split_value_aux(out, has_aux)
     new_state = LookSAMState(optax.safe_increment(state.count), key, value, aux, kept)
     return grads, new_state
 
@@ -275,20 +230,23 @@ def gsam(
   References:
     Zhuang et al., ICLR 2022.
   """
-  _check_common(rho_max, 0.0)
+  check_rho("rho_max", rho_max)
   rho_min = rho_max if rho_min is None else rho_min
-  _validation.check_nonnegative("rho_min", rho_min)
+  validation.check_nonnegative("rho_min", rho_min)
   if rho_min > rho_max:
-    raise ValueError(f"rho_min must be <= rho_max, got rho_min={rho_min}, rho_max={rho_max}.")
-  _validation.check_nonnegative("alpha", alpha)
+    raise ValueError(f"rho_min must be <= rho_max ({rho_max}), got {rho_min}.")
+  validation.check_nonnegative("alpha", alpha)
   schedule = None
   if rho_min != rho_max:
     if learning_rate is None:
-      raise ValueError("gsam with rho_min != rho_max needs learning_rate= (the chain's schedule).")
+      raise ValueError(
+        "learning_rate must be the chain's schedule (or a number) when rho_min != rho_max, "
+        "got None."
+      )
     schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
     lr_max = float(schedule(0)) if lr_max is None else lr_max
     if not lr_max > lr_min:
-      raise ValueError(f"lr_max must be > lr_min, got lr_max={lr_max}, lr_min={lr_min}.")
+      raise ValueError(f"lr_max must be > lr_min ({lr_min}), got {lr_max}.")
 
   def rho_at(count):
     if schedule is None:
@@ -304,17 +262,19 @@ def gsam(
 
   def update_fn(updates, state, params=None, *, loss_fn=None, weight_mask=None, **extra):
     del updates, extra
-    _need_loss_fn("gsam", loss_fn, params)
-    selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
-    vag = jax.value_and_grad(loss_fn, has_aux=has_aux)
-    _, g = vag(params)
+    losses.require_loss_fn("gsam", loss_fn, params)
+    selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+    _, g = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
     rho = rho_at(state.count)
-    eps = perturbation(params, g, rho=rho, weight_mask=weight_mask, leaf_selection=selection)
-    out, g_p = vag(_add(params, eps))
-    g_perp = _orthogonal(g, g_p)
+    out, g_p = perturb.value_and_grad_at_perturbed(
+      loss_fn, params, g, has_aux=has_aux, rho=rho, selection=selection, weight_mask=weight_mask
+    )
+    g_perp = trees.orthogonal(g, g_p)
     update = jax.tree.map(lambda a, b: a.astype(jnp.float32) - alpha * b, g_p, g_perp)
-    value, aux = _split_out(out, has_aux)
-    return _like(update, params), GSAMState(optax.safe_increment(state.count), value, aux, rho)
+    value, aux = losses.split_value_aux(out, has_aux)
+    return trees.cast_like(update, params), GSAMState(
+      optax.safe_increment(state.count), value, aux, rho
+    )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -328,11 +288,7 @@ def esam(
   gamma: float = 0.5,
   *,
   ascent: str = "exact",
-  num_directions: int = 1,
-  smoothing: float = 1e-3,
-  distribution: str = "gaussian",
-  scheme: str = "central",
-  probe_batch_size: int | None = 1,
+  zeroth_order: ZerothOrderOptions | None = None,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
   has_aux: bool = False,
@@ -355,22 +311,14 @@ def esam(
   References:
     Du et al., ICLR 2022 (beta = 0.6 and gamma = 0.5 are its CIFAR settings).
   """
-  _check_common(rho, 0.0)
-  if not 0.0 < beta <= 1.0:
-    raise ValueError(f"beta must be in (0, 1], got {beta!r}.")
-  if not 0.0 < gamma <= 1.0:
-    raise ValueError(f"gamma must be in (0, 1], got {gamma!r}.")
-  cfg = _check_ascent(ascent, num_directions, smoothing, distribution, scheme, probe_batch_size)
+  check_rho("rho", rho)
+  validation.check_interval("beta", beta, 0.0, 1.0, low_open=True, high_open=False)
+  validation.check_interval("gamma", gamma, 0.0, 1.0, low_open=True, high_open=False)
+  zo = _check_ascent(ascent, zeroth_order)
 
   def init_fn(params):
     del params
-    return SharpnessAwareState(
-      count=jnp.zeros([], jnp.int32),
-      key=jax.random.PRNGKey(seed),
-      value=jnp.zeros([], jnp.float32),
-      aux=None,
-      perturbation_mask=None,
-    )
+    return init_state(seed)
 
   def update_fn(
     updates,
@@ -389,47 +337,50 @@ def esam(
         "esam needs params and the extra arguments per_example_loss_fn= (params, batch) -> "
         "losses[B] and batch=."
       )
-    selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+    selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
     key, step_key = jax.random.split(state.key)
     swp_key, probe_key = jax.random.split(step_key)
 
     def mean_loss(p, b):
       out = per_example_loss_fn(p, b)
-      losses, aux = out if has_aux else (out, None)
-      return jnp.mean(losses), (losses, aux)
+      per_example, aux = out if has_aux else (out, None)
+      return jnp.mean(per_example), (per_example, aux)
 
     if ascent == "exact":
       (_, (losses0, _)), g = jax.value_and_grad(mean_loss, has_aux=True)(params, batch)
     else:
-      g = _zo_ascent(
+      g = perturb.ascent_direction(
+        "zeroth_order",
+        zo,
         lambda p: mean_loss(p, batch)[0],
         params,
         probe_key,
-        cfg,
-        weight_mask,
-        selection,
-        False,
-        weight_mask_counts,
+        selection=selection,
+        has_aux=False,
+        weight_mask=weight_mask,
+        weight_mask_counts=weight_mask_counts,
       )
       losses0 = mean_loss(params, batch)[1][0] if gamma < 1.0 else None
 
     leaves, treedef = jax.tree.flatten(params)
     joins = jax.random.bernoulli(swp_key, beta, (len(leaves),))
     swp = jax.tree.unflatten(treedef, [joins[i] for i in range(len(leaves))])
-    eps = perturbation(
+    eps = perturb.perturbation(
       params,
       g,
       rho=rho / beta,
+      selection=selection,
       weight_mask=weight_mask,
       perturbation_mask=swp,
-      leaf_selection=selection,
     )
-    adv = _add(params, eps)
+    adv = trees.add(params, eps)
     chosen = batch
     if gamma < 1.0:
       size = {x.shape[0] for x in jax.tree.leaves(batch)}
       if len(size) != 1:
-        raise ValueError(f"batch leaves must share one leading example axis, got {sorted(size)}.")
+        raise ValueError(
+          f"batch leaves must share one leading example axis, got sizes {sorted(size)}."
+        )
       (num,) = size
       keep = max(1, math.ceil(gamma * num))
       rise = mean_loss(adv, batch)[1][0] - losses0
@@ -465,17 +416,20 @@ class AdaptiveZOSAMState(NamedTuple):
 
 def adaptive_zo_sam(
   rho: float = 0.05,
-  min_directions: int = 1,
   max_directions: int = 8,
-  smoothing: float = 1e-3,
-  seed: int = 0,
   *,
   noise_decay: float = 0.8,
-  distribution: str = "gaussian",
+  zeroth_order: ZerothOrderOptions | None = None,
+  num_directions: int | None = None,
+  smoothing: float | None = None,
   perturb_leaves: LeafSelection = None,
+  seed: int = 0,
   has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """ZO-SAM whose number of directions follows the probes' own noise.
+
+  ``zeroth_order.num_directions`` is the least ``m`` (``m_0``), ``max_directions`` the most; the
+  scheme must be ``"central"`` and directions are probed one at a time.
 
   Each direction gives a central coefficient ``c_i`` and, with one extra forward at ``theta`` per
   step, a second difference ``nu_i`` (:class:`zosam_jax.ProbeInfo`). For a smooth loss ``nu_i``
@@ -485,22 +439,25 @@ def adaptive_zo_sam(
 
   is the ratio of noise to signal in the coefficients, and the estimate's variance is inflated by
   about ``1 + kappa`` over a noise-free one. The next step uses
-  ``m = clip(round(min_directions (1 + kappa_bar)), min_directions, max_directions)``, with
-  ``kappa_bar`` an exponential average (``noise_decay``): the estimate keeps the variance of a
-  noise-free ``min_directions``-direction estimate while ``max_directions`` allows. The probe loop
-  always has length ``max_directions`` (fixed shapes, no retrace); unused directions are skipped
-  by ``lax.cond``. Cost: ``2m + 1`` forwards and one forward-backward.
+  ``m = clip(round(m_0 (1 + kappa_bar)), m_0, max_directions)``, with ``kappa_bar`` an
+  exponential average (``noise_decay``): the estimate keeps the variance of a noise-free
+  ``m_0``-direction estimate while ``max_directions`` allows. The probe loop always has length
+  ``max_directions`` (fixed shapes, no retrace); unused directions are skipped by ``lax.cond``.
+  Cost: ``2m + 1`` forwards and one forward-backward.
   """
-  _check_common(rho, 0.0)
-  _validation.check_positive_int("min_directions", min_directions)
-  _validation.check_positive_int("max_directions", max_directions)
+  check_rho("rho", rho)
+  zo = options.resolve(
+    zeroth_order, ZerothOrderOptions(), num_directions=num_directions, smoothing=smoothing
+  )
+  min_directions = zo.num_directions
+  validation.check_positive_int("max_directions", max_directions)
   if max_directions < min_directions:
     raise ValueError(
-      f"max_directions must be >= min_directions, got {max_directions} < {min_directions}."
+      f"max_directions must be >= num_directions ({min_directions}), got {max_directions}."
     )
-  if not 0.0 <= noise_decay < 1.0:
-    raise ValueError(f"noise_decay must be in [0, 1), got {noise_decay!r}.")
-  _validation.check_estimator_args(max_directions, smoothing, distribution, "central", 1)
+  validation.check_choice("zeroth_order.scheme", zo.scheme, ("central",))
+  validation.check_interval("noise_decay", noise_decay, 0.0, 1.0, low_open=False, high_open=True)
+  validation.check_int("seed", seed)
 
   def init_fn(params):
     del params
@@ -517,30 +474,37 @@ def adaptive_zo_sam(
     updates, state, params=None, *, loss_fn=None, weight_mask=None, weight_mask_counts=None, **extra
   ):
     del updates, extra
-    _need_loss_fn("adaptive_zo_sam", loss_fn, params)
-    selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+    losses.require_loss_fn("adaptive_zo_sam", loss_fn, params)
+    selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
     key, probe_key = jax.random.split(state.key)
-    g_hat, info = estimators.rge_dynamic(
+    g_hat, info = estimators.dynamic_estimate(
       loss_fn,
       params,
       probe_key,
       max_directions=max_directions,
       num_active=state.num_directions,
-      smoothing=smoothing,
-      distribution=distribution,
-      mask=weight_mask,
+      smoothing=zo.smoothing,
+      distribution=zo.distribution,
+      weight_mask=weight_mask,
+      weight_mask_counts=weight_mask_counts,
+      selection=selection,
       has_aux=has_aux,
-      leaf_selection=selection,
-      mask_counts=weight_mask_counts,
     )
-    eps = perturbation(params, g_hat, rho=rho, weight_mask=weight_mask, leaf_selection=selection)
-    out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
-    value, aux = _split_out(out, has_aux)
+    out, grads = perturb.value_and_grad_at_perturbed(
+      loss_fn,
+      params,
+      g_hat,
+      has_aux=has_aux,
+      rho=rho,
+      selection=selection,
+      weight_mask=weight_mask,
+    )
+    value, aux = losses.split_value_aux(out, has_aux)
 
     m = state.num_directions.astype(jnp.float32)
     noise_power = jnp.sum(info.second_differences**2) / m / 3.0
     signal = jnp.sum(info.coefficients**2) / m - noise_power
-    kappa = noise_power / jnp.maximum(signal, _TINY)
+    kappa = noise_power / jnp.maximum(signal, trees.TINY)
     noise = noise_decay * state.noise + (1 - noise_decay) * kappa
     m_next = jnp.clip(
       jnp.round(min_directions * (1.0 + noise)), min_directions, max_directions

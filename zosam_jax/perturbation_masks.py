@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from zosam_jax import _validation
+from zosam_jax._src import validation
 
 PATTERNS = ("unstructured", "structured", "n:m")
 MASK_METHODS = ("fisher", "dynamic", "random")
@@ -50,7 +50,7 @@ def num_kept(total: int, sparsity: float) -> int:
 
 
 def check_pattern(pattern: str, n_m: tuple[int, int]) -> None:
-  _validation.check_choice("pattern", pattern, PATTERNS)
+  validation.check_choice("pattern", pattern, PATTERNS)
   if pattern == "n:m":
     n, m = n_m
     if not (isinstance(n, int) and isinstance(m, int) and 1 <= n <= m):
@@ -131,10 +131,10 @@ def random_mask(
   return top_k_mask(scores, sparsity=sparsity, pattern=pattern, n_m=n_m)
 
 
-def cosine_drop_fraction(step: jax.Array, drop_fraction: float, total_steps: int) -> jax.Array:
+def cosine_drop_fraction(step: jax.Array, drop_fraction: float, end_step: int) -> jax.Array:
   """SSAM eq. 9: ``alpha/2 (1 + cos(pi t / T))``, held at 0 after ``T``."""
-  t = jnp.minimum(step.astype(jnp.float32), float(total_steps))
-  return 0.5 * drop_fraction * (1.0 + jnp.cos(jnp.pi * t / total_steps))
+  t = jnp.minimum(step.astype(jnp.float32), float(end_step))
+  return 0.5 * drop_fraction * (1.0 + jnp.cos(jnp.pi * t / end_step))
 
 
 def _ranks(values: jax.Array) -> jax.Array:
@@ -235,19 +235,19 @@ class MaskSpec(NamedTuple):
     sparsity: fraction of perturbed coordinates that are NOT perturbed, in ``[0, 1)``.
     pattern: ``"unstructured"``, ``"structured"`` or ``"n:m"``.
     n_m: ``(N, M)`` for the ``"n:m"`` pattern.
-    update_interval: the mask is refreshed at steps ``t`` with ``t % update_interval == 0``.
+    update_every: the mask is refreshed at steps ``t`` with ``t % update_every == 0``.
     num_fisher_samples: ``N_F`` for ``"fisher"``.
     fisher_chunk_size: per-example gradients computed together for ``"fisher"``.
     drop_fraction: ``alpha`` for ``"dynamic"``.
-    total_steps: ``T`` of the cosine decay for ``"dynamic"``.
+    end_step: ``T``, the horizon of the cosine decay for ``"dynamic"``.
   """
 
   method: str
   sparsity: float
   pattern: str
   n_m: tuple[int, int]
-  update_interval: int
+  update_every: int
   num_fisher_samples: int
   fisher_chunk_size: int
   drop_fraction: float
-  total_steps: int | None
+  end_step: int | None

@@ -9,7 +9,10 @@ Sharpness-aware minimisation takes the gradient at a perturbed point:
 
 ``g_hat`` is the *ascent direction*: the exact gradient at ``theta`` (SAM, two forward-backward
 passes) or a zeroth-order random gradient estimate (ZO-SAM: ``2m`` forward passes plus one
-forward-backward). The update always uses the exact gradient at ``theta + eps``.
+forward-backward). The update always uses the exact gradient at ``theta + eps``. The control
+head :func:`random_perturbation` takes ``g_hat`` Gaussian, ignoring the loss: it costs what ZO-SAM
+with one direction costs, less the two forwards, and tells whether the zeroth-order information
+matters at all.
 
 In sparse training (``weight_mask``), the ascent direction is restricted to active weights before
 it is normalised, so pruned weights are never perturbed and ``||eps|| = rho`` holds on the active
@@ -19,7 +22,7 @@ subspace. A Sparse SAM perturbation mask is applied after normalisation, as in S
 The transforms replace the incoming updates (which may be ``None``) by the gradient at
 ``theta + eps``; put them first in an ``optax.chain``::
 
-  tx = optax.chain(zosam_jax.zo_sam(rho=0.05, num_directions=4, smoothing=1e-3, seed=0),
+  tx = optax.chain(zosam_jax.zo_sam(rho=0.05, num_directions=4, seed=0),
                    optax.sgd(0.05, momentum=0.9))
   updates, opt_state = tx.update(None, opt_state, params, loss_fn=loss_fn)
 
@@ -30,6 +33,8 @@ References:
   CVPR 2026 (arXiv 2603.13115).
   Mi et al., "Make Sharpness-Aware Minimization Stronger: A Sparsified Perturbation Approach",
   NeurIPS 2022.
+  Bisla et al., "Low-Pass Filtering SGD for Recovering Flat Optima in the Deep Learning
+  Optimization Landscape", AISTATS 2022 (random weight perturbation).
 """
 
 from __future__ import annotations
@@ -41,17 +46,23 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from zosam_jax import _validation, estimators
 from zosam_jax import perturbation_masks as pmasks
+from zosam_jax._src import losses, options, validation
+from zosam_jax._src import perturbation as perturb
+from zosam_jax._src.options import ZerothOrderOptions
 
 PyTree = Any
 LeafSelection = PyTree | Callable[[PyTree], PyTree] | None
 
-ASCENTS = ("exact", "zeroth_order")
-_TINY = 1e-12
+ASCENTS = perturb.ASCENTS
 
 
-# ----------------------------------------------------------------------------- perturbation
+def check_rho(name: str, rho: Any, adaptive_eta: float = 0.01) -> None:
+  validation.check_nonnegative(name, rho)
+  validation.check_nonnegative("adaptive_eta", adaptive_eta)
+
+
+# ----------------------------------------------------------------------------- pure functions
 
 
 def perturbation(
@@ -63,96 +74,60 @@ def perturbation(
   adaptive_eta: float = 0.01,
   weight_mask: PyTree | None = None,
   perturbation_mask: PyTree | None = None,
-  leaf_selection: list[bool] | None = None,
-  eps: float = _TINY,
+  perturb_leaves: LeafSelection = None,
 ) -> PyTree:
   """The SAM perturbation ``eps`` for ascent direction ``ascent`` (see the module docstring).
 
   Returns a float32 pytree like ``params``; leaves that are not selected are zero.
   """
-  p_leaves, treedef = jax.tree.flatten(params)
-  g_leaves = jax.tree.leaves(ascent)
-  n = len(p_leaves)
-  selected = (
-    leaf_selection
-    if leaf_selection is not None
-    else [jnp.issubdtype(jnp.result_type(p), jnp.floating) for p in p_leaves]
-  )
-  w_leaves = [None] * n if weight_mask is None else jax.tree.leaves(weight_mask)
-  m_leaves = [None] * n if perturbation_mask is None else jax.tree.leaves(perturbation_mask)
-
-  directions = {}
-  for i in range(n):
-    if not selected[i]:
-      continue
-    g = g_leaves[i].astype(jnp.float32)
-    if w_leaves[i] is not None:
-      g = g * jnp.asarray(w_leaves[i], jnp.float32)
-    if adaptive:
-      g = (jnp.abs(p_leaves[i].astype(jnp.float32)) + adaptive_eta) * g
-    directions[i] = g
-  norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in directions.values()) + 0.0)
-  scale = rho / (norm + eps)
-
-  out = []
-  for i in range(n):
-    if i not in directions:
-      out.append(jnp.zeros(jnp.shape(p_leaves[i]), jnp.float32))
-      continue
-    e = scale * directions[i]
-    if adaptive:
-      e = (jnp.abs(p_leaves[i].astype(jnp.float32)) + adaptive_eta) * e
-    if m_leaves[i] is not None:
-      e = e * jnp.asarray(m_leaves[i], jnp.float32)
-    out.append(e)
-  return jax.tree.unflatten(treedef, out)
-
-
-def _add(params: PyTree, delta: PyTree) -> PyTree:
-  return jax.tree.map(lambda p, d: (p.astype(jnp.float32) + d).astype(p.dtype), params, delta)
-
-
-def _scalar(loss_fn: Callable, has_aux: bool) -> Callable:
-  def fn(p):
-    out = loss_fn(p)
-    return (out[0] if has_aux else out).astype(jnp.float32)
-
-  return fn
-
-
-def _value_and_grad_at_perturbed(
-  loss_fn: Callable,
-  params: PyTree,
-  ascent: PyTree,
-  *,
-  rho: float,
-  adaptive: bool,
-  adaptive_eta: float,
-  weight_mask: PyTree | None,
-  perturbation_mask: PyTree | None,
-  leaf_selection: list[bool],
-  has_aux: bool,
-):
-  """The one exact forward-backward of every SAM-family step, at ``theta + eps(ascent)``."""
-  eps = perturbation(
+  validation.check_mask_like("weight_mask", weight_mask, params)
+  validation.check_mask_like("perturbation_mask", perturbation_mask, params)
+  return perturb.perturbation(
     params,
     ascent,
     rho=rho,
+    selection=validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params),
     adaptive=adaptive,
     adaptive_eta=adaptive_eta,
     weight_mask=weight_mask,
     perturbation_mask=perturbation_mask,
-    leaf_selection=leaf_selection,
   )
-  return jax.value_and_grad(loss_fn, has_aux=has_aux)(_add(params, eps))
 
 
-def _check_common(rho: float, adaptive_eta: float) -> None:
-  _validation.check_nonnegative("rho", rho)
-  _validation.check_nonnegative("adaptive_eta", adaptive_eta)
-
-
-# ----------------------------------------------------------------------------- pure functions
+def _sam_family_gradient(
+  kind,
+  zo,
+  loss_fn,
+  params,
+  key,
+  *,
+  rho,
+  adaptive,
+  adaptive_eta,
+  weight_mask,
+  perturbation_mask,
+  perturb_leaves,
+  has_aux,
+):
+  check_rho("rho", rho, adaptive_eta)
+  validation.check_mask_like("weight_mask", weight_mask, params)
+  validation.check_mask_like("perturbation_mask", perturbation_mask, params)
+  selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+  ascent = perturb.ascent_direction(
+    kind, zo, loss_fn, params, key, selection=selection, has_aux=has_aux, weight_mask=weight_mask
+  )
+  return perturb.value_and_grad_at_perturbed(
+    loss_fn,
+    params,
+    ascent,
+    has_aux=has_aux,
+    rho=rho,
+    selection=selection,
+    adaptive=adaptive,
+    adaptive_eta=adaptive_eta,
+    weight_mask=weight_mask,
+    perturbation_mask=perturbation_mask,
+  )
 
 
 def sam_gradient(
@@ -162,7 +137,7 @@ def sam_gradient(
   rho: float,
   adaptive: bool = False,
   adaptive_eta: float = 0.01,
-  mask: PyTree | None = None,
+  weight_mask: PyTree | None = None,
   perturbation_mask: PyTree | None = None,
   perturb_leaves: LeafSelection = None,
   has_aux: bool = False,
@@ -175,7 +150,8 @@ def sam_gradient(
     rho: perturbation radius, ``>= 0``.
     adaptive: ASAM's element-wise ``|theta| + adaptive_eta`` scaling.
     adaptive_eta: ASAM's ``eta``.
-    mask: optional 0/1 pytree of active weights (sparse training): the perturbation lives on them.
+    weight_mask: optional 0/1 pytree of active weights (sparse training): the perturbation lives
+      on them.
     perturbation_mask: optional 0/1 pytree applied to ``eps`` after normalisation (Sparse SAM).
     perturb_leaves: ``optax.masked``-style selection of the leaves that are perturbed at all.
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
@@ -183,26 +159,23 @@ def sam_gradient(
   Returns:
     ``(value, grads)`` shaped like ``jax.value_and_grad(loss_fn, has_aux=has_aux)``. Both come from
     the SAME pass, the forward-backward at ``theta + eps``: ``value`` is the loss (and aux) at the
-    perturbed point, ``grads`` the exact gradient there (dense, not multiplied by ``mask``).
+    perturbed point, ``grads`` the exact gradient there (dense, not multiplied by ``weight_mask``).
 
   References:
     Foret et al., ICLR 2021; Kwon et al., ICML 2021.
   """
-  _check_common(rho, adaptive_eta)
-  _validation.check_mask_like("mask", mask, params)
-  _validation.check_mask_like("perturbation_mask", perturbation_mask, params)
-  selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
-  ascent = jax.grad(_scalar(loss_fn, has_aux))(params)
-  return _value_and_grad_at_perturbed(
+  return _sam_family_gradient(
+    "exact",
+    None,
     loss_fn,
     params,
-    ascent,
+    None,
     rho=rho,
     adaptive=adaptive,
     adaptive_eta=adaptive_eta,
-    weight_mask=mask,
+    weight_mask=weight_mask,
     perturbation_mask=perturbation_mask,
-    leaf_selection=selection,
+    perturb_leaves=perturb_leaves,
     has_aux=has_aux,
   )
 
@@ -213,14 +186,12 @@ def zo_sam_gradient(
   key: jax.Array,
   *,
   rho: float,
-  num_directions: int,
-  smoothing: float,
-  distribution: str = "gaussian",
-  scheme: str = "central",
-  probe_batch_size: int | None = 1,
+  zeroth_order: ZerothOrderOptions | None = None,
+  num_directions: int | None = None,
+  smoothing: float | None = None,
   adaptive: bool = False,
   adaptive_eta: float = 0.01,
-  mask: PyTree | None = None,
+  weight_mask: PyTree | None = None,
   perturbation_mask: PyTree | None = None,
   perturb_leaves: LeafSelection = None,
   has_aux: bool = False,
@@ -229,9 +200,9 @@ def zo_sam_gradient(
 
   Cost: the estimator's forward passes (``2m`` for the central scheme) plus ONE forward-backward,
   against SAM's two forward-backwards. Directions are drawn from ``key`` on the active weights
-  (``mask``) of the selected leaves (``perturb_leaves``) only.
+  (``weight_mask``) of the selected leaves (``perturb_leaves``) only.
 
-  Args: as :func:`sam_gradient`, plus the estimator's (see :func:`zosam_jax.rge`).
+  Args: as :func:`sam_gradient`, plus the estimator's options (see :func:`zosam_jax.rge`).
 
   Returns:
     ``(value, grads)`` like ``jax.value_and_grad(loss_fn, has_aux)``, both from the single
@@ -240,32 +211,21 @@ def zo_sam_gradient(
   References:
     Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115).
   """
-  _check_common(rho, adaptive_eta)
-  _validation.check_mask_like("perturbation_mask", perturbation_mask, params)
-  selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
-  ascent = estimators.rge(
+  zo = options.resolve(
+    zeroth_order, ZerothOrderOptions(), num_directions=num_directions, smoothing=smoothing
+  )
+  return _sam_family_gradient(
+    "zeroth_order",
+    zo,
     loss_fn,
     params,
     key,
-    num_directions=num_directions,
-    smoothing=smoothing,
-    distribution=distribution,
-    scheme=scheme,
-    probe_batch_size=probe_batch_size,
-    mask=mask,
-    has_aux=has_aux,
-    leaf_selection=selection,
-  )
-  return _value_and_grad_at_perturbed(
-    loss_fn,
-    params,
-    ascent,
     rho=rho,
     adaptive=adaptive,
     adaptive_eta=adaptive_eta,
-    weight_mask=mask,
+    weight_mask=weight_mask,
     perturbation_mask=perturbation_mask,
-    leaf_selection=selection,
+    perturb_leaves=perturb_leaves,
     has_aux=has_aux,
   )
 
@@ -283,7 +243,7 @@ class SharpnessAwareState(NamedTuple):
     aux: aux output of that same pass when ``has_aux=True``; ``None`` after ``init``. For a
       jit-stable state structure set it once with
       ``optax.tree_utils.tree_set(tx.init(params), aux=example_aux)``.
-    perturbation_mask: Sparse SAM's bool mask, a pytree like params (``None`` for SAM/ZO-SAM).
+    perturbation_mask: Sparse SAM's bool mask, a pytree like params (``None`` otherwise).
   """
 
   count: jax.Array
@@ -293,33 +253,15 @@ class SharpnessAwareState(NamedTuple):
   perturbation_mask: Any
 
 
-class _AscentConfig(NamedTuple):
-  kind: str  # "exact" | "zeroth_order"
-  num_directions: int = 1
-  smoothing: float = 1e-3
-  distribution: str = "gaussian"
-  scheme: str = "central"
-  probe_batch_size: int | None = 1
-
-
-def _ascent_direction(
-  config, loss_fn, params, key, weight_mask, selection, has_aux, weight_mask_counts=None
-):
-  if config.kind == "exact":
-    return jax.grad(_scalar(loss_fn, has_aux))(params)
-  return estimators.rge(
-    loss_fn,
-    params,
-    key,
-    num_directions=config.num_directions,
-    smoothing=config.smoothing,
-    distribution=config.distribution,
-    scheme=config.scheme,
-    probe_batch_size=config.probe_batch_size,
-    mask=weight_mask,
-    has_aux=has_aux,
-    leaf_selection=selection,
-    mask_counts=weight_mask_counts,
+def init_state(seed: int, perturbation_mask: Any = None) -> SharpnessAwareState:
+  """A fresh :class:`SharpnessAwareState` (shared by the heads of ``efficient_sam``)."""
+  validation.check_int("seed", seed)
+  return SharpnessAwareState(
+    count=jnp.zeros([], jnp.int32),
+    key=jax.random.PRNGKey(seed),
+    value=jnp.zeros([], jnp.float32),
+    aux=None,
+    perturbation_mask=perturbation_mask,
   )
 
 
@@ -361,7 +303,7 @@ def _refresh_mask(spec, mask_parts, *, step, key, params, ascent, selection, ext
   # dynamic (SSAM-D): N_drop = f(t) (1 - s) d
   grads = [g for g, s in zip(jax.tree.leaves(ascent), selection, strict=True) if s]
   kept = pmasks.num_kept(sum(m.size for m in mask_parts), spec.sparsity)
-  fraction = pmasks.cosine_drop_fraction(step, spec.drop_fraction, spec.total_steps)
+  fraction = pmasks.cosine_drop_fraction(step, spec.drop_fraction, spec.end_step)
   num_drop = jnp.floor(fraction * kept).astype(jnp.int32)
   return pmasks.drop_and_regrow(key, mask_parts, grads, num_drop)
 
@@ -370,19 +312,16 @@ def sharpness_aware(
   rho: float,
   *,
   ascent: str = "exact",
-  num_directions: int = 1,
-  smoothing: float = 1e-3,
-  distribution: str = "gaussian",
-  scheme: str = "central",
-  probe_batch_size: int | None = 1,
+  zeroth_order: ZerothOrderOptions | None = None,
   adaptive: bool = False,
   adaptive_eta: float = 0.01,
-  perturb_leaves: LeafSelection = None,
   mask_spec: pmasks.MaskSpec | None = None,
+  perturb_leaves: LeafSelection = None,
   seed: int = 0,
   has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  """The general SAM-family head; :func:`sam`, :func:`zo_sam` and :func:`sparse_sam` build on it.
+  """The general SAM-family head; :func:`sam`, :func:`zo_sam`, :func:`random_perturbation` and
+  :func:`sparse_sam` build on it.
 
   ``update(updates, state, params, *, loss_fn, weight_mask=None, **extra)`` ignores ``updates``
   and returns the exact gradient at ``theta + eps`` (see the module docstring). Extra arguments:
@@ -390,30 +329,36 @@ def sharpness_aware(
   * ``loss_fn`` (required): ``params -> loss`` or ``(loss, aux)``; closes over the batch.
   * ``weight_mask``: 0/1 pytree of active weights (passed by the sparse-training wrappers).
   * ``weight_mask_counts``: static ints, the number of ones of each ``weight_mask`` leaf; with it
-    zeroth-order directions are drawn only on active weights (see :func:`zosam_jax.rge`).
+    zeroth-order and random directions are drawn only on active weights (see :func:`rge`).
   * ``per_example_loss_fn`` ``(params, batch) -> losses[B]`` (or ``(losses, aux)``, aux
     ignored) and ``batch``: needed by ``mask_spec.method == "fisher"`` (see
     :func:`zosam_jax.perturbation_masks.empirical_fisher`).
 
+  Args:
+    rho: perturbation radius ``>= 0``.
+    ascent: ``"exact"`` (SAM), ``"zeroth_order"`` (ZO-SAM) or ``"random"`` (the control).
+    zeroth_order: the estimator's options for ``ascent="zeroth_order"`` (default
+      ``ZerothOrderOptions()``).
+
   Per step the state's key is split once; the step key drives the zeroth-order directions and the
   Sparse SAM mask refresh, so two replicas with the same state draw the same directions.
   """
-  _check_common(rho, adaptive_eta)
-  _validation.check_choice("ascent", ascent, ASCENTS)
-  if ascent == "zeroth_order":
-    _validation.check_estimator_args(
-      num_directions, smoothing, distribution, scheme, probe_batch_size
-    )
-  config = _AscentConfig(ascent, num_directions, smoothing, distribution, scheme, probe_batch_size)
+  check_rho("rho", rho, adaptive_eta)
+  validation.check_choice("ascent", ascent, ASCENTS)
+  validation.check_int("seed", seed)
+  zo = options.resolve(zeroth_order, ZerothOrderOptions())
 
   def init_fn(params):
     key = jax.random.PRNGKey(seed)
     mask = None
     if mask_spec is not None:
-      selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+      selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
       shapes = _selected_shapes(params, selection)
       if not shapes:
-        raise ValueError("sparse_sam: perturb_leaves selects no floating-point parameter leaf.")
+        raise ValueError(
+          "perturb_leaves must select at least one floating-point parameter leaf for sparse_sam, "
+          "got none."
+        )
       if mask_spec.pattern == "n:m":
         pmasks.check_n_m_shapes(shapes, mask_spec.n_m)
       key, init_key = jax.random.split(key)
@@ -425,13 +370,7 @@ def sharpness_aware(
         n_m=mask_spec.n_m,
       )
       mask = _mask_tree(params, selection, parts)
-    return SharpnessAwareState(
-      count=jnp.zeros([], jnp.int32),
-      key=key,
-      value=jnp.zeros([], jnp.float32),
-      aux=None,
-      perturbation_mask=mask,
-    )
+    return init_state(seed)._replace(key=key, perturbation_mask=mask)
 
   def update_fn(
     updates,
@@ -444,17 +383,21 @@ def sharpness_aware(
     **extra,
   ):
     del updates
-    if loss_fn is None or params is None:
-      raise ValueError(
-        "SAM-family transforms need params and the extra argument loss_fn=: "
-        "tx.update(None, opt_state, params, loss_fn=loss_fn)."
-      )
-    _validation.check_mask_like("weight_mask", weight_mask, params)
-    selection = _validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+    losses.require_loss_fn("SAM-family heads", loss_fn, params)
+    validation.check_mask_like("weight_mask", weight_mask, params)
+    selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
     key, step_key = jax.random.split(state.key)
     probe_key, mask_key = jax.random.split(step_key)
-    ascent_dir = _ascent_direction(
-      config, loss_fn, params, probe_key, weight_mask, selection, has_aux, weight_mask_counts
+    ascent_dir = perturb.ascent_direction(
+      ascent,
+      zo,
+      loss_fn,
+      params,
+      probe_key,
+      selection=selection,
+      has_aux=has_aux,
+      weight_mask=weight_mask,
+      weight_mask_counts=weight_mask_counts,
     )
 
     mask = state.perturbation_mask
@@ -477,29 +420,23 @@ def sharpness_aware(
         selection=selection,
         extra=extra,
       )
-      parts = jax.lax.cond(state.count % mask_spec.update_interval == 0, refresh, lambda: parts)
+      parts = jax.lax.cond(state.count % mask_spec.update_every == 0, refresh, lambda: parts)
       mask = _mask_tree(params, selection, parts)
 
-    out, grads = _value_and_grad_at_perturbed(
+    out, grads = perturb.value_and_grad_at_perturbed(
       loss_fn,
       params,
       ascent_dir,
+      has_aux=has_aux,
       rho=rho,
+      selection=selection,
       adaptive=adaptive,
       adaptive_eta=adaptive_eta,
       weight_mask=weight_mask,
       perturbation_mask=mask,
-      leaf_selection=selection,
-      has_aux=has_aux,
     )
-    value, aux = out if has_aux else (out, None)
-    new_state = SharpnessAwareState(
-      count=optax.safe_increment(state.count),
-      key=key,
-      value=jnp.asarray(value, jnp.float32),
-      aux=aux,
-      perturbation_mask=mask,
-    )
+    value, aux = losses.split_value_aux(out, has_aux)
+    new_state = SharpnessAwareState(optax.safe_increment(state.count), key, value, aux, mask)
     return grads, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -514,23 +451,14 @@ def exact_gradient(*, has_aux: bool = False) -> optax.GradientTransformationExtr
 
   def init_fn(params):
     del params
-    return SharpnessAwareState(
-      count=jnp.zeros([], jnp.int32),
-      key=jax.random.PRNGKey(0),
-      value=jnp.zeros([], jnp.float32),
-      aux=None,
-      perturbation_mask=None,
-    )
+    return init_state(0)
 
   def update_fn(updates, state, params=None, *, loss_fn=None, **extra):
     del updates, extra
-    if loss_fn is None or params is None:
-      raise ValueError("exact_gradient needs params and the extra argument loss_fn=.")
+    losses.require_loss_fn("exact_gradient", loss_fn, params)
     out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
-    value, aux = out if has_aux else (out, None)
-    return grads, state._replace(
-      count=optax.safe_increment(state.count), value=jnp.asarray(value, jnp.float32), aux=aux
-    )
+    value, aux = losses.split_value_aux(out, has_aux)
+    return grads, state._replace(count=optax.safe_increment(state.count), value=value, aux=aux)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -550,7 +478,6 @@ def sam(
   """
   return sharpness_aware(
     rho,
-    ascent="exact",
     adaptive=adaptive,
     adaptive_eta=adaptive_eta,
     perturb_leaves=perturb_leaves,
@@ -560,20 +487,19 @@ def sam(
 
 def zo_sam(
   rho: float = 0.05,
-  num_directions: int = 1,
-  smoothing: float = 1e-3,
-  seed: int = 0,
   *,
-  distribution: str = "gaussian",
-  scheme: str = "central",
-  probe_batch_size: int | None = 1,
+  zeroth_order: ZerothOrderOptions | None = None,
+  num_directions: int | None = None,
+  smoothing: float | None = None,
   adaptive: bool = False,
   adaptive_eta: float = 0.01,
   perturb_leaves: LeafSelection = None,
+  seed: int = 0,
   has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """ZO-SAM head: zeroth-order ascent direction, exact update gradient. See
-  :func:`zo_sam_gradient`.
+  :func:`zo_sam_gradient`. ``zo_sam(0.05, num_directions=4)`` is short for
+  ``zo_sam(0.05, zeroth_order=ZerothOrderOptions(num_directions=4))``.
 
   References:
     Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115).
@@ -581,16 +507,35 @@ def zo_sam(
   return sharpness_aware(
     rho,
     ascent="zeroth_order",
-    num_directions=num_directions,
-    smoothing=smoothing,
-    distribution=distribution,
-    scheme=scheme,
-    probe_batch_size=probe_batch_size,
+    zeroth_order=options.resolve(
+      zeroth_order, ZerothOrderOptions(), num_directions=num_directions, smoothing=smoothing
+    ),
     adaptive=adaptive,
     adaptive_eta=adaptive_eta,
     perturb_leaves=perturb_leaves,
     seed=seed,
     has_aux=has_aux,
+  )
+
+
+def random_perturbation(
+  rho: float = 0.05,
+  *,
+  perturb_leaves: LeafSelection = None,
+  seed: int = 0,
+  has_aux: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """The control head: the gradient at ``theta + rho u/||u||``, ``u`` Gaussian on active weights.
+
+  Random weight perturbation with SAM's radius and one forward-backward per step: it costs what
+  ZO-SAM with one direction costs, less its two probe forwards. If ZO-SAM does no better than
+  this head, the zeroth-order information in its direction is not what helps.
+
+  References:
+    Bisla et al., AISTATS 2022 (low-pass filtering SGD); Ji et al., ZO-SAM, CVPR 2026.
+  """
+  return sharpness_aware(
+    rho, ascent="random", perturb_leaves=perturb_leaves, seed=seed, has_aux=has_aux
   )
 
 
@@ -601,17 +546,13 @@ def sparse_sam(
   mask_method: str = "fisher",
   pattern: str = "unstructured",
   n_m: tuple[int, int] = (2, 4),
-  update_interval: int = 100,
+  update_every: int = 100,
   num_fisher_samples: int = 128,
   fisher_chunk_size: int = 16,
   drop_fraction: float = 0.5,
-  total_steps: int | None = None,
+  end_step: int | None = None,
   ascent: str = "exact",
-  num_directions: int = 1,
-  smoothing: float = 1e-3,
-  distribution: str = "gaussian",
-  scheme: str = "central",
-  probe_batch_size: int | None = 1,
+  zeroth_order: ZerothOrderOptions | None = None,
   adaptive: bool = False,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
@@ -621,7 +562,7 @@ def sparse_sam(
 
   The mask (SSAM-F ``"fisher"``, SSAM-D ``"dynamic"`` or ``"random"``; patterns
   ``"unstructured"``, ``"structured"``, ``"n:m"``) lives in the state and is refreshed inside the
-  compiled step with ``lax.cond`` at steps ``t % update_interval == 0`` (step 0 included); it
+  compiled step with ``lax.cond`` at steps ``t % update_every == 0`` (step 0 included); it
   starts uniformly random. See :mod:`zosam_jax.perturbation_masks` for the rules.
 
   Args:
@@ -632,55 +573,54 @@ def sparse_sam(
     pattern: ``"unstructured"``, ``"structured"`` or ``"n:m"`` (``"dynamic"`` supports only
       ``"unstructured"``).
     n_m: ``(N, M)`` with ``1 <= N <= M``.
-    update_interval: ``T_m`` in steps.
+    update_every: ``T_m``, steps between mask refreshes.
     num_fisher_samples: ``N_F`` (the paper's default is 128).
     fisher_chunk_size: per-example gradients computed at once.
     drop_fraction: SSAM-D's ``alpha`` in ``(0, 1)``.
-    total_steps: SSAM-D's ``T`` (required for ``"dynamic"``).
-    ascent: ``"exact"`` (SSAM) or ``"zeroth_order"`` (Sparse ZO-SAM), with the estimator options.
+    end_step: SSAM-D's ``T``, the horizon of its cosine decay (required for ``"dynamic"``).
+    ascent: ``"exact"`` (SSAM) or ``"zeroth_order"`` (Sparse ZO-SAM, options in
+      ``zeroth_order``).
 
   References:
     Mi et al., NeurIPS 2022 (Algorithms 1-2, eq. 5-9); Mi et al., TPAMI 2025 (patterns).
   """
-  _validation.check_choice("mask_method", mask_method, pmasks.MASK_METHODS)
+  validation.check_choice("mask_method", mask_method, pmasks.MASK_METHODS)
   pmasks.check_pattern(pattern, n_m)
-  _validation.check_sparsity("sparsity", sparsity)
-  _validation.check_positive_int("update_interval", update_interval)
-  _validation.check_positive_int("num_fisher_samples", num_fisher_samples)
-  _validation.check_positive_int("fisher_chunk_size", fisher_chunk_size)
+  validation.check_sparsity("sparsity", sparsity)
+  validation.check_positive_int("update_every", update_every)
+  validation.check_positive_int("num_fisher_samples", num_fisher_samples)
+  validation.check_positive_int("fisher_chunk_size", fisher_chunk_size)
+  validation.check_choice("ascent", ascent, ("exact", "zeroth_order"))
   if mask_method == "dynamic":
     if pattern != "unstructured":
       raise ValueError(
-        f"mask_method='dynamic' supports pattern='unstructured' only, got {pattern!r}; use "
+        f"pattern must be 'unstructured' with mask_method='dynamic', got {pattern!r}; use "
         "mask_method='fisher' or 'random' for structured and n:m masks."
       )
-    if not 0.0 < drop_fraction < 1.0:
-      raise ValueError(f"drop_fraction must be in (0, 1), got {drop_fraction!r}.")
-    if total_steps is None:
-      raise ValueError("mask_method='dynamic' needs total_steps (T of the cosine decay), >= 1.")
-    _validation.check_positive_int("total_steps", total_steps)
+    validation.check_interval(
+      "drop_fraction", drop_fraction, 0.0, 1.0, low_open=True, high_open=True
+    )
+    if end_step is None:
+      raise ValueError("end_step must be an integer >= 1 with mask_method='dynamic', got None.")
+    validation.check_positive_int("end_step", end_step)
   spec = pmasks.MaskSpec(
     mask_method,
     sparsity,
     pattern,
     tuple(n_m),
-    update_interval,
+    update_every,
     num_fisher_samples,
     fisher_chunk_size,
     drop_fraction,
-    total_steps,
+    end_step,
   )
   return sharpness_aware(
     rho,
     ascent=ascent,
-    num_directions=num_directions,
-    smoothing=smoothing,
-    distribution=distribution,
-    scheme=scheme,
-    probe_batch_size=probe_batch_size,
+    zeroth_order=zeroth_order,
     adaptive=adaptive,
-    perturb_leaves=perturb_leaves,
     mask_spec=spec,
+    perturb_leaves=perturb_leaves,
     seed=seed,
     has_aux=has_aux,
   )

@@ -50,10 +50,17 @@ Baselines with the same interface: :func:`zo_sgd` (RGE + SGD, optional heavy-bal
 FZOO's sigma step), :func:`zo_adam` (Adam on the RGE estimate) and :func:`mezo` (MeZO's SPSA:
 directions regenerated from their keys in two passes, so memory does not grow with ``m``).
 
-Directions: ``jax.random.split(step_key, m)`` drawn by :func:`zosam_jax.estimators.draw_direction`
-(packed-bit Rademacher), probed ``probe_batch_size`` at a time with ``jax.vmap`` inside a
-``lax.scan`` (1 = one direction in memory at a time; ``None`` = all at once). The state's key is
-split every step, so two replicas with equal states draw equal directions.
+Options: one :class:`zosam_jax.ZerothOrderOptions` (``zeroth_order=``); ``num_directions=`` and
+``smoothing=`` are short forms on top of it. Each optimizer keeps its own default options (ZOSA,
+ZO-SGD, ZO-Adam: 8 Rademacher directions, forward differences; MeZO: 1 Gaussian direction,
+central differences). Directions come from the library's one probe loop (the same keys give the
+same directions as :func:`zosam_jax.rge`). The state's key is split every step, so two replicas
+with equal states draw equal directions.
+
+State protocol: every state here is a :class:`ZerothOrderState` with ``value`` (the loss at
+``theta``) and ``aux``: with ``has_aux=True``, the aux of ``loss_fn(theta)`` (the forward
+scheme's own ``L(theta)``; one extra, counted query for the central scheme), so a training loop
+reads them like any head's.
 
 References:
   Fu et al., "Zero-Order Sharpness-Aware Minimization", arXiv 2511.09156 (ZOSA).
@@ -73,65 +80,41 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from zosam_jax import _validation, estimators
+from zosam_jax._src import losses, options, probing, trees, validation
+from zosam_jax._src.options import ZerothOrderOptions
 
 PyTree = Any
 LossFn = Callable[[PyTree], Any]
 
-SCHEMES = ("forward", "central")
-_TINY = 1e-12
+# ZOSA and the RGE baselines: m = 8 Rademacher directions, forward differences (the paper's).
+ZOSA_OPTIONS = ZerothOrderOptions(num_directions=8, distribution="rademacher", scheme="forward")
+# MeZO: one Gaussian direction, central differences (SPSA).
+MEZO_OPTIONS = ZerothOrderOptions(num_directions=1, distribution="gaussian", scheme="central")
 
 
-# ----------------------------------------------------------------------------- validation
-
-
-def _check_bool(name: str, value: Any) -> None:
-  if not isinstance(value, bool):
-    raise ValueError(f"{name} must be True or False, got {value!r}.")
-
-
-def _check_learning_rate(learning_rate: Any) -> None:
-  if callable(learning_rate) or isinstance(learning_rate, jax.Array):
-    return  # a schedule, or a traced value inside a jitted run
-  if isinstance(learning_rate, bool) or not isinstance(learning_rate, int | float):
-    raise ValueError(f"learning_rate must be a number > 0 or a schedule, got {learning_rate!r}.")
-  _validation.check_positive("learning_rate", learning_rate)
-
-
-def _check_unit_interval(name: str, value: float) -> None:
-  if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-    raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
-
-
-def _check_probe_args(
-  num_directions: Any,
-  smoothing: Any,
-  distribution: Any,
-  scheme: Any,
-  probe_batch_size: Any,
-  needs_sigma: bool,
-) -> None:
-  _validation.check_positive_int("num_directions", num_directions)
-  if isinstance(smoothing, bool) or not isinstance(smoothing, int | float):
-    raise ValueError(f"smoothing must be a number > 0, got {smoothing!r}.")
-  _validation.check_positive("smoothing", smoothing)
-  _validation.check_choice("distribution", distribution, _validation.DISTRIBUTIONS)
-  _validation.check_choice("scheme", scheme, SCHEMES)
-  if probe_batch_size is not None:
-    _validation.check_positive_int(
-      "probe_batch_size (or None for all directions at once)", probe_batch_size
-    )
-  if needs_sigma and scheme == "forward" and num_directions < 2:
+def _options(zeroth_order, default, num_directions, smoothing, *, needs_sigma=False, spsa=False):
+  opts = options.resolve(zeroth_order, default, num_directions=num_directions, smoothing=smoothing)
+  if spsa:
+    validation.check_choice("zeroth_order.scheme", opts.scheme, ("central",))
+  else:
+    validation.check_choice("zeroth_order.scheme", opts.scheme, ("forward", "central"))
+  if needs_sigma and opts.scheme == "forward" and opts.num_directions < 2:
     raise ValueError(
       "num_directions must be >= 2 with scheme='forward' when the loss std is used "
-      f"(sigma_normalize/adaptive_lr/sigma_step): the std of {num_directions} probe loss is "
-      "undefined."
+      f"(sigma_normalize/adaptive_lr/sigma_step), got {opts.num_directions}: the std of one "
+      "probe loss is undefined."
     )
+  return opts
+
+
+def _check_flags(**flags: Any) -> None:
+  for name, flag in flags.items():
+    validation.check_bool(name, flag)
 
 
 def queries_per_estimate(num_directions: int, scheme: str) -> int:
   """Loss evaluations of one random gradient estimate: ``m + 1`` (forward) or ``2m`` (central)."""
-  return num_directions + 1 if scheme == "forward" else 2 * num_directions
+  return ZerothOrderOptions(num_directions, scheme=scheme).queries
 
 
 # ----------------------------------------------------------------------------- probing
@@ -142,112 +125,47 @@ class Probe(NamedTuple):
 
   Attributes:
     estimate: float32 list, one array per active leaf: ``1/m sum_i c_i u_i``.
-    coefficients: float32 ``[m]``, the finite-difference directional derivatives ``c_i``.
-    losses: float32 ``[m]`` (forward) or ``[m, 2]`` (central: ``L(x + mu u_i), L(x - mu u_i)``).
     value: float32 scalar, ``L(x)`` (forward) or the mean probe loss (central).
     sigma: float32 scalar, ``std(losses, ddof=1) / mu`` (0 if fewer than two probe losses).
   """
 
   estimate: list[jax.Array]
-  coefficients: jax.Array
-  losses: jax.Array
   value: jax.Array
   sigma: jax.Array
 
 
 def probe(
   loss: Callable[[PyTree], jax.Array],
-  flat: estimators._Flat,
+  flat: trees.Flat,
   key: jax.Array,
+  opts: ZerothOrderOptions,
   *,
-  num_directions: int,
-  smoothing: float,
-  distribution: str = "rademacher",
-  scheme: str = "forward",
-  probe_batch_size: int | None = 1,
+  base: jax.Array | None = None,
 ) -> Probe:
-  """The random gradient estimate of :func:`zosam_jax.rge` (same keys, same directions), plus
-  the probe losses themselves, which the sigma-normalisation needs.
+  """The library's probe loop, plus the probe-loss std that the sigma-normalisation needs.
 
-  ``loss`` returns a float32 scalar; ``flat`` comes from ``estimators._flatten``. Exactly
-  :func:`queries_per_estimate` evaluations of ``loss`` at run time.
-  """
-  m = num_directions
-  mu = smoothing
-  chunk = m if probe_batch_size is None else min(probe_batch_size, m)
-  keys = jax.random.split(key, m)
-  if scheme == "forward":
-    base = loss(jax.tree.unflatten(flat.treedef, flat.leaves))
-
-    def one(u):
-      plus = loss(estimators._shifted(flat, u, mu))
-      return (plus - base) / mu, plus
-  else:
-
-    def one(u):
-      plus = loss(estimators._shifted(flat, u, mu))
-      minus = loss(estimators._shifted(flat, u, -mu))
-      return (plus - minus) / (2.0 * mu), jnp.stack([plus, minus])
-
-  def single(carry, k):
-    u = estimators.draw_direction(k, flat, distribution)
-    c, ls = one(u)
-    return [acc + c * ui for acc, ui in zip(carry, u, strict=True)], (c, ls)
-
-  def batched(carry, ks):
-    us = jax.vmap(lambda k: estimators.draw_direction(k, flat, distribution))(ks)
-    cs, ls = jax.vmap(one)(us)
-    new = [acc + jnp.tensordot(cs, ui, axes=1) for acc, ui in zip(carry, us, strict=True)]
-    return new, (cs, ls)
-
-  zeros = [jnp.zeros(jnp.shape(flat.leaves[i]), jnp.float32) for i in flat.active]
-  if chunk == 1:
-    total, (coefficients, losses) = jax.lax.scan(single, zeros, keys)
-  else:
-    num_full, remainder = divmod(m, chunk)
-    full = keys[: num_full * chunk].reshape((num_full, chunk) + keys.shape[1:])
-    total, (coefficients, losses) = jax.lax.scan(batched, zeros, full)
-    coefficients = coefficients.reshape(-1)
-    losses = losses.reshape((num_full * chunk,) + losses.shape[2:])
-    if remainder:
-      total, (c_rest, l_rest) = batched(total, keys[num_full * chunk :])
-      coefficients = jnp.concatenate([coefficients, c_rest])
-      losses = jnp.concatenate([losses, l_rest])
-  value = base if scheme == "forward" else jnp.mean(losses)
-  flat_losses = losses.reshape(-1)
+  ``base``: ``L(x)`` when the caller has already evaluated it (the forward scheme then reuses it
+  instead of evaluating it again)."""
+  result = probing.probe(loss, flat, key, opts, base=base)
+  value = result.base if opts.scheme == "forward" else jnp.mean(result.losses)
+  flat_losses = result.losses.reshape(-1)
   if flat_losses.size >= 2:
-    sigma = jnp.std(flat_losses, ddof=1) / mu
+    sigma = jnp.std(flat_losses, ddof=1) / opts.smoothing
   else:
     sigma = jnp.zeros([], jnp.float32)
-  return Probe([t / m for t in total], coefficients, losses, value, sigma)
+  return Probe([t / opts.num_directions for t in result.total], value, sigma)
 
 
-def _safe_divide(parts: list[jax.Array], scale: jax.Array) -> list[jax.Array]:
-  """parts / scale, and exactly zero where scale is zero (never NaN)."""
-  ok = scale > _TINY
-  inv = jnp.where(ok, 1.0 / jnp.where(ok, scale, 1.0), 0.0)
-  return [p * inv for p in parts]
+def _shift_flat(flat: trees.Flat, parts: list[jax.Array]) -> trees.Flat:
+  """The point ``x + parts`` as a new ``Flat`` with the same active leaves."""
+  return flat._replace(leaves=trees.shifted_leaves(flat, parts, 1.0))
 
 
-def _norm(parts: list[jax.Array]) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(p)) for p in parts) + 0.0)
-
-
-def _to_tree(flat: estimators._Flat, parts: list[jax.Array]) -> PyTree:
-  """Active parts back into a tree like params (zeros on inactive leaves, params' dtypes)."""
-  out = [jnp.zeros_like(p) for p in flat.leaves]
-  for j, i in enumerate(flat.active):
-    out[i] = parts[j].astype(flat.leaves[i].dtype)
-  return jax.tree.unflatten(flat.treedef, out)
-
-
-def _shift_flat(flat: estimators._Flat, parts: list[jax.Array]) -> estimators._Flat:
-  """The point ``x + parts`` as a new ``_Flat`` with the same active leaves."""
-  leaves = list(flat.leaves)
-  for j, i in enumerate(flat.active):
-    p = leaves[i]
-    leaves[i] = (p.astype(jnp.float32) + parts[j]).astype(p.dtype)
-  return flat._replace(leaves=leaves)
+def _value_and_aux(loss_fn, params, has_aux, value):
+  """``(value, aux)`` reported by a step: the aux of ``loss_fn(theta)`` when ``has_aux``."""
+  if not has_aux:
+    return value, None
+  return losses.split_value_aux(loss_fn(params), True)
 
 
 # ----------------------------------------------------------------------------- ZOSA, pure
@@ -280,11 +198,9 @@ def zosa_direction(
   key: jax.Array,
   *,
   rho: float,
-  num_directions: int,
-  smoothing: float,
-  distribution: str = "rademacher",
-  scheme: str = "forward",
-  probe_batch_size: int | None = 1,
+  zeroth_order: ZerothOrderOptions | None = None,
+  num_directions: int | None = None,
+  smoothing: float | None = None,
   sam: bool = True,
   sigma_normalize: bool = True,
   adaptive_lr: bool = True,
@@ -302,11 +218,9 @@ def zosa_direction(
     params: ``theta``; integer leaves are never perturbed.
     key: a ``jax.random`` key.
     rho: inner radius ``>= 0`` (see the module docstring for its scale under sigma_normalize).
-    num_directions: ``m`` per estimate.
-    smoothing: ``mu > 0``.
-    distribution: ``"rademacher"`` (the paper's), ``"gaussian"`` or ``"sphere"``.
-    scheme: ``"forward"`` (``m + 1`` queries per estimate) or ``"central"`` (``2m``).
-    probe_batch_size: directions vmapped together (1 = one at a time, None = all).
+    zeroth_order: the estimator's options (default :data:`ZOSA_OPTIONS`; scheme ``"forward"``,
+      ``m + 1`` queries per estimate, or ``"central"``, ``2m``).
+    num_directions, smoothing: short forms over ``zeroth_order``.
     sam, sigma_normalize, adaptive_lr: the three switches of the ablation.
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
 
@@ -316,40 +230,45 @@ def zosa_direction(
   References:
     Fu et al., arXiv 2511.09156; Dang et al. (FZOO), arXiv 2506.09034.
   """
-  _validation.check_nonnegative("rho", rho)
-  for name, flag in (
-    ("sam", sam),
-    ("sigma_normalize", sigma_normalize),
-    ("adaptive_lr", adaptive_lr),
-    ("has_aux", has_aux),
-  ):
-    _check_bool(name, flag)
-  needs_sigma = adaptive_lr or (sam and sigma_normalize)
-  _check_probe_args(num_directions, smoothing, distribution, scheme, probe_batch_size, needs_sigma)
-  loss = estimators._scalar_loss(loss_fn, has_aux)
-  flat = estimators._flatten(params, None, None)
-  inner_key, outer_key = jax.random.split(key)
-  opts = dict(
-    num_directions=num_directions,
-    smoothing=smoothing,
-    distribution=distribution,
-    scheme=scheme,
-    probe_batch_size=probe_batch_size,
+  validation.check_nonnegative("rho", rho)
+  _check_flags(sam=sam, sigma_normalize=sigma_normalize, adaptive_lr=adaptive_lr, has_aux=has_aux)
+  opts = _options(
+    zeroth_order,
+    ZOSA_OPTIONS,
+    num_directions,
+    smoothing,
+    needs_sigma=adaptive_lr or (sam and sigma_normalize),
   )
-  per_estimate = queries_per_estimate(num_directions, scheme)
+  return _zosa_direction(
+    loss_fn, params, key, rho, opts, sam, sigma_normalize, adaptive_lr, has_aux
+  )
+
+
+def _zosa_direction(
+  loss_fn, params, key, rho, opts, sam, sigma_normalize, adaptive_lr, has_aux, base=None
+):
+  """``base``: ``L(theta)`` if already evaluated, for the probe at ``theta`` to reuse."""
+  loss = losses.scalar_loss(loss_fn, has_aux)
+  flat = trees.flatten(params)
+  inner_key, outer_key = jax.random.split(key)
   if sam:
-    inner = probe(loss, flat, inner_key, **opts)
-    if sigma_normalize:
-      eps = _safe_divide([rho * g for g in inner.estimate], inner.sigma)
-    else:
-      eps = _safe_divide([rho * g for g in inner.estimate], _norm(inner.estimate))
-    outer = probe(loss, _shift_flat(flat, eps), outer_key, **opts)
-    value, inner_sigma, eps_norm, queries = inner.value, inner.sigma, _norm(eps), 2 * per_estimate
+    inner = probe(loss, flat, inner_key, opts, base=base)
+    scale = inner.sigma if sigma_normalize else trees.norm(inner.estimate)
+    eps = trees.safe_divide([rho * g for g in inner.estimate], scale)
+    outer = probe(loss, _shift_flat(flat, eps), outer_key, opts)
+    value, inner_sigma, eps_norm, queries = (
+      inner.value,
+      inner.sigma,
+      trees.norm(eps),
+      2 * (opts.queries),
+    )
   else:
-    outer = probe(loss, flat, outer_key, **opts)
-    value, inner_sigma, eps_norm, queries = outer.value, outer.sigma, jnp.zeros([]), per_estimate
-  direction = _safe_divide(outer.estimate, outer.sigma) if adaptive_lr else outer.estimate
-  return ZOSAStep(value, _to_tree(flat, direction), outer.sigma, inner_sigma, eps_norm, queries)
+    outer = probe(loss, flat, outer_key, opts, base=base)
+    value, inner_sigma, eps_norm, queries = outer.value, outer.sigma, jnp.zeros([]), opts.queries
+  direction = trees.safe_divide(outer.estimate, outer.sigma) if adaptive_lr else outer.estimate
+  return ZOSAStep(
+    value, trees.to_params(flat, direction), outer.sigma, inner_sigma, eps_norm, queries
+  )
 
 
 # ----------------------------------------------------------------------------- MeZO's SPSA, pure
@@ -360,9 +279,9 @@ def spsa_direction(
   params: PyTree,
   key: jax.Array,
   *,
-  num_directions: int,
-  smoothing: float,
-  distribution: str = "gaussian",
+  zeroth_order: ZerothOrderOptions | None = None,
+  num_directions: int | None = None,
+  smoothing: float | None = None,
   has_aux: bool = False,
 ) -> tuple[jax.Array, PyTree]:
   """MeZO's SPSA estimate ``1/m sum_i (L(x + mu z_i) - L(x - mu z_i)) / (2 mu) z_i``.
@@ -371,7 +290,7 @@ def spsa_direction(
   ``jax.random.fold_in(key, i)``, probes it twice and keeps only the scalar; the second scan draws
   it again from the same key and accumulates ``c_i z_i``. Peak memory is the parameters, one
   direction, one probe point and the accumulator, whatever ``m`` (the price: each direction is
-  drawn twice). ``2m`` queries.
+  drawn twice). ``2m`` queries. Options default to :data:`MEZO_OPTIONS` (central only).
 
   Returns:
     ``(value, estimate)``: the mean of the ``2m`` probe losses and a pytree like params.
@@ -379,29 +298,33 @@ def spsa_direction(
   References:
     Malladi et al., NeurIPS 2023 (MeZO, Algorithm 1); Spall, IEEE TAC 1992 (SPSA).
   """
-  _check_probe_args(num_directions, smoothing, distribution, "central", 1, False)
-  loss = estimators._scalar_loss(loss_fn, has_aux)
-  flat = estimators._flatten(params, None, None)
-  mu = smoothing
+  opts = _options(zeroth_order, MEZO_OPTIONS, num_directions, smoothing, spsa=True)
+  return _spsa_direction(loss_fn, params, key, opts, has_aux)
+
+
+def _spsa_direction(loss_fn, params, key, opts, has_aux):
+  loss = losses.scalar_loss(loss_fn, has_aux)
+  flat = trees.flatten(params)
+  mu, m = opts.smoothing, opts.num_directions
+
+  def draw(i):
+    return probing.draw_direction(jax.random.fold_in(key, i), flat, opts.distribution)
 
   def probe_one(_, i):
-    z = estimators.draw_direction(jax.random.fold_in(key, i), flat, distribution)
-    plus = loss(estimators._shifted(flat, z, mu))
-    minus = loss(estimators._shifted(flat, z, -mu))
-    return None, jnp.stack([plus, minus])
+    z = draw(i)
+    return None, jnp.stack([loss(trees.shifted(flat, z, mu)), loss(trees.shifted(flat, z, -mu))])
 
-  indices = jnp.arange(num_directions, dtype=jnp.uint32)
-  _, losses = jax.lax.scan(probe_one, None, indices)
-  coefficients = (losses[:, 0] - losses[:, 1]) / (2.0 * mu)
+  indices = jnp.arange(m, dtype=jnp.uint32)
+  _, probe_losses = jax.lax.scan(probe_one, None, indices)
+  coefficients = (probe_losses[:, 0] - probe_losses[:, 1]) / (2.0 * mu)
 
   def accumulate(acc, ic):
     i, c = ic
-    z = estimators.draw_direction(jax.random.fold_in(key, i), flat, distribution)
-    return [a + c * zi for a, zi in zip(acc, z, strict=True)], None
+    return [a + c * zi for a, zi in zip(acc, draw(i), strict=True)], None
 
   zeros = [jnp.zeros(jnp.shape(flat.leaves[i]), jnp.float32) for i in flat.active]
   total, _ = jax.lax.scan(accumulate, zeros, (indices, coefficients))
-  return jnp.mean(losses), _to_tree(flat, [t / num_directions for t in total])
+  return jnp.mean(probe_losses), trees.to_params(flat, [t / m for t in total])
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -414,6 +337,7 @@ class ZerothOrderState(NamedTuple):
     count: number of updates taken (int32).
     key: PRNG key (raw uint32 key data), split every step.
     value: float32 loss at ``theta`` measured by the last step's probes (before its update).
+    aux: with ``has_aux=True``, the aux of ``loss_fn(theta)`` at the last step; else ``None``.
     sigma: float32 probe-loss std / smoothing of the last step's update estimate (0 if unused).
     queries: int32 total number of ``loss_fn`` evaluations so far.
   """
@@ -421,17 +345,21 @@ class ZerothOrderState(NamedTuple):
   count: jax.Array
   key: jax.Array
   value: jax.Array
+  aux: Any
   sigma: jax.Array
   queries: jax.Array
 
 
 def _init(seed: int) -> Callable[[PyTree], ZerothOrderState]:
+  validation.check_int("seed", seed)
+
   def init_fn(params):
     del params
     return ZerothOrderState(
       count=jnp.zeros([], jnp.int32),
       key=jax.random.PRNGKey(seed),
       value=jnp.zeros([], jnp.float32),
+      aux=None,
       sigma=jnp.zeros([], jnp.float32),
       queries=jnp.zeros([], jnp.int32),
     )
@@ -439,31 +367,21 @@ def _init(seed: int) -> Callable[[PyTree], ZerothOrderState]:
   return init_fn
 
 
-def _need_loss_fn(name: str, loss_fn: Any, params: Any) -> None:
-  if loss_fn is None or params is None:
-    raise ValueError(
-      f"{name} needs params and the extra argument loss_fn=: "
-      "tx.update(None, opt_state, params, loss_fn=loss_fn)."
-    )
-
-
-def _check_seed(seed: Any) -> None:
-  if isinstance(seed, bool) or not isinstance(seed, int):
-    raise ValueError(f"seed must be an int, got {seed!r}.")
+def _extra_queries(opts: ZerothOrderOptions, has_aux: bool) -> int:
+  """The aux forward at theta is free for the forward scheme (its own L(theta))."""
+  return int(has_aux and opts.scheme != "forward")
 
 
 def scale_by_zosa(
   rho: float = 0.01,
-  num_directions: int = 8,
-  smoothing: float = 1e-3,
-  seed: int = 0,
   *,
-  distribution: str = "rademacher",
-  scheme: str = "forward",
-  probe_batch_size: int | None = 1,
+  zeroth_order: ZerothOrderOptions | None = None,
+  num_directions: int | None = None,
+  smoothing: float | None = None,
   sam: bool = True,
   sigma_normalize: bool = True,
   adaptive_lr: bool = True,
+  seed: int = 0,
   has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """ZOSA head: replaces the updates by ZOSA's descent direction (:func:`zosa_direction`).
@@ -471,49 +389,37 @@ def scale_by_zosa(
   Chain it with a learning rate (:func:`zosa` does); ``2(m + 1)`` queries per step (forward),
   ``m + 1`` with ``sam=False``.
   """
-  _check_seed(seed)
-  _validation.check_nonnegative("rho", rho)
-  for name, flag in (
-    ("sam", sam),
-    ("sigma_normalize", sigma_normalize),
-    ("adaptive_lr", adaptive_lr),
-    ("has_aux", has_aux),
-  ):
-    _check_bool(name, flag)
-  _check_probe_args(
+  validation.check_nonnegative("rho", rho)
+  _check_flags(sam=sam, sigma_normalize=sigma_normalize, adaptive_lr=adaptive_lr, has_aux=has_aux)
+  opts = _options(
+    zeroth_order,
+    ZOSA_OPTIONS,
     num_directions,
     smoothing,
-    distribution,
-    scheme,
-    probe_batch_size,
-    adaptive_lr or (sam and sigma_normalize),
+    needs_sigma=adaptive_lr or (sam and sigma_normalize),
   )
+  extra_queries = _extra_queries(opts, has_aux)
 
   def update_fn(updates, state, params=None, *, loss_fn=None, **extra):
     del updates, extra
-    _need_loss_fn("zosa", loss_fn, params)
+    losses.require_loss_fn("zosa", loss_fn, params)
     key, step_key = jax.random.split(state.key)
-    step = zosa_direction(
-      loss_fn,
-      params,
-      step_key,
-      rho=rho,
-      num_directions=num_directions,
-      smoothing=smoothing,
-      distribution=distribution,
-      scheme=scheme,
-      probe_batch_size=probe_batch_size,
-      sam=sam,
-      sigma_normalize=sigma_normalize,
-      adaptive_lr=adaptive_lr,
-      has_aux=has_aux,
+    value, aux, base = None, None, None
+    if has_aux:
+      value, aux = losses.split_value_aux(loss_fn(params), True)
+      if opts.scheme == "forward":
+        base = value  # the forward scheme's own L(theta): the probe at theta reuses it
+    step = _zosa_direction(
+      loss_fn, params, step_key, rho, opts, sam, sigma_normalize, adaptive_lr, has_aux, base
     )
+    value = step.value if value is None else value
     new_state = ZerothOrderState(
       count=optax.safe_increment(state.count),
       key=key,
-      value=jnp.asarray(step.value, jnp.float32),
+      value=jnp.asarray(value, jnp.float32),
+      aux=aux,
       sigma=jnp.asarray(step.sigma, jnp.float32),
-      queries=state.queries + step.queries,
+      queries=state.queries + step.queries + extra_queries,
     )
     return step.direction, new_state
 
@@ -521,14 +427,12 @@ def scale_by_zosa(
 
 
 def scale_by_zo_gradient(
-  num_directions: int = 8,
-  smoothing: float = 1e-3,
-  seed: int = 0,
   *,
-  distribution: str = "rademacher",
-  scheme: str = "forward",
-  probe_batch_size: int | None = 1,
+  zeroth_order: ZerothOrderOptions | None = None,
+  num_directions: int | None = None,
+  smoothing: float | None = None,
   sigma_step: bool = False,
+  seed: int = 0,
   has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """Head that replaces the updates by the random gradient estimate at ``theta`` (divided by the
@@ -536,52 +440,44 @@ def scale_by_zo_gradient(
   ``sam=False``."""
   return scale_by_zosa(
     0.0,
-    num_directions,
-    smoothing,
-    seed,
-    distribution=distribution,
-    scheme=scheme,
-    probe_batch_size=probe_batch_size,
+    zeroth_order=zeroth_order,
+    num_directions=num_directions,
+    smoothing=smoothing,
     sam=False,
     sigma_normalize=False,
     adaptive_lr=sigma_step,
+    seed=seed,
     has_aux=has_aux,
   )
 
 
 def scale_by_spsa(
-  num_directions: int = 1,
-  smoothing: float = 1e-3,
-  seed: int = 0,
   *,
-  distribution: str = "gaussian",
+  zeroth_order: ZerothOrderOptions | None = None,
+  num_directions: int | None = None,
+  smoothing: float | None = None,
+  seed: int = 0,
   has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """Head that replaces the updates by MeZO's SPSA estimate (:func:`spsa_direction`), ``2m``
   queries per step, memory independent of ``m``."""
-  _check_seed(seed)
-  _check_bool("has_aux", has_aux)
-  _check_probe_args(num_directions, smoothing, distribution, "central", 1, False)
+  _check_flags(has_aux=has_aux)
+  opts = _options(zeroth_order, MEZO_OPTIONS, num_directions, smoothing, spsa=True)
+  queries = opts.queries + _extra_queries(opts, has_aux)
 
   def update_fn(updates, state, params=None, *, loss_fn=None, **extra):
     del updates, extra
-    _need_loss_fn("mezo", loss_fn, params)
+    losses.require_loss_fn("mezo", loss_fn, params)
     key, step_key = jax.random.split(state.key)
-    value, estimate = spsa_direction(
-      loss_fn,
-      params,
-      step_key,
-      num_directions=num_directions,
-      smoothing=smoothing,
-      distribution=distribution,
-      has_aux=has_aux,
-    )
+    value, estimate = _spsa_direction(loss_fn, params, step_key, opts, has_aux)
+    value, aux = _value_and_aux(loss_fn, params, has_aux, value)
     new_state = ZerothOrderState(
       count=optax.safe_increment(state.count),
       key=key,
       value=jnp.asarray(value, jnp.float32),
+      aux=aux,
       sigma=jnp.zeros([], jnp.float32),
-      queries=state.queries + 2 * num_directions,
+      queries=state.queries + queries,
     )
     return estimate, new_state
 
@@ -594,27 +490,19 @@ def scale_by_spsa(
 def zosa(
   learning_rate: optax.ScalarOrSchedule,
   rho: float = 0.01,
-  num_directions: int = 8,
-  smoothing: float = 1e-3,
-  seed: int = 0,
-  *,
-  distribution: str = "rademacher",
-  scheme: str = "forward",
-  probe_batch_size: int | None = 1,
-  sam: bool = True,
-  sigma_normalize: bool = True,
-  adaptive_lr: bool = True,
-  has_aux: bool = False,
+  **kwargs: Any,
 ) -> optax.GradientTransformationExtraArgs:
   """ZOSA: fully zeroth-order sharpness-aware minimisation (see the module docstring).
 
   ``update = -learning_rate * g'/s'``, ``g'`` the random gradient estimate at
-  ``theta + rho g/s``. ``2(m + 1)`` loss evaluations per step (``4m`` with ``scheme="central"``).
-  ``opt_state[0]`` is the :class:`ZerothOrderState` (``value``, ``sigma``, ``queries``).
+  ``theta + rho g/s``. ``2(m + 1)`` loss evaluations per step (``4m`` with scheme central).
+  Keyword arguments are :func:`scale_by_zosa`'s (``zeroth_order``, ``num_directions``,
+  ``smoothing``, ``sam``, ``sigma_normalize``, ``adaptive_lr``, ``seed``, ``has_aux``).
+  ``opt_state[0]`` is the :class:`ZerothOrderState` (``value``, ``aux``, ``sigma``, ``queries``).
 
   Example::
 
-    tx = zosam_jax.zosa(learning_rate=1e-2, rho=1e-3, num_directions=8, smoothing=1e-3)
+    tx = zosam_jax.zosa(learning_rate=1e-2, rho=1e-3, num_directions=8)
     state = tx.init(params)
     updates, state = tx.update(None, state, params, loss_fn=loss_fn)
     params = optax.apply_updates(params, updates)
@@ -622,125 +510,76 @@ def zosa(
   References:
     Fu et al., "Zero-Order Sharpness-Aware Minimization", arXiv 2511.09156.
   """
-  _check_learning_rate(learning_rate)
-  return optax.chain(
-    scale_by_zosa(
-      rho,
-      num_directions,
-      smoothing,
-      seed,
-      distribution=distribution,
-      scheme=scheme,
-      probe_batch_size=probe_batch_size,
-      sam=sam,
-      sigma_normalize=sigma_normalize,
-      adaptive_lr=adaptive_lr,
-      has_aux=has_aux,
-    ),
-    optax.scale_by_learning_rate(learning_rate),
-  )
+  validation.check_learning_rate(learning_rate)
+  return optax.chain(scale_by_zosa(rho, **kwargs), optax.scale_by_learning_rate(learning_rate))
 
 
 def zo_sgd(
   learning_rate: optax.ScalarOrSchedule,
-  num_directions: int = 8,
-  smoothing: float = 1e-3,
-  seed: int = 0,
   *,
   momentum: float = 0.0,
   nesterov: bool = False,
-  distribution: str = "rademacher",
-  scheme: str = "forward",
-  probe_batch_size: int | None = 1,
-  sigma_step: bool = False,
-  has_aux: bool = False,
+  **kwargs: Any,
 ) -> optax.GradientTransformationExtraArgs:
   """ZO-SGD: SGD (optionally heavy-ball ``momentum``) on the random gradient estimate.
 
-  ``sigma_step=True`` divides the estimate by the probe-loss std first (FZOO's step; this is ZOSA
-  with ``sam=False``). ``m + 1`` queries per step (forward), ``2m`` (central).
+  Keyword arguments are :func:`scale_by_zo_gradient`'s; ``sigma_step=True`` divides the estimate
+  by the probe-loss std first (FZOO's step; this is ZOSA with ``sam=False``). ``m + 1`` queries
+  per step (forward), ``2m`` (central).
 
   References:
     Ghadimi & Lan, SIAM J. Optim. 2013; Nesterov & Spokoiny, 2017; Dang et al., arXiv 2506.09034.
   """
-  _check_learning_rate(learning_rate)
-  _check_unit_interval("momentum", momentum)
-  _check_bool("nesterov", nesterov)
+  validation.check_learning_rate(learning_rate)
+  validation.check_interval("momentum", momentum, 0.0, 1.0, low_open=False, high_open=True)
+  validation.check_bool("nesterov", nesterov)
   return optax.chain(
-    scale_by_zo_gradient(
-      num_directions,
-      smoothing,
-      seed,
-      distribution=distribution,
-      scheme=scheme,
-      probe_batch_size=probe_batch_size,
-      sigma_step=sigma_step,
-      has_aux=has_aux,
-    ),
+    scale_by_zo_gradient(**kwargs),
     optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov),
   )
 
 
 def zo_adam(
   learning_rate: optax.ScalarOrSchedule,
-  num_directions: int = 8,
-  smoothing: float = 1e-3,
-  seed: int = 0,
   *,
   b1: float = 0.9,
   b2: float = 0.999,
   eps: float = 1e-8,
-  distribution: str = "rademacher",
-  scheme: str = "forward",
-  probe_batch_size: int | None = 1,
-  has_aux: bool = False,
+  **kwargs: Any,
 ) -> optax.GradientTransformationExtraArgs:
   """ZO-Adam (ZO-AdaMM without the projection): Adam on the random gradient estimate.
+
+  Keyword arguments are :func:`scale_by_zo_gradient`'s.
 
   References:
     Chen et al., NeurIPS 2019; Kingma & Ba, ICLR 2015.
   """
-  _check_learning_rate(learning_rate)
-  _check_unit_interval("b1", b1)
-  _check_unit_interval("b2", b2)
-  _validation.check_positive("eps", eps)
+  validation.check_learning_rate(learning_rate)
+  validation.check_interval("b1", b1, 0.0, 1.0, low_open=False, high_open=True)
+  validation.check_interval("b2", b2, 0.0, 1.0, low_open=False, high_open=True)
+  validation.check_positive("eps", eps)
   return optax.chain(
-    scale_by_zo_gradient(
-      num_directions,
-      smoothing,
-      seed,
-      distribution=distribution,
-      scheme=scheme,
-      probe_batch_size=probe_batch_size,
-      has_aux=has_aux,
-    ),
-    optax.adam(learning_rate, b1=b1, b2=b2, eps=eps),
+    scale_by_zo_gradient(**kwargs), optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
   )
 
 
 def mezo(
   learning_rate: optax.ScalarOrSchedule,
-  num_directions: int = 1,
-  smoothing: float = 1e-3,
-  seed: int = 0,
   *,
   momentum: float = 0.0,
-  distribution: str = "gaussian",
-  has_aux: bool = False,
+  **kwargs: Any,
 ) -> optax.GradientTransformationExtraArgs:
   """MeZO: SGD on the SPSA estimate, directions regenerated from their keys (never stored).
 
-  ``2m`` queries per step; peak memory independent of ``m`` (see :func:`spsa_direction`).
+  Keyword arguments are :func:`scale_by_spsa`'s. ``2m`` queries per step; peak memory
+  independent of ``m`` (see :func:`spsa_direction`).
 
   References:
     Malladi et al., "Fine-Tuning Language Models with Just Forward Passes", NeurIPS 2023.
   """
-  _check_learning_rate(learning_rate)
-  _check_unit_interval("momentum", momentum)
-  return optax.chain(
-    scale_by_spsa(num_directions, smoothing, seed, distribution=distribution, has_aux=has_aux),
-    optax.sgd(learning_rate, momentum=momentum or None),
-  )
+  validation.check_learning_rate(learning_rate)
+  validation.check_interval("momentum", momentum, 0.0, 1.0, low_open=False, high_open=True)
+  return optax.chain(scale_by_spsa(**kwargs), optax.sgd(learning_rate, momentum=momentum or None))
 
 
 def zo_state(opt_state: Any) -> ZerothOrderState:
@@ -754,4 +593,4 @@ def zo_state(opt_state: Any) -> ZerothOrderState:
         return zo_state(s)
       except ValueError:
         pass
-  raise ValueError("opt_state holds no ZerothOrderState (not a zosam_jax.zeroth_order optimizer).")
+  raise ValueError("opt_state must hold a ZerothOrderState (a zosam_jax.zeroth_order optimizer).")

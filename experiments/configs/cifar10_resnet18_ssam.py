@@ -12,8 +12,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = cifar10_resnet32.get_config()
   config.model.name = "resnet18"
   config.optimizer.name = "sparse_sam"
-  config.optimizer.ssam_sparsity = 0.5
-  config.optimizer.ssam_mask_method = "fisher"
-  config.optimizer.ssam_update_interval = 100
+  config.optimizer.sparse_sam.sparsity = 0.5
+  config.optimizer.sparse_sam.mask_method = "fisher"
+  config.optimizer.sparse_sam.update_every = 100
   config.sparse.method = "dense"
   return config

@@ -8,8 +8,6 @@ RigL at 90% sparsity (ERK) when ``zosam_jax.sparse`` is installed.
 
 from __future__ import annotations
 
-import importlib.util
-
 import ml_collections
 
 from experiments.configs import default
@@ -29,12 +27,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.momentum = 0.9
   config.optimizer.weight_decay = 1e-3
   config.optimizer.rho = 0.1
-  config.optimizer.num_directions = 1
-  config.optimizer.smoothing = 1e-3
-  has_sparse = importlib.util.find_spec("zosam_jax.sparse") is not None
-  config.sparse.method = "rigl" if has_sparse else "dense"
+  config.optimizer.zeroth_order.num_directions = 1
+  config.optimizer.zeroth_order.smoothing = 1e-3
+  config.sparse.method = "rigl"
   config.sparse.sparsity = 0.9
-  config.sparse.distribution = "erk"
+  config.sparse.sparsity_distribution = "erk"
   config.sparse.update_every = 100
   config.batch_size = 128
   config.num_epochs = 200

@@ -1,11 +1,15 @@
 """Every field a run reads, with defaults; the other configs start from this one.
 
-Override any field from the command line, e.g. ``--config.optimizer.name=sam``.
+Override any field from the command line, e.g. ``--config.optimizer.name=sam`` or
+``--config.optimizer.zeroth_order.num_directions=4``. Fields of a group (``optimizer.esam``,
+``optimizer.looksam``, ...) are read only by the method that owns them; the library checks their
+values when the run builds its optimizer, before anything is compiled.
 """
 
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -24,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.crop_padding = 4
   config.dataset.flip = False
   config.dataset.cutout = 0  # Side of the cutout square (0 = off).
-  # After training on cifar10, evaluate on CIFAR-10-C: these corruptions x severities.
+  # After training, evaluate on the corrupted test sets (CIFAR-10-C, Fashion-MNIST-C).
   config.dataset.eval_corrupted = False
   config.dataset.corruptions = "all"  # "all" or comma-separated names.
   config.dataset.severities = "1,2,3,4,5"
@@ -34,8 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.patch_size = 16  # ViT/DeiT only.
 
   config.optimizer = ml_collections.ConfigDict()
-  # sgd | sam | zo_sam | sparse_sam | looksam | zo_looksam | gsam | esam | zo_esam |
-  # adaptive_zo_sam
+  # A head of experiments.optimizers.HEADS: sgd | sam | zo_sam | random_perturbation |
+  # sparse_sam | looksam | zo_looksam | gsam | esam | zo_esam | adaptive_zo_sam | zosa | zo_sgd |
+  # mezo. The chain is head -> weight decay -> SGD(schedule, momentum).
   config.optimizer.name = "sgd"
   config.optimizer.learning_rate = 0.05
   config.optimizer.schedule = "cosine"  # cosine | constant
@@ -43,30 +48,48 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.momentum = 0.9
   config.optimizer.nesterov = False
   config.optimizer.weight_decay = 5e-4
-  config.optimizer.rho = 0.05  # SAM family: perturbation radius.
-  config.optimizer.adaptive = False  # ASAM-style element-wise scaling.
-  config.optimizer.num_directions = 1  # ZO-SAM: m random directions per step.
-  config.optimizer.smoothing = 1e-3  # ZO-SAM: finite-difference step delta.
-  config.optimizer.distribution = "gaussian"  # ZO-SAM: gaussian | rademacher (core's choices).
-  config.optimizer.scheme = "central"  # ZO-SAM: central | forward.
-  config.optimizer.probe_batch_size = 1  # ZO-SAM: directions probed at once.
-  config.optimizer.ssam_sparsity = 0.5  # Sparse SAM: fraction of weights NOT perturbed.
-  config.optimizer.max_directions = 8  # adaptive_zo_sam: m grows from num_directions to this.
-  config.optimizer.looksam_reuse_period = 5  # LookSAM: k, steps between exact ascents.
-  config.optimizer.looksam_alpha = 0.7  # LookSAM: weight of the reused component.
-  config.optimizer.gsam_alpha = 0.1  # GSAM: weight of the orthogonal ascent.
-  config.optimizer.gsam_rho_min = -1.0  # GSAM: rho at LR 0 (< 0: constant rho).
-  config.optimizer.esam_beta = 0.6  # ESAM: fraction of parameter leaves perturbed.
-  config.optimizer.esam_gamma = 0.5  # ESAM: fraction of examples kept for the update.
-  config.optimizer.ssam_mask_method = "fisher"  # Sparse SAM: fisher | dynamic | random.
-  config.optimizer.ssam_update_interval = 100  # Sparse SAM: steps between mask refreshes.
-  config.optimizer.ssam_num_fisher_samples = 128  # SSAM-F: examples (capped at the batch).
-  config.optimizer.ssam_ascent = "exact"  # Sparse SAM: exact | zeroth_order (Sparse ZO-SAM).
+  config.optimizer.rho = 0.05  # SAM family and ZOSA: perturbation radius.
+  config.optimizer.adaptive = False  # SAM / ZO-SAM / Sparse SAM: ASAM-style element-wise scaling.
+
+  # zosam_jax.ZerothOrderOptions of every zeroth-order ascent and optimizer.
+  zo = config.optimizer.zeroth_order = ml_collections.ConfigDict()
+  zo.num_directions = 1  # m random directions per estimate.
+  zo.smoothing = 1e-3  # finite-difference step delta.
+  zo.distribution = "gaussian"  # gaussian | rademacher | sphere
+  zo.scheme = "central"  # central | forward | jvp
+  zo.probe_batch_size = 1  # directions probed at once (vmapped).
+
+  ssam = config.optimizer.sparse_sam = ml_collections.ConfigDict()
+  ssam.sparsity = 0.5  # fraction of weights NOT perturbed.
+  ssam.mask_method = "fisher"  # fisher | dynamic | random
+  ssam.update_every = 100  # steps between mask refreshes.
+  ssam.num_fisher_samples = 128  # SSAM-F: examples (capped at the batch).
+  ssam.ascent = "exact"  # exact | zeroth_order (Sparse ZO-SAM).
+
+  config.optimizer.looksam = ml_collections.ConfigDict()
+  config.optimizer.looksam.update_every = 5  # k, steps between ascents.
+  config.optimizer.looksam.alpha = 0.7  # weight of the reused component.
+
+  config.optimizer.gsam = ml_collections.ConfigDict()
+  config.optimizer.gsam.alpha = 0.1  # weight of the orthogonal ascent.
+  config.optimizer.gsam.rho_min = config_dict.placeholder(float)  # rho at LR 0 (None: constant).
+
+  config.optimizer.esam = ml_collections.ConfigDict()
+  config.optimizer.esam.beta = 0.6  # fraction of parameter leaves perturbed.
+  config.optimizer.esam.gamma = 0.5  # fraction of examples kept for the update.
+
+  config.optimizer.adaptive_zo_sam = ml_collections.ConfigDict()
+  config.optimizer.adaptive_zo_sam.max_directions = 8  # m grows from num_directions to this.
+  config.optimizer.adaptive_zo_sam.noise_decay = 0.8
+
+  config.optimizer.zosa = ml_collections.ConfigDict()  # zosa only (zo_sgd: sam off).
+  config.optimizer.zosa.sigma_normalize = True
+  config.optimizer.zosa.adaptive_lr = True
 
   config.sparse = ml_collections.ConfigDict()
-  config.sparse.method = "dense"  # dense | snip | grasp | set | dsr | rigl | mest
+  config.sparse.method = "dense"  # dense | lth | snip | grasp | set | dsr | rigl | mest
   config.sparse.sparsity = 0.9
-  config.sparse.distribution = "erk"  # erk | uniform | global
+  config.sparse.sparsity_distribution = "erk"  # erk | uniform | global
   config.sparse.update_every = 100  # Dynamic methods: steps between mask updates.
   config.sparse.end_fraction = 0.75  # Dynamic methods: masks stop changing after this fraction.
   config.sparse.drop_fraction = 0.3  # Dynamic methods: fraction dropped at the first update.

@@ -8,8 +8,6 @@ config keeps the paper's SGD setting so that only the optimizer head changes bet
 
 from __future__ import annotations
 
-import importlib.util
-
 import ml_collections
 
 from experiments.configs import default
@@ -27,8 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.warmup_epochs = 5.0
   config.optimizer.weight_decay = 1e-4
   config.optimizer.rho = 0.07
-  has_sparse = importlib.util.find_spec("zosam_jax.sparse") is not None
-  config.sparse.method = "rigl" if has_sparse else "dense"
+  config.sparse.method = "rigl"
   config.sparse.sparsity = 0.7
   config.batch_size = 256
   config.eval_batch_size = 250

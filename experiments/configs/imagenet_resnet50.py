@@ -13,7 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.name = "resnet50"
   config.optimizer.name = "sparse_sam"
   config.optimizer.warmup_epochs = 0.0
-  config.optimizer.ssam_sparsity = 0.5
+  config.optimizer.sparse_sam.sparsity = 0.5
   config.sparse.method = "dense"
   config.num_epochs = 90
   return config

@@ -33,7 +33,7 @@ def _one_update_case(method, grads, lr=0.0, momentum=None, steps=2):
 def _kw(**extra):
   base = dict(
     sparsity=0.5,
-    distribution="uniform",
+    sparsity_distribution="uniform",
     init="magnitude",
     update_every=1,
     end_step=10,
@@ -177,7 +177,7 @@ def test_dsr_threshold_and_proportional_reallocation():
   params = {"a": jnp.array([[0.05, 0.5, 0.06, 0.7]]), "c": jnp.array([[0.3, 0.4, 0.02, 0.8]])}
   method = sparse.dsr(
     sparsity=0.25,
-    distribution="uniform",
+    sparsity_distribution="uniform",
     init="magnitude",
     update_every=1,
     end_step=10,
@@ -186,7 +186,7 @@ def test_dsr_threshold_and_proportional_reallocation():
   )
   tx = method.wrap(optax.sgd(0.0), params)
   state = tx.init(params)
-  g = jax.tree_util.tree_map(jnp.zeros_like, params)
+  g = jax.tree.map(jnp.zeros_like, params)
   p = params
   for _ in range(2):
     u, state = jax.jit(tx.update)(g, state, p)
@@ -213,11 +213,11 @@ def _make_step(tx):
   def step(p, s):
     u, s = tx.update(jax.grad(_loss)(p), s, p)
     p = optax.apply_updates(p, u)
-    m_leaves = jax.tree_util.tree_leaves(s.weight_mask)
+    m_leaves = jax.tree.leaves(s.weight_mask)
     counts = jnp.stack([jnp.count_nonzero(m) for m in m_leaves])
     stray = sum(
       jnp.count_nonzero(jnp.where(m, 0.0, x))
-      for m, x in zip(m_leaves, jax.tree_util.tree_leaves(p), strict=True)
+      for m, x in zip(m_leaves, jax.tree.leaves(p), strict=True)
     )
     # a signature of the mask, to see that it changes
     sig = sum(jnp.sum(jnp.where(m.ravel(), jnp.arange(m.size), 0)) for m in m_leaves)
@@ -246,7 +246,7 @@ def _run_scan(method, steps=24):
 # RigL's mask update is count-preserving whatever sparsity/distribution built the initial mask,
 # so one compiled step serves every (sparsity, distribution): only the initial mask differs.
 _RIGL_KW = dict(update_every=2, end_step=20, drop_fraction=0.5)
-_RIGL_TX = sparse.rigl(sparsity=0.5, distribution="uniform", **_RIGL_KW).wrap(
+_RIGL_TX = sparse.rigl(sparsity=0.5, sparsity_distribution="uniform", **_RIGL_KW).wrap(
   optax.sgd(0.05, momentum=0.9), _BIG
 )
 _RIGL_STEP = _make_step(_RIGL_TX)
@@ -260,13 +260,13 @@ def _expected(method):
 @pytest.mark.parametrize("distribution", ["uniform", "erk", "global"])
 @pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.98])
 def test_rigl_exact_counts_and_zero_pruned_every_step(distribution, sparsity):
-  method = sparse.rigl(sparsity=sparsity, distribution=distribution, **_RIGL_KW)
+  method = sparse.rigl(sparsity=sparsity, sparsity_distribution=distribution, **_RIGL_KW)
   state = _RIGL_TX.init(_BIG)._replace(weight_mask=method.initial_mask(_BIG, jax.random.PRNGKey(3)))
   counts, stray, n_masks = _run_steps(_RIGL_TX, state, step=_RIGL_STEP)
   assert (stray == 0).all()
   flags, target = _expected(method)
   pr = np.asarray(flags)
-  sizes = np.array([int(np.prod(np.shape(x))) for x in jax.tree_util.tree_leaves(_BIG)])
+  sizes = np.array([int(np.prod(np.shape(x))) for x in jax.tree.leaves(_BIG)])
   assert (counts[:, ~pr] == sizes[~pr]).all()  # non-prunable leaves stay dense
   if distribution == "global":
     assert (counts[:, pr].sum(axis=1) == target).all()
@@ -281,7 +281,7 @@ def test_other_dynamic_methods_exact_counts(name):
   method = sparse.get_method(
     name,
     sparsity=0.9,
-    distribution="erk",
+    sparsity_distribution="erk",
     update_every=2,
     end_step=20,
     drop_fraction=0.5,
@@ -300,7 +300,7 @@ def test_other_dynamic_methods_exact_counts(name):
 
 def test_mask_update_runs_inside_jit_without_retrace():
   # SET grows at random, so every update changes the mask (RigL may regrow what it dropped).
-  method = sparse.set_(sparsity=0.8, distribution="uniform", update_every=2, end_step=8)
+  method = sparse.set_(sparsity=0.8, sparsity_distribution="uniform", update_every=2, end_step=8)
   tx = method.wrap(optax.sgd(0.1), _BIG)
   traces = []
 
@@ -314,7 +314,7 @@ def test_mask_update_runs_inside_jit_without_retrace():
   masks = []
   for _ in range(9):
     p, s = step(p, s)
-    masks.append(np.concatenate([np.ravel(m) for m in jax.tree_util.tree_leaves(s.weight_mask)]))
+    masks.append(np.concatenate([np.ravel(m) for m in jax.tree.leaves(s.weight_mask)]))
   assert len(traces) == 1
   changed = [i for i in range(1, 9) if (masks[i] != masks[i - 1]).any()]
   assert changed == [2, 4, 6, 8]  # updates at steps 2, 4, 6, 8 (= end_step) only

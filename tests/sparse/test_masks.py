@@ -9,11 +9,11 @@ from tests.sparse._helpers import active_set
 from zosam_jax import sparse
 
 
-def test_top_k_mask_is_exact_under_ties():
+def test_keep_top_k_is_exact_under_ties():
   scores = jnp.ones((4, 5))  # all tied
   for k in (0, 1, 7, 20):
-    assert int(sparse.top_k_mask(scores, k).sum()) == k
-  m = sparse.top_k_mask(jnp.array([0.1, 0.9, 0.5, 0.9]), 2)
+    assert int(sparse.keep_top_k(scores, k).sum()) == k
+  m = sparse.keep_top_k(jnp.array([0.1, 0.9, 0.5, 0.9]), 2)
   assert active_set(m) == {1, 3}
 
 
@@ -51,9 +51,9 @@ def test_default_prunable_and_first_last():
   assert spec["c"]["kernel"] is False
   # callable and bool-pytree forms
   only_b = sparse.prunable_leaves(
-    params, lambda p: jax.tree_util.tree_map_with_path(lambda path, _: "b" in str(path[0]), p)
+    params, lambda p: jax.tree.map_with_path(lambda path, _: "b" in str(path[0]), p)
   )
-  assert jax.tree_util.tree_leaves(only_b) == [False, False, True, True, False]
+  assert jax.tree.leaves(only_b) == [False, False, True, True, False]
   assert sparse.leaf_paths(params)[0] == "a/bias"
 
 

@@ -58,7 +58,7 @@ def test_grasp_scores_on_a_quadratic():
   np.testing.assert_allclose(-w * (a @ a @ w), expected)
   # GraSP removes the highest scores: keeping 1 of 3 keeps the lowest, index 0.
   method = sparse.grasp(sparsity=0.6)  # round(0.4 * 3) = 1 kept
-  kept = method.mask_from_scores(params, jax.tree_util.tree_map(jnp.negative, scores))
+  kept = method.mask_from_scores(params, jax.tree.map(jnp.negative, scores))
   assert active_set(kept["w"]) == {0}
 
 
@@ -104,7 +104,7 @@ def test_lth_prune_rounds_and_rewind():
   state = tx.init(rewound)
   p = rewound
   for _ in range(3):
-    u, state = tx.update(jax.tree_util.tree_map(jnp.ones_like, p), state, p)
+    u, state = tx.update(jax.tree.map(jnp.ones_like, p), state, p)
     p = optax.apply_updates(p, u)
   assert np.count_nonzero(np.asarray(p["w"])) == 2
   assert np.all(np.asarray(p["w"])[~np.asarray(m2["w"])] == 0.0)
@@ -115,7 +115,7 @@ def test_static_wrap_zeroes_dense_params_on_first_update():
   mask = {"w": jnp.array([[True, False], [False, True]]), "b": jnp.ones(2, bool)}
   tx = sparse.snip(sparsity=0.5).wrap(optax.sgd(0.5), params, mask=mask)
   state = tx.init(params)
-  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  grads = jax.tree.map(jnp.ones_like, params)
   u, state = jax.jit(tx.update)(grads, state, params)
   p = optax.apply_updates(params, u)
   np.testing.assert_array_equal(p["w"], [[0.5, 0.0], [0.0, 3.5]])

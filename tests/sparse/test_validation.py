@@ -31,8 +31,10 @@ def test_schedule_arguments(name):
       sparse.get_method(name, drop_fraction=bad, **DYN)
   with pytest.raises(ValueError, match="drop_schedule.*cosine"):
     sparse.get_method(name, drop_schedule="exp", **DYN)
-  with pytest.raises(ValueError, match="distribution.*erk"):
-    sparse.get_method(name, distribution="random", **DYN)
+  with pytest.raises(ValueError, match="sparsity_distribution must be one of .*erk.*'random'"):
+    sparse.get_method(name, sparsity_distribution="random", **DYN)
+  with pytest.raises(TypeError, match="distribution"):  # the old name is gone, not ignored
+    sparse.get_method(name, distribution="erk", **DYN)
   with pytest.raises(ValueError, match="init"):
     sparse.get_method(name, init="zeros", **DYN)
 
@@ -40,7 +42,7 @@ def test_schedule_arguments(name):
 def test_erk_without_prunable_leaf():
   only_biases = {"b1": jnp.zeros(3), "b2": jnp.zeros(4)}
   with pytest.raises(ValueError, match="erk.*prunable"):
-    sparse.rigl(distribution="erk", **DYN).wrap(optax.sgd(0.1), only_biases)
+    sparse.rigl(sparsity_distribution="erk", **DYN).wrap(optax.sgd(0.1), only_biases)
   with pytest.raises(ValueError, match="erk.*prunable"):
     sparse.erk_densities([], 0.5)
 
@@ -49,7 +51,7 @@ def test_erk_without_prunable_leaf():
 def test_no_prunable_leaf_is_an_error_not_dense_training(name):
   only_biases = {"b1": jnp.zeros(3), "b2": jnp.zeros(4)}
   kw = DYN if name in ("set", "rigl", "mest", "dsr") else {}
-  method = sparse.get_method(name, distribution="uniform", **kw)
+  method = sparse.get_method(name, sparsity_distribution="uniform", **kw)
   with pytest.raises(ValueError, match="no prunable leaf"):
     method.wrap(optax.sgd(0.1), only_biases, mask=sparse.dense_mask(only_biases)) if name in (
       "lth",
@@ -61,10 +63,13 @@ def test_no_prunable_leaf_is_an_error_not_dense_training(name):
 def test_mask_tree_mismatch():
   bad_structure = {"dense": {"kernel": jnp.ones((4, 3), bool)}}
   bad_shape = {"dense": {"kernel": jnp.ones((3, 4), bool), "bias": jnp.ones(3, bool)}}
-  for bad in (bad_structure, bad_shape):
-    with pytest.raises(ValueError, match="`mask` does not match params"):
+  for bad, match in (
+    (bad_structure, "mask must have the same tree structure as params"),
+    (bad_shape, r"mask leaf \['dense'\]\['kernel'\] must have the parameter's shape \(4, 3\)"),
+  ):
+    with pytest.raises(ValueError, match=match):
       sparse.lth(sparsity=0.5).wrap(optax.sgd(0.1), PARAMS, mask=bad)
-    with pytest.raises(ValueError, match="`mask` does not match params"):
+    with pytest.raises(ValueError, match=match):
       sparse.lth(sparsity=0.5).prune(PARAMS, bad, round=1)
 
 
@@ -82,7 +87,9 @@ def test_prunable_spec_mismatch_and_registry():
 
 
 def test_dynamic_method_needs_gradient_source():
-  tx = sparse.rigl(sparsity=0.5, distribution="uniform", **DYN).wrap(optax.sgd(0.1), PARAMS)
+  tx = sparse.rigl(sparsity=0.5, sparsity_distribution="uniform", **DYN).wrap(
+    optax.sgd(0.1), PARAMS
+  )
   state = tx.init(PARAMS)
   with pytest.raises(ValueError, match="loss_fn"):
     tx.update(None, state, PARAMS)

@@ -36,7 +36,7 @@ def _train(tx, steps, loss_fn=_loss):
 def _stray(p, mask):
   return sum(
     int(jnp.count_nonzero(jnp.where(m, 0.0, x)))
-    for m, x in zip(jax.tree_util.tree_leaves(mask), jax.tree_util.tree_leaves(p), strict=True)
+    for m, x in zip(jax.tree.leaves(mask), jax.tree.leaves(p), strict=True)
   )
 
 
@@ -44,6 +44,7 @@ HEADS = {
   "exact_gradient": lambda: zj.exact_gradient(),
   "sam": lambda: zj.sam(rho=0.05),
   "zo_sam": lambda: zj.zo_sam(rho=0.05, num_directions=2, smoothing=1e-3, seed=0),
+  "random_perturbation": lambda: zj.random_perturbation(rho=0.05, seed=0),
   "sparse_sam": lambda: zj.sparse_sam(rho=0.05, sparsity=0.5, mask_method="random"),
 }
 
@@ -51,7 +52,7 @@ HEADS = {
 def _wrap(method, chain):
   kw = dict(sparsity=0.8)
   if method in ("set", "rigl", "mest", "dsr"):
-    kw.update(distribution="erk", update_every=2, end_step=6)
+    kw.update(sparsity_distribution="erk", update_every=2, end_step=6)
   if method == "grasp":
     kw.update(samples_per_class=2)
   m = sparse.get_method(method, **kw)
@@ -84,6 +85,7 @@ def _check_head(head, method):
     ("exact_gradient", "rigl"),
     ("sam", "rigl"),
     ("zo_sam", "rigl"),
+    ("random_perturbation", "rigl"),
     ("sparse_sam", "rigl"),
     ("zo_sam", "snip"),
     ("sam", "dsr"),
@@ -109,15 +111,13 @@ def test_head_receives_the_current_mask_and_masked_params():
     return jax.grad(loss_fn)(params), (weight_mask, params)
 
   spy = optax.GradientTransformationExtraArgs(init_fn, update_fn)
-  tx = sparse.rigl(sparsity=0.8, distribution="uniform", update_every=1, end_step=3).wrap(
+  tx = sparse.rigl(sparsity=0.8, sparsity_distribution="uniform", update_every=1, end_step=3).wrap(
     optax.chain(spy, optax.sgd(0.1)), _P
   )
   for _, s in _train(tx, 3):
     seen_mask, seen_params = s.inner_state[0]
     # the mask handed to the head is the one the wrapper holds after this step's update
-    for a, b in zip(
-      jax.tree_util.tree_leaves(seen_mask), jax.tree_util.tree_leaves(s.weight_mask), strict=True
-    ):
+    for a, b in zip(jax.tree.leaves(seen_mask), jax.tree.leaves(s.weight_mask), strict=True):
       np.testing.assert_array_equal(a, b)
     # the head evaluates at masked params (sparse even on the very first step)
     assert _stray(seen_params, s.weight_mask) == 0
@@ -130,7 +130,7 @@ def test_has_aux_batchnorm_style_loss_with_rigl_and_sam():
 
   chain = optax.chain(zj.sam(rho=0.05, has_aux=True), optax.sgd(0.1))
   tx = sparse.rigl(
-    sparsity=0.7, distribution="uniform", update_every=2, end_step=6, has_aux=True
+    sparsity=0.7, sparsity_distribution="uniform", update_every=2, end_step=6, has_aux=True
   ).wrap(chain, _P)
   state = optax.tree_utils.tree_set(tx.init(_P), aux={"stat": jnp.zeros(())})
 

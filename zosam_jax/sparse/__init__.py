@@ -4,24 +4,24 @@ Usage::
 
     tx = optax.chain(zj.zo_sam(rho=0.05, num_directions=4, smoothing=1e-3, seed=0),
                      optax.sgd(0.05, momentum=0.9))
-    tx = zj.sparse.rigl(sparsity=0.9, distribution="erk", update_every=100,
+    tx = zj.sparse.rigl(sparsity=0.9, sparsity_distribution="erk", update_every=100,
                         end_step=30_000).wrap(tx, params)
     opt_state = tx.init(params)
     updates, opt_state = tx.update(None, opt_state, params, loss_fn=loss_fn)
     params = optax.apply_updates(params, updates)   # pruned weights are exactly 0
 """
 
-from zosam_jax.sparse.distributions import DISTRIBUTIONS, erk_densities, keep_counts
+from zosam_jax.sparse.distributions import SPARSITY_DISTRIBUTIONS, erk_densities, keep_counts
 from zosam_jax.sparse.dynamic import DSR, MEST, SET, DynamicMethod, RigL, dsr, mest, rigl, set_
 from zosam_jax.sparse.masks import (
   count_active,
   default_prunable,
   dense_mask,
+  keep_top_k,
   leaf_paths,
   prunable_leaves,
   select_highest,
   select_lowest,
-  top_k_mask,
   validate_mask,
 )
 from zosam_jax.sparse.registry import get_method, method_names, register_method
@@ -47,7 +47,7 @@ from zosam_jax.sparse.wrapper import (
 )
 
 __all__ = [
-  "DISTRIBUTIONS",
+  "SPARSITY_DISTRIBUTIONS",
   "DROP_SCHEDULES",
   "DSR",
   "LTH",
@@ -86,6 +86,6 @@ __all__ = [
   "snip",
   "snip_scores",
   "sparse_wrapper",
-  "top_k_mask",
+  "keep_top_k",
   "validate_mask",
 ]

@@ -24,25 +24,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-DISTRIBUTIONS = ("uniform", "erk", "global")
+from zosam_jax._src import validation
 
-__all__ = ["DISTRIBUTIONS", "erk_densities", "keep_counts", "validate_sparsity"]
+SPARSITY_DISTRIBUTIONS = ("uniform", "erk", "global")
+
+__all__ = ["SPARSITY_DISTRIBUTIONS", "erk_densities", "keep_counts", "validate_sparsity"]
 
 
 def validate_sparsity(sparsity: float, argname: str = "sparsity") -> float:
   """Checks ``sparsity`` lies in ``[0, 1)`` and returns it as a float."""
-  try:
-    value = float(sparsity)
-  except (TypeError, ValueError):
-    raise ValueError(f"`{argname}` must be a float in [0, 1), got {sparsity!r}.") from None
-  if not 0.0 <= value < 1.0:
-    raise ValueError(f"`{argname}` must be in [0, 1), got {sparsity!r}.")
-  return value
+  validation.check_sparsity(argname, sparsity)
+  return float(sparsity)
 
 
 def validate_distribution(distribution: str) -> str:
-  if distribution not in DISTRIBUTIONS:
-    raise ValueError(f"`distribution` must be one of {DISTRIBUTIONS}, got {distribution!r}.")
+  validation.check_choice("sparsity_distribution", distribution, SPARSITY_DISTRIBUTIONS)
   return distribution
 
 
@@ -61,7 +57,7 @@ def erk_densities(
   """
   if not shapes:
     raise ValueError(
-      "`distribution`='erk' needs at least one prunable leaf; the model has none "
+      "sparsity_distribution='erk' needs at least one prunable leaf; the model has none "
       "(check `prunable`, `first_layer_dense`, `last_layer_dense')."
     )
   sparsity = validate_sparsity(sparsity)

@@ -87,8 +87,8 @@ class DynamicMethod(SparseMethod):
   seed: int = 0
   has_aux: bool = False
 
-  # With ``distribution="global"`` the initial mask is allocated globally; SET, RigL and MEST
-  # updates then keep each leaf's count (only DSR moves weights between leaves).
+  # With ``sparsity_distribution="global"`` the initial mask is allocated globally; SET, RigL
+  # and MEST updates then keep each leaf's count (only DSR moves weights between leaves).
   needs_gradient = False  # class attribute: whether mask updates read grad L
 
   def __post_init__(self) -> None:
@@ -115,7 +115,7 @@ class DynamicMethod(SparseMethod):
   def initial_mask(self, params: PyTree, key: jax.Array) -> PyTree:
     if self.init == "magnitude":
       return self.magnitude_mask(params)
-    return self.random_mask(params, key)
+    return self.random_weight_mask(params, key)
 
   @property
   def keeps_leaf_counts(self) -> bool:
@@ -183,11 +183,9 @@ class DynamicMethod(SparseMethod):
     ``grow_scores=None`` grows at random.
     """
     frac = self.schedule.fraction(step)
-    m_leaves, treedef = jax.tree_util.tree_flatten(mask)
-    d_leaves = jax.tree_util.tree_leaves(drop_scores)
-    g_leaves = (
-      [None] * len(m_leaves) if grow_scores is None else jax.tree_util.tree_leaves(grow_scores)
-    )
+    m_leaves, treedef = jax.tree.flatten(mask)
+    d_leaves = jax.tree.leaves(drop_scores)
+    g_leaves = [None] * len(m_leaves) if grow_scores is None else jax.tree.leaves(grow_scores)
     if grow_scores is None:
       g_leaves = mask_lib.uniform_like(key, m_leaves, flags)
     new, grown = [], []
@@ -202,7 +200,7 @@ class DynamicMethod(SparseMethod):
       g = mask_lib.select_highest(gs, ~kept, n_drop)
       new.append(kept | g)
       grown.append(g)
-    unflat = jax.tree_util.tree_unflatten
+    unflat = jax.tree.unflatten
     return unflat(treedef, new), unflat(treedef, grown)
 
 
@@ -225,7 +223,7 @@ class SET(DynamicMethod):
     key: jax.Array,
     method_state: PyTree,
   ) -> MaskUpdate:
-    drop = jax.tree_util.tree_map(jnp.abs, params)
+    drop = jax.tree.map(jnp.abs, params)
     new, grown = self._drop_and_grow(flags, step, mask, drop, None, key)
     return MaskUpdate(new, grown, method_state)
 
@@ -251,8 +249,8 @@ class RigL(DynamicMethod):
     key: jax.Array,
     method_state: PyTree,
   ) -> MaskUpdate:
-    drop = jax.tree_util.tree_map(jnp.abs, params)
-    grow = jax.tree_util.tree_map(jnp.abs, grads)
+    drop = jax.tree.map(jnp.abs, params)
+    grow = jax.tree.map(jnp.abs, grads)
     new, grown = self._drop_and_grow(flags, step, mask, drop, grow, key)
     return MaskUpdate(new, grown, method_state)
 
@@ -294,7 +292,7 @@ class MEST(DynamicMethod):
     def base_counts(mask: PyTree) -> tuple[jax.Array, ...]:
       return tuple(
         jnp.count_nonzero(m).astype(jnp.int32) if f else jnp.zeros([], jnp.int32)
-        for f, m in zip(flags, jax.tree_util.tree_leaves(mask), strict=True)
+        for f, m in zip(flags, jax.tree.leaves(mask), strict=True)
       )
 
     return base_counts
@@ -310,7 +308,7 @@ class MEST(DynamicMethod):
     method_state: PyTree,
   ) -> MaskUpdate:
     gamma = jnp.float32(self.gamma)
-    scores = jax.tree_util.tree_map(
+    scores = jax.tree.map(
       lambda p, g: jnp.abs(p).astype(jnp.float32) + gamma * jnp.abs(g).astype(jnp.float32),
       params,
       grads,
@@ -320,8 +318,8 @@ class MEST(DynamicMethod):
       return MaskUpdate(new, grown, method_state)
     frac = self.schedule.fraction(step)
     frac = jnp.where(step >= self.end_step, 0.0, frac)
-    m_leaves, treedef = jax.tree_util.tree_flatten(mask)
-    s_leaves = jax.tree_util.tree_leaves(scores)
+    m_leaves, treedef = jax.tree.flatten(mask)
+    s_leaves = jax.tree.leaves(scores)
     u_leaves = mask_lib.uniform_like(key, m_leaves, flags)
     new, grown = [], []
     for f, m, s, base, u in zip(flags, m_leaves, s_leaves, method_state, u_leaves, strict=True):
@@ -335,7 +333,7 @@ class MEST(DynamicMethod):
       g = mask_lib.select_highest(u, ~kept, n_grow)
       new.append(kept | g)
       grown.append(g)
-    unflat = jax.tree_util.tree_unflatten
+    unflat = jax.tree.unflatten
     return MaskUpdate(unflat(treedef, new), unflat(treedef, grown), method_state)
 
 
@@ -404,8 +402,8 @@ class DSR(DynamicMethod):
     method_state: PyTree,
   ) -> MaskUpdate:
     threshold = method_state
-    m_leaves, treedef = jax.tree_util.tree_flatten(mask)
-    p_leaves = jax.tree_util.tree_leaves(params)
+    m_leaves, treedef = jax.tree.flatten(mask)
+    p_leaves = jax.tree.leaves(params)
     idx = [i for i, f in enumerate(flags) if f]
     kept = {i: m_leaves[i] & ~(jnp.abs(p_leaves[i]) < threshold) for i in idx}
     active = jnp.stack([jnp.count_nonzero(m_leaves[i]) for i in idx]).astype(jnp.int32)
@@ -427,7 +425,7 @@ class DSR(DynamicMethod):
       g = mask_lib.select_highest(u_leaves[i], ~kept[i], grow[j])
       new[i] = kept[i] | g
       grown[i] = g
-    unflat = jax.tree_util.tree_unflatten
+    unflat = jax.tree.unflatten
     return MaskUpdate(
       unflat(treedef, new), unflat(treedef, grown), new_threshold.astype(jnp.float32)
     )

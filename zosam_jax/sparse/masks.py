@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zosam_jax._src import validation
+
 PyTree = Any
 # None, an optax.masked-style bool pytree, or a callable params -> bool pytree.
 Prunable = Any
@@ -35,14 +37,14 @@ __all__ = [
   "prunable_leaves",
   "select_highest",
   "select_lowest",
-  "top_k_mask",
+  "keep_top_k",
   "validate_mask",
 ]
 
 
 def leaf_paths(params: PyTree) -> list[str]:
   """Returns ``"a/b/kernel"``-style names of the leaves of ``params`` in flatten order."""
-  flat, _ = jax.tree_util.tree_flatten_with_path(params)
+  flat, _ = jax.tree.flatten_with_path(params)
   names = []
   for path, _ in flat:
     parts = []
@@ -62,28 +64,7 @@ def default_prunable(params: PyTree) -> PyTree:
 
   Biases, BatchNorm/LayerNorm scales and offsets (``ndim <= 1``) are kept dense.
   """
-  return jax.tree_util.tree_map(lambda p: bool(np.ndim(p) >= 2), params)
-
-
-def _as_leaf_mask(spec: PyTree, params: PyTree, argname: str) -> list[bool]:
-  """Validates a bool pytree against ``params`` and returns its flat leaves."""
-  params_def = jax.tree_util.tree_structure(params)
-  spec_def = jax.tree_util.tree_structure(spec)
-  if spec_def != params_def:
-    raise ValueError(
-      f"`{argname}` must be a pytree of bools with the structure of params; "
-      f"got structure {spec_def}, params have {params_def}."
-    )
-  leaves = jax.tree_util.tree_leaves(spec)
-  out = []
-  for leaf in leaves:
-    if np.ndim(leaf) != 0 or np.asarray(leaf).dtype != np.bool_:
-      raise ValueError(
-        f"`{argname}` must hold one Python/NumPy bool per parameter leaf "
-        f"(optax.masked-style), got a leaf {leaf!r}."
-      )
-    out.append(bool(leaf))
-  return out
+  return jax.tree.map(lambda p: bool(np.ndim(p) >= 2), params)
 
 
 def prunable_leaves(
@@ -103,7 +84,7 @@ def prunable_leaves(
     first_layer_dense: keep the first prunable leaf (in flatten order) dense.
     last_layer_dense: keep the last prunable leaf (in flatten order) dense.
 
-  "First" and "last" follow ``jax.tree_util`` flatten order, which for Flax
+  "First" and "last" follow ``jax.tree`` flatten order, which for Flax
   dicts is the alphabetical order of module names (``Conv_0`` < ``Dense_0`` <
   ``ResBlock_0``). Check with :func:`leaf_paths` and pass an explicit bool
   pytree or callable when the order does not match the network's layer order.
@@ -111,53 +92,34 @@ def prunable_leaves(
   Returns:
     A pytree of Python bools with the structure of ``params``.
   """
-  if prunable is None:
-    spec = default_prunable(params)
-  elif callable(prunable):
-    spec = prunable(params)
-  else:
-    spec = prunable
-  flags = _as_leaf_mask(spec, params, "prunable")
+  flags = validation.resolve_leaf_selection(
+    "prunable", prunable, params, default=lambda p: jax.tree.leaves(default_prunable(p))
+  )
   on = [i for i, f in enumerate(flags) if f]
   if on and first_layer_dense:
     flags[on[0]] = False
   if on and last_layer_dense:
     flags[on[-1]] = False
-  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), flags)
+  return jax.tree.unflatten(jax.tree.structure(params), flags)
 
 
 def dense_mask(params: PyTree) -> PyTree:
   """All-``True`` weight mask shaped like ``params``."""
-  return jax.tree_util.tree_map(lambda p: jnp.ones(jnp.shape(p), dtype=jnp.bool_), params)
+  return jax.tree.map(lambda p: jnp.ones(jnp.shape(p), dtype=jnp.bool_), params)
 
 
 def validate_mask(mask: PyTree, params: PyTree, argname: str = "mask") -> None:
   """Raises ``ValueError`` unless ``mask`` has the structure and shapes of ``params``."""
-  params_def = jax.tree_util.tree_structure(params)
-  mask_def = jax.tree_util.tree_structure(mask)
-  if mask_def != params_def:
-    raise ValueError(
-      f"`{argname}` does not match params: mask structure {mask_def}, "
-      f"params structure {params_def}."
-    )
-  names = leaf_paths(params)
-  for name, m, p in zip(
-    names, jax.tree_util.tree_leaves(mask), jax.tree_util.tree_leaves(params), strict=True
-  ):
-    if tuple(np.shape(m)) != tuple(np.shape(p)):
-      raise ValueError(
-        f"`{argname}` does not match params at leaf {name!r}: mask shape "
-        f"{np.shape(m)}, param shape {np.shape(p)}."
-      )
+  validation.check_mask_like(argname, mask, params)
 
 
 def count_active(mask: PyTree) -> jax.Array:
   """Total number of active (``True``/nonzero) entries of a weight mask."""
-  leaves = jax.tree_util.tree_leaves(mask)
+  leaves = jax.tree.leaves(mask)
   return sum(jnp.count_nonzero(m) for m in leaves)
 
 
-def top_k_mask(scores: jax.Array, k: int) -> jax.Array:
+def keep_top_k(scores: jax.Array, k: int) -> jax.Array:
   """Bool array shaped like ``scores`` with exactly ``k`` entries set: the largest.
 
   ``k`` is a static Python int. Ties are broken by index (``lax.top_k``), so the

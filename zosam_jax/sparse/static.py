@@ -65,7 +65,7 @@ def _grad(loss_fn: Callable[..., Any], params: PyTree, has_aux: bool) -> PyTree:
 def snip_scores(loss_fn: Callable[..., Any], params: PyTree, *, has_aux: bool = False) -> PyTree:
   """Connection sensitivity ``|theta ⊙ grad L(theta)|`` (pytree like ``params``)."""
   grads = _grad(loss_fn, params, has_aux)
-  return jax.tree_util.tree_map(lambda p, g: jnp.abs(p * g), params, grads)
+  return jax.tree.map(lambda p, g: jnp.abs(p * g), params, grads)
 
 
 def hessian_vector_product(
@@ -87,7 +87,7 @@ def grasp_scores(loss_fn: Callable[..., Any], params: PyTree, *, has_aux: bool =
   """
   g = jax.lax.stop_gradient(_grad(loss_fn, params, has_aux))
   hg = hessian_vector_product(loss_fn, params, g, has_aux=has_aux)
-  return jax.tree_util.tree_map(lambda p, v: -p * v, params, hg)
+  return jax.tree.map(lambda p, v: -p * v, params, hg)
 
 
 def samples_per_class(labels: Any, per_class: int, num_classes: int | None = None) -> np.ndarray:
@@ -144,8 +144,8 @@ class _Static(SparseMethod):
     elif mask_kwargs:
       raise ValueError(f"Give either `mask` or {sorted(mask_kwargs)}, not both.")
     mask_lib.validate_mask(mask, params)
-    fixed = jax.tree_util.tree_map(lambda m: jnp.asarray(m, jnp.bool_), mask)
-    counts = jax.tree_util.tree_map(lambda m: int(m.sum()), fixed)
+    fixed = jax.tree.map(lambda m: jnp.asarray(m, jnp.bool_), mask)
+    counts = jax.tree.map(lambda m: int(m.sum()), fixed)
     return sparse_wrapper(tx, init_mask=lambda p, key: fixed, mask_counts=counts)
 
   def compute_mask(self, params: PyTree, **kwargs: Any) -> PyTree:
@@ -158,10 +158,10 @@ class SNIP(_Static):
 
   Attributes:
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
-  Default distribution: ``"global"`` (one threshold, as in the paper).
+  Default sparsity_distribution: ``"global"`` (one threshold, as in the paper).
   """
 
-  distribution: str = "global"
+  sparsity_distribution: str = "global"
   has_aux: bool = False
 
   def compute_mask(self, params: PyTree, *, loss_fn: Callable[..., Any]) -> PyTree:
@@ -180,10 +180,10 @@ class GraSP(_Static):
       for CIFAR-10, 5 for CIFAR-100).
     num_classes: number of classes, for :func:`samples_per_class`; ``None`` takes
       the classes present in the labels.
-  Default distribution: ``"global"``.
+  Default sparsity_distribution: ``"global"``.
   """
 
-  distribution: str = "global"
+  sparsity_distribution: str = "global"
   temperature: float = 200.0
   samples_per_class: int = 10
   num_classes: int | None = None
@@ -211,7 +211,7 @@ class GraSP(_Static):
       labels: integer class ids, shape ``[batch]``.
     """
     idx = samples_per_class(labels, self.samples_per_class, self.num_classes)
-    x = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[idx], inputs)
+    x = jax.tree.map(lambda a: jnp.asarray(a)[idx], inputs)
     y = jnp.asarray(np.asarray(labels)[idx])
     temperature = self.temperature
 
@@ -223,7 +223,7 @@ class GraSP(_Static):
   def compute_mask(self, params: PyTree, **kwargs: Any) -> PyTree:
     """Mask keeping the lowest GraSP scores (arguments as :meth:`scores`)."""
     s = self.scores(params, **kwargs)
-    return self.mask_from_scores(params, jax.tree_util.tree_map(jnp.negative, s))
+    return self.mask_from_scores(params, jax.tree.map(jnp.negative, s))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +232,7 @@ class LTH(_Static):
 
   Attributes:
     rounds: number of pruning rounds ``R`` to reach ``sparsity`` (>= 1).
-  Default distribution: ``"global"``.
+  Default sparsity_distribution: ``"global"``.
 
   A training script runs, for ``r = 1..R``::
 
@@ -245,7 +245,7 @@ class LTH(_Static):
   ``wrap`` without a mask gives the dense round 0 (a mask of all ones).
   """
 
-  distribution: str = "global"
+  sparsity_distribution: str = "global"
   rounds: int = 1
 
   def __post_init__(self) -> None:
@@ -272,7 +272,7 @@ class LTH(_Static):
     if mask is None:
       mask = mask_lib.dense_mask(params)
     mask_lib.validate_mask(mask, params)
-    scores = jax.tree_util.tree_map(
+    scores = jax.tree.map(
       lambda p, m: jnp.where(m, jnp.abs(p).astype(jnp.float32), -jnp.inf), params, mask
     )
     return self.mask_from_scores(params, scores, sparsity=self.round_sparsity(round))
@@ -280,7 +280,7 @@ class LTH(_Static):
   def rewind(self, params_k: PyTree, mask: PyTree) -> PyTree:
     """Surviving weights take their step-``k`` values; pruned weights are 0."""
     mask_lib.validate_mask(mask, params_k)
-    return jax.tree_util.tree_map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params_k, mask)
+    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params_k, mask)
 
   def wrap(
     self,

@@ -83,13 +83,13 @@ UpdateMaskFn = Callable[[jax.Array, PyTree, PyTree, PyTree, jax.Array, PyTree], 
 
 
 def _param_like(params: PyTree) -> Callable[[Any], bool]:
-  params_def = jax.tree_util.tree_structure(params)
-  shapes = [tuple(np.shape(p)) for p in jax.tree_util.tree_leaves(params)]
+  params_def = jax.tree.structure(params)
+  shapes = [tuple(np.shape(p)) for p in jax.tree.leaves(params)]
 
   def is_param_like(node: Any) -> bool:
-    if jax.tree_util.tree_structure(node) != params_def:
+    if jax.tree.structure(node) != params_def:
       return False
-    leaves = jax.tree_util.tree_leaves(node)
+    leaves = jax.tree.leaves(node)
     return all(
       hasattr(x, "shape")
       and tuple(x.shape) == s
@@ -111,14 +111,14 @@ def reset_moments(inner_state: PyTree, keep: PyTree, params: PyTree) -> PyTree:
 
   def reset(node: Any) -> Any:
     if is_param_like(node):
-      return jax.tree_util.tree_map(lambda x, k: jnp.where(k, x, jnp.zeros_like(x)), node, keep)
+      return jax.tree.map(lambda x, k: jnp.where(k, x, jnp.zeros_like(x)), node, keep)
     return node
 
-  return jax.tree_util.tree_map(reset, inner_state, is_leaf=is_param_like)
+  return jax.tree.map(reset, inner_state, is_leaf=is_param_like)
 
 
 def _where(mask: PyTree, a: PyTree, b: Callable[[jax.Array], jax.Array]) -> PyTree:
-  return jax.tree_util.tree_map(lambda m, x: jnp.where(m, x, b(x)), mask, a)
+  return jax.tree.map(lambda m, x: jnp.where(m, x, b(x)), mask, a)
 
 
 def sparse_wrapper(
@@ -162,7 +162,7 @@ def sparse_wrapper(
     key_mask, key_run = jax.random.split(jax.random.PRNGKey(seed))
     mask = jax.jit(init_mask)(params, key_mask)  # one compiled program, also when eager
     mask_lib.validate_mask(mask, params)
-    mask = jax.tree_util.tree_map(lambda m: jnp.asarray(m, dtype=jnp.bool_), mask)
+    mask = jax.tree.map(lambda m: jnp.asarray(m, dtype=jnp.bool_), mask)
     masked = _where(mask, params, jnp.zeros_like)
     method_state = () if init_method_state is None else init_method_state(mask)
     return SparseState(
@@ -212,7 +212,7 @@ def sparse_wrapper(
             if has_aux:
               grads = grads[0]
         res = update_mask(step, mask_, masked_, grads, key, mstate_)
-        keep_ = jax.tree_util.tree_map(lambda m, g: m & ~g, res.weight_mask, res.grown)
+        keep_ = jax.tree.map(lambda m, g: m & ~g, res.weight_mask, res.grown)
         return res.weight_mask, keep_, rng_, res.method_state
 
       def _skip(operand):
@@ -239,9 +239,7 @@ def sparse_wrapper(
         lambda s: s,
         inner_state,
       )
-    out = jax.tree_util.tree_map(
-      lambda k, u, p: jnp.where(k, u, -p).astype(u.dtype), keep, out, params
-    )
+    out = jax.tree.map(lambda k, u, p: jnp.where(k, u, -p).astype(u.dtype), keep, out, params)
     new_state = SparseState(
       sparse_step=step + 1,
       weight_mask=new_mask,
@@ -260,7 +258,7 @@ class SparseMethod:
 
   Attributes:
     sparsity: fraction of pruned weights over the prunable leaves, in [0, 1).
-    distribution: ``"uniform"``, ``"erk"`` or ``"global"`` (see ``distributions``).
+    sparsity_distribution: ``"uniform"``, ``"erk"`` or ``"global"`` (see ``distributions``).
     prunable: which leaves may be pruned: ``None`` (kernels, ``ndim >= 2``), an
       ``optax.masked``-style bool pytree, or a callable ``params -> bool pytree``.
     first_layer_dense: keep the first prunable leaf (flatten order) dense.
@@ -269,7 +267,7 @@ class SparseMethod:
   """
 
   sparsity: float = 0.9
-  distribution: str = "erk"
+  sparsity_distribution: str = "erk"
   prunable: Any = None
   first_layer_dense: bool = False
   last_layer_dense: bool = False
@@ -277,7 +275,7 @@ class SparseMethod:
 
   def __post_init__(self) -> None:
     dist_lib.validate_sparsity(self.sparsity)
-    dist_lib.validate_distribution(self.distribution)
+    dist_lib.validate_distribution(self.sparsity_distribution)
 
   # -- layout ---------------------------------------------------------------
   def prunable_flags(self, params: PyTree) -> list[bool]:
@@ -288,11 +286,11 @@ class SparseMethod:
       first_layer_dense=self.first_layer_dense,
       last_layer_dense=self.last_layer_dense,
     )
-    flags = jax.tree_util.tree_leaves(spec)
+    flags = jax.tree.leaves(spec)
     if not any(flags):
-      if self.distribution == "erk":
+      if self.sparsity_distribution == "erk":
         raise ValueError(
-          "`distribution`='erk' needs at least one prunable leaf, and params "
+          "sparsity_distribution='erk' needs at least one prunable leaf, and params "
           "have none under `prunable` (default: leaves with ndim >= 2)."
         )
       raise ValueError(
@@ -319,53 +317,51 @@ class SparseMethod:
     """
     sparsity = self.sparsity if sparsity is None else sparsity
     flags = self.prunable_flags(params)
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    score_leaves = jax.tree_util.tree_leaves(scores)
+    leaves, treedef = jax.tree.flatten(params)
+    score_leaves = jax.tree.leaves(scores)
     if len(score_leaves) != len(leaves):
       raise ValueError("`scores` does not match params.")
     pr = [i for i, f in enumerate(flags) if f]
     shapes = [tuple(np.shape(leaves[i])) for i in pr]
-    counts = dist_lib.keep_counts(shapes, sparsity, self.distribution, self.erk_power)
+    counts = dist_lib.keep_counts(shapes, sparsity, self.sparsity_distribution, self.erk_power)
     out = [jnp.ones(np.shape(x), jnp.bool_) for x in leaves]
-    if self.distribution == "global":
+    if self.sparsity_distribution == "global":
       flat = jnp.concatenate([jnp.ravel(score_leaves[i]).astype(jnp.float32) for i in pr])
-      kept = mask_lib.top_k_mask(flat, counts)
+      kept = mask_lib.keep_top_k(flat, counts)
       for i, piece in zip(pr, mask_lib.split_like(kept, [leaves[i] for i in pr]), strict=True):
         out[i] = piece
     else:
       for i, k in zip(pr, counts, strict=True):
-        out[i] = mask_lib.top_k_mask(jnp.asarray(score_leaves[i], jnp.float32), k)
-    return jax.tree_util.tree_unflatten(treedef, out)
+        out[i] = mask_lib.keep_top_k(jnp.asarray(score_leaves[i], jnp.float32), k)
+    return jax.tree.unflatten(treedef, out)
 
   def target_counts(self, params: PyTree) -> list[int] | int:
     """Kept weights per prunable leaf (or in total, for ``"global"``)."""
     flags = self.prunable_flags(params)
-    shapes = [
-      tuple(np.shape(x)) for x, f in zip(jax.tree_util.tree_leaves(params), flags, strict=True) if f
-    ]
-    return dist_lib.keep_counts(shapes, self.sparsity, self.distribution, self.erk_power)
+    shapes = [tuple(np.shape(x)) for x, f in zip(jax.tree.leaves(params), flags, strict=True) if f]
+    return dist_lib.keep_counts(shapes, self.sparsity, self.sparsity_distribution, self.erk_power)
 
   def static_mask_counts(self, params: PyTree) -> PyTree | None:
     """Ones per mask leaf as static ints like ``params`` (``None`` for ``"global"``, whose
     per-leaf counts depend on the data)."""
-    if self.distribution == "global":
+    if self.sparsity_distribution == "global":
       return None
     flags = self.prunable_flags(params)
     counts = iter(self.target_counts(params))
-    leaves, treedef = jax.tree_util.tree_flatten(params)
+    leaves, treedef = jax.tree.flatten(params)
     out = [next(counts) if f else int(np.size(x)) for x, f in zip(leaves, flags, strict=True)]
-    return jax.tree_util.tree_unflatten(treedef, out)
+    return jax.tree.unflatten(treedef, out)
 
-  def random_mask(self, params: PyTree, key: jax.Array) -> PyTree:
+  def random_weight_mask(self, params: PyTree, key: jax.Array) -> PyTree:
     """Uniformly random mask at the target counts."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
+    leaves, treedef = jax.tree.flatten(params)
     flags = self.prunable_flags(params)
     drawn = mask_lib.uniform_like(key, leaves, flags)
     scores = [
       jnp.zeros(np.shape(x)) if u is None else u for u, x in zip(drawn, leaves, strict=True)
     ]
-    return self.mask_from_scores(params, jax.tree_util.tree_unflatten(treedef, scores))
+    return self.mask_from_scores(params, jax.tree.unflatten(treedef, scores))
 
   def magnitude_mask(self, params: PyTree) -> PyTree:
     """Mask keeping the largest ``|theta|`` at the target counts."""
-    return self.mask_from_scores(params, jax.tree_util.tree_map(jnp.abs, params))
+    return self.mask_from_scores(params, jax.tree.map(jnp.abs, params))

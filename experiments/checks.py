@@ -1,0 +1,91 @@
+"""The trainer's own config checks: names of datasets, models, heads and sparse methods, sizes.
+
+Values that belong to the library (radii, directions, sparsities, intervals) are checked by the
+library when the run builds its optimizer (``train.build``), with messages naming the argument.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+
+from experiments import input_pipeline, models, optimizers
+from experiments.workdir import ConfigError
+
+
+def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
+  if value not in valid:
+    raise ConfigError(f"unknown {name} '{value}'; valid: {', '.join(valid)}")
+
+
+def _check(name: str, value: Any, ok: Callable[[Any], bool], what: str) -> None:
+  number = isinstance(value, int | float) and not isinstance(value, bool)
+  if not (number and not math.isnan(value) and ok(value)):
+    raise ConfigError(f"{name} must be {what}, got {value!r}")
+
+
+def parse_list(text: str, valid: tuple, name: str) -> list[str]:
+  items = [str(v) for v in valid] if text == "all" else [s.strip() for s in str(text).split(",")]
+  for item in items:
+    _choice(name, item, tuple(str(v) for v in valid))
+  return items
+
+
+def validate_config(config: ml_collections.ConfigDict, device_count: int | None = None) -> None:
+  """Checks the trainer's own fields (names, sizes); raises ``ConfigError`` with one line.
+
+  The optimizer's and sparse method's values are the library's to check (``build_optimizer``).
+  """
+  device_count = jax.device_count() if device_count is None else device_count
+  _choice("dataset", config.dataset.name, input_pipeline.DATASETS)
+  _choice("model", config.model.name, models.MODELS)
+  opt = config.optimizer
+  _choice("optimizer", opt.name, tuple(optimizers.HEADS))
+  _choice("sparse method", config.sparse.method, optimizers.sparse_methods())
+  _choice("learning-rate schedule", opt.schedule, optimizers.SCHEDULES)
+  _check("optimizer.learning_rate", opt.learning_rate, lambda v: 0 < v < math.inf, "> 0")
+  _check("optimizer.momentum", opt.momentum, lambda v: 0 <= v < 1, "in [0, 1)")
+  _check("optimizer.weight_decay", opt.weight_decay, lambda v: 0 <= v < math.inf, ">= 0")
+  _check(
+    "optimizer.warmup_epochs",
+    opt.warmup_epochs,
+    lambda v: 0 <= v <= config.num_epochs,
+    "in [0, num_epochs]",
+  )
+  _check("sparse.end_fraction", config.sparse.end_fraction, lambda v: 0 < v <= 1, "in (0, 1]")
+  for name in (
+    "batch_size",
+    "eval_batch_size",
+    "num_epochs",
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+  ):
+    _check(name, config[name], lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+  for name in ("train_subset", "test_subset"):
+    _check(
+      f"dataset.{name}",
+      config.dataset[name],
+      lambda v: isinstance(v, int) and v >= 0,
+      "an integer >= 0",
+    )
+  for name in ("batch_size", "eval_batch_size"):
+    if config[name] % device_count:
+      raise ConfigError(
+        f"{name} {config[name]} is not divisible by the {device_count} devices; "
+        f"use a multiple of {device_count}"
+      )
+  if config.dataset.eval_corrupted:
+    _choice("dataset for eval_corrupted", config.dataset.name, tuple(input_pipeline.CORRUPTIONS))
+    parse_list(
+      config.dataset.corruptions, input_pipeline.CORRUPTIONS[config.dataset.name], "corruption"
+    )
+    parse_list(config.dataset.severities, input_pipeline.CORRUPTION_SEVERITIES, "severity")
+  if config.model.name.startswith("deit"):
+    size = input_pipeline.SPECS[config.dataset.name].image_shape[0]
+    if size % config.model.patch_size:
+      raise ConfigError(f"model.patch_size {config.model.patch_size} does not divide {size}")

@@ -1,0 +1,120 @@
+"""The compiled steps: ``train_step(state, batch) -> state`` and ``eval_step(state, batch)``.
+
+``loss_fn(params)`` returns ``(loss, {"correct", "count", "batch_stats"})``. The head stores the
+aux of its exact-gradient pass (at ``theta`` for SGD, at ``theta + eps`` for the SAM family; at
+``theta`` for the zeroth-order optimizers) in its state, and the step reads it back with
+``optax.tree_utils.tree_get(opt_state, "aux")`` (the library's state protocol).
+
+BatchNorm convention: running statistics are updated once per step, by the head's exact-gradient
+pass, i.e. with the batch statistics seen by the gradient that is applied. Zeroth-order probes
+and SAM's ascent pass never update them. Training loss/accuracy are those of that same pass (so,
+for SAM-family optimizers, measured at the perturbed point).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+ACCUMULATORS = ("loss_sum", "correct", "count", "steps")
+
+
+def zero_accumulators() -> dict[str, jax.Array]:
+  return {
+    "loss_sum": jnp.zeros([], jnp.float32),
+    "correct": jnp.zeros([], jnp.int32),
+    "count": jnp.zeros([], jnp.int32),
+    "steps": jnp.zeros([], jnp.int32),
+  }
+
+
+def make_train_step(
+  model: Any, tx: optax.GradientTransformationExtraArgs, seed: int, batch_losses: str | None
+) -> Callable:
+  """``train_step(state, batch) -> state``; metrics accumulate in ``state["acc"]``.
+
+  ``batch_losses``: ``None``, ``"per_example"`` (ESAM: per-example losses in training mode) or
+  ``"fisher"`` (SSAM-F: per-example losses with BatchNorm in inference mode, since its Fisher
+  takes gradients on one-example batches, which have no batch statistics of their own).
+  """
+
+  def train_step(state: dict, batch: dict) -> dict:
+    dropout_rng = jax.random.fold_in(jax.random.key(seed), state["step"])
+
+    def per_example(params, sub_batch, train=True):
+      variables = {"params": params, "batch_stats": state["batch_stats"]}
+      if not train:
+        logits, new_stats = model.apply(variables, sub_batch["image"], train=False), {}
+      else:
+        logits, new_vars = model.apply(
+          variables,
+          sub_batch["image"],
+          train=True,
+          mutable=["batch_stats"],
+          rngs={"dropout": dropout_rng},
+        )
+        new_stats = new_vars.get("batch_stats", {})
+      labels = sub_batch["label"]
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      aux = {
+        "correct": jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.int32),
+        "count": jnp.asarray(labels.shape[0], jnp.int32),
+        "batch_stats": new_stats,
+      }
+      return losses, aux
+
+    def loss_fn(params):
+      losses, aux = per_example(params, batch)
+      return losses.mean(), aux
+
+    extra = {}
+    if batch_losses == "per_example":
+      extra = {"per_example_loss_fn": per_example, "batch": batch}
+    elif batch_losses == "fisher":
+      extra = {
+        "per_example_loss_fn": lambda p, b: per_example(p, b, train=False)[0],
+        "batch": batch,
+      }
+    updates, opt_state = tx.update(
+      None, state["opt_state"], state["params"], loss_fn=loss_fn, **extra
+    )
+    aux = optax.tree_utils.tree_get(opt_state, "aux")
+    loss = optax.tree_utils.tree_get(opt_state, "value")
+    acc = state["acc"]
+    return {
+      "step": state["step"] + 1,
+      "params": optax.apply_updates(state["params"], updates),
+      "batch_stats": aux["batch_stats"],
+      "opt_state": opt_state,
+      "acc": {
+        "loss_sum": acc["loss_sum"] + loss,
+        "correct": acc["correct"] + aux["correct"],
+        "count": acc["count"] + aux["count"],
+        "steps": acc["steps"] + 1,
+      },
+    }
+
+  return train_step
+
+
+def make_eval_step(model: Any) -> Callable:
+  """``eval_step(state, batch) -> {"loss_sum", "correct", "count"}`` over unmasked rows."""
+
+  def eval_step(state: dict, batch: dict) -> dict:
+    logits = model.apply(
+      {"params": state["params"], "batch_stats": state["batch_stats"]}, batch["image"], train=False
+    )
+    mask = batch["mask"]
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    return {
+      "loss_sum": jnp.sum(loss * mask),
+      "correct": jnp.sum(correct * mask),
+      "count": jnp.sum(mask),
+    }
+
+  return eval_step

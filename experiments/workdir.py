@@ -1,0 +1,145 @@
+"""A run's folder: its config, its metrics and its checkpoints.
+
+Layout: ``config.json`` (the run's config; resuming checks it), ``metrics.jsonl`` (one JSON record
+per line: ``kind`` is ``train``, ``eval`` or ``corrupted``) and ``checkpoints/`` (orbax).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+# Config fields that may differ between a run and its resumption (they do not change results).
+RESUMABLE_CHANGES = frozenset(
+  {
+    "progress_bar",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "distributed",
+    "dataset.data_dir",
+    "dataset.source_dir",
+  }
+)
+
+
+class ConfigError(ValueError):
+  """The config or the workdir cannot be used; raised before anything is compiled or written."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config_json(config))
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: str, resume: bool) -> bool:
+  """Read-only checks of ``workdir``; returns whether there is a checkpoint to resume from.
+
+  Raises:
+    ConfigError: checkpoints exist but ``resume`` is false, or the stored config differs.
+  """
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  has_ckpt = os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))
+  config_path = os.path.join(workdir, "config.json")
+  if (has_ckpt or os.path.exists(config_path)) and not resume:
+    raise ConfigError(
+      f"workdir {workdir} already holds a run; pass --resume to continue it or choose a new "
+      "--workdir"
+    )
+  if resume and os.path.exists(config_path):
+    with open(config_path) as f:
+      stored = _flatten(json.load(f))
+    current = _flatten(json.loads(config_json(config)))
+    diffs = sorted(
+      k
+      for k in set(stored) | set(current)
+      if k not in RESUMABLE_CHANGES and stored.get(k, "<absent>") != current.get(k, "<absent>")
+    )
+    if diffs:
+      shown = "; ".join(
+        f"{k}: {stored.get(k, '<absent>')!r} there vs {current.get(k, '<absent>')!r} now"
+        for k in diffs[:3]
+      )
+      raise ConfigError(
+        f"workdir {workdir} holds a run with a different config ({shown}); use a new --workdir"
+      )
+  return has_ckpt
+
+
+class MetricWriter:
+  """Appends JSON records to ``metrics.jsonl`` (process 0 only)."""
+
+  def __init__(self, workdir: str, enabled: bool):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = enabled
+
+  def truncate_after(self, step: int) -> None:
+    """Drops records of steps after ``step`` (those a killed run wrote past its checkpoint)."""
+    if not (self.enabled and os.path.exists(self.path)):
+      return
+    with open(self.path) as f:
+      kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    with open(self.path, "w") as f:
+      f.writelines(kept)
+
+  def write(self, record: dict[str, Any]) -> None:
+    if self.enabled:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """All records of ``workdir/metrics.jsonl``."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class Checkpoints:
+  """Orbax checkpoints of the whole train state under ``workdir/checkpoints``."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+    import orbax.checkpoint as ocp
+
+    self._ocp = ocp
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=config.keep_checkpoints, create=True, enable_async_checkpointing=False
+    )
+    self.manager = ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, "checkpoints")), options=options
+    )
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def restore(self, state: Any) -> Any:
+    """The latest checkpoint, with ``state``'s structure, shapes and shardings."""
+    import jax
+
+    abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+    )
+    return self.manager.restore(
+      self.manager.latest_step(), args=self._ocp.args.StandardRestore(abstract)
+    )
+
+  def save(self, step: int, state: Any) -> None:
+    self.manager.save(step, args=self._ocp.args.StandardSave(state))
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
