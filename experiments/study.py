@@ -788,12 +788,23 @@ def _group_label(study: Study, key: tuple) -> str:
 
 
 def summarize(study: Study, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-  """One dict per group (in cell order): counts, mean/std of each metric, wall time, target."""
+  """One dict per group: counts, mean/std of each metric, wall time, time to target.
+
+  Ordered by the group_by fields, each field's values in the order the study lists them.
+  """
   groups: dict[tuple, list[dict[str, Any]]] = {}
   for row in rows:
     groups.setdefault(row["_group"], []).append(row)
+  orders = [
+    list(dict.fromkeys(_norm_key((k[i],))[0] for k in groups)) for i in range(len(study.group_by))
+  ]
+
+  def rank(key: tuple) -> tuple[int, ...]:
+    return tuple(orders[i].index(_norm_key((v,))[0]) for i, v in enumerate(key))
+
   out = []
-  for key, members in groups.items():
+  for key in sorted(groups, key=rank):
+    members = groups[key]
     done = [r for r in members if r["status"] == "done"]
     g: dict[str, Any] = {f: v for f, v in zip(study.group_by, key, strict=True)}
     g.update({"_key": key, "n": len(done), "n_asked": len(members)})
@@ -883,6 +894,14 @@ def render_summary(
     orphan = [k for k in study.paper["values"] if k not in known]
     if orphan:
       md += [f"Paper rows without a group here: {', '.join(map(str, orphan))}.", ""]
+    ours = [g[f"{study.paper['metric']}_mean"] for g in groups]
+    ours = [abs(x) * scale for x in ours if x is not None]
+    papers = [abs(x) for x in study.paper["values"].values()]
+    if ours and papers and max(papers) > 10 * max(ours):
+      md += [
+        "**The paper's numbers look 100x ours: percent? Set `paper['scale'] = 100`.**",
+        "",
+      ]
   if study.target_accuracy is not None:
     md += [
       f"## Time to reach {study.target_metric} ≥ {study.target_accuracy:g}",
@@ -930,6 +949,7 @@ def plot_curves(
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   import numpy as np
+  from matplotlib.ticker import MaxNLocator
 
   split = len(study.group_by) >= 2 and len(groups) > 6
   panel_of = (lambda key: key[:-1]) if split else (lambda key: ())
@@ -967,6 +987,7 @@ def plot_curves(
       )
       ax.set_title(title, fontsize=9)
       ax.set_xlabel("epoch")
+      ax.xaxis.set_major_locator(MaxNLocator(integer=True))
       ax.set_ylabel(metric)
       ax.grid(alpha=0.3)
       legend_title = study.group_by[-1] if split else ", ".join(study.group_by)

@@ -548,3 +548,24 @@ def test_tiny_study_end_to_end(tmp_path, data_dir, fmnist_subset_dir):
   # Run again: nothing to do.
   again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
   assert again.returncode == 0 and "2 cell(s) already done, 0 to run" in again.stdout
+
+
+def test_curves_split_into_panels_for_many_groups(tmp_path):
+  """16 groups over 3 fields: one panel per (method, sparsity), one line per optimizer."""
+  raw = {**T1, "seeds": [0, 1], "paper": {("rigl", 0.9, "zo_sam"): 93.66}}
+  cells = study.parse_study(raw).expand(str(tmp_path / "wd"))
+  for i, cell in enumerate(cells):
+    if cell.seed == 0 or i % 3:  # Some groups have one seed of two.
+      fabricate(cell, [0.3 + 0.01 * (i % 7), 0.5 + 0.01 * (i % 5), 0.6 + 0.01 * (i % 4)])
+  code, _ = run_fake(tmp_path, raw, "--only-aggregate")
+  assert code == 0
+  out = tmp_path / "res" / "t1"
+  assert (out / "curves_test_accuracy.png").stat().st_size > 10_000
+  md = (out / "summary.md").read_text()
+  assert md.count("\n| rigl |") + md.count("\n| mest |") == 16
+  rows = [line for line in md.splitlines() if line.startswith(("| rigl", "| mest"))]
+  assert [r.split(" | ")[:3] for r in rows[:5]] == [
+    ["| rigl", "0.9", o] for o in ("sgd", "sam", "zo_sam", "random_perturbation")
+  ] + [["| rigl", "0.98", "sgd"]]  # Sorted by group_by, values in the study's order.
+  assert "| rigl | 0.9 | zo_sam | 1 of 2 |" in md and "93.66 |" in md
+  assert "look 100x ours: percent? Set `paper['scale'] = 100`" in md  # Plain mapping: scale 1.
