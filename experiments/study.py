@@ -495,7 +495,7 @@ def analyze_available() -> bool:
 
 
 class Interrupted(KeyboardInterrupt):
-  """SIGTERM (or Ctrl-C) while cells were running."""
+  """SIGTERM while cells were running (Ctrl-C raises a plain KeyboardInterrupt)."""
 
   def __init__(self, signum: int):
     super().__init__(signum)
