@@ -43,7 +43,7 @@ def evaluate_corrupted(eval_fn, state, config, data_dir, sharding, writer, step)
   for corruption in corruptions:
     for severity in severities:
       split = input_pipeline.load_corrupted_split(
-        ds.name, corruption, severity, data_dir, ds.test_subset
+        ds.name, corruption, severity, data_dir, ds.test_subset, ds.source_dir
       )
       out = evaluate(eval_fn, state, split, spec, config, sharding)
       name = f"{corruption}_{severity}"

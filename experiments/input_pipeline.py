@@ -28,15 +28,24 @@ from typing import Any
 
 import numpy as np
 
+from experiments import corruptions as corruption_lib
+
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet2012")
 
-# The 19 corruptions of CIFAR-10-C (Hendrycks & Dietterich, 2019), each at severities 1-5.
+# The 19 corruptions of CIFAR-10-C (Hendrycks & Dietterich, 2019), each at every severity.
 CIFAR10_CORRUPTIONS = (
     "brightness", "contrast", "defocus_blur", "elastic", "fog", "frost", "frosted_glass_blur",
     "gaussian_blur", "gaussian_noise", "impulse_noise", "jpeg_compression", "motion_blur",
     "pixelate", "saturate", "shot_noise", "snow", "spatter", "speckle_noise", "zoom_blur",
 )  # fmt: skip
-CORRUPTION_SEVERITIES = (1, 2, 3, 4, 5)
+# Fashion-MNIST-C: 18 of them (not "saturate"), built locally (experiments/corruptions.py).
+FASHION_MNIST_CORRUPTIONS = corruption_lib.FASHION_MNIST_CORRUPTIONS
+CORRUPTION_SEVERITIES = corruption_lib.CORRUPTION_SEVERITIES  # (1, 2, 3, 4, 5)
+# Which corruptions each dataset's corrupted test sets (`<dataset>_corrupted/<c>_<s>`) have.
+CORRUPTIONS: dict[str, tuple[str, ...]] = {
+  "cifar10": CIFAR10_CORRUPTIONS,
+  "fashion_mnist": FASHION_MNIST_CORRUPTIONS,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +84,7 @@ class DataMissingError(RuntimeError):
 
 def _how_to_get(name: str, data_dir: str) -> str:
   """The exact step that provides dataset ``name`` in ``data_dir``."""
-  if name == "fashion_mnist":
+  if name == "fashion_mnist" or name.startswith("fashion_mnist_corrupted/"):
     return (
       "install the Debian package (`sudo apt-get install dataset-fashion-mnist`) or put "
       "the four Fashion-MNIST idx .gz files in a folder and pass "
@@ -144,11 +153,47 @@ def _prepare_local(name: str, data_dir: str, source_dir: str) -> None:
   builder.download_and_prepare()
 
 
+def _prepare_corrupted(name: str, data_dir: str, source_dir: str) -> None:
+  """Builds one Fashion-MNIST-C test set (``fashion_mnist_corrupted/<c>_<s>``) once."""
+  from experiments import local_datasets
+
+  corruption, severity = _parse_corrupted(name)
+  if corruption_lib.is_built(corruption, severity, data_dir):
+    return
+  source_dir = source_dir or local_datasets.DEBIAN_FASHION_MNIST_DIR
+  test_files = local_datasets.IDX_FILES["test"]
+  missing = [f for f in test_files if not os.path.isfile(os.path.join(source_dir, f))]
+  if missing:
+    raise DataMissingError(
+      f"dataset {name} is not built in {data_dir} and the clean Fashion-MNIST test idx files "
+      f"({', '.join(missing)}) it is made from are missing from source_dir '{source_dir}': "
+      f"{_how_to_get(name, data_dir)}"
+    )
+  try:
+    corruption_lib.check_installed()
+  except ImportError as e:
+    raise DataMissingError(f"dataset {name} is not built in {data_dir} and {e}") from None
+  print(f"Building {name} from {source_dir} into {data_dir} (once)...", flush=True)
+  corruption_lib.build(data_dir, source_dir, [corruption], [severity], verbose=False)
+
+
+def _parse_corrupted(name: str) -> tuple[str, int]:
+  """``<dataset>_corrupted/<corruption>_<severity>`` -> ``(corruption, severity)``."""
+  corruption, _, severity = name.partition("/")[2].rpartition("_")
+  if not corruption or not severity.isdigit():
+    raise ValueError(f"{name!r} is not of the form <dataset>_corrupted/<corruption>_<severity>")
+  return corruption, int(severity)
+
+
 def open_source(name: str, split: str, data_dir: str, source_dir: str = "") -> Sequence[dict]:
   """Opens one split as a random-access sequence of ``{"image", "label"}`` dicts.
 
+  Fashion-MNIST, MNIST and the Fashion-MNIST-C test sets are built into ``data_dir`` on first
+  use (from idx files); everything else must already be prepared there.
+
   Args:
-    name: one of ``DATASETS`` or ``cifar10_corrupted/<corruption>_<severity>``.
+    name: one of ``DATASETS``, or ``<dataset>_corrupted/<corruption>_<severity>`` for a
+      dataset of ``CORRUPTIONS`` (see ``corrupted_names``).
     split: tfds split name.
     data_dir: tfds data directory.
     source_dir: folder of idx files for the local Fashion-MNIST/MNIST builders ("" uses
@@ -162,6 +207,10 @@ def open_source(name: str, split: str, data_dir: str, source_dir: str = "") -> S
   tfds_name = SPECS[name].tfds_name if name in SPECS else name
   if name in ("fashion_mnist", "mnist"):
     _prepare_local(name, data_dir, source_dir)
+  elif name.startswith("fashion_mnist_corrupted/"):
+    corruption, severity = _parse_corrupted(name)
+    corrupted_names("fashion_mnist", [corruption], [severity])  # Raises on unknown names.
+    _prepare_corrupted(name, data_dir, source_dir)
   try:
     with _absl_errors_only():
       return tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False)
@@ -205,7 +254,8 @@ def load_split(
   """Loads a split; ``subset > 0`` keeps only its first ``subset`` examples."""
   source = open_source(name, split, data_dir, source_dir)
   size = len(source) if subset <= 0 else min(subset, len(source))
-  spec = SPECS.get(name.split("/")[0], SPECS["cifar10"])
+  base = name.split("/")[0].removesuffix("_corrupted")  # e.g. fashion_mnist_corrupted/fog_3.
+  spec = SPECS.get(base, SPECS["cifar10"])
   if not spec.in_memory:
     return Split(size=size, source=source)
   images, labels = _gather(source, range(size))
@@ -416,16 +466,56 @@ def eval_batches(
     yield {"image": images, "label": labels, "mask": mask[rows]}
 
 
-CORRUPTIONS = {"cifar10": CIFAR10_CORRUPTIONS}
+def corrupted_names(
+  dataset: str, corruptions: Sequence[str], severities: Sequence[int]
+) -> list[str]:
+  """tfds names of corrupted test sets, e.g. ``fashion_mnist_corrupted/fog_3``.
+
+  ``corrupted_names(dataset, corruptions, severities)``, every corruption at every severity,
+  corruption-major; ``dataset`` is a key of ``CORRUPTIONS``.
+
+  Raises:
+    ValueError: an unknown dataset, corruption or severity.
+  """
+  if dataset not in CORRUPTIONS:
+    raise ValueError(
+      f"no corrupted test sets for dataset {dataset!r}; one of {', '.join(CORRUPTIONS)}"
+    )
+  known = CORRUPTIONS[dataset]
+  for c in corruptions:
+    if c not in known:
+      raise ValueError(f"unknown {dataset} corruption {c!r}; one of {', '.join(known)}")
+  for s in severities:
+    if s not in CORRUPTION_SEVERITIES:
+      raise ValueError(f"severity {s!r} is not one of {CORRUPTION_SEVERITIES}")
+  return [f"{dataset}_corrupted/{c}_{s}" for c in corruptions for s in severities]
 
 
 def load_corrupted_split(
-  dataset: str, corruption: str, severity: int, data_dir: str, subset: int = 0
+  dataset: str,
+  corruption: str,
+  severity: int,
+  data_dir: str,
+  subset: int = 0,
+  source_dir: str = "",
 ) -> Split:
-  """The test split of ``dataset`` under one corruption at one severity (``CORRUPTIONS``)."""
-  return load_split(f"{dataset}_corrupted/{corruption}_{severity}", "test", data_dir, subset=subset)
+  """The test split of ``<dataset>_corrupted/<corruption>_<severity>``.
 
+  Fashion-MNIST-C is built into ``data_dir`` on first use (all 10k test images, from the idx
+  files in ``source_dir``, default Debian's ``dataset-fashion-mnist`` folder; seconds per
+  corruption and severity) and reused afterwards; CIFAR-10-C must already be prepared there.
 
-def corrupted_names(corruptions: Sequence[str], severities: Sequence[int]) -> list[str]:
-  """tfds names of the CIFAR-10-C test sets, e.g. ``cifar10_corrupted/fog_3``."""
-  return [f"cifar10_corrupted/{c}_{s}" for c in corruptions for s in severities]
+  Args:
+    dataset: a key of ``CORRUPTIONS`` (``"cifar10"`` or ``"fashion_mnist"``).
+    corruption: one of ``CORRUPTIONS[dataset]``.
+    severity: one of ``CORRUPTION_SEVERITIES``.
+    data_dir: tfds data directory.
+    subset: keep only the first ``subset`` test examples (0 = all); the build is always full.
+    source_dir: folder of the clean Fashion-MNIST idx files ("" = the Debian package's).
+
+  Raises:
+    ValueError: an unknown dataset, corruption or severity.
+    DataMissingError: the data is not prepared and cannot be built here (says what to do).
+  """
+  (name,) = corrupted_names(dataset, [corruption], [severity])
+  return load_split(name, "test", data_dir, source_dir, subset)

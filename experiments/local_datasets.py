@@ -8,6 +8,9 @@ with ``tfds.data_source`` without TensorFlow) into ``data_dir``; later runs reus
 
 Features are ``tfds.features.Tensor`` (``uint8`` image ``HxWx1`` and ``int64`` label):
 encoding ``tfds.features.Image`` would need TensorFlow.
+
+``FashionMnistCorrupted`` writes Fashion-MNIST-C (``experiments.corruptions``): one builder
+config ``<corruption>_<severity>`` per corrupted copy of the test split.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+
+from experiments import corruptions
 
 IDX_FILES = {
   "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -112,6 +117,61 @@ class LocalMnist(_LocalIdxBuilder):
   """MNIST (LeCun et al., 1998) built from local idx files."""
 
   DESCRIPTION = "MNIST, 60k/10k 28x28 grayscale images of handwritten digits."
+
+
+class FashionMnistCorrupted(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Fashion-MNIST-C: the Fashion-MNIST test split under one corruption at one severity.
+
+  Read back as ``fashion_mnist_corrupted/<corruption>_<severity>``; images are corrupted by
+  ``experiments.corruptions.corrupt`` with seed ``corruptions.BUILD_SEED``, labels are the
+  clean test labels, order is the idx files' order.
+  """
+
+  name = "fashion_mnist_corrupted"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "18 corruptions x 5 severities, see experiments/corruptions.py."}
+  BUILDER_CONFIGS = [
+    tfds.core.BuilderConfig(name=f"{c}_{s}", description=f"{c}, severity {s}")
+    for c in corruptions.FASHION_MNIST_CORRUPTIONS
+    for s in corruptions.CORRUPTION_SEVERITIES
+  ]
+  pkg_dir_path = _LocalIdxBuilder.pkg_dir_path  # As there: nothing to download or checksum.
+  code_path = None
+
+  def __init__(self, *, source_dir: str | None = None, **kwargs):
+    self._source_dir = source_dir
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description="Fashion-MNIST-C: the 10k Fashion-MNIST test images, corrupted.",
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+          "label": tfds.features.Tensor(shape=(), dtype=np.int64),
+        }
+      ),
+      supervised_keys=("image", "label"),
+      disable_shuffling=True,
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing is downloaded.
+    if not self._source_dir:
+      raise ValueError(f"{self.name}: building needs source_dir (a folder of idx files)")
+    return {"test": self._generate_examples()}
+
+  def _generate_examples(self) -> Iterator[tuple[int, dict]]:
+    image_file, label_file = IDX_FILES["test"]
+    images = read_idx(os.path.join(self._source_dir, image_file))
+    labels = read_idx(os.path.join(self._source_dir, label_file))
+    if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
+      raise ValueError(f"{self._source_dir}: unexpected shapes {images.shape}, {labels.shape}")
+    corruption, severity = self.builder_config.name.rsplit("_", 1)
+    corrupted = corruptions.corrupt(images, corruption, int(severity), corruptions.BUILD_SEED)
+    for i in range(labels.shape[0]):
+      yield i, {"image": corrupted[i][..., None], "label": np.int64(labels[i])}
 
 
 LOCAL_BUILDERS: dict[str, type[_LocalIdxBuilder]] = {

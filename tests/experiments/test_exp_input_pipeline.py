@@ -166,5 +166,5 @@ def test_augmentations():
 
 
 def test_corrupted_names_cover_19_by_5():
-  names = ip.corrupted_names(ip.CIFAR10_CORRUPTIONS, ip.CORRUPTION_SEVERITIES)
+  names = ip.corrupted_names("cifar10", ip.CIFAR10_CORRUPTIONS, ip.CORRUPTION_SEVERITIES)
   assert len(names) == 95 and len(set(names)) == 95 and "cifar10_corrupted/fog_3" in names
