@@ -462,7 +462,8 @@ def test_zo_ascent_cosine_matches_its_monte_carlo_expectation(use_mask):
   mask = None
   d = QD
   if use_mask:
-    # Prune 18 coordinates (where the gradient is large): were they probed, the cosine would drop.
+    # Prune 18 coordinates (where the gradient is large): were they probed, the mean cosine
+    # would be about 0.265 instead of 0.380 (numpy Monte Carlo with this gradient).
     mask = _q_mask(slice(2, None))
     d = QD - 18
   ascent = zd.rge_ascent_fn(qloss, num_directions=m, smoothing=1e-2, mask=mask)
@@ -472,7 +473,7 @@ def test_zo_ascent_cosine_matches_its_monte_carlo_expectation(use_mask):
       qloss, p, ascent, rho=0.05, key=k, mask=mask, num_samples=num_samples
     )
   )(QPARAMS, KEY)
-  expected = _expected_zo_cosine(m, d)  # ~ sqrt(m / (m + d + 1)): 0.30 at d = 40
+  expected = _expected_zo_cosine(m, d)  # 0.288 at d = 40, 0.380 at d = 22
   se = float(out.cosine_std) / np.sqrt(num_samples)
   assert abs(float(out.cosine_mean) - expected) < 4.0 * se + 2e-3
   assert 0 < float(out.increase_ratio) < 1
