@@ -1,0 +1,128 @@
+"""Cost of one Hessian-vector product against one forward-backward pass.
+
+The Hessian diagnostics (``zosam_jax.diagnostics``) are priced in HVPs; this measures what one HVP
+costs in forward-backwards. For each model, in ONE process, after warm-up (compile and two runs),
+the median over rounds of the wall time of:
+
+  forward         the loss alone (training mode, BatchNorm with batch statistics)
+  fwd_bwd         ``jax.value_and_grad`` of the loss: one forward-backward
+  hvp             ``zosam_jax.diagnostics.hessian_vector_product`` (``jax.jvp`` of ``jax.grad``)
+                  along a fixed random direction
+
+each jitted, one call per configuration per round in turn (interleaved), so drift on a shared
+machine hits all alike. The ratio ``hvp / fwd_bwd`` is what "one HVP is about two
+forward-backwards" claims; XLA's compiled flop count of each program is printed beside it as a
+noise-free cross-check.
+
+Models (from ``experiments.models``; needs flax): ``cnn`` (the experiments' small CNN, inputs
+``(128, 28, 28, 1)``) and ``resnet20`` (CIFAR ResNet-20, inputs ``(64, 32, 32, 3)``).
+
+Usage:
+  python -m benchmarks.hvp_cost                        # both models, 7 rounds
+  python -m benchmarks.hvp_cost --models cnn --rounds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import jax
+import optax
+
+import zosam_jax.diagnostics as zd
+
+INPUTS = {"cnn": (128, 28, 28, 1), "resnet20": (64, 32, 32, 3)}
+
+
+def _setup(name: str):
+  from experiments import models  # flax models live with the experiments
+
+  model = models.create_model(name, 10)
+  shape = INPUTS[name]
+  kx, ky, kp, kv = jax.random.split(jax.random.PRNGKey(0), 4)
+  x = jax.random.normal(kx, shape)
+  y = jax.random.randint(ky, (shape[0],), 0, 10)
+  variables = model.init(kp, x[:2], train=False)
+  params = variables["params"]
+  stats = variables.get("batch_stats", {})
+
+  def loss_fn(p):
+    """``(loss, new batch_stats)`` in training mode, as a training step computes it."""
+    if stats:
+      logits, new = model.apply(
+        {"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+      )
+      aux = new["batch_stats"]
+    else:
+      logits, aux = model.apply({"params": p}, x, train=True), {}
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), aux
+
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(kv, len(leaves))
+  vector = jax.tree.unflatten(
+    treedef, [jax.random.normal(k, p.shape, p.dtype) for k, p in zip(keys, leaves, strict=True)]
+  )
+  configs = {
+    "forward": (jax.jit(lambda p: loss_fn(p)[0]), (params,)),
+    "fwd_bwd": (jax.jit(jax.value_and_grad(loss_fn, has_aux=True)), (params,)),
+    "hvp": (
+      jax.jit(lambda p, v: zd.hessian_vector_product(loss_fn, p, v, has_aux=True)),
+      (params, vector),
+    ),
+  }
+  return configs, sum(p.size for p in leaves)
+
+
+def _flops(fn, args) -> float | None:
+  try:
+    analysis = fn.lower(*args).compile().cost_analysis()
+    if isinstance(analysis, list):  # older jax returns one dict per computation
+      analysis = analysis[0]
+    return float(analysis["flops"])
+  except Exception:  # noqa: BLE001 - cost analysis is best effort on some backends
+    return None
+
+
+def run(name: str, rounds: int) -> None:
+  configs, num_params = _setup(name)
+  flops = {k: _flops(fn, args) for k, (fn, args) in configs.items()}
+  for _ in range(3):  # compile, then two warm runs
+    for fn, args in configs.values():
+      jax.block_until_ready(fn(*args))
+  times: dict[str, list[float]] = {k: [] for k in configs}
+  for _ in range(rounds):
+    for k, (fn, args) in configs.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times[k].append(time.perf_counter() - start)
+  med = {k: statistics.median(v) for k, v in times.items()}
+  shape = INPUTS[name]
+  print(f"\n## {name}, inputs {shape}, {num_params / 1e6:.3f}M parameters, {rounds} rounds")
+  print("| program | median ms | x fwd_bwd | GFLOP (XLA) | flops x fwd_bwd |")
+  print("|---|---|---|---|---|")
+  for k, t in med.items():
+    gflop = "" if flops[k] is None else f"{flops[k] / 1e9:.2f}"
+    ratio = "" if flops[k] is None or not flops["fwd_bwd"] else f"{flops[k] / flops['fwd_bwd']:.2f}"
+    print(f"| {k} | {t * 1e3:.1f} | {t / med['fwd_bwd']:.2f} | {gflop} | {ratio} |")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--models", nargs="+", default=list(INPUTS), choices=list(INPUTS))
+  parser.add_argument("--rounds", type=int, default=7)
+  args = parser.parse_args()
+  if args.rounds < 1:
+    parser.error(f"--rounds must be >= 1, got {args.rounds}")
+  print(
+    f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.devices()[0].device_kind}, "
+    f"{platform.processor() or platform.machine()}"
+  )
+  for name in args.models:
+    run(name, args.rounds)
+
+
+if __name__ == "__main__":
+  main()
