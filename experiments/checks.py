@@ -66,7 +66,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
     "keep_checkpoints",
   ):
     _check(name, config[name], lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
-  for name in ("train_subset", "test_subset"):
+  for name in ("train_subset", "test_subset", "validation_size"):
     _check(
       f"dataset.{name}",
       config.dataset[name],

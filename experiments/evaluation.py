@@ -15,8 +15,10 @@ def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
-def evaluate(eval_fn, state, split, spec, config, sharding) -> dict[str, float]:
-  """Test loss and accuracy over every example of ``split``."""
+def evaluate(
+  eval_fn, state, split, spec, config, sharding, prefix: str = "test"
+) -> dict[str, float]:
+  """``<prefix>_loss`` and ``<prefix>_accuracy`` over every example of ``split``."""
   totals = None
   for batch in input_pipeline.eval_batches(
     split, spec, config.eval_batch_size, jax.process_index(), jax.process_count()
@@ -26,8 +28,8 @@ def evaluate(eval_fn, state, split, spec, config, sharding) -> dict[str, float]:
   totals = jax.device_get(totals)
   count = float(totals["count"])
   return {
-    "test_loss": float(totals["loss_sum"]) / count,
-    "test_accuracy": float(totals["correct"]) / count,
+    f"{prefix}_loss": float(totals["loss_sum"]) / count,
+    f"{prefix}_accuracy": float(totals["correct"]) / count,
   }
 
 

@@ -262,6 +262,23 @@ def load_split(
   return Split(size=size, images=np.stack(images).astype(np.uint8), labels=labels)
 
 
+def hold_out(split: Split, size: int) -> tuple[Split, Split]:
+  """``(rest, held_out)``: the first ``split.size - size`` examples and the last ``size``.
+
+  A validation set carved from the training split, for tuning without touching the test set.
+  """
+  if split.images is None:
+    raise ValueError("dataset.validation_size needs an in-memory dataset (not imagenet2012)")
+  if not 0 < size < split.size:
+    raise ValueError(
+      f"dataset.validation_size must be in (0, {split.size}) for {split.size} training examples, "
+      f"got {size}"
+    )
+  n = split.size - size
+  rest = Split(n, split.images[:n], split.labels[:n])
+  return rest, Split(size, split.images[n:], split.labels[n:])
+
+
 def _normalize(images: np.ndarray, spec: DatasetSpec) -> np.ndarray:
   mean = np.asarray(spec.mean, np.float32) * 255.0
   std = np.asarray(spec.std, np.float32) * 255.0

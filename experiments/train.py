@@ -41,7 +41,9 @@ TIMING_KEYS = frozenset({"images_per_sec", "train_epoch_time_s", "eval_time_s", 
 
 
 def _load_data(config: ml_collections.ConfigDict, data_dir: str):
-  """Train batches and the test split (``DataMissingError`` before anything is written)."""
+  """Train batches and the evaluation split: the test split, or the held-out last
+  ``dataset.validation_size`` training examples (``DataMissingError`` before anything is
+  written)."""
   spec = input_pipeline.SPECS[config.dataset.name]
   ds = config.dataset
   train_split = input_pipeline.load_split(
@@ -52,6 +54,8 @@ def _load_data(config: ml_collections.ConfigDict, data_dir: str):
   )
   augment = input_pipeline.Augment(ds.random_crop, ds.crop_padding, ds.flip, ds.cutout)
   try:
+    if ds.validation_size:  # Tuning: evaluate on held-out training examples, not the test set.
+      train_split, test_split = input_pipeline.hold_out(train_split, ds.validation_size)
     batches = input_pipeline.TrainBatches(
       train_split,
       spec,
@@ -195,6 +199,7 @@ def train_and_evaluate(
     )
 
   # The loop.
+  split_name = "validation" if config.dataset.validation_size else "test"
   schedule = optimizers.learning_rate_schedule(config, steps_per_epoch)
   last_eval: dict[str, Any] = {}
   step, data = start_step, batches.iterate(start_step, total_steps)
@@ -243,7 +248,7 @@ def train_and_evaluate(
           "kind": "eval",
           "step": step,
           "epoch": epoch + 1,
-          **evaluate(eval_step, state, test_split, spec, config, batch_sharding),
+          **evaluate(eval_step, state, test_split, spec, config, batch_sharding, split_name),
           "train_epoch_time_s": epoch_time,
           "eval_time_s": time.perf_counter() - t_eval,
         }
@@ -253,8 +258,8 @@ def train_and_evaluate(
         if is_main:
           print(
             f"epoch {epoch + 1}/{config.num_epochs}: train loss {record['loss']:.4f} | "
-            f"test loss {last_eval['test_loss']:.4f}, test accuracy "
-            f"{last_eval['test_accuracy']:.4f} | {epoch_time:.1f}s train "
+            f"{split_name} loss {last_eval[split_name + '_loss']:.4f}, {split_name} accuracy "
+            f"{last_eval[split_name + '_accuracy']:.4f} | {epoch_time:.1f}s train "
             f"({steps_per_epoch * config.batch_size / max(epoch_time, 1e-9):.0f} img/s)",
             flush=True,
           )
@@ -267,13 +272,13 @@ def train_and_evaluate(
       "kind": "eval",
       "step": step,
       "epoch": config.num_epochs,
-      **evaluate(eval_step, state, test_split, spec, config, batch_sharding),
+      **evaluate(eval_step, state, test_split, spec, config, batch_sharding, split_name),
     }
   if config.dataset.eval_corrupted:
     last_eval["corrupted"] = evaluate_corrupted(
       eval_step, state, config, data_dir, batch_sharding, writer, step
     )
   if is_main:
-    print(f"final test accuracy: {last_eval['test_accuracy']:.4f}", flush=True)
+    print(f"final {split_name} accuracy: {last_eval[split_name + '_accuracy']:.4f}", flush=True)
   last_eval["params"] = state["params"]
   return last_eval

@@ -119,7 +119,13 @@ def test_masked_eigenvalues_are_those_of_the_active_principal_submatrix(hessian)
   n_active = int(ACTIVE.sum())
   got = np.asarray(
     _jit(
-      zd.hessian_eigenvalues, mlp_loss, PARAMS, KEY, k=n_active + 2, num_iterations=DIM, mask=MASK
+      zd.hessian_eigenvalues,
+      mlp_loss,
+      PARAMS,
+      KEY,
+      k=n_active + 2,
+      num_iterations=DIM,
+      weight_mask=MASK,
     )
   )
   np.testing.assert_allclose(got[:n_active], expected, rtol=1e-4, atol=1e-4 * expected[0])
@@ -134,7 +140,7 @@ def test_eigenvectors_satisfy_the_eigen_equation_on_the_active_subspace(hessian)
     KEY,
     k=2,
     num_iterations=DIM,
-    mask=MASK,
+    weight_mask=MASK,
     return_eigenvectors=True,
   )
   assert jax.tree.structure(vecs) == jax.tree.structure(PARAMS)
@@ -161,7 +167,7 @@ def test_hutchinson_trace_and_its_standard_error_are_honest(hessian):
 def test_masked_hutchinson_trace(hessian):
   sub = hessian[np.ix_(ACTIVE, ACTIVE)]
   n = 300
-  est, se = _jit(zd.hessian_trace, mlp_loss, PARAMS, KEY, num_samples=n, mask=MASK)
+  est, se = _jit(zd.hessian_trace, mlp_loss, PARAMS, KEY, num_samples=n, weight_mask=MASK)
   exact_se = np.sqrt(2.0 * _off_diagonal_sq(sub) / n)
   assert abs(float(est) - np.trace(sub)) < 4.0 * exact_se
   assert 0.6 < float(se) / exact_se < 1.6
@@ -214,7 +220,9 @@ def test_slq_weights_sum_to_one_and_reproduce_the_trace(hessian):
 def test_full_slq_nodes_are_eigenvalues_of_the_masked_hessian(hessian):
   sub = hessian[np.ix_(ACTIVE, ACTIVE)]
   ev = np.linalg.eigvalsh(sub)
-  nodes, weights = _jit(zd.hessian_spectrum, mlp_loss, PARAMS, KEY, num_iterations=DIM, mask=MASK)
+  nodes, weights = _jit(
+    zd.hessian_spectrum, mlp_loss, PARAMS, KEY, num_iterations=DIM, weight_mask=MASK
+  )
   nodes, weights = np.asarray(nodes), np.asarray(weights)
   np.testing.assert_allclose(weights.sum(), 1.0, rtol=1e-5)
   supported = nodes[weights > 1e-6]
@@ -270,12 +278,16 @@ def _numpy_variance(grads, mask_flat=None):
 def test_gradient_variance_matches_numpy(use_mask):
   xs, ys = _batches(6)
   grad_fn = jax.grad(lambda p, b: mlp_loss_on(p, *b))
-  mask = MASK if use_mask else None
+  weight_mask = MASK if use_mask else None
   grads = [jax.jit(grad_fn)(PARAMS, (xs[i], ys[i])) for i in range(6)]
   var, mean_sq = _numpy_variance(grads, ACTIVE.astype(float) if use_mask else None)
-  stacked = _jit(zd.gradient_variance, grad_fn, PARAMS, (xs, ys), mask=mask)
+  stacked = _jit(zd.gradient_variance, grad_fn, PARAMS, (xs, ys), weight_mask=weight_mask)
   listed = _jit(
-    zd.gradient_variance, grad_fn, PARAMS, [(xs[i], ys[i]) for i in range(6)], mask=mask
+    zd.gradient_variance,
+    grad_fn,
+    PARAMS,
+    [(xs[i], ys[i]) for i in range(6)],
+    weight_mask=weight_mask,
   )
   for out in (stacked, listed):
     np.testing.assert_allclose(float(out["variance"]), var, rtol=1e-5)
@@ -303,7 +315,7 @@ def test_head_gradient_fn_gives_sgd_and_sam_directions():
     return {
       "sgd": jax.grad(loss)(p),
       "sam": zj.sam_gradient(loss, p, rho=0.1)[1],
-      "sam_masked": zj.sam_gradient(loss, p, rho=0.1, mask=MASK)[1],
+      "sam_masked": zj.sam_gradient(loss, p, rho=0.1, weight_mask=MASK)[1],
     }
 
   expected = jax.jit(references)(PARAMS, b1)
@@ -319,7 +331,7 @@ def test_head_gradient_fn_fixes_the_zo_sam_key_across_batches():
     grad_fn = zd.head_gradient_fn(zj.zo_sam(0.1, 4, 1e-3), _loss_of_batch, key=key)
     first = grad_fn(p, (xs[0], ys[0]))
     again = grad_fn(p, (xs[0], ys[0]))
-    stats = zd.gradient_variance(grad_fn, p, (xs, ys), mask=MASK)
+    stats = zd.gradient_variance(grad_fn, p, (xs, ys), weight_mask=MASK)
     return first, again, stats
 
   first, again, stats = directions(jax.random.PRNGKey(3), PARAMS)
@@ -345,19 +357,19 @@ CNN_PARAMS = {
 
 @pytest.mark.parametrize("use_mask", [False, True])
 def test_filter_normalized_direction_matches_filter_norms(use_mask):
-  mask = None
+  weight_mask = None
   if use_mask:
-    mask = jax.tree.map(lambda p: _bits(*p.shape, keep=0.5), CNN_PARAMS)
+    weight_mask = jax.tree.map(lambda p: _bits(*p.shape, keep=0.5), CNN_PARAMS)
     # a fully pruned filter gets a zero direction
-    conv = np.array(mask["conv"]["kernel"])
+    conv = np.array(weight_mask["conv"]["kernel"])
     conv[..., 0] = 0.0
-    mask["conv"]["kernel"] = jnp.asarray(conv)
-  d = _jit(zd.filter_normalized_direction, KEY, CNN_PARAMS, mask=mask)
+    weight_mask["conv"]["kernel"] = jnp.asarray(conv)
+  d = _jit(zd.filter_normalized_direction, KEY, CNN_PARAMS, weight_mask=weight_mask)
   for layer in ("conv", "dense"):
     p = np.asarray(CNN_PARAMS[layer]["kernel"], np.float64)
     dk = np.asarray(d[layer]["kernel"], np.float64)
     if use_mask:
-      m = np.asarray(mask[layer]["kernel"])
+      m = np.asarray(weight_mask[layer]["kernel"])
       p = p * m
       assert np.all(dk[m == 0] == 0.0)
     axes = tuple(range(p.ndim - 1))
@@ -374,7 +386,9 @@ def test_landscape_centre_is_the_loss():
   assert float(out1.alphas[2]) == 0.0
   assert float(out1.losses[2]) == float(mlp_loss(PARAMS))
   out2 = jax.jit(
-    lambda p: zd.loss_landscape(mlp_loss, p, KEY, num_points=3, two_dimensional=True, mask=MASK)
+    lambda p: zd.loss_landscape(
+      mlp_loss, p, KEY, num_points=3, two_dimensional=True, weight_mask=MASK
+    )
   )(PARAMS)
   assert out2.losses.shape == (3, 3)
   np.testing.assert_allclose(float(out2.losses[1, 1]), float(mlp_loss(PARAMS)), rtol=1e-6)
@@ -432,7 +446,7 @@ def qloss(p):
 
 @pytest.mark.parametrize("use_mask", [False, True])
 def test_exact_gradient_ascent_has_cosine_one_and_ratio_one(use_mask):
-  mask = _q_mask(slice(0, 1)) if use_mask else None
+  weight_mask = _q_mask(slice(0, 1)) if use_mask else None
   out = _jit(
     zd.ascent_quality,
     qloss,
@@ -440,7 +454,7 @@ def test_exact_gradient_ascent_has_cosine_one_and_ratio_one(use_mask):
     zd.gradient_ascent_fn(qloss),
     rho=0.05,
     key=KEY,
-    mask=mask,
+    weight_mask=weight_mask,
     num_samples=2,
   )
   np.testing.assert_allclose(float(out.cosine_mean), 1.0, rtol=1e-5)
@@ -459,18 +473,18 @@ def _expected_zo_cosine(m, d, n=100_000, seed=0):
 @pytest.mark.parametrize("use_mask", [False, True])
 def test_zo_ascent_cosine_matches_its_monte_carlo_expectation(use_mask):
   m = 4
-  mask = None
+  weight_mask = None
   d = QD
   if use_mask:
     # Prune 18 coordinates (where the gradient is large): were they probed, the mean cosine
     # would be about 0.265 instead of 0.380 (numpy Monte Carlo with this gradient).
-    mask = _q_mask(slice(2, None))
+    weight_mask = _q_mask(slice(2, None))
     d = QD - 18
-  ascent = zd.rge_ascent_fn(qloss, num_directions=m, smoothing=1e-2, mask=mask)
+  ascent = zd.rge_ascent_fn(qloss, num_directions=m, smoothing=1e-2, weight_mask=weight_mask)
   num_samples = 400
   out = jax.jit(
     lambda p, k: zd.ascent_quality(
-      qloss, p, ascent, rho=0.05, key=k, mask=mask, num_samples=num_samples
+      qloss, p, ascent, rho=0.05, key=k, weight_mask=weight_mask, num_samples=num_samples
     )
   )(QPARAMS, KEY)
   expected = _expected_zo_cosine(m, d)  # 0.288 at d = 40, 0.380 at d = 22
@@ -491,10 +505,10 @@ def _bad_mask():
   [
     (lambda: zd.hessian_eigenvalues(mlp_loss, PARAMS, KEY, k=0), "k"),
     (lambda: zd.hessian_eigenvalues(mlp_loss, PARAMS, KEY, k=5, num_iterations=4), "num_iter"),
-    (lambda: zd.hessian_eigenvalues(mlp_loss, PARAMS, KEY, mask=_bad_mask()), "mask"),
-    (lambda: zd.hessian_eigenvalues(mlp_loss, PARAMS, KEY, mask={"w": 1}), "mask"),
+    (lambda: zd.hessian_eigenvalues(mlp_loss, PARAMS, KEY, weight_mask=_bad_mask()), "weight_mask"),
+    (lambda: zd.hessian_eigenvalues(mlp_loss, PARAMS, KEY, weight_mask={"w": 1}), "weight_mask"),
     (lambda: zd.hessian_trace(mlp_loss, PARAMS, KEY, num_samples=1), "num_samples"),
-    (lambda: zd.hessian_trace(mlp_loss, PARAMS, KEY, mask=_bad_mask()), "mask"),
+    (lambda: zd.hessian_trace(mlp_loss, PARAMS, KEY, weight_mask=_bad_mask()), "weight_mask"),
     (lambda: zd.hessian_spectrum(mlp_loss, PARAMS, KEY, num_iterations=0), "num_iter"),
     (lambda: zd.hessian_spectrum(mlp_loss, PARAMS, KEY, num_vectors=0), "num_vectors"),
     (lambda: zd.spectral_density(jnp.ones(3), jnp.ones(3), num_points=1), "num_points"),
@@ -503,10 +517,13 @@ def _bad_mask():
       lambda: zd.gradient_variance(jax.grad(mlp_loss_on), PARAMS, (jnp.ones((2, 3)), jnp.ones(3))),
       "batches",
     ),
-    (lambda: zd.gradient_variance(jax.grad(mlp_loss_on), PARAMS, [1], mask=_bad_mask()), "mask"),
+    (
+      lambda: zd.gradient_variance(jax.grad(mlp_loss_on), PARAMS, [1], weight_mask=_bad_mask()),
+      "weight_mask",
+    ),
     (lambda: zd.loss_landscape(mlp_loss, PARAMS, KEY, num_points=1), "num_points"),
     (lambda: zd.loss_landscape(mlp_loss, PARAMS, KEY, span=0.0), "span"),
-    (lambda: zd.filter_normalized_direction(KEY, PARAMS, mask=_bad_mask()), "mask"),
+    (lambda: zd.filter_normalized_direction(KEY, PARAMS, weight_mask=_bad_mask()), "weight_mask"),
     (
       lambda: zd.ascent_quality(
         mlp_loss, PARAMS, zd.gradient_ascent_fn(mlp_loss), rho=0.1, key=KEY, num_samples=0
@@ -526,6 +543,6 @@ def test_bad_input_raises_value_error_naming_the_argument(call, name):
 
 def test_a_bool_mask_works_like_a_float_mask():
   bool_mask = jax.tree.map(lambda m: m > 0, MASK)
-  a = _jit(zd.hessian_trace, mlp_loss, PARAMS, KEY, num_samples=3, mask=MASK)
-  b = _jit(zd.hessian_trace, mlp_loss, PARAMS, KEY, num_samples=3, mask=bool_mask)
+  a = _jit(zd.hessian_trace, mlp_loss, PARAMS, KEY, num_samples=3, weight_mask=MASK)
+  b = _jit(zd.hessian_trace, mlp_loss, PARAMS, KEY, num_samples=3, weight_mask=bool_mask)
   np.testing.assert_allclose(float(a.estimate), float(b.estimate), rtol=1e-6)

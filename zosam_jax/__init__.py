@@ -7,14 +7,23 @@ and the general ``sharpness_aware``. Efficient variants (same interface): ``look
 Zeroth-order options travel as one ``ZerothOrderOptions``.
 Sparse training (LTH, SNIP, GraSP, SET, DSR, RigL, MEST) wraps any chain: ``zosam_jax.sparse``.
 Fully zeroth-order optimizers (only loss values): ``zosa``, ``zo_sgd``, ``zo_adam``, ``mezo``.
-Pure functions: ``rge``, ``rge_dynamic``, ``sam_gradient``, ``zo_sam_gradient``.
+Read-only measurements (Hessian, gradient variance, landscapes, ascent quality):
+``diagnostics``. Pure functions: ``rge``, ``rge_dynamic``, ``sam_gradient``, ``zo_sam_gradient``.
 
 State protocol: the state of every head and every zeroth-order optimizer has a ``value`` (the
 loss its exact pass, or its probes at ``theta``, measured) and an ``aux`` (that pass's aux with
 ``has_aux=True``); read them with ``optax.tree_utils.tree_get(opt_state, "value")``.
 """
 
-from zosam_jax import efficient_sam, estimators, perturbation_masks, sparse, synthetic, zeroth_order
+from zosam_jax import (
+  diagnostics,
+  efficient_sam,
+  estimators,
+  perturbation_masks,
+  sparse,
+  synthetic,
+  zeroth_order,
+)
 from zosam_jax._src.options import ZerothOrderOptions
 from zosam_jax.efficient_sam import (
   AdaptiveZOSAMState,
@@ -57,6 +66,7 @@ __all__ = [
   "ZerothOrderOptions",
   "ZerothOrderState",
   "adaptive_zo_sam",
+  "diagnostics",
   "efficient_sam",
   "esam",
   "estimators",

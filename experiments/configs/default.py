@@ -24,6 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.source_dir = ""
   config.dataset.train_subset = 0  # Use only the first N training examples (0 = all).
   config.dataset.test_subset = 0  # Evaluate on the first N test examples (0 = all).
+  # Hold out the last N training examples and evaluate on them instead of the test set (0 = off;
+  # metrics are then named validation_accuracy/validation_loss). For tuning.
+  config.dataset.validation_size = 0
   config.dataset.random_crop = False  # Zero-pad by crop_padding and crop back.
   config.dataset.crop_padding = 4
   config.dataset.flip = False

@@ -7,6 +7,7 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
+import zosam_jax as zj
 from tests.sparse._helpers import active_set, mlp_apply, mlp_params, xent
 from zosam_jax import sparse
 
@@ -37,7 +38,9 @@ def test_hvp_matches_explicit_hessian():
   flat, unravel = ravel_pytree(params)
   hess = jax.jit(jax.hessian(lambda f: loss_fn(unravel(f))))(flat)
   v = jax.random.normal(jax.random.PRNGKey(2), flat.shape)
-  hvp = jax.jit(lambda p, t: sparse.hessian_vector_product(loss_fn, p, t))(params, unravel(v))
+  hvp = jax.jit(lambda p, t: zj.diagnostics.hessian_vector_product(loss_fn, p, t))(
+    params, unravel(v)
+  )
   np.testing.assert_allclose(ravel_pytree(hvp)[0], hess @ v, rtol=1e-4, atol=1e-6)
 
 

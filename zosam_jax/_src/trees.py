@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
 from zosam_jax._src import validation
 
@@ -31,7 +32,32 @@ def vdot(a: PyTree, b: PyTree) -> jax.Array:
 
 
 def to_float32(tree: PyTree) -> PyTree:
-  return jax.tree.map(lambda x: x.astype(jnp.float32), tree)
+  return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+
+
+def masked(tree: PyTree, mask: PyTree | None) -> PyTree:
+  """``tree * mask`` in float32 (just float32 when ``mask`` is None)."""
+  tree = to_float32(tree)
+  if mask is None:
+    return tree
+  return jax.tree.map(lambda x, m: x * jnp.asarray(m, jnp.float32), tree, mask)
+
+
+def add_scaled(params: PyTree, direction: PyTree, scale: jax.Array | float) -> PyTree:
+  """``params + scale * direction`` computed in float32, cast back to each leaf's dtype."""
+  return jax.tree.map(
+    lambda p, d: (jnp.asarray(p, jnp.float32) + scale * d).astype(jnp.result_type(p)),
+    params,
+    direction,
+  )
+
+
+def flat_view(params: PyTree, mask: PyTree | None):
+  """``(D, unravel, flat_mask)``: the size of the flattened float32 parameters, the map from a
+  flat vector back to a float32 tree like them, and the flat float32 mask (None when dense)."""
+  flat, unravel = ravel_pytree(to_float32(params))
+  flat_mask = None if mask is None else ravel_pytree(to_float32(mask))[0]
+  return flat.shape[0], unravel, flat_mask
 
 
 def cast_like(tree: PyTree, params: PyTree) -> PyTree:

@@ -48,6 +48,23 @@ def check_positive_int(name: str, value: Any) -> None:
     raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
 
 
+def check_int_at_least(name: str, value: Any, minimum: int, why: str = "") -> None:
+  """Raises unless ``value`` is a static integer ``>= minimum`` (``why`` explains the bound)."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    suffix = f" ({why})" if why else ""
+    raise ValueError(f"{name} must be an integer >= {minimum}{suffix}, got {value!r}.")
+
+
+def check_floating(name: str, params: Any) -> None:
+  """Every leaf of ``params`` is floating point (curvature needs differentiable leaves)."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+      raise ValueError(
+        f"{name} must have floating-point leaves only, got dtype {jnp.result_type(leaf)} at "
+        f"leaf {jax.tree_util.keystr(path)}; close over integer state in loss_fn instead."
+      )
+
+
 def check_int(name: str, value: Any) -> None:
   if isinstance(value, bool) or not isinstance(value, int):
     raise ValueError(f"{name} must be an integer, got {value!r}.")

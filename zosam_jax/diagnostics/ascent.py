@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from zosam_jax import estimators
-from zosam_jax.diagnostics import _common
+from zosam_jax._src import losses, options, trees, validation
+from zosam_jax._src.options import ZerothOrderOptions
 
 PyTree = Any
 LossFn = Callable[[PyTree], Any]
@@ -61,14 +62,14 @@ def ascent_quality(
   *,
   rho: float,
   key: jax.Array,
-  mask: PyTree | None = None,
+  weight_mask: PyTree | None = None,
   num_samples: int = 1,
   has_aux: bool = False,
 ) -> AscentQuality:
   r"""Cosine to the gradient and loss increase of ``ascent_fn``'s perturbation, against SAM's.
 
   With ``g = m \odot \nabla L(\theta)`` and, for each of ``num_samples`` keys ``k_s``,
-  ``d_s = m \odot`` ``ascent_fn(params, k_s)`` (``m`` the mask, 1 when dense):
+  ``d_s = m \odot`` ``ascent_fn(params, k_s)`` (``m`` the weight_mask, 1 when dense):
 
   .. math::
      \cos_s = \frac{\langle d_s, g \rangle}{\|d_s\| \|g\|}, \quad
@@ -89,8 +90,8 @@ def ascent_quality(
       :func:`rge_ascent_fn` (ZO-SAM) or :func:`gradient_ascent_fn` (SAM).
     rho: perturbation radius, ``> 0``.
     key: PRNG key; split into ``num_samples`` keys for ``ascent_fn``.
-    mask: optional 0/1 pytree like ``params``: cosines, norms and perturbations live on active
-      coordinates.
+    weight_mask: optional 0/1 pytree like ``params``: cosines, norms and perturbations live on
+      active coordinates.
     num_samples: number of keys, ``>= 1``.
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
 
@@ -103,24 +104,24 @@ def ascent_quality(
   References:
     Foret et al., ICLR 2021; Ji et al., ZO-SAM, CVPR 2026.
   """
-  _common.check_positive("rho", rho)
-  _common.check_int_at_least("num_samples", num_samples, 1)
-  _common.check_mask(mask, params)
-  loss = _common.scalar_loss(loss_fn, has_aux)
+  validation.check_positive("rho", rho)
+  validation.check_int_at_least("num_samples", num_samples, 1)
+  validation.check_mask_like("weight_mask", weight_mask, params)
+  loss = losses.scalar_loss(loss_fn, has_aux)
   base, grads = jax.value_and_grad(loss)(params)
-  g = _common.masked(grads, mask)
-  g_norm = jnp.sqrt(_common.vdot(g, g))
+  g = trees.masked(grads, weight_mask)
+  g_norm = jnp.sqrt(trees.vdot(g, g))
 
   def increase_along(direction, norm):
     scale = rho / (norm + _TINY)
-    return loss(_common.add_scaled(params, direction, scale)) - base
+    return loss(trees.add_scaled(params, direction, scale)) - base
 
   sam_increase = increase_along(g, g_norm)
 
   def one(k):
-    d = _common.masked(ascent_fn(params, k), mask)
-    d_norm = jnp.sqrt(_common.vdot(d, d))
-    cosine = _common.vdot(d, g) / (d_norm * g_norm + _TINY)
+    d = trees.masked(ascent_fn(params, k), weight_mask)
+    d_norm = jnp.sqrt(trees.vdot(d, d))
+    cosine = trees.vdot(d, g) / (d_norm * g_norm + _TINY)
     return cosine, increase_along(d, d_norm)
 
   cosines, increases = jax.lax.map(one, jax.random.split(key, num_samples))
@@ -142,7 +143,7 @@ def gradient_ascent_fn(loss_fn: LossFn, *, has_aux: bool = False) -> AscentFn:
 
   Cost: one forward-backward per call.
   """
-  loss = _common.scalar_loss(loss_fn, has_aux)
+  loss = losses.scalar_loss(loss_fn, has_aux)
 
   def ascent_fn(params: PyTree, key: jax.Array) -> PyTree:
     del key
@@ -151,38 +152,28 @@ def gradient_ascent_fn(loss_fn: LossFn, *, has_aux: bool = False) -> AscentFn:
   return ascent_fn
 
 
-def _random_gradient_estimate(loss_fn, params, key, *, mask, **options):
-  # The only call of zosam_jax.rge in the diagnostics: its sparsity keyword lives here alone.
-  return estimators.rge(loss_fn, params, key, mask=mask, **options)
-
-
 def rge_ascent_fn(
   loss_fn: LossFn,
   *,
-  num_directions: int,
-  smoothing: float = 1e-3,
-  distribution: str = "gaussian",
-  scheme: str = "central",
-  probe_batch_size: int | None = 1,
-  mask: PyTree | None = None,
+  zeroth_order: ZerothOrderOptions | None = None,
+  num_directions: int | None = None,
+  smoothing: float | None = None,
+  weight_mask: PyTree | None = None,
   has_aux: bool = False,
 ) -> AscentFn:
   """ZO-SAM's ascent direction: ``(params, key) -> zosam_jax.rge(loss_fn, params, key, ...)``.
 
-  The random gradient estimate from ``num_directions`` directions ``m`` drawn on the active
-  coordinates of ``mask`` (see :func:`zosam_jax.rge`). Cost per call: ``2m`` forwards (central
-  scheme), ``m + 1`` (forward) or ``m`` JVPs (``"jvp"``).
+  The random gradient estimate (options as :func:`zosam_jax.rge`'s) drawn on the active
+  coordinates of ``weight_mask``. Cost per call: ``2m`` forwards (central scheme), ``m + 1``
+  (forward) or ``m`` JVPs (``"jvp"``).
   """
-  options = dict(
-    num_directions=num_directions,
-    smoothing=smoothing,
-    distribution=distribution,
-    scheme=scheme,
-    probe_batch_size=probe_batch_size,
-    has_aux=has_aux,
+  opts = options.resolve(
+    zeroth_order, ZerothOrderOptions(), num_directions=num_directions, smoothing=smoothing
   )
 
   def ascent_fn(params: PyTree, key: jax.Array) -> PyTree:
-    return _random_gradient_estimate(loss_fn, params, key, mask=mask, **options)
+    return estimators.rge(
+      loss_fn, params, key, zeroth_order=opts, weight_mask=weight_mask, has_aux=has_aux
+    )
 
   return ascent_fn

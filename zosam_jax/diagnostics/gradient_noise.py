@@ -16,21 +16,21 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from zosam_jax.diagnostics import _common
+from zosam_jax._src import trees, validation
 
 PyTree = Any
 GradFn = Callable[[PyTree, Any], PyTree]
 
 
-def _welford_update(state, grads, mask):
+def _welford_update(state, grads, weight_mask):
   """One step of Welford's update of (count, mean, sum of squared deviations) on pytrees."""
   count, mean, m2 = state
-  g = _common.masked(grads, mask)
+  g = trees.masked(grads, weight_mask)
   count = count + 1.0
   delta = jax.tree.map(jnp.subtract, g, mean)
   mean = jax.tree.map(lambda m, d: m + d / count, mean, delta)
   delta_after = jax.tree.map(jnp.subtract, g, mean)
-  return count, mean, m2 + _common.vdot(delta, delta_after)
+  return count, mean, m2 + trees.vdot(delta, delta_after)
 
 
 def gradient_variance(
@@ -38,7 +38,7 @@ def gradient_variance(
   params: PyTree,
   batches: Any,
   *,
-  mask: PyTree | None = None,
+  weight_mask: PyTree | None = None,
 ) -> dict[str, jax.Array]:
   r"""Spread of ``grad_fn(params, batch)`` over ``B`` batches, at fixed ``params``.
 
@@ -67,7 +67,7 @@ def gradient_variance(
       whose leaves share a leading batch axis of size ``B`` (stacked batches, e.g. ``(x, y)`` with
       ``x`` of shape ``[B, batch_size, ...]``; evaluated by ``lax.scan``, one batch at a time). A
       ``tuple`` is a stacked pytree, not a sequence of batches: pass ``list(...)`` for that.
-    mask: optional 0/1 pytree like ``params``; only active coordinates are counted.
+    weight_mask: optional 0/1 pytree like ``params``; only active coordinates are counted.
 
   Returns:
     ``{"variance", "mean_norm_sq", "relative"}``, float32 scalars.
@@ -79,14 +79,14 @@ def gradient_variance(
   References:
     Ji et al., ZO-SAM, CVPR 2026; McCandlish et al., 2018.
   """
-  _common.check_mask(mask, params)
+  validation.check_mask_like("weight_mask", weight_mask, params)
   zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
   state = (jnp.float32(0.0), zeros, jnp.float32(0.0))
   if isinstance(batches, list):
     if not batches:
       raise ValueError("batches must hold at least one batch, got an empty list.")
     for batch in batches:
-      state = _welford_update(state, grad_fn(params, batch), mask)
+      state = _welford_update(state, grad_fn(params, batch), weight_mask)
   else:
     leaves = jax.tree.leaves(batches)
     sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in leaves}
@@ -99,12 +99,12 @@ def gradient_variance(
       raise ValueError("batches must hold at least one batch, got a leading axis of size 0.")
 
     def body(carry, batch):
-      return _welford_update(carry, grad_fn(params, batch), mask), None
+      return _welford_update(carry, grad_fn(params, batch), weight_mask), None
 
     state, _ = jax.lax.scan(body, state, batches)
   count, mean, m2 = state
   variance = m2 / count
-  mean_norm_sq = _common.vdot(mean, mean)
+  mean_norm_sq = trees.vdot(mean, mean)
   return {
     "variance": variance,
     "mean_norm_sq": mean_norm_sq,

@@ -5,11 +5,11 @@ Everything here touches the Hessian ``H = nabla^2 L(theta)`` only through produc
 passes (one forward-mode pass through the backward pass); ``benchmarks/hvp_cost.py`` measures the
 ratio for a CNN and a ResNet.
 
-Active subspace. With ``mask`` (a 0/1 pytree shaped like ``params``) every vector is multiplied by
-the mask before and after each HVP, so the operator is ``P H P`` with ``P = diag(mask)`` and every
-random vector is drawn on the active coordinates only: the quantities are those of the principal
-submatrix ``H_AA`` of the active coordinates ``A``; pruned coordinates are neither probed nor
-counted (``d = |A|``, not the number of parameters).
+Active subspace. With ``weight_mask`` (a 0/1 pytree shaped like ``params``) every vector is
+multiplied by it before and after each HVP, so the operator is ``P H P`` with
+``P = diag(weight_mask)`` and every random vector is drawn on the active coordinates only: the
+quantities are those of the principal submatrix ``H_AA`` of the active coordinates ``A``; pruned
+coordinates are neither probed nor counted (``d = |A|``, not the number of parameters).
 
 All accumulation is in float32 on the flattened vector (``jax.flatten_util.ravel_pytree``); the
 loops are ``lax.fori_loop``/``lax.map`` over static counts, so every function jit-compiles with
@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from zosam_jax.diagnostics import _common
+from zosam_jax._src import trees, validation
 
 PyTree = Any
 LossFn = Callable[[PyTree], Any]
@@ -87,19 +87,19 @@ def hessian_vector_product(
 
 
 def _flat_operator(
-  loss_fn: LossFn, params: PyTree, mask: PyTree | None, has_aux: bool
+  loss_fn: LossFn, params: PyTree, weight_mask: PyTree | None, has_aux: bool
 ) -> tuple[int, Callable[[jax.Array], jax.Array], Callable[[jax.Array], jax.Array], Any]:
   """``(D, matvec, project, unravel)``: the masked Hessian ``P H P`` on flat float32 vectors."""
-  _common.check_mask(mask, params)
-  _common.check_floating(params)
-  size, unravel, flat_mask = _common.flat_setup(params, mask)
+  validation.check_mask_like("weight_mask", weight_mask, params)
+  validation.check_floating("params", params)
+  size, unravel, flat_mask = trees.flat_view(params, weight_mask)
 
   def project(x):
     return x if flat_mask is None else x * flat_mask
 
   def matvec(v):
     hv = hessian_vector_product(loss_fn, params, unravel(project(v)), has_aux=has_aux)
-    return project(ravel_pytree(_common.to_float32(hv))[0])
+    return project(ravel_pytree(trees.to_float32(hv))[0])
 
   return size, matvec, project, unravel
 
@@ -196,7 +196,9 @@ def _tridiagonal(run: _Lanczos) -> tuple[jax.Array, jax.Array]:
 
 
 def _check_iterations(num_iterations: int, minimum: int, minimum_name: str) -> None:
-  _common.check_int_at_least("num_iterations", num_iterations, minimum, f"at least {minimum_name}")
+  validation.check_int_at_least(
+    "num_iterations", num_iterations, minimum, f"at least {minimum_name}"
+  )
 
 
 # ----------------------------------------------------------------------------- eigenvalues
@@ -209,7 +211,7 @@ def hessian_eigenvalues(
   *,
   k: int = 1,
   num_iterations: int = 100,
-  mask: PyTree | None = None,
+  weight_mask: PyTree | None = None,
   has_aux: bool = False,
   return_eigenvectors: bool = False,
 ) -> jax.Array | tuple[jax.Array, PyTree]:
@@ -232,7 +234,7 @@ def hessian_eigenvalues(
     key: PRNG key for the start (and any restart) vector.
     k: number of eigenvalues, ``1 <= k <= num_iterations``.
     num_iterations: Lanczos steps ``n``.
-    mask: optional 0/1 pytree like ``params`` (active coordinates).
+    weight_mask: optional 0/1 pytree like ``params`` (active coordinates).
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
     return_eigenvectors: also return the Ritz vectors.
 
@@ -249,9 +251,9 @@ def hessian_eigenvalues(
     Lanczos 1950; Golub & Van Loan 2013, sec. 10.1; Yao et al., PyHessian, 2020 (power iteration
     there; Lanczos here).
   """
-  _common.check_int_at_least("k", k, 1)
+  validation.check_int_at_least("k", k, 1)
   _check_iterations(num_iterations, k, "k")
-  size, matvec, project, unravel = _flat_operator(loss_fn, params, mask, has_aux)
+  size, matvec, project, unravel = _flat_operator(loss_fn, params, weight_mask, has_aux)
   if k > size:
     raise ValueError(f"k must be <= the number of parameters ({size}), got {k}.")
   n = min(num_iterations, size)
@@ -294,7 +296,7 @@ def hessian_trace(
   key: jax.Array,
   *,
   num_samples: int = 100,
-  mask: PyTree | None = None,
+  weight_mask: PyTree | None = None,
   has_aux: bool = False,
 ) -> TraceEstimate:
   r"""Hutchinson's estimate of ``tr H`` (of ``tr H_AA`` with ``mask``).
@@ -318,10 +320,10 @@ def hessian_trace(
     Hutchinson 1990; Avron & Toledo, "Randomized Algorithms for Estimating the Trace of an
     Implicit Symmetric Positive Semi-definite Matrix", JACM 2011; Yao et al., PyHessian, 2020.
   """
-  _common.check_int_at_least(
+  validation.check_int_at_least(
     "num_samples", num_samples, 2, "hessian_trace needs two samples for a standard error"
   )
-  size, matvec, project, _ = _flat_operator(loss_fn, params, mask, has_aux)
+  size, matvec, project, _ = _flat_operator(loss_fn, params, weight_mask, has_aux)
 
   def sample(k):
     z = _rademacher(k, size, project)
@@ -342,7 +344,7 @@ def hessian_spectrum(
   *,
   num_iterations: int = 100,
   num_vectors: int = 1,
-  mask: PyTree | None = None,
+  weight_mask: PyTree | None = None,
   has_aux: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
   r"""Stochastic Lanczos quadrature (SLQ): a discrete measure approximating the eigenvalue density.
@@ -374,8 +376,8 @@ def hessian_spectrum(
     ICML 2019; Yao et al., PyHessian, 2020.
   """
   _check_iterations(num_iterations, 1, "1")
-  _common.check_int_at_least("num_vectors", num_vectors, 1)
-  size, matvec, project, _ = _flat_operator(loss_fn, params, mask, has_aux)
+  validation.check_int_at_least("num_vectors", num_vectors, 1)
+  size, matvec, project, _ = _flat_operator(loss_fn, params, weight_mask, has_aux)
   n = min(num_iterations, size)
 
   def one(k):
@@ -429,9 +431,9 @@ def spectral_density(
   References:
     Ghorbani et al., ICML 2019; Yao et al., PyHessian, 2020 (``pyhessian/density_plot.py``).
   """
-  _common.check_int_at_least("num_points", num_points, 2)
+  validation.check_int_at_least("num_points", num_points, 2)
   if sigma_squared is not None:
-    _common.check_positive("sigma_squared", sigma_squared)
+    validation.check_positive("sigma_squared", sigma_squared)
   nodes = jnp.asarray(nodes, jnp.float32).reshape(-1)
   weights = jnp.asarray(weights, jnp.float32).reshape(-1)
   support = weights > 0

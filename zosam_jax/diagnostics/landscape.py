@@ -13,14 +13,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from zosam_jax.diagnostics import _common
+from zosam_jax._src import losses as loss_lib
+from zosam_jax._src import trees, validation
 
 PyTree = Any
 LossFn = Callable[[PyTree], Any]
 
 
 def filter_normalized_direction(
-  key: jax.Array, params: PyTree, *, mask: PyTree | None = None
+  key: jax.Array, params: PyTree, *, weight_mask: PyTree | None = None
 ) -> PyTree:
   r"""A Gaussian direction rescaled filter by filter to the norms of ``params``' filters.
 
@@ -46,9 +47,9 @@ def filter_normalized_direction(
   References:
     Li et al., NeurIPS 2018, sec. 4 ("filter normalization").
   """
-  _common.check_mask(mask, params)
+  validation.check_mask_like("weight_mask", weight_mask, params)
   leaves, treedef = jax.tree.flatten(params)
-  mask_leaves = [None] * len(leaves) if mask is None else jax.tree.leaves(mask)
+  mask_leaves = [None] * len(leaves) if weight_mask is None else jax.tree.leaves(weight_mask)
   keys = jax.random.split(key, max(len(leaves), 1))
   out = []
   for k, p, m in zip(keys, leaves, mask_leaves, strict=True):
@@ -93,7 +94,7 @@ def loss_landscape(
   num_points: int = 21,
   span: float = 1.0,
   two_dimensional: bool = False,
-  mask: PyTree | None = None,
+  weight_mask: PyTree | None = None,
   has_aux: bool = False,
   chunk_size: int = 4,
 ) -> LossLandscape:
@@ -118,7 +119,7 @@ def loss_landscape(
     num_points: grid points per axis, ``>= 2``.
     span: the grid covers ``[-span, span]`` on each axis; ``> 0``.
     two_dimensional: a plane (two directions) instead of a line.
-    mask: optional 0/1 pytree like ``params`` (directions on active weights only).
+    weight_mask: optional 0/1 pytree like ``params`` (directions on active weights only).
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
     chunk_size: grid points evaluated together, ``>= 1``.
 
@@ -131,29 +132,29 @@ def loss_landscape(
   References:
     Li et al., NeurIPS 2018.
   """
-  _common.check_int_at_least("num_points", num_points, 2)
-  _common.check_positive("span", span)
-  _common.check_int_at_least("chunk_size", chunk_size, 1)
-  _common.check_mask(mask, params)
-  loss = _common.scalar_loss(loss_fn, has_aux)
+  validation.check_int_at_least("num_points", num_points, 2)
+  validation.check_positive("span", span)
+  validation.check_int_at_least("chunk_size", chunk_size, 1)
+  validation.check_mask_like("weight_mask", weight_mask, params)
+  loss = loss_lib.scalar_loss(loss_fn, has_aux)
   key1, key2 = jax.random.split(key)
-  d1 = filter_normalized_direction(key1, params, mask=mask)
+  d1 = filter_normalized_direction(key1, params, weight_mask=weight_mask)
   axis = jnp.linspace(-span, span, num_points, dtype=jnp.float32)
   if not two_dimensional:
 
     def at(a):
-      return loss(_common.add_scaled(params, d1, a))
+      return loss(trees.add_scaled(params, d1, a))
 
     losses = jax.lax.map(at, axis, batch_size=chunk_size)
     return LossLandscape(axis, None, losses, (d1,))
 
-  d2 = filter_normalized_direction(key2, params, mask=mask)
+  d2 = filter_normalized_direction(key2, params, weight_mask=weight_mask)
   alphas, betas = (x.reshape(-1) for x in jnp.meshgrid(axis, axis, indexing="ij"))
 
   def at2(ab):
     a, b = ab
     shifted = jax.tree.map(lambda x, y: a * x + b * y, d1, d2)
-    return loss(_common.add_scaled(params, shifted, 1.0))
+    return loss(trees.add_scaled(params, shifted, 1.0))
 
   losses = jax.lax.map(at2, (alphas, betas), batch_size=chunk_size)
   return LossLandscape(axis, axis, losses.reshape(num_points, num_points), (d1, d2))

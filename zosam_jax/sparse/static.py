@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from zosam_jax.diagnostics import hessian_vector_product
 from zosam_jax.sparse import masks as mask_lib
 from zosam_jax.sparse.wrapper import SparseMethod, sparse_wrapper
 
@@ -49,7 +50,6 @@ __all__ = [
   "SNIP",
   "grasp",
   "grasp_scores",
-  "hessian_vector_product",
   "lth",
   "samples_per_class",
   "snip",
@@ -66,17 +66,6 @@ def snip_scores(loss_fn: Callable[..., Any], params: PyTree, *, has_aux: bool = 
   """Connection sensitivity ``|theta ⊙ grad L(theta)|`` (pytree like ``params``)."""
   grads = _grad(loss_fn, params, has_aux)
   return jax.tree.map(lambda p, g: jnp.abs(p * g), params, grads)
-
-
-def hessian_vector_product(
-  loss_fn: Callable[..., Any], params: PyTree, vector: PyTree, *, has_aux: bool = False
-) -> PyTree:
-  """``H(theta) v`` by forward-over-reverse differentiation (``jax.jvp`` of ``jax.grad``)."""
-
-  def grad_fn(p):
-    return _grad(loss_fn, p, has_aux)
-
-  return jax.jvp(grad_fn, (params,), (vector,))[1]
 
 
 def grasp_scores(loss_fn: Callable[..., Any], params: PyTree, *, has_aux: bool = False) -> PyTree:
