@@ -33,14 +33,14 @@ import jax.numpy as jnp
 import optax
 
 import zosam_jax as zj
-from benchmarks.step_cost import _head_step, _setup, _tx_step
+from benchmarks.step_cost import head_step, setup, tx_step
 from zosam_jax import perturbation_masks
 
 NEVER = 10**8  # a refresh interval no benchmark run reaches
 
 
 def _configs(name: str, batch_size: int, num_fisher_samples: int, rho: float):
-  params, stats, loss_fn, per_example, batch = _setup(name, batch_size)
+  params, stats, loss_fn, per_example, batch = setup(name, batch_size)
   copy = lambda t: jax.tree.map(jnp.array, t)  # noqa: E731  (donated buffers need fresh copies)
   fisher_args = dict(per_example_loss_fn=per_example, batch=batch)
 
@@ -48,12 +48,12 @@ def _configs(name: str, batch_size: int, num_fisher_samples: int, rho: float):
     head = zj.sparse_sam(
       rho, 0.5, update_every=interval, num_fisher_samples=num_fisher_samples, has_aux=True
     )
-    return _head_step(head, copy(params), stats, loss_fn, **fisher_args)
+    return head_step(head, copy(params), stats, loss_fn, **fisher_args)
 
   def rigl(interval):
     inner = optax.chain(zj.exact_gradient(has_aux=True), optax.sgd(0.05, momentum=0.9))
     method = zj.sparse.rigl(sparsity=0.9, update_every=interval, end_step=2 * NEVER, has_aux=True)
-    return _tx_step(method.wrap(inner, params), copy(params), stats, loss_fn)
+    return tx_step(method.wrap(inner, params), copy(params), stats, loss_fn)
 
   fisher = jax.jit(
     lambda p: perturbation_masks.empirical_fisher(
@@ -61,8 +61,8 @@ def _configs(name: str, batch_size: int, num_fisher_samples: int, rho: float):
     )
   )
   return {
-    "sgd": _head_step(zj.exact_gradient(has_aux=True), copy(params), stats, loss_fn),
-    "sam": _head_step(zj.sam(rho, has_aux=True), copy(params), stats, loss_fn),
+    "sgd": head_step(zj.exact_gradient(has_aux=True), copy(params), stats, loss_fn),
+    "sam": head_step(zj.sam(rho, has_aux=True), copy(params), stats, loss_fn),
     "ssam_f refresh": ssam_f(1),
     "ssam_f between": ssam_f(NEVER),
     "fisher alone": (lambda p: (fisher(p),), (params,)),

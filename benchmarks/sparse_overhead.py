@@ -37,7 +37,6 @@ import statistics
 import time
 from collections.abc import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -48,46 +47,10 @@ DYNAMIC = ("set", "rigl", "mest", "dsr")
 STATIC = ("lth", "snip", "grasp")
 
 
-class _Block(nn.Module):
-  filters: int
-  stride: int
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)  # noqa: E731
-    y = nn.Conv(self.filters, (3, 3), (self.stride, self.stride), use_bias=False)(x)
-    y = nn.relu(norm()(y))
-    y = nn.Conv(self.filters, (3, 3), use_bias=False)(y)
-    y = norm()(y)
-    if x.shape != y.shape:
-      x = nn.Conv(self.filters, (1, 1), (self.stride, self.stride), use_bias=False)(x)
-      x = norm()(x)
-    return nn.relu(x + y)
-
-
-class ResNet32(nn.Module):
-  """CIFAR ResNet-32 (He et al. 2016): 3 stages of 5 basic blocks, 16/32/64 filters."""
-
-  num_classes: int = 10
-
-  @nn.compact
-  def __call__(self, x, train: bool = True):
-    x = nn.Conv(16, (3, 3), use_bias=False)(x)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
-    for stage, filters in enumerate((16, 32, 64)):
-      for block in range(5):
-        x = _Block(filters, 2 if stage > 0 and block == 0 else 1)(x, train)
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes)(x)
-
-
 def _model():
-  try:  # prefer the experiments' model when it is on this branch
-    from experiments import models  # type: ignore
+  from experiments import models
 
-    return models.CifarResNet(depth=32, num_classes=10), "experiments.models.CifarResNet"
-  except Exception:  # noqa: BLE001
-    return ResNet32(), "benchmarks.sparse_overhead.ResNet32"
+  return models.create_model("resnet32", 10), "experiments.models resnet32"
 
 
 def _timeit(fn: Callable[[], object], calls: int) -> float:

@@ -69,7 +69,7 @@ def _model(name: str):
   return models.CifarResNet(depth=depth, num_classes=10), (32, 32, 3)
 
 
-def _setup(name: str, batch_size: int):
+def setup(name: str, batch_size: int):
   model, shape = _model(name)
   kx, ky, kp = jax.random.split(jax.random.PRNGKey(0), 3)
   x = jax.random.normal(kx, (batch_size,) + shape)
@@ -96,11 +96,11 @@ def _setup(name: str, batch_size: int):
   return params, stats, loss_fn, per_example_loss_fn, (x, y)
 
 
-def _head_step(head, params, stats, loss_fn, **extra):
-  return _tx_step(optax.chain(head, optax.sgd(0.05, momentum=0.9)), params, stats, loss_fn, **extra)
+def head_step(head, params, stats, loss_fn, **extra):
+  return tx_step(optax.chain(head, optax.sgd(0.05, momentum=0.9)), params, stats, loss_fn, **extra)
 
 
-def _tx_step(tx, params, stats, loss_fn, **extra):
+def tx_step(tx, params, stats, loss_fn, **extra):
   """A jitted ``step(params, state)`` for a chain that takes ``loss_fn=`` (e.g. a sparse wrap)."""
   state = optax.tree_utils.tree_set(tx.init(params), aux=stats)
 
@@ -134,12 +134,12 @@ PERIODS = {"looksam k=5": 5, "zo_looksam m=1 k=5": 5}
 def _timed_configs(
   name: str, batch_size: int, ms: list[int], rho: float, smoothing: float, vmapped_max: int
 ):
-  params, stats, loss_fn, per_example, batch = _setup(name, batch_size)
+  params, stats, loss_fn, per_example, batch = setup(name, batch_size)
   copy = lambda t: jax.tree.map(jnp.array, t)  # noqa: E731  (donated buffers need fresh copies)
   configs: dict[str, tuple[Callable, tuple]] = {}
 
   def head(key, h, **extra):
-    configs[key] = _head_step(h, copy(params), stats, loss_fn, **extra)
+    configs[key] = head_step(h, copy(params), stats, loss_fn, **extra)
 
   head("sgd", zj.exact_gradient(has_aux=True))
   head("sam", zj.sam(rho, has_aux=True))

@@ -1,11 +1,11 @@
-"""End-to-end run of experiments/zosa_compare.py in its tiny --quick mode (slow: compiles)."""
+"""End-to-end run of studies/zosa/compare.py in its tiny --quick mode (slow: compiles)."""
 
 import csv
 import os
 
 import pytest
 
-from experiments import zosa_compare
+from studies.zosa import compare as zosa_compare
 
 
 @pytest.mark.slow

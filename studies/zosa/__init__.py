@@ -1,0 +1,1 @@
+"""ZOSA against the zeroth-order baselines at equal query budgets (docs/zosa.md)."""
