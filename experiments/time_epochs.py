@@ -27,7 +27,7 @@ def time_one(model: str, optimizer: str, steps: int, workdir: str) -> dict[str, 
   config = default.get_config()
   config.model.name = model
   config.optimizer.name = optimizer
-  config.optimizer.num_directions = 1
+  config.optimizer.zeroth_order.num_directions = 1
   config.batch_size = 128
   config.dataset.train_subset = steps * 128
   config.dataset.test_subset = 500
