@@ -57,6 +57,18 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
     "in [0, num_epochs]",
   )
   _check("sparse.end_fraction", config.sparse.end_fraction, lambda v: 0 < v <= 1, "in (0, 1]")
+  if config.sparse.method in optimizers.ROUND_BASED_SPARSE:  # The run's length is checked later.
+    lth = config.sparse.lth
+    _check(
+      "sparse.lth.rounds", lth.rounds, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"
+    )
+    if lth.rewind_step is not None:
+      _check(
+        "sparse.lth.rewind_step",
+        lth.rewind_step,
+        lambda v: isinstance(v, int) and v >= 0,
+        "an integer >= 0 (a step)",
+      )
   for name in (
     "batch_size",
     "eval_batch_size",

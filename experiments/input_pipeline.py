@@ -464,6 +464,31 @@ class TrainBatches:
         q.get_nowait()
 
 
+def load_run_data(config: Any, data_dir: str, process_index: int = 0, process_count: int = 1):
+  """``(spec, train_split, eval_split, batches)`` of a run's config: the eval split is the test
+  split, or the held-out last ``dataset.validation_size`` training examples.
+
+  Raises ``DataMissingError``, or ``ConfigError`` for sizes the data cannot serve (before anything
+  is written).
+  """
+  from experiments.workdir import ConfigError
+
+  spec = SPECS[config.dataset.name]
+  ds = config.dataset
+  train_split = load_split(ds.name, spec.train_split, data_dir, ds.source_dir, ds.train_subset)
+  test_split = load_split(ds.name, spec.eval_split, data_dir, ds.source_dir, ds.test_subset)
+  augment = Augment(ds.random_crop, ds.crop_padding, ds.flip, ds.cutout)
+  try:
+    if ds.validation_size:  # Tuning: evaluate on held-out training examples, not the test set.
+      train_split, test_split = hold_out(train_split, ds.validation_size)
+    batches = TrainBatches(
+      train_split, spec, config.batch_size, config.seed, augment, process_index, process_count
+    )
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  return spec, train_split, test_split, batches
+
+
 def eval_batches(
   split: Split,
   spec: DatasetSpec,

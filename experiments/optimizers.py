@@ -22,7 +22,7 @@ from zosam_jax import zeroth_order as zo
 
 SCHEDULES = ("cosine", "constant")
 STATIC_SPARSE = ("snip", "grasp")  # methods that score the initial weights on data
-# LTH's mask comes from its own train-prune-rewind rounds (train.py), not from a wrapper method.
+# LTH's mask comes from its own train-prune-rewind rounds (lottery.py), not from a wrapper method.
 ROUND_BASED_SPARSE = ("lth",)
 
 
@@ -211,7 +211,9 @@ def create_optimizer(
   common = {"sparsity": sp.sparsity, "sparsity_distribution": sp.sparsity_distribution}
   if sp.method == "grasp":
     return tx, sparse.get_method("grasp", samples_per_class=sp.grasp_samples_per_class, **common)
-  if sp.method in STATIC_SPARSE + ROUND_BASED_SPARSE:
+  if sp.method in ROUND_BASED_SPARSE:
+    return tx, sparse.get_method(sp.method, rounds=sp.lth.rounds, **common)
+  if sp.method in STATIC_SPARSE:
     return tx, sparse.get_method(sp.method, **common)
   return tx, sparse.get_method(
     sp.method,

@@ -5,7 +5,8 @@ random choice derives from ``(config.seed, step)``: the data order and augmentat
 ``input_pipeline``), the optimizer's PRNG key (in its state, checkpointed), and dropout. So a
 resumed run reproduces an uninterrupted one bit for bit on CPU, and the same seed gives the same
 metrics. Library values (radii, directions, sparsities, ...) are checked by the library when the
-optimizer is built, before anything is compiled or written.
+optimizer is built, before anything is compiled or written. ``sparse.method=lth`` runs rounds of
+this training (``lottery.py``).
 """
 
 from __future__ import annotations
@@ -35,39 +36,16 @@ from experiments.workdir import (
   write_config,
 )
 
-__all__ = ["ConfigError", "TIMING_KEYS", "read_metrics", "train_and_evaluate", "validate_config"]
+__all__ = [
+  "ConfigError",
+  "TIMING_KEYS",
+  "read_metrics",
+  "train_and_evaluate",
+  "train_run",
+  "validate_config",
+]
 
 TIMING_KEYS = frozenset({"images_per_sec", "train_epoch_time_s", "eval_time_s", "compile_time_s"})
-
-
-def _load_data(config: ml_collections.ConfigDict, data_dir: str):
-  """Train batches and the evaluation split: the test split, or the held-out last
-  ``dataset.validation_size`` training examples (``DataMissingError`` before anything is
-  written)."""
-  spec = input_pipeline.SPECS[config.dataset.name]
-  ds = config.dataset
-  train_split = input_pipeline.load_split(
-    ds.name, spec.train_split, data_dir, ds.source_dir, ds.train_subset
-  )
-  test_split = input_pipeline.load_split(
-    ds.name, spec.eval_split, data_dir, ds.source_dir, ds.test_subset
-  )
-  augment = input_pipeline.Augment(ds.random_crop, ds.crop_padding, ds.flip, ds.cutout)
-  try:
-    if ds.validation_size:  # Tuning: evaluate on held-out training examples, not the test set.
-      train_split, test_split = input_pipeline.hold_out(train_split, ds.validation_size)
-    batches = input_pipeline.TrainBatches(
-      train_split,
-      spec,
-      config.batch_size,
-      config.seed,
-      augment,
-      jax.process_index(),
-      jax.process_count(),
-    )
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-  return spec, train_split, test_split, batches
 
 
 def build(
@@ -77,8 +55,10 @@ def build(
   steps_per_epoch: int,
   sharding,
   weight_mask: Any = None,
+  initial: dict[str, Any] | None = None,
 ):
-  """``(model, tx, state)``: the model initialised from ``config.seed`` and its optimizer.
+  """``(model, tx, state)``: the model initialised from ``config.seed`` (or to ``initial``, its
+  variables ``{"params", "batch_stats"}``) and its optimizer.
 
   Raises ``ConfigError`` for a value the library refuses (its message names the argument).
   """
@@ -94,6 +74,8 @@ def build(
   variables = jax.jit(lambda k: model.init(k, dummy, train=False), out_shardings=sharding)(
     jax.random.key(config.seed)
   )
+  if initial is not None:  # An LTH round's rewound weights (tree.map checks the structure).
+    variables = jax.tree.map(lambda a, b: jnp.asarray(b, a.dtype), variables, initial)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   scoring = {}
   if config.sparse.method in optimizers.STATIC_SPARSE:
@@ -134,13 +116,35 @@ def train_and_evaluate(
   resume: bool = False,
   step_hook: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-  """Trains ``config``'s model, evaluating every epoch; returns the final metrics.
+  """Trains and evaluates: one run (:func:`train_run`), or with ``sparse.method=lth`` its rounds
+  (``lottery.train_lottery``; ``step_hook`` sees each round's steps). Returns the final metrics."""
+  if config.sparse.method in optimizers.ROUND_BASED_SPARSE:
+    from experiments import lottery
+
+    return lottery.train_lottery(config, workdir, resume=resume, step_hook=step_hook)
+  return train_run(config, workdir, resume=resume, step_hook=step_hook)
+
+
+def train_run(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  resume: bool = False,
+  step_hook: Callable[[int], None] | None = None,
+  initial: dict[str, Any] | None = None,
+  weight_mask: Any = None,
+  state_hook: Callable[[int, dict], None] | None = None,
+) -> dict[str, Any]:
+  """One training run, evaluating every epoch; returns the final metrics.
 
   Args:
     config: see ``experiments/configs/default.py`` for every field.
     workdir: where ``config.json``, ``metrics.jsonl`` and ``checkpoints/`` go.
     resume: continue from the latest checkpoint in ``workdir`` (its config must match).
     step_hook: called with the global step after each step (tests use it to interrupt a run).
+    initial, weight_mask: an LTH round's start (the model's variables) and its fixed mask.
+    state_hook: called with ``(step, state)`` at the start and after each step (LTH keeps the
+      weights of its rewind step).
 
   Returns:
     The last eval record (``test_accuracy``, ``test_loss``, ...), its ``params``, and
@@ -154,12 +158,16 @@ def train_and_evaluate(
   validate_config(config)
   has_ckpt = check_workdir(config, workdir, resume)
   data_dir = config.dataset.data_dir or input_pipeline.default_data_dir()
-  spec, train_split, test_split, batches = _load_data(config, data_dir)
+  spec, train_split, test_split, batches = input_pipeline.load_run_data(
+    config, data_dir, jax.process_index(), jax.process_count()
+  )
   steps_per_epoch = batches.steps_per_epoch
   total_steps = config.num_epochs * steps_per_epoch
   mesh = Mesh(np.asarray(jax.devices()), ("batch",))
   replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
-  model, tx, state = build(config, spec, train_split, steps_per_epoch, replicated)
+  model, tx, state = build(
+    config, spec, train_split, steps_per_epoch, replicated, weight_mask, initial
+  )
 
   # Steps and state.
   is_main = jax.process_index() == 0
@@ -199,6 +207,8 @@ def train_and_evaluate(
     )
 
   # The loop.
+  if state_hook is not None:
+    state_hook(start_step, state)
   split_name = "validation" if config.dataset.validation_size else "test"
   schedule = optimizers.learning_rate_schedule(config, steps_per_epoch)
   last_eval: dict[str, Any] = {}
@@ -222,6 +232,8 @@ def train_and_evaluate(
       step, window_steps = step + 1, window_steps + 1
       if bar is not None:
         bar.update(1)
+      if state_hook is not None:
+        state_hook(step, state)
       if step_hook is not None:
         step_hook(step)
       if (step - epoch * steps_per_epoch) % config.log_every_steps == 0 or step == epoch_end:

@@ -328,7 +328,8 @@ def test_head_gradient_fn_fixes_the_zo_sam_key_across_batches():
 
   @jax.jit
   def directions(key, p):
-    grad_fn = zd.head_gradient_fn(zj.zo_sam(0.1, num_directions=4, smoothing=1e-3), _loss_of_batch, key=key)
+    head = zj.zo_sam(0.1, num_directions=4, smoothing=1e-3)
+    grad_fn = zd.head_gradient_fn(head, _loss_of_batch, key=key)
     first = grad_fn(p, (xs[0], ys[0]))
     again = grad_fn(p, (xs[0], ys[0]))
     stats = zd.gradient_variance(grad_fn, p, (xs, ys), weight_mask=MASK)

@@ -97,6 +97,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparse.end_fraction = 0.75  # Dynamic methods: masks stop changing after this fraction.
   config.sparse.drop_fraction = 0.3  # Dynamic methods: fraction dropped at the first update.
   config.sparse.grasp_samples_per_class = 10  # GraSP: scoring examples per class.
+  # LTH (experiments/lottery.py): round 0 trains dense, then `rounds` rounds each prune the same
+  # fraction of survivors by magnitude (90%: 54% a round) and retrain from the survivors' values
+  # at `rewind_step`. 3 rounds cost 4 runs; the papers' 20% a round needs ~10 at 90%. Layout over
+  # layers: sparsity_distribution above (the papers prune globally: set it to global).
+  config.sparse.lth = ml_collections.ConfigDict()
+  config.sparse.lth.rounds = 3
+  # Step k whose weights survivors rewind to; 0 is the initialisation (Frankle & Carbin 2019).
+  # None: 1% of the run's steps, early in training as in Frankle et al. 2020.
+  config.sparse.lth.rewind_step = config_dict.placeholder(int)
 
   config.batch_size = 128  # Global batch, split over all devices.
   config.eval_batch_size = 500
