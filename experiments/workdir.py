@@ -66,10 +66,17 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str, resume: bool)
     with open(config_path) as f:
       stored = _flatten(json.load(f))
     current = _flatten(json.loads(config_json(config)))
+    # A field added to the trainer after the run started is absent there; at its default it
+    # cannot have changed what the run did, so it does not block resuming.
+    from experiments.configs import default
+
+    defaults = _flatten(json.loads(config_json(default.get_config())))
     diffs = sorted(
       k
       for k in set(stored) | set(current)
-      if k not in RESUMABLE_CHANGES and stored.get(k, "<absent>") != current.get(k, "<absent>")
+      if k not in RESUMABLE_CHANGES
+      and stored.get(k, "<absent>") != current.get(k, "<absent>")
+      and not (k not in stored and k in defaults and current.get(k) == defaults[k])
     )
     if diffs:
       shown = "; ".join(

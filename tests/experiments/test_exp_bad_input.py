@@ -181,3 +181,21 @@ def test_cli_exit_status_in_a_fresh_process(tmp_path):
     "error: unknown optimizer 'adam'; valid: " + ", ".join(optimizers.HEADS)
   ]
   assert not (tmp_path / "w").exists()
+
+
+def test_resume_accepts_fields_added_since_at_their_defaults(tmp_path):
+  """A run started before a config field existed resumes while that field is at its default,
+  and is refused once the field is set to something else."""
+  import json
+
+  from experiments import workdir as wd
+
+  config = tiny_config("", "")
+  stored = config.to_dict()
+  del stored["sparse"]["lth"]  # as written by a trainer that had no LTH group
+  del stored["dataset"]["validation_size"]
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  assert wd.check_workdir(config, str(tmp_path), resume=True) is False
+  config.dataset.validation_size = 100
+  with pytest.raises(train.ConfigError, match="dataset.validation_size: '<absent>' there vs 100"):
+    wd.check_workdir(config, str(tmp_path), resume=True)
