@@ -14,7 +14,8 @@ machine hits all alike. The ratio ``hvp / fwd_bwd`` is what "one HVP is about tw
 forward-backwards" claims; XLA's compiled flop count of each program is printed beside it as a
 noise-free cross-check.
 
-Models (from ``experiments.models``; needs flax): ``cnn`` (the experiments' small CNN, inputs
+Models and training loss as ``benchmarks.step_cost.setup`` builds them (``experiments.models``;
+needs flax): ``cnn`` (the experiments' small CNN, inputs
 ``(128, 28, 28, 1)``) and ``resnet20`` (CIFAR ResNet-20, inputs ``(64, 32, 32, 3)``).
 
 Usage:
@@ -30,38 +31,18 @@ import statistics
 import time
 
 import jax
-import optax
 
 import zosam_jax.diagnostics as zd
+from benchmarks.step_cost import setup
 
 INPUTS = {"cnn": (128, 28, 28, 1), "resnet20": (64, 32, 32, 3)}
 
 
 def _setup(name: str):
-  from experiments import models  # flax models live with the experiments
-
-  model = models.create_model(name, 10)
-  shape = INPUTS[name]
-  kx, ky, kp, kv = jax.random.split(jax.random.PRNGKey(0), 4)
-  x = jax.random.normal(kx, shape)
-  y = jax.random.randint(ky, (shape[0],), 0, 10)
-  variables = model.init(kp, x[:2], train=False)
-  params = variables["params"]
-  stats = variables.get("batch_stats", {})
-
-  def loss_fn(p):
-    """``(loss, new batch_stats)`` in training mode, as a training step computes it."""
-    if stats:
-      logits, new = model.apply(
-        {"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
-      )
-      aux = new["batch_stats"]
-    else:
-      logits, aux = model.apply({"params": p}, x, train=True), {}
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), aux
-
+  # The training loss, ``(loss, new batch_stats)`` as a training step computes it.
+  params, _, loss_fn, _, _ = setup(name, INPUTS[name][0])
   leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(kv, len(leaves))
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
   vector = jax.tree.unflatten(
     treedef, [jax.random.normal(k, p.shape, p.dtype) for k, p in zip(keys, leaves, strict=True)]
   )

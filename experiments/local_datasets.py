@@ -60,12 +60,13 @@ def missing_idx_files(source_dir: str) -> list[str]:
 
 
 class _LocalIdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Builds a ``train``/``test`` image classification dataset from four idx files."""
+  """Builds an image classification dataset (``SPLITS``) from the idx files of ``source_dir``."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Built from local idx files."}
   NUM_CLASSES = 10
   DESCRIPTION = ""
+  SPLITS = tuple(IDX_FILES)
   # tfds looks for checksums/metadata next to the builder's module and asks
   # importlib_resources (not installed: an optional dependency of etils) where that is.
   # Nothing is downloaded, so there are no checksums: point it at this folder directly.
@@ -95,16 +96,25 @@ class _LocalIdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     del dl_manager  # Nothing is downloaded.
     if not self._source_dir:
       raise ValueError(f"{self.name}: building needs source_dir (a folder of idx files)")
-    return {split: self._generate_examples(split) for split in IDX_FILES}
+    return {split: self._generate_examples(split) for split in self.SPLITS}
 
-  def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
+  def _read_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(images [N, 28, 28], labels [N])`` of ``split``'s idx files."""
     image_file, label_file = IDX_FILES[split]
     images = read_idx(os.path.join(self._source_dir, image_file))
     labels = read_idx(os.path.join(self._source_dir, label_file))
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
       raise ValueError(f"{self._source_dir}: unexpected shapes {images.shape}, {labels.shape}")
-    for i in range(labels.shape[0]):
-      yield i, {"image": images[i][..., None], "label": np.int64(labels[i])}
+    return images, labels
+
+  def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
+    images, labels = self._read_split(split)
+    yield from _examples(images, labels)
+
+
+def _examples(images: np.ndarray, labels: np.ndarray) -> Iterator[tuple[int, dict]]:
+  for i in range(labels.shape[0]):
+    yield i, {"image": images[i][..., None], "label": np.int64(labels[i])}
 
 
 class LocalFashionMnist(_LocalIdxBuilder):
@@ -119,7 +129,7 @@ class LocalMnist(_LocalIdxBuilder):
   DESCRIPTION = "MNIST, 60k/10k 28x28 grayscale images of handwritten digits."
 
 
-class FashionMnistCorrupted(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class FashionMnistCorrupted(_LocalIdxBuilder, skip_registration=True):
   """Fashion-MNIST-C: the Fashion-MNIST test split under one corruption at one severity.
 
   Read back as ``fashion_mnist_corrupted/<corruption>_<severity>``; images are corrupted by
@@ -128,50 +138,20 @@ class FashionMnistCorrupted(tfds.core.GeneratorBasedBuilder, skip_registration=T
   """
 
   name = "fashion_mnist_corrupted"
-  VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "18 corruptions x 5 severities, see experiments/corruptions.py."}
   BUILDER_CONFIGS = [
     tfds.core.BuilderConfig(name=f"{c}_{s}", description=f"{c}, severity {s}")
     for c in corruptions.FASHION_MNIST_CORRUPTIONS
     for s in corruptions.CORRUPTION_SEVERITIES
   ]
-  pkg_dir_path = _LocalIdxBuilder.pkg_dir_path  # As there: nothing to download or checksum.
-  code_path = None
+  DESCRIPTION = "Fashion-MNIST-C: the 10k Fashion-MNIST test images, corrupted."
+  SPLITS = ("test",)
 
-  def __init__(self, *, source_dir: str | None = None, **kwargs):
-    self._source_dir = source_dir
-    super().__init__(**kwargs)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description="Fashion-MNIST-C: the 10k Fashion-MNIST test images, corrupted.",
-      features=tfds.features.FeaturesDict(
-        {
-          "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
-          "label": tfds.features.Tensor(shape=(), dtype=np.int64),
-        }
-      ),
-      supervised_keys=("image", "label"),
-      disable_shuffling=True,
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing is downloaded.
-    if not self._source_dir:
-      raise ValueError(f"{self.name}: building needs source_dir (a folder of idx files)")
-    return {"test": self._generate_examples()}
-
-  def _generate_examples(self) -> Iterator[tuple[int, dict]]:
-    image_file, label_file = IDX_FILES["test"]
-    images = read_idx(os.path.join(self._source_dir, image_file))
-    labels = read_idx(os.path.join(self._source_dir, label_file))
-    if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
-      raise ValueError(f"{self._source_dir}: unexpected shapes {images.shape}, {labels.shape}")
+  def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
+    images, labels = self._read_split(split)
     corruption, severity = self.builder_config.name.rsplit("_", 1)
     corrupted = corruptions.corrupt(images, corruption, int(severity), corruptions.BUILD_SEED)
-    for i in range(labels.shape[0]):
-      yield i, {"image": corrupted[i][..., None], "label": np.int64(labels[i])}
+    yield from _examples(corrupted, labels)
 
 
 LOCAL_BUILDERS: dict[str, type[_LocalIdxBuilder]] = {

@@ -62,30 +62,18 @@ def _sam_family(opt, ctx):
   return dict(perturb_leaves=None, seed=ctx.seed, has_aux=True)
 
 
-def _ascent(name: str) -> str:
-  return "zeroth_order" if name.startswith("zo_") else "exact"
+def _zo_twin(opt, ctx):
+  """The trailing keywords of a head whose ``zo_`` name takes the zeroth-order ascent."""
+  ascent = "zeroth_order" if opt.name.startswith("zo_") else "exact"
+  return dict(ascent=ascent, zeroth_order=zeroth_order_options(opt), **_sam_family(opt, ctx))
 
 
 def _looksam(opt, ctx):
-  return zj.looksam(
-    opt.rho,
-    opt.looksam.update_every,
-    opt.looksam.alpha,
-    ascent=_ascent(opt.name),
-    zeroth_order=zeroth_order_options(opt),
-    **_sam_family(opt, ctx),
-  )
+  return zj.looksam(opt.rho, opt.looksam.update_every, opt.looksam.alpha, **_zo_twin(opt, ctx))
 
 
 def _esam(opt, ctx):
-  return zj.esam(
-    opt.rho,
-    opt.esam.beta,
-    opt.esam.gamma,
-    ascent=_ascent(opt.name),
-    zeroth_order=zeroth_order_options(opt),
-    **_sam_family(opt, ctx),
-  )
+  return zj.esam(opt.rho, opt.esam.beta, opt.esam.gamma, **_zo_twin(opt, ctx))
 
 
 def _sparse_sam(opt, ctx):

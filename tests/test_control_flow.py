@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.extend import core as jax_core
 
 from zosam_jax._src import control_flow
 
@@ -18,27 +17,8 @@ def _dense_loss(w, x):
   return jnp.sum(jnp.sin(w) * jnp.mean(x)) + jnp.sum(w**3)
 
 
-def _sub_jaxprs(value):
-  if isinstance(value, jax_core.ClosedJaxpr):
-    yield value.jaxpr
-  elif isinstance(value, jax_core.Jaxpr):
-    yield value
-  elif isinstance(value, tuple | list):
-    for v in value:
-      yield from _sub_jaxprs(v)
-
-
 def _primitives(fn, *args):
-  names = set()
-
-  def walk(jaxpr):
-    for eqn in jaxpr.eqns:
-      names.add(eqn.primitive.name)
-      for sub in _sub_jaxprs(list(eqn.params.values())):
-        walk(sub)
-
-  walk(jax.make_jaxpr(fn)(*args).jaxpr)
-  return names
+  return control_flow.primitive_names(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
 @pytest.mark.parametrize("loss", [_conv_loss, _dense_loss])

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import zosam_jax as zj
+from tests._helpers import train
 from zosam_jax import perturbation_masks as pm
 
 SHAPES = [(3, 3, 8, 16), (16, 8), (8,)]  # conv kernel, dense kernel, bias
@@ -199,14 +200,6 @@ def test_sparse_sam_with_zeroth_order_ascent_runs_in_a_chain():
     ),
     optax.sgd(0.05),
   )
-  state = tx.init(params)
-
-  @jax.jit
-  def step(p, s):
-    u, s = tx.update(None, s, p, loss_fn=loss_fn)
-    return optax.apply_updates(p, u), s
-
   start = float(loss_fn(params))
-  for _ in range(50):
-    params, state = step(params, state)
+  params, _, _ = train(tx, params, loss_fn, 50)
   assert float(loss_fn(params)) < 0.5 * start

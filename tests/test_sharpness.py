@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import zosam_jax as zj
+from tests._helpers import train
 
 D = 5
 A = jnp.diag(jnp.arange(1.0, D + 1.0))
@@ -423,15 +424,8 @@ def test_random_perturbation_with_aux_trains_in_a_chain():
 
   tx = optax.chain(zj.random_perturbation(0.05, seed=0, has_aux=True), optax.sgd(0.5))
   state = optax.tree_utils.tree_set(tx.init(params), aux=jnp.zeros(3))
-
-  @jax.jit
-  def step(p, s):
-    u, s = tx.update(None, s, p, loss_fn=with_aux)
-    return optax.apply_updates(p, u), s
-
   start = float(loss_fn(params))
-  for _ in range(30):
-    params, state = step(params, state)
+  params, state, step = train(tx, params, with_aux, 30, state)
   assert step._cache_size() == 1
   assert float(loss_fn(params)) < 0.8 * start
   assert optax.tree_utils.tree_get(state, "aux").shape == (3,)

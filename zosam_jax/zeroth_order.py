@@ -112,6 +112,16 @@ def _check_flags(**flags: Any) -> None:
     validation.check_bool(name, flag)
 
 
+def _zosa_options(
+  rho, zeroth_order, num_directions, smoothing, sam, sigma_normalize, adaptive_lr, has_aux
+):
+  """Checks ZOSA's arguments (:func:`zosa_direction`, :func:`scale_by_zosa`); its options."""
+  validation.check_nonnegative("rho", rho)
+  _check_flags(sam=sam, sigma_normalize=sigma_normalize, adaptive_lr=adaptive_lr, has_aux=has_aux)
+  needs_sigma = adaptive_lr or (sam and sigma_normalize)
+  return _options(zeroth_order, ZOSA_OPTIONS, num_directions, smoothing, needs_sigma=needs_sigma)
+
+
 def queries_per_estimate(num_directions: int, scheme: str) -> int:
   """Loss evaluations of one random gradient estimate: ``m + 1`` (forward) or ``2m`` (central)."""
   return ZerothOrderOptions(num_directions, scheme=scheme).queries
@@ -230,14 +240,8 @@ def zosa_direction(
   References:
     Fu et al., arXiv 2511.09156; Dang et al. (FZOO), arXiv 2506.09034.
   """
-  validation.check_nonnegative("rho", rho)
-  _check_flags(sam=sam, sigma_normalize=sigma_normalize, adaptive_lr=adaptive_lr, has_aux=has_aux)
-  opts = _options(
-    zeroth_order,
-    ZOSA_OPTIONS,
-    num_directions,
-    smoothing,
-    needs_sigma=adaptive_lr or (sam and sigma_normalize),
+  opts = _zosa_options(
+    rho, zeroth_order, num_directions, smoothing, sam, sigma_normalize, adaptive_lr, has_aux
   )
   return _zosa_direction(
     loss_fn, params, key, rho, opts, sam, sigma_normalize, adaptive_lr, has_aux
@@ -367,6 +371,18 @@ def _init(seed: int) -> Callable[[PyTree], ZerothOrderState]:
   return init_fn
 
 
+def _next_state(state, key, value, aux, sigma, queries: int) -> ZerothOrderState:
+  """The state after a step that evaluated the loss ``queries`` times."""
+  return ZerothOrderState(
+    count=optax.safe_increment(state.count),
+    key=key,
+    value=jnp.asarray(value, jnp.float32),
+    aux=aux,
+    sigma=jnp.asarray(sigma, jnp.float32),
+    queries=state.queries + queries,
+  )
+
+
 def _extra_queries(opts: ZerothOrderOptions, has_aux: bool) -> int:
   """The aux forward at theta is free for the forward scheme (its own L(theta))."""
   return int(has_aux and opts.scheme != "forward")
@@ -389,14 +405,8 @@ def scale_by_zosa(
   Chain it with a learning rate (:func:`zosa` does); ``2(m + 1)`` queries per step (forward),
   ``m + 1`` with ``sam=False``.
   """
-  validation.check_nonnegative("rho", rho)
-  _check_flags(sam=sam, sigma_normalize=sigma_normalize, adaptive_lr=adaptive_lr, has_aux=has_aux)
-  opts = _options(
-    zeroth_order,
-    ZOSA_OPTIONS,
-    num_directions,
-    smoothing,
-    needs_sigma=adaptive_lr or (sam and sigma_normalize),
+  opts = _zosa_options(
+    rho, zeroth_order, num_directions, smoothing, sam, sigma_normalize, adaptive_lr, has_aux
   )
   extra_queries = _extra_queries(opts, has_aux)
 
@@ -413,15 +423,8 @@ def scale_by_zosa(
       loss_fn, params, step_key, rho, opts, sam, sigma_normalize, adaptive_lr, has_aux, base
     )
     value = step.value if value is None else value
-    new_state = ZerothOrderState(
-      count=optax.safe_increment(state.count),
-      key=key,
-      value=jnp.asarray(value, jnp.float32),
-      aux=aux,
-      sigma=jnp.asarray(step.sigma, jnp.float32),
-      queries=state.queries + step.queries + extra_queries,
-    )
-    return step.direction, new_state
+    queries = step.queries + extra_queries
+    return step.direction, _next_state(state, key, value, aux, step.sigma, queries)
 
   return optax.GradientTransformationExtraArgs(_init(seed), update_fn)
 
@@ -471,15 +474,7 @@ def scale_by_spsa(
     key, step_key = jax.random.split(state.key)
     value, estimate = _spsa_direction(loss_fn, params, step_key, opts, has_aux)
     value, aux = _value_and_aux(loss_fn, params, has_aux, value)
-    new_state = ZerothOrderState(
-      count=optax.safe_increment(state.count),
-      key=key,
-      value=jnp.asarray(value, jnp.float32),
-      aux=aux,
-      sigma=jnp.zeros([], jnp.float32),
-      queries=state.queries + queries,
-    )
-    return estimate, new_state
+    return estimate, _next_state(state, key, value, aux, jnp.zeros([]), queries)
 
   return optax.GradientTransformationExtraArgs(_init(seed), update_fn)
 

@@ -29,14 +29,15 @@ def _jaxprs_in(value: Any):
       yield from _jaxprs_in(v)
 
 
-def _uses_convolution(jaxpr: jax_core.Jaxpr) -> bool:
+def primitive_names(jaxpr: jax_core.Jaxpr) -> set[str]:
+  """The names of the primitives in ``jaxpr``, those of nested jaxprs (branches, bodies) too."""
+  names = set()
   for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "conv_general_dilated":
-      return True
+    names.add(eqn.primitive.name)
     for param in eqn.params.values():
-      if any(_uses_convolution(sub) for sub in _jaxprs_in(param)):
-        return True
-  return False
+      for sub in _jaxprs_in(param):
+        names |= primitive_names(sub)
+  return names
 
 
 def cond_with_backward(
@@ -45,6 +46,10 @@ def cond_with_backward(
   """``lax.cond(pred, true_fn, false_fn)``; on the CPU backend, when a branch uses convolutions,
   both branches run and the result is selected (see the module docstring for why)."""
   on_cpu = jax.default_backend() == "cpu"
-  if on_cpu and any(_uses_convolution(jax.make_jaxpr(f)().jaxpr) for f in (true_fn, false_fn)):
+
+  def uses_convolution(fn):
+    return "conv_general_dilated" in primitive_names(jax.make_jaxpr(fn)().jaxpr)
+
+  if on_cpu and any(uses_convolution(f) for f in (true_fn, false_fn)):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), true_fn(), false_fn())
   return jax.lax.cond(pred, true_fn, false_fn)

@@ -195,6 +195,24 @@ def _tridiagonal(run: _Lanczos) -> tuple[jax.Array, jax.Array]:
   return jnp.diag(diag) + jnp.diag(off, 1) + jnp.diag(off, -1), lower - margin
 
 
+def _ritz(
+  matvec: Callable[[jax.Array], jax.Array],
+  project: Callable[[jax.Array], jax.Array],
+  size: int,
+  num_iterations: int,
+  key: jax.Array,
+) -> tuple[_Lanczos, jax.Array, jax.Array, jax.Array]:
+  """Lanczos from a random unit Rademacher start on the active coordinates: ``(run, evals, evecs,
+  cutoff)``, the eigen-decomposition of ``T`` (ascending) and the cutoff of :func:`_tridiagonal`."""
+  start_key, restart_key = jax.random.split(key)
+  z = _rademacher(start_key, size, project)
+  start = z / jnp.maximum(jnp.linalg.norm(z), jnp.finfo(jnp.float32).tiny)
+  run = _lanczos(matvec, project, start, num_iterations, restart_key)
+  tridiagonal, cutoff = _tridiagonal(run)
+  evals, evecs = jnp.linalg.eigh(tridiagonal)
+  return run, evals, evecs, cutoff
+
+
 def _check_iterations(num_iterations: int, minimum: int, minimum_name: str) -> None:
   validation.check_int_at_least(
     "num_iterations", num_iterations, minimum, f"at least {minimum_name}"
@@ -257,12 +275,7 @@ def hessian_eigenvalues(
   if k > size:
     raise ValueError(f"k must be <= the number of parameters ({size}), got {k}.")
   n = min(num_iterations, size)
-  start_key, restart_key = jax.random.split(key)
-  start = _rademacher(start_key, size, project)
-  start = start / jnp.maximum(jnp.linalg.norm(start), jnp.finfo(jnp.float32).tiny)
-  run = _lanczos(matvec, project, start, n, restart_key)
-  tridiagonal, cutoff = _tridiagonal(run)
-  evals, evecs = jnp.linalg.eigh(tridiagonal)
+  run, evals, evecs, cutoff = _ritz(matvec, project, size, n, key)
   order = jnp.arange(n - 1, n - 1 - k, -1)
   top = evals[order]
   top = jnp.where(top > cutoff, top, jnp.nan)
@@ -381,12 +394,7 @@ def hessian_spectrum(
   n = min(num_iterations, size)
 
   def one(k):
-    start_key, restart_key = jax.random.split(k)
-    z = _rademacher(start_key, size, project)
-    start = z / jnp.maximum(jnp.linalg.norm(z), jnp.finfo(jnp.float32).tiny)
-    run = _lanczos(matvec, project, start, n, restart_key)
-    tridiagonal, cutoff = _tridiagonal(run)
-    evals, evecs = jnp.linalg.eigh(tridiagonal)
+    run, evals, evecs, cutoff = _ritz(matvec, project, size, n, k)
     # Void rows hold a filler value far below the spectrum and no weight; moving them onto a real
     # node (alpha_0 = v^T H v) keeps every node inside the spectrum's range.
     void = evals <= cutoff

@@ -52,6 +52,7 @@ from zosam_jax.sparse.schedules import UpdateSchedule
 from zosam_jax.sparse.wrapper import MaskUpdate, SparseMethod, sparse_wrapper
 
 PyTree = Any
+Leaves = list[Any]  # the leaves of a pytree, in flatten order
 
 INITS = ("random", "magnitude")
 
@@ -60,6 +61,14 @@ __all__ = ["DSR", "MEST", "SET", "RigL", "dsr", "mest", "rigl", "set_"]
 
 def _round_count(x: jax.Array) -> jax.Array:
   return jnp.floor(x + 0.5).astype(jnp.int32)
+
+
+def _drop_lowest(flags: list[bool], masks: Leaves, scores: Leaves, counts: list[Any]) -> Leaves:
+  """Each prunable mask leaf without its ``count`` active weights of lowest score."""
+  return [
+    m & ~mask_lib.select_lowest(s, m, n) if f else m
+    for f, m, s, n in zip(flags, masks, scores, counts, strict=True)
+  ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +85,10 @@ class DynamicMethod(SparseMethod):
     seed: seed of the initial random mask and of random growth.
     has_aux: whether ``loss_fn`` returns ``(loss, aux)`` (for gradients computed
       at mask updates).
+
+  A method is its scores and its drop rule: :meth:`update_mask` drops with :meth:`drop` (by
+  default the ``round(alpha(t) n_l)`` active weights of lowest :meth:`drop_scores`, ``|theta|``)
+  and grows the inactive weights of highest :meth:`grow_scores` (by default at random).
   """
 
   update_every: int = 100
@@ -126,20 +139,6 @@ class DynamicMethod(SparseMethod):
     """``mask -> method_state`` for the wrapper's ``init`` (``None``: no method state)."""
     return None
 
-  def update_mask(
-    self,
-    flags: list[bool],
-    step: jax.Array,
-    mask: PyTree,
-    params: PyTree,
-    grads: PyTree | None,
-    key: jax.Array,
-    method_state: PyTree,
-  ) -> MaskUpdate:
-    """One mask update at ``step``; ``params`` are already masked, ``grads`` is the dense
-    gradient (``None`` unless the method sets ``needs_gradient``)."""
-    raise NotImplementedError
-
   def wrap(
     self, tx: optax.GradientTransformation, params: PyTree
   ) -> optax.GradientTransformationExtraArgs:
@@ -167,52 +166,6 @@ class DynamicMethod(SparseMethod):
       mask_counts=self.static_mask_counts(params) if self.keeps_leaf_counts else None,
     )
 
-  # -- shared drop/grow step --------------------------------------------------
-  def _drop_and_grow(
-    self,
-    flags: list[bool],
-    step: jax.Array,
-    mask: PyTree,
-    drop_scores: PyTree,
-    grow_scores: PyTree | None,
-    key: jax.Array,
-  ) -> tuple[PyTree, PyTree]:
-    """Per prunable leaf: drop ``round(alpha n_active)`` lowest ``drop_scores`` among
-    active weights, grow as many highest ``grow_scores`` among the rest.
-
-    ``grow_scores=None`` grows at random.
-    """
-    frac = self.schedule.fraction(step)
-    m_leaves, treedef = jax.tree.flatten(mask)
-    d_leaves = jax.tree.leaves(drop_scores)
-    g_leaves = [None] * len(m_leaves) if grow_scores is None else jax.tree.leaves(grow_scores)
-    if grow_scores is None:
-      g_leaves = mask_lib.uniform_like(key, m_leaves, flags)
-    new, grown = [], []
-    for f, m, ds, gs in zip(flags, m_leaves, d_leaves, g_leaves, strict=True):
-      if not f:
-        new.append(m)
-        grown.append(jnp.zeros_like(m))
-        continue
-      n_drop = _round_count(frac * jnp.count_nonzero(m))
-      dropped = mask_lib.select_lowest(ds, m, n_drop)
-      kept = m & ~dropped
-      g = mask_lib.select_highest(gs, ~kept, n_drop)
-      new.append(kept | g)
-      grown.append(g)
-    unflat = jax.tree.unflatten
-    return unflat(treedef, new), unflat(treedef, grown)
-
-
-@dataclasses.dataclass(frozen=True)
-class SET(DynamicMethod):
-  """Sparse Evolutionary Training: drop smallest ``|theta|``, grow at random.
-
-  Default drop schedule is constant (``drop_fraction=0.3``), as in the paper.
-  """
-
-  drop_schedule: str = "constant"
-
   def update_mask(
     self,
     flags: list[bool],
@@ -223,9 +176,62 @@ class SET(DynamicMethod):
     key: jax.Array,
     method_state: PyTree,
   ) -> MaskUpdate:
-    drop = jax.tree.map(jnp.abs, params)
-    new, grown = self._drop_and_grow(flags, step, mask, drop, None, key)
-    return MaskUpdate(new, grown, method_state)
+    """One mask update at ``step``; ``params`` are already masked, ``grads`` is the dense
+    gradient (``None`` unless the method sets ``needs_gradient``).
+
+    Per prunable leaf: :meth:`drop` keeps some active weights, then as many inactive weights as
+    it asks for grow: those of highest :meth:`grow_scores` (at random where it is ``None``).
+    """
+    m_leaves, treedef = jax.tree.flatten(mask)
+    d_leaves = jax.tree.leaves(self.drop_scores(params, grads))
+    kept, n_grow, method_state = self.drop(flags, step, m_leaves, d_leaves, method_state)
+    grow_scores = self.grow_scores(params, grads)
+    if grow_scores is None:
+      g_leaves = mask_lib.uniform_like(key, m_leaves, flags)
+    else:
+      g_leaves = jax.tree.leaves(grow_scores)
+    grown = [
+      mask_lib.select_highest(gs, ~k, n) if f else jnp.zeros_like(k)
+      for f, k, gs, n in zip(flags, kept, g_leaves, n_grow, strict=True)
+    ]
+    new = [k | g for k, g in zip(kept, grown, strict=True)]
+    unflat = jax.tree.unflatten
+    return MaskUpdate(unflat(treedef, new), unflat(treedef, grown), method_state)
+
+  def drop_scores(self, params: PyTree, grads: PyTree | None) -> PyTree:
+    """Scores for :meth:`drop`, a pytree like ``params``: ``|theta|`` unless overridden."""
+    return jax.tree.map(jnp.abs, params)
+
+  def grow_scores(self, params: PyTree, grads: PyTree | None) -> PyTree | None:
+    """Scores of the inactive weights to grow (highest first); ``None`` grows at random."""
+    return None
+
+  def drop(
+    self, flags: list[bool], step: jax.Array, masks: Leaves, scores: Leaves, method_state: PyTree
+  ) -> tuple[Leaves, list[Any], PyTree]:
+    """The drop half of an update, on the leaves of the mask and of :meth:`drop_scores`.
+
+    Returns the kept weights per leaf (the mask itself on leaves that are not prunable), the
+    number of weights to grow per prunable leaf and the new method state. By default each
+    prunable leaf drops its ``round(alpha(t) n_active)`` active weights of lowest score and grows
+    as many.
+    """
+    frac = self.schedule.fraction(step)
+    n_drop = [
+      _round_count(frac * jnp.count_nonzero(m)) if f else 0
+      for f, m in zip(flags, masks, strict=True)
+    ]
+    return _drop_lowest(flags, masks, scores, n_drop), n_drop, method_state
+
+
+@dataclasses.dataclass(frozen=True)
+class SET(DynamicMethod):
+  """Sparse Evolutionary Training: drop smallest ``|theta|``, grow at random.
+
+  Default drop schedule is constant (``drop_fraction=0.3``), as in the paper.
+  """
+
+  drop_schedule: str = "constant"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,20 +245,8 @@ class RigL(DynamicMethod):
 
   needs_gradient = True
 
-  def update_mask(
-    self,
-    flags: list[bool],
-    step: jax.Array,
-    mask: PyTree,
-    params: PyTree,
-    grads: PyTree | None,
-    key: jax.Array,
-    method_state: PyTree,
-  ) -> MaskUpdate:
-    drop = jax.tree.map(jnp.abs, params)
-    grow = jax.tree.map(jnp.abs, grads)
-    new, grown = self._drop_and_grow(flags, step, mask, drop, grow, key)
-    return MaskUpdate(new, grown, method_state)
+  def grow_scores(self, params: PyTree, grads: PyTree | None) -> PyTree | None:
+    return jax.tree.map(jnp.abs, grads)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,44 +291,27 @@ class MEST(DynamicMethod):
 
     return base_counts
 
-  def update_mask(
-    self,
-    flags: list[bool],
-    step: jax.Array,
-    mask: PyTree,
-    params: PyTree,
-    grads: PyTree | None,
-    key: jax.Array,
-    method_state: PyTree,
-  ) -> MaskUpdate:
+  def drop_scores(self, params: PyTree, grads: PyTree | None) -> PyTree:
     gamma = jnp.float32(self.gamma)
-    scores = jax.tree.map(
+    return jax.tree.map(
       lambda p, g: jnp.abs(p).astype(jnp.float32) + gamma * jnp.abs(g).astype(jnp.float32),
       params,
       grads,
     )
+
+  def drop(
+    self, flags: list[bool], step: jax.Array, masks: Leaves, scores: Leaves, method_state: PyTree
+  ) -> tuple[Leaves, list[Any], PyTree]:
     if not self.soft_memory_bound:
-      new, grown = self._drop_and_grow(flags, step, mask, scores, None, key)
-      return MaskUpdate(new, grown, method_state)
-    frac = self.schedule.fraction(step)
-    frac = jnp.where(step >= self.end_step, 0.0, frac)
-    m_leaves, treedef = jax.tree.flatten(mask)
-    s_leaves = jax.tree.leaves(scores)
-    u_leaves = mask_lib.uniform_like(key, m_leaves, flags)
-    new, grown = [], []
-    for f, m, s, base, u in zip(flags, m_leaves, s_leaves, method_state, u_leaves, strict=True):
-      if not f:
-        new.append(m)
-        grown.append(jnp.zeros_like(m))
-        continue
-      n_drop = jnp.count_nonzero(m).astype(jnp.int32) - base
-      kept = m & ~mask_lib.select_lowest(s, m, n_drop)
-      n_grow = _round_count(frac * base)
-      g = mask_lib.select_highest(u, ~kept, n_grow)
-      new.append(kept | g)
-      grown.append(g)
-    unflat = jax.tree.unflatten
-    return MaskUpdate(unflat(treedef, new), unflat(treedef, grown), method_state)
+      return super().drop(flags, step, masks, scores, method_state)
+    # Prune back to the base count n_l, then grow round(alpha(t) n_l) on top (none at end_step).
+    frac = jnp.where(step >= self.end_step, 0.0, self.schedule.fraction(step))
+    n_drop = [
+      jnp.count_nonzero(m).astype(jnp.int32) - base
+      for m, base in zip(masks, method_state, strict=True)
+    ]
+    n_grow = [_round_count(frac * base) for base in method_state]
+    return _drop_lowest(flags, masks, scores, n_drop), n_grow, method_state
 
 
 def _allocate(total: jax.Array, weights: jax.Array, caps: jax.Array) -> jax.Array:
@@ -391,24 +368,15 @@ class DSR(DynamicMethod):
     value = self.threshold_init
     return lambda mask: jnp.asarray(value, jnp.float32)
 
-  def update_mask(
-    self,
-    flags: list[bool],
-    step: jax.Array,
-    mask: PyTree,
-    params: PyTree,
-    grads: PyTree | None,
-    key: jax.Array,
-    method_state: PyTree,
-  ) -> MaskUpdate:
+  def drop(
+    self, flags: list[bool], step: jax.Array, masks: Leaves, scores: Leaves, method_state: PyTree
+  ) -> tuple[Leaves, list[Any], PyTree]:
     threshold = method_state
-    m_leaves, treedef = jax.tree.flatten(mask)
-    p_leaves = jax.tree.leaves(params)
     idx = [i for i, f in enumerate(flags) if f]
-    kept = {i: m_leaves[i] & ~(jnp.abs(p_leaves[i]) < threshold) for i in idx}
-    active = jnp.stack([jnp.count_nonzero(m_leaves[i]) for i in idx]).astype(jnp.int32)
+    kept = [m & ~(s < threshold) if f else m for f, m, s in zip(flags, masks, scores, strict=True)]
+    active = jnp.stack([jnp.count_nonzero(masks[i]) for i in idx]).astype(jnp.int32)
     surviving = jnp.stack([jnp.count_nonzero(kept[i]) for i in idx]).astype(jnp.int32)
-    sizes = jnp.asarray([int(np.prod(m_leaves[i].shape)) for i in idx], jnp.int32)
+    sizes = jnp.asarray([int(np.prod(masks[i].shape)) for i in idx], jnp.int32)
     n_pruned = active.sum() - surviving.sum()
     target = _round_count(self.schedule.fraction(step) * active.sum())
     tol = self.threshold_tolerance
@@ -418,17 +386,10 @@ class DSR(DynamicMethod):
       jnp.where(n_pruned > (1.0 + tol) * target, 0.5 * threshold, threshold),
     )
     grow = _allocate(n_pruned, surviving, sizes - surviving)
-    u_leaves = mask_lib.uniform_like(key, m_leaves, flags)
-    new = list(m_leaves)
-    grown = [jnp.zeros_like(m) for m in m_leaves]
+    n_grow = [0] * len(masks)
     for j, i in enumerate(idx):
-      g = mask_lib.select_highest(u_leaves[i], ~kept[i], grow[j])
-      new[i] = kept[i] | g
-      grown[i] = g
-    unflat = jax.tree.unflatten
-    return MaskUpdate(
-      unflat(treedef, new), unflat(treedef, grown), new_threshold.astype(jnp.float32)
-    )
+      n_grow[i] = grow[j]
+    return kept, n_grow, new_threshold.astype(jnp.float32)
 
 
 def set_(sparsity: float = 0.9, **kwargs: Any) -> SET:

@@ -271,16 +271,6 @@ class LTH(_Static):
     mask_lib.validate_mask(mask, params_k)
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params_k, mask)
 
-  def wrap(
-    self,
-    tx: optax.GradientTransformation,
-    params: PyTree,
-    *,
-    mask: PyTree | None = None,
-    **mask_kwargs: Any,
-  ) -> optax.GradientTransformationExtraArgs:
-    return super().wrap(tx, params, mask=mask, **mask_kwargs)
-
 
 def snip(sparsity: float = 0.9, **kwargs: Any) -> SNIP:
   """SNIP. See :class:`SNIP`."""
