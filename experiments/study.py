@@ -75,7 +75,7 @@ STUDY_KEYS = {
   "target_metric": "the eval key compared with target_accuracy (default test_accuracy)",
   "description": "free text, shown at the top of summary.md",
 }
-PAPER_KEYS = {"source", "metric", "scale", "values"}
+PAPER_KEYS = {"source", "metric", "scale", "values", "comparable"}
 FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 STATE_FILE = "study_cell.json"
@@ -339,6 +339,9 @@ def _parse_paper(paper: Any, study: Study) -> dict[str, Any]:
   source = paper.get("source", "")
   metric = paper.get("metric", study.metrics[0])
   scale = paper.get("scale", 1.0)
+  comparable = paper.get("comparable", True)
+  if not isinstance(comparable, bool):
+    raise StudyError(f"paper['comparable'] must be True or False, got {comparable!r}")
   if not isinstance(source, str):
     raise StudyError("paper['source'] must be a string")
   if metric not in study.metrics:
@@ -358,7 +361,13 @@ def _parse_paper(paper: Any, study: Study) -> dict[str, Any]:
     if isinstance(number, bool) or not isinstance(number, (int, float)):
       raise StudyError(f"paper value for {key!r} must be a number, got {number!r}")
     values[_norm_key(key)] = float(number)
-  return {"source": source, "metric": metric, "scale": float(scale), "values": values}
+  return {
+    "source": source,
+    "metric": metric,
+    "scale": float(scale),
+    "values": values,
+    "comparable": comparable,
+  }
 
 
 def _norm_key(key: tuple) -> tuple[str, ...]:
@@ -822,7 +831,9 @@ def summarize(study: Study, rows: Sequence[dict[str, Any]]) -> list[dict[str, An
       ours = g[f"{study.paper['metric']}_mean"]
       g["paper"] = paper
       g["ours_minus_paper"] = (
-        None if paper is None or ours is None else ours * study.paper["scale"] - paper
+        None
+        if paper is None or ours is None or not study.paper["comparable"]
+        else ours * study.paper["scale"] - paper
       )
     out.append(g)
   return out
@@ -870,8 +881,9 @@ def render_summary(
     "",
   ]
   header = list(study.group_by) + ["n"] + list(study.metrics)
+  diff = bool(study.paper) and study.paper["comparable"]
   if study.paper:
-    header += [f"paper ({study.paper['metric']})", "ours − paper"]
+    header += [f"paper ({study.paper['metric']})"] + (["ours − paper"] if diff else [])
   header += ["wall s"]
   table = []
   for g in groups:
@@ -879,17 +891,24 @@ def render_summary(
     cells.append(str(g["n"]) if g["n"] == g["n_asked"] else f"{g['n']} of {g['n_asked']}")
     cells += [_fmt_ms(g[f"{m}_mean"], g[f"{m}_std"]) for m in study.metrics]
     if study.paper:
-      cells += [_fmt(g["paper"], 2), _fmt(g["ours_minus_paper"], 2)]
+      cells += [_fmt(g["paper"], 2)] + ([_fmt(g["ours_minus_paper"], 2)] if diff else [])
     cells.append(_fmt_ms(g["wall_time_s_mean"], g["wall_time_s_std"], 1))
     table.append(cells)
   md += _md_table(header, table) + [""]
   if study.paper:
     scale = study.paper["scale"]
-    md += [
-      f"Paper: {study.paper['source'] or '(no source given)'}. `ours − paper` compares our mean "
-      f"{study.paper['metric']}" + (f" × {scale:g}" if scale != 1 else "") + " with it.",
-      "",
-    ]
+    if diff:
+      md += [
+        f"Paper: {study.paper['source'] or '(no source given)'}. `ours − paper` compares our "
+        f"mean {study.paper['metric']}" + (f" × {scale:g}" if scale != 1 else "") + " with it.",
+        "",
+      ]
+    else:
+      md += [
+        f"Paper: {study.paper['source'] or '(no source given)'}, another dataset and scale: "
+        "shown beside ours for the direction of the effect only, not subtracted.",
+        "",
+      ]
     known = {_norm_key(g["_key"]) for g in groups}
     orphan = [k for k in study.paper["values"] if k not in known]
     if orphan:

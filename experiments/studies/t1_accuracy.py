@@ -41,6 +41,7 @@ def get_study():
       "source": protocol.PAPER_SOURCE,
       "metric": "test_accuracy",
       "scale": 100,
+      "comparable": False,
       "values": PAPER,
     },
     "target_accuracy": 0.88,

@@ -46,6 +46,7 @@ def get_study():
       "source": "SSAM (Mi et al., NeurIPS 2022), ResNet-18 CIFAR-10, Table 1",
       "metric": "test_accuracy",
       "scale": 100,
+      "comparable": False,
       "values": PAPER,
     },
   }

@@ -569,3 +569,28 @@ def test_curves_split_into_panels_for_many_groups(tmp_path):
   ] + [["| rigl", "0.98", "sgd"]]  # Sorted by group_by, values in the study's order.
   assert "| rigl | 0.9 | zo_sam | 1 of 2 |" in md and "93.66 |" in md
   assert "look 100x ours: percent? Set `paper['scale'] = 100`" in md  # Plain mapping: scale 1.
+
+
+def test_paper_numbers_from_another_dataset_are_shown_not_subtracted(tmp_path):
+  """``comparable: False`` keeps the paper's column and drops ``ours − paper``."""
+  from experiments import study as st
+
+  path = tmp_path / "s.py"
+  path.write_text(
+    "def get_study():\n"
+    "  return {'name': 'p', 'base_config': 'experiments/configs/default.py',\n"
+    "          'grid': {'optimizer.name': ['sgd', 'sam']},\n"
+    "          'paper': {'source': 'X', 'scale': 100, 'comparable': False,\n"
+    "                    'values': {('sgd',): 93.0}}}\n"
+  )
+  row = {"_group": ("sgd",), "status": "done", "test_accuracy": 0.9, "wall_time_s": 1.0}
+  row.update(epochs_to_target=None, seconds_to_target=None)
+  for comparable, expected in ((True, 90.0 - 93.0), (False, None)):
+    path.write_text(
+      path.read_text().replace(f"'comparable': {not comparable}", f"'comparable': {comparable}")
+    )
+    study = st.load_study(str(path))
+    assert study.paper["comparable"] is comparable
+    (group,) = st.summarize(study, [row])
+    assert group["paper"] == 93.0
+    assert group["ours_minus_paper"] == (None if expected is None else pytest.approx(expected))
