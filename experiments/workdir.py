@@ -111,6 +111,15 @@ class MetricWriter:
         f.write(json.dumps(record) + "\n")
 
 
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The steps of ``workdir``'s saved checkpoints, ascending (read from the folder names, so
+  nothing is opened or compiled)."""
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    return []
+  return sorted(int(name) for name in os.listdir(ckpt_dir) if name.isdigit())
+
+
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """All records of ``workdir/metrics.jsonl``."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -134,16 +143,16 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def restore(self, state: Any) -> Any:
-    """The latest checkpoint, with ``state``'s structure, shapes and shardings."""
+  def restore(self, state: Any, step: int | None = None) -> Any:
+    """The checkpoint of ``step`` (default: the latest), with ``state``'s structure, shapes and
+    shardings."""
     import jax
 
     abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
     )
-    return self.manager.restore(
-      self.manager.latest_step(), args=self._ocp.args.StandardRestore(abstract)
-    )
+    step = self.manager.latest_step() if step is None else step
+    return self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
 
   def save(self, step: int, state: Any) -> None:
     self.manager.save(step, args=self._ocp.args.StandardSave(state))
