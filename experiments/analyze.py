@@ -162,12 +162,14 @@ def check_workdir(workdir: str, step: int | None) -> Run:
 
 def load_data(run: Run) -> None:
   """The run's training split, evaluation split and seeded training batches (no compile)."""
-  from experiments import input_pipeline, train
+  from experiments import input_pipeline
 
   run.data_dir = run.config.dataset.data_dir or input_pipeline.default_data_dir()
-  run.spec, run.train_split, run.eval_split, run.batches = train._load_data(
-    run.config, run.data_dir
-  )
+  try:
+    data = input_pipeline.load_run_data(run.config, run.data_dir)
+  except ValueError as e:  # e.g. a batch larger than the training split
+    raise UsageError(f"{run.workdir}: {e}") from None
+  run.spec, run.train_split, run.eval_split, run.batches = data
 
 
 # ----------------------------------------------------------------------------- convolutions
