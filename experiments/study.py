@@ -23,9 +23,18 @@ cell is summed over its attempts. A failed cell is reported, the others go on, a
 status is 1. Ctrl-C or SIGTERM stops the children (SIGTERM, then SIGKILL) and exits 130/143;
 the next invocation resumes them.
 
+Analysis (``analyze``: True or ``{"args": [...], "steps": [...], "metrics": {...}}``): each
+finished cell is analysed once per requested checkpoint step with ``python -m experiments.analyze
+WORKDIR [--step N] --out WORKDIR/analysis/<name>/<step_N|final> ARGS``; ``ANALYZED.json`` in
+that folder marks it done (with the same ARGS: changed ones run it again). A step without a
+checkpoint is skipped with a note. ``workdirs_of: OTHER`` makes the cells those of study OTHER
+(same ids and hashes, workdirs ``WORKDIRS/OTHER/<cell id>``): such a study trains nothing, it
+only analyses the finished ones.
+
 Aggregation (after running, or alone with ``--only-aggregate``) writes ``RESULTS/<name>/``:
 ``runs.csv``, ``summary.csv``, ``summary.md`` (mean +- sample std over the finished seeds of each
-group, ``n=2 of 3`` when some are not finished) and ``curves_<metric>.png``.
+group, ``n=2 of 3`` when some are not finished; with a dict ``analyze``, also the analysis
+metrics per step) and ``curves_<metric>.png``.
 
 Extra ``--config.FIELD=VALUE`` arguments are passed to every cell but are not part of the cell
 id or hash: they are for machine-local settings (``dataset.data_dir``, ``progress_bar``), not
@@ -70,12 +79,23 @@ STUDY_KEYS = {
   "metrics": "[key of the eval records]: reported at the final epoch (default test_accuracy)",
   "paper": "{'source': str, 'metric': str, 'scale': float, 'values': {group tuple: number}} "
   "(or just the values mapping)",
-  "analyze": "bool: run `python -m experiments.analyze WORKDIR` after each finished cell",
+  "analyze": "False (default) | True | {'args': [flag], 'steps': [int or 'final'], "
+  "'metrics': {column: dotted path in analysis.json}}: run `python -m experiments.analyze` on "
+  "each finished cell at these checkpoint steps (True: the final one, no metrics)",
+  "workdirs_of": "name of another study whose cells these are: analyse its workdirs "
+  "(WORKDIRS/<workdirs_of>/<cell id>), never train (needs analyze)",
   "target_accuracy": "number: report epochs and training seconds to reach it",
   "target_metric": "the eval key compared with target_accuracy (default test_accuracy)",
   "description": "free text, shown at the top of summary.md",
 }
 PAPER_KEYS = {"source", "metric", "scale", "values", "comparable"}
+ANALYZE_KEYS = {
+  "args": "[str]: extra flags of experiments.analyze (not --step/--out; default [])",
+  "steps": "[int >= 0 or 'final']: checkpoint steps to analyse (default ['final'])",
+  "metrics": "{column: dotted path in analysis.json, e.g. 'hessian.eigenvalues.0'} (default {})",
+}
+FINAL = "final"
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 STATE_FILE = "study_cell.json"
@@ -83,6 +103,8 @@ DONE_FILE = "DONE.json"
 ANALYZED_FILE = "ANALYZED.json"
 LOG_FILE = "log.txt"
 ANALYZE_LOG_FILE = "analyze_log.txt"
+ANALYZE_STATE_FILE = "study_analysis.json"
+ANALYSIS_DIR = "analysis"
 ANALYZE_MODULE = "experiments.analyze"
 
 
@@ -111,6 +133,40 @@ class Cell:
     return dict(self.overrides).get(field)
 
 
+def step_label(step: int | str) -> str:
+  """The folder and column label of an analysed checkpoint: ``step_<N>`` or ``final``."""
+  return FINAL if step == FINAL else f"step_{step}"
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisSpec:
+  """The study's ``analyze``: which checkpoints of each finished cell to analyse, and how."""
+
+  args: tuple[str, ...] = ()
+  steps: tuple[int | str, ...] = (FINAL,)
+  metrics: tuple[tuple[str, str], ...] = ()  # (column, dotted path in analysis.json)
+  summarized: bool = False  # Given as a dict: runs.csv and the summary get analysis columns.
+
+  @property
+  def labels(self) -> list[str]:
+    return [step_label(s) for s in self.steps]
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisJob:
+  """One ``experiments.analyze`` run: a cell's checkpoint of ``step`` (None: its latest)."""
+
+  cell: Cell
+  step: int | None
+  label: str
+  out_dir: str
+  args: tuple[str, ...]
+
+  @property
+  def name(self) -> str:
+    return f"{self.cell.cell_id}@{self.label}"
+
+
 @dataclasses.dataclass
 class Study:
   name: str
@@ -123,14 +179,38 @@ class Study:
   group_by: list[str]
   metrics: list[str]
   paper: dict[str, Any] | None
-  analyze: bool
+  analyze: AnalysisSpec | None
   target_accuracy: float | None
   target_metric: str
   description: str
   path: str
+  workdirs_of: str | None = None
+
+  @property
+  def workdirs_name(self) -> str:
+    """The folder under the workdirs root that holds the cells (``workdirs_of`` or ``name``)."""
+    return self.workdirs_of or self.name
+
+  def analysis_jobs(self, cell: Cell) -> list[AnalysisJob]:
+    """One job per requested step; outputs under ``WORKDIR/analysis/<name>/<label>``."""
+    if self.analyze is None:
+      return []
+    return [
+      AnalysisJob(
+        cell=cell,
+        step=None if step == FINAL else int(step),
+        label=step_label(step),
+        out_dir=os.path.join(cell.workdir, ANALYSIS_DIR, self.name, step_label(step)),
+        args=self.analyze.args,
+      )
+      for step in self.analyze.steps
+    ]
 
   def expand(self, workdirs_root: str) -> list[Cell]:
-    """The cells: (grid product + explicit cells) x seeds, grid first, seeds innermost."""
+    """The cells: (grid product + explicit cells) x seeds, grid first, seeds innermost.
+
+    Workdirs are ``<workdirs_root>/<workdirs_of or name>/<cell id>``; the ids and hashes do not
+    depend on either name."""
     combos: list[dict[str, Any]] = []
     if self.grid:
       keys = list(self.grid)
@@ -147,7 +227,7 @@ class Study:
         if cell_id in seen:
           raise StudyError(f"cells {seen[cell_id]} and {dict(overrides)} are the same run")
         seen[cell_id] = dict(overrides)
-        workdir = os.path.join(workdirs_root, self.name, cell_id)
+        workdir = os.path.join(workdirs_root, self.workdirs_name, cell_id)
         out.append(Cell(cell_id, tuple(combo.items()), overrides, seed, chash, workdir))
     return out
 
@@ -290,9 +370,20 @@ def parse_study(raw: Any, path: str = "<study>") -> Study:
   metrics = raw.get("metrics", ["test_accuracy"])
   if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
     raise StudyError(f"metrics must be a non-empty list of eval-record keys, got {metrics!r}")
-  analyze = raw.get("analyze", False)
-  if not isinstance(analyze, bool):
-    raise StudyError(f"analyze must be true or false, got {analyze!r}")
+  analyze = _parse_analyze(raw.get("analyze", False))
+  workdirs_of = raw.get("workdirs_of")
+  if workdirs_of is not None:
+    if not isinstance(workdirs_of, str) or not NAME_RE.match(workdirs_of):
+      raise StudyError(
+        f"workdirs_of must be the name of another study (letters, digits, ._-), got {workdirs_of!r}"
+      )
+    if workdirs_of == name:
+      raise StudyError(f"workdirs_of names this study itself ({name!r}); leave it out")
+    if analyze is None:
+      raise StudyError(
+        "workdirs_of needs 'analyze' (True or a dict): a study over another study's workdirs "
+        "trains nothing and only analyses them"
+      )
   target = raw.get("target_accuracy")
   if target is not None and (
     isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target)
@@ -321,11 +412,90 @@ def parse_study(raw: Any, path: str = "<study>") -> Study:
     target_metric=target_metric,
     description=description,
     path=path,
+    workdirs_of=workdirs_of,
   )
   if raw.get("paper") is not None:
     study.paper = _parse_paper(raw["paper"], study)
   study.expand("")  # Raises on duplicate cells.
   return study
+
+
+def _parse_analyze(analyze: Any) -> AnalysisSpec | None:
+  """``analyze``: False -> None, True -> the final checkpoint with no flags, or a dict of
+  ``ANALYZE_KEYS``."""
+  if analyze is False:
+    return None
+  if analyze is True:
+    return AnalysisSpec()
+  if not isinstance(analyze, dict):
+    raise StudyError(
+      f"analyze must be True, False or a dict with keys {', '.join(ANALYZE_KEYS)}; got {analyze!r}"
+    )
+  unknown = sorted(str(k) for k in analyze if k not in ANALYZE_KEYS)
+  if unknown:
+    raise StudyError(
+      f"analyze: unknown key(s) {', '.join(unknown)}; valid: {', '.join(ANALYZE_KEYS)}"
+    )
+  args = analyze.get("args", [])
+  if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+    raise StudyError(
+      f"analyze['args'] must be a list of strings (flags of experiments.analyze, e.g. "
+      f"['--skip', 'spectrum,landscape']), got {args!r}"
+    )
+  _check_analyze_args(args)
+  steps = analyze.get("steps", [FINAL])
+  allowed = "a non-empty list of checkpoint steps (integers >= 0) and/or 'final'"
+  if not isinstance(steps, list) or not steps:
+    raise StudyError(f"analyze['steps'] must be {allowed}, got {steps!r}")
+  for step in steps:
+    if step != FINAL and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+      raise StudyError(f"analyze['steps']: {step!r} is not allowed; give {allowed}")
+  if len(set(map(step_label, steps))) != len(steps):
+    raise StudyError(f"analyze['steps'] repeats a step: {steps!r}")
+  metrics = analyze.get("metrics", {})
+  if not isinstance(metrics, dict):
+    raise StudyError(
+      f"analyze['metrics'] must be a dict {{column: dotted path in analysis.json}}, got "
+      f"{type(metrics).__name__}"
+    )
+  for column, where in metrics.items():
+    if not isinstance(column, str) or not IDENT_RE.match(column):
+      raise StudyError(
+        f"analyze['metrics']: {column!r} is not a column name (letters, digits and _, not "
+        "starting with a digit)"
+      )
+    if not isinstance(where, str) or not where or "" in where.split("."):
+      raise StudyError(
+        f"analyze['metrics'][{column!r}] must be a dotted path in analysis.json such as "
+        f"'hessian.eigenvalues.0', got {where!r}"
+      )
+  return AnalysisSpec(
+    args=tuple(args), steps=tuple(steps), metrics=tuple(metrics.items()), summarized=True
+  )
+
+
+def _check_analyze_args(args: Sequence[str]) -> None:
+  """Refuses flags ``experiments.analyze`` does not take, and those the runner sets."""
+  if not args or not analyze_available():
+    return
+  from experiments import analyze as analyze_lib
+
+  try:
+    workdirs, settings, out = analyze_lib.parse_args(["WORKDIR", *args])
+  except analyze_lib.UsageError as e:
+    raise StudyError(f"analyze['args'] {list(args)!r}: {e}") from None
+  except SystemExit:  # --help: argparse prints and exits.
+    raise StudyError(f"analyze['args'] {list(args)!r}: give only analysis flags") from None
+  if len(workdirs) > 1:
+    raise StudyError(
+      f"analyze['args'] {list(args)!r} holds a workdir ({workdirs[1]!r}): the runner passes "
+      "each cell's; give only flags"
+    )
+  if settings.step is not None or out is not None:
+    raise StudyError(
+      f"analyze['args'] {list(args)!r} sets --step or --out: the runner sets them (give the "
+      "steps in analyze['steps'])"
+    )
 
 
 def _parse_paper(paper: Any, study: Study) -> dict[str, Any]:
@@ -425,10 +595,8 @@ def _has_previous_run(workdir: str) -> bool:
   )
 
 
-def _begin_attempt(cell: Cell, resume: bool, kind: str) -> dict[str, Any]:
-  attempt = {"kind": kind, "started": time.time(), "resume": resume, "wall_s": None}
-  if kind != "train":
-    return attempt
+def _begin_attempt(cell: Cell, resume: bool) -> dict[str, Any]:
+  attempt = {"kind": "train", "started": time.time(), "resume": resume, "wall_s": None}
   path = os.path.join(cell.workdir, STATE_FILE)
   state = _read_json(path) or {
     "cell_id": cell.cell_id,
@@ -445,10 +613,6 @@ def _end_attempt(cell: Cell, attempt: dict[str, Any], returncode: int | None) ->
   attempt["wall_s"] = time.time() - attempt["started"]
   attempt["returncode"] = returncode
   attempt["status"] = "ok" if returncode == 0 else "interrupted" if returncode is None else "failed"
-  if attempt["kind"] == "analyze":
-    if returncode == 0:
-      _write_json(os.path.join(cell.workdir, ANALYZED_FILE), {"wall_s": attempt["wall_s"]})
-    return
   path = os.path.join(cell.workdir, STATE_FILE)
   state = _read_json(path) or {"attempts": [attempt]}
   state["attempts"] = state.get("attempts", [])[:-1] + [attempt]
@@ -462,6 +626,70 @@ def _end_attempt(cell: Cell, attempt: dict[str, Any], returncode: int | None) ->
         "config_hash": cell.config_hash,
         "wall_time_s": sum(a["wall_s"] for a in attempts),
         "attempts": len(attempts),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+      },
+    )
+
+
+# ----------------------------------------------------------------------------- analysis state
+
+
+def checkpoint_problem(job: AnalysisJob) -> str | None:
+  """Why ``job``'s checkpoint cannot be analysed (``no checkpoint at step N``), else None."""
+  from experiments import workdir as workdir_lib
+
+  saved = workdir_lib.checkpoint_steps(job.cell.workdir)
+  if job.step is None:
+    return None if saved else "no checkpoint"
+  if job.step in saved:
+    return None
+  return f"no checkpoint at step {job.step}"
+
+
+def analysis_status(job: AnalysisJob) -> str:
+  """``done`` | ``stale`` (done with other ``args``; run again) | ``waiting`` (the cell is not
+  finished) | ``no checkpoint`` | ``failed`` | ``incomplete`` (interrupted) | ``pending``."""
+  marker = _read_json(os.path.join(job.out_dir, ANALYZED_FILE))
+  if marker is not None:
+    return "done" if marker.get("args", []) == list(job.args) else "stale"
+  if cell_status(job.cell) != "done":
+    return "waiting"
+  if checkpoint_problem(job):
+    return "no checkpoint"
+  state = _read_json(os.path.join(job.out_dir, ANALYZE_STATE_FILE)) or {}
+  attempts = state.get("attempts", [])
+  if not attempts:
+    return "pending"
+  return "failed" if attempts[-1].get("status") == "failed" else "incomplete"
+
+
+def _begin_analysis(job: AnalysisJob) -> dict[str, Any]:
+  os.makedirs(job.out_dir, exist_ok=True)
+  attempt = {"kind": "analyze", "started": time.time(), "wall_s": None}
+  path = os.path.join(job.out_dir, ANALYZE_STATE_FILE)
+  state = _read_json(path) or {"attempts": []}
+  state["attempts"] = [a for a in state["attempts"] if a.get("wall_s") is not None] + [attempt]
+  _write_json(path, state)
+  return attempt
+
+
+def _end_analysis(job: AnalysisJob, attempt: dict[str, Any], returncode: int | None) -> None:
+  """Records the attempt; exit 0 writes ``ANALYZED.json`` (the marker that it is done)."""
+  attempt["wall_s"] = time.time() - attempt["started"]
+  attempt["returncode"] = returncode
+  attempt["status"] = "ok" if returncode == 0 else "interrupted" if returncode is None else "failed"
+  path = os.path.join(job.out_dir, ANALYZE_STATE_FILE)
+  state = _read_json(path) or {"attempts": [attempt]}
+  state["attempts"] = state.get("attempts", [])[:-1] + [attempt]
+  _write_json(path, state)
+  if returncode == 0:
+    _write_json(
+      os.path.join(job.out_dir, ANALYZED_FILE),
+      {
+        "cell_id": job.cell.cell_id,
+        "step": FINAL if job.step is None else job.step,
+        "args": list(job.args),
+        "wall_s": attempt["wall_s"],
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
       },
     )
@@ -492,8 +720,14 @@ def main_command(
   return cmd + (["--resume"] if resume else []) + cell.override_args() + list(extra)
 
 
-def analyze_command(cell: Cell) -> list[str]:
-  return [sys.executable, "-m", ANALYZE_MODULE, os.path.abspath(cell.workdir)]
+def analyze_command(job: AnalysisJob, module: str = ANALYZE_MODULE) -> list[str]:
+  """``python -m experiments.analyze WORKDIR [--step N] --out OUT ARGS``."""
+  cmd = [sys.executable, "-m", module, os.path.abspath(job.cell.workdir)]
+  cmd += [] if job.step is None else [f"--step={job.step}"]
+  return cmd + [f"--out={os.path.abspath(job.out_dir)}", *job.args]
+
+
+AnalyzeFactory = Callable[[AnalysisJob], list[str]]
 
 
 def analyze_available() -> bool:
@@ -516,8 +750,10 @@ class RunReport:
   launched: list[str] = dataclasses.field(default_factory=list)  # "cell_id" or "cell_id (resume)"
   skipped: list[str] = dataclasses.field(default_factory=list)
   failed: dict[str, str] = dataclasses.field(default_factory=dict)  # cell_id -> last error
-  analyzed: list[str] = dataclasses.field(default_factory=list)
-  analyze_failed: dict[str, str] = dataclasses.field(default_factory=dict)
+  waiting: list[str] = dataclasses.field(default_factory=list)  # workdirs_of: not finished there
+  analyzed: list[str] = dataclasses.field(default_factory=list)  # "cell_id@label"
+  analyze_failed: dict[str, str] = dataclasses.field(default_factory=dict)  # "cell_id@label" ->
+  no_checkpoint: dict[str, str] = dataclasses.field(default_factory=dict)  # "cell_id@label" ->
   notes: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -527,19 +763,22 @@ def run_cells(
   *,
   jobs: int = 1,
   command: CommandFactory | None = None,
-  analyze: Callable[[Cell], list[str]] | None = None,
+  analyze: AnalyzeFactory | None = None,
   extra: Sequence[str] = (),
   cwd: str | None = None,
   log: Callable[[str], None] | None = None,
   poll_s: float = 0.05,
   kill_grace_s: float = 10.0,
 ) -> RunReport:
-  """Runs the cells that are not done, ``jobs`` at a time.
+  """Runs the cells that are not done, then their analyses, ``jobs`` processes at a time.
+
+  A study with ``workdirs_of`` trains nothing: its unfinished cells are reported as waiting.
 
   Args:
     command: ``(cell, resume, extra) -> argv`` (default: ``python -m experiments.main ...``).
-    analyze: ``cell -> argv`` run after a finished cell when ``study.analyze`` (default:
-      ``python -m experiments.analyze WORKDIR``, skipped with a note when that module is absent).
+    analyze: ``AnalysisJob -> argv``, run for each requested step of a finished cell when the
+      study has ``analyze`` (default: :func:`analyze_command`; skipped with a note when
+      ``experiments.analyze`` is absent).
     extra: ``--config.FIELD=VALUE`` arguments appended to every cell's command.
 
   Raises:
@@ -554,7 +793,7 @@ def run_cells(
 
   log = log or _print
   report = RunReport()
-  do_analyze = study.analyze
+  do_analyze = study.analyze is not None
   if do_analyze and analyze is None:
     if analyze_available():
       analyze = analyze_command
@@ -563,39 +802,64 @@ def run_cells(
       report.notes.append(f"analyze: {ANALYZE_MODULE} not found; analysis skipped")
       log(f"note: {report.notes[-1]}")
 
-  pending: collections.deque[tuple[str, Cell]] = collections.deque()
+  def analyses_to_run(cell: Cell) -> list[AnalysisJob]:
+    """The finished cell's analyses not done yet; notes the steps without a checkpoint."""
+    todo = []
+    for job in study.analysis_jobs(cell) if do_analyze else []:
+      status = analysis_status(job)
+      if status == "done":
+        continue
+      problem = checkpoint_problem(job)
+      if problem:
+        report.no_checkpoint[job.name] = problem
+        log(f"note: {cell.cell_id}: {problem}; analysis {job.label} not run")
+        continue
+      if status == "stale":
+        log(f"note: {job.name} was analysed with other args; analysing it again")
+      todo.append(job)
+    return todo
+
+  pending: collections.deque[tuple[str, Cell, AnalysisJob | None]] = collections.deque()
   for cell in cells:
     status = cell_status(cell)
     if status == "done":
       report.skipped.append(cell.cell_id)
-      if do_analyze and not os.path.exists(os.path.join(cell.workdir, ANALYZED_FILE)):
-        pending.append(("analyze", cell))
+      pending.extend(("analyze", cell, job) for job in analyses_to_run(cell))
+    elif study.workdirs_of:
+      report.waiting.append(cell.cell_id)
+      log(f"waiting for {study.workdirs_of}: {cell.cell_id} ({status})")
     else:
-      pending.append(("train", cell))
-  total = sum(kind == "train" for kind, _ in pending)
-  if report.skipped:
+      pending.append(("train", cell, None))
+  total = sum(kind == "train" for kind, _, _ in pending)
+  if study.workdirs_of:
+    log(
+      f"{len(report.skipped)} cell(s) of {study.workdirs_of} done, {len(report.waiting)} waiting "
+      f"for {study.workdirs_of}, {len(pending)} analysis(es) to run"
+    )
+  elif report.skipped:
     log(f"{len(report.skipped)} cell(s) already done, {total} to run")
 
-  running: dict[subprocess.Popen, tuple[str, Cell, dict[str, Any], Any]] = {}
+  running: dict[subprocess.Popen, tuple[str, Cell, AnalysisJob | None, dict[str, Any], Any]] = {}
   started = 0
   try:
     while pending or running:
       while pending and len(running) < max(1, jobs):
-        kind, cell = pending.popleft()
-        os.makedirs(cell.workdir, exist_ok=True)
+        kind, cell, job = pending.popleft()
         if kind == "train":
+          os.makedirs(cell.workdir, exist_ok=True)
           resume = _has_previous_run(cell.workdir)
           argv = command(cell, resume, extra)
           log_path = os.path.join(cell.workdir, LOG_FILE)
           started += 1
           what = f"[{started}/{total}] {cell.cell_id}" + (" (resume)" if resume else "")
           report.launched.append(cell.cell_id + (" (resume)" if resume else ""))
+          attempt = _begin_attempt(cell, resume)
         else:
           resume = False
-          argv = analyze(cell)
-          log_path = os.path.join(cell.workdir, ANALYZE_LOG_FILE)
-          what = f"analyze {cell.cell_id}"
-        attempt = _begin_attempt(cell, resume, kind)
+          argv = analyze(job)
+          attempt = _begin_analysis(job)
+          log_path = os.path.join(job.out_dir, ANALYZE_LOG_FILE)
+          what = f"analyze {job.name}"
         logf = open(log_path, "a")  # noqa: SIM115 - closed when the process ends.
         logf.write(
           f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {kind}"
@@ -611,27 +875,30 @@ def run_cells(
           start_new_session=True,  # Ctrl-C reaches only us; we stop the children ourselves.
           preexec_fn=_die_with_parent,
         )
-        running[proc] = (kind, cell, attempt, logf)
+        running[proc] = (kind, cell, job, attempt, logf)
         log(f"start {what}")
       time.sleep(poll_s)
       for proc in [p for p in running if p.poll() is not None]:
-        kind, cell, attempt, logf = running.pop(proc)
+        kind, cell, job, attempt, logf = running.pop(proc)
         logf.close()
-        _end_attempt(cell, attempt, proc.returncode)
+        if kind == "train":
+          _end_attempt(cell, attempt, proc.returncode)
+        else:
+          _end_analysis(job, attempt, proc.returncode)
         if kind == "train" and proc.returncode == 0:
           log(f"done  {cell.cell_id} in {attempt['wall_s']:.1f}s")
-          if do_analyze:
-            pending.appendleft(("analyze", cell))
+          pending.extendleft(("analyze", cell, j) for j in reversed(analyses_to_run(cell)))
         elif kind == "train":
           error = _last_error(os.path.join(cell.workdir, LOG_FILE))
           report.failed[cell.cell_id] = f"exit {proc.returncode}: {error}"
           log(f"FAILED {cell.cell_id} (exit {proc.returncode}): {error}")
         elif proc.returncode == 0:
-          report.analyzed.append(cell.cell_id)
+          report.analyzed.append(job.name)
+          log(f"analysed {job.name} in {attempt['wall_s']:.1f}s")
         else:
-          error = _last_error(os.path.join(cell.workdir, ANALYZE_LOG_FILE))
-          report.analyze_failed[cell.cell_id] = f"exit {proc.returncode}: {error}"
-          log(f"ANALYZE FAILED {cell.cell_id} (exit {proc.returncode}): {error}")
+          error = _last_error(os.path.join(job.out_dir, ANALYZE_LOG_FILE))
+          report.analyze_failed[job.name] = f"exit {proc.returncode}: {error}"
+          log(f"ANALYZE FAILED {job.name} (exit {proc.returncode}): {error}")
   except BaseException:  # Ctrl-C, SIGTERM, or a bug here: leave no child behind.
     _stop(running, kill_grace_s, log)
     raise
@@ -673,11 +940,15 @@ def _stop(running: dict, grace_s: float, log: Callable[[str], None]) -> None:
     except subprocess.TimeoutExpired:
       _signal_group(proc, signal.SIGKILL)
       proc.wait()
-  for _, cell, attempt, logf in running.values():
+  for kind, cell, job, attempt, logf in running.values():
     logf.write("=== interrupted: stopped by the study runner\n")
     logf.close()
-    _end_attempt(cell, attempt, None)
-    log(f"stopped {cell.cell_id} (resumes next time)")
+    if kind == "train":
+      _end_attempt(cell, attempt, None)
+      log(f"stopped {cell.cell_id} (resumes next time)")
+    else:
+      _end_analysis(job, attempt, None)
+      log(f"stopped analysis {job.name} (runs again next time)")
   running.clear()
 
 
@@ -760,14 +1031,59 @@ def collect_runs(study: Study, cells: Sequence[Cell]) -> list[dict[str, Any]]:
       epoch, seconds = time_to_target(evals, study.target_metric, study.target_accuracy)
       row["epochs_to_target"] = epoch
       row["seconds_to_target"] = seconds
-    if study.analyze:
-      analyzed = os.path.exists(os.path.join(cell.workdir, ANALYZED_FILE))
-      row["analyzed"] = analyzed
+    if study.analyze is not None and not study.analyze.summarized:
+      row["analyzed"] = all(analysis_status(j) == "done" for j in study.analysis_jobs(cell))
+    elif study.analyze is not None:
+      row["_analysis"] = {}
+      for job in study.analysis_jobs(cell):
+        row["_analysis"][job.label] = info = _analysis_info(job, study.analyze.metrics)
+        row[f"analysis@{job.label}"] = info["status"]
+        row.update({f"{c}@{job.label}": info["values"].get(c) for c, _ in study.analyze.metrics})
     row["error"] = _last_error(os.path.join(cell.workdir, LOG_FILE)) if status == "failed" else ""
     row["_evals"] = evals
     row["_group"] = study.group_key(cell)
     rows.append(row)
   return rows
+
+
+def lookup(data: Any, path: str) -> tuple[float | None, str | None]:
+  """``(number, None)`` at the dotted ``path`` of ``data`` (integer parts index lists, negative
+  ones from the end), else ``(None, why not)``."""
+  node = data
+  for part in path.split("."):
+    if isinstance(node, dict) and part in node:
+      node = node[part]
+    elif isinstance(node, list) and re.fullmatch(r"-?[0-9]+", part):
+      if not -len(node) <= int(part) < len(node):
+        return None, f"index {part} is outside a list of {len(node)}"
+      node = node[int(part)]
+    elif isinstance(node, dict) and isinstance(node.get("skipped"), str):
+      return None, node["skipped"]
+    else:
+      return None, f"no {part!r} there"
+  if node is None:
+    return None, "null (not finite)"
+  if isinstance(node, bool) or not isinstance(node, (int, float)):
+    return None, f"not a number ({type(node).__name__})"
+  return float(node), None
+
+
+def _analysis_info(job: AnalysisJob, metrics: Sequence[tuple[str, str]]) -> dict[str, Any]:
+  """The status of ``job`` and, when done, the metrics read from its ``analysis.json``."""
+  status = analysis_status(job)
+  info: dict[str, Any] = {"status": status, "values": {}, "problems": {}, "why": ""}
+  if status == "no checkpoint":
+    info["why"] = checkpoint_problem(job) or ""
+  elif status == "failed":
+    info["why"] = _last_error(os.path.join(job.out_dir, ANALYZE_LOG_FILE))
+  elif status == "done":
+    data = _read_json(os.path.join(job.out_dir, "analysis.json"))
+    for column, path in metrics:
+      value, problem = (None, "no readable analysis.json") if data is None else lookup(data, path)
+      info["values"][column] = value
+      if problem:
+        info["problems"][column] = problem
+  return info
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None, int]:
@@ -781,6 +1097,13 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None, int]:
 
 def _fmt(x: float | None, digits: int = 4) -> str:
   return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _fmt_g(mean: float | None, std: float | None) -> str:
+  """4 significant digits (analysis metrics span many orders of magnitude), std 2."""
+  if mean is None:
+    return "-"
+  return f"{mean:.4g}" + ("" if std is None else f" ± {std:.2g}")
 
 
 def _fmt_ms(mean: float | None, std: float | None, digits: int = 4) -> str:
@@ -826,6 +1149,15 @@ def summarize(study: Study, rows: Sequence[dict[str, Any]]) -> list[dict[str, An
       g["reached"] = len(reached)
       for what in ("epochs_to_target", "seconds_to_target"):
         g[f"{what}_mean"], g[f"{what}_std"], _ = mean_std([r[what] for r in reached])
+    if study.analyze is not None and study.analyze.summarized:
+      for label in study.analyze.labels:
+        analysed = [r for r in members if r["_analysis"][label]["status"] == "done"]
+        g[f"analyzed@{label}"] = len(analysed)
+        for column, _ in study.analyze.metrics:
+          values = [r[f"{column}@{label}"] for r in analysed]
+          mean, std, n = mean_std(values)
+          g[f"{column}@{label}_mean"], g[f"{column}@{label}_std"] = mean, std
+          g[f"{column}@{label}_n"] = n
     if study.paper:
       paper = study.paper["values"].get(_norm_key(key))
       ours = g[f"{study.paper['metric']}_mean"]
@@ -866,6 +1198,11 @@ def render_summary(
   ]
   if study.cells:
     md.append(f"* Extra cells: {len(study.cells)}")
+  if study.workdirs_of:
+    md.append(
+      f"* Workdirs: those of study `{study.workdirs_of}` (same cells); this study trains "
+      "nothing, it analyses them"
+    )
   md += [
     f"* Seeds (`{study.seed_field}`): {', '.join(map(str, study.seeds))}",
     f"* Cells: {len(rows)} ("
@@ -940,6 +1277,8 @@ def render_summary(
       ]
       table.append(cells)
     md += _md_table(list(study.group_by) + ["reached", "epochs", "train s"], table) + [""]
+  if study.analyze is not None and study.analyze.summarized:
+    md += _render_analysis(study, groups)
   notes = []
   for g in groups:
     if g["n"] < g["n_asked"]:
@@ -947,11 +1286,86 @@ def render_summary(
   for r in rows:
     if r["status"] == "failed":
       notes.append(f"`{r['cell_id']}` failed: {r['error']}")
+  if study.analyze is not None and study.analyze.summarized:
+    notes += _analysis_notes(study, rows)
   if notes:
     md += ["## Notes", ""] + [f"* {n}" for n in notes] + [""]
   if plots:
     md += ["## Curves", ""] + [f"![{os.path.splitext(p)[0]}]({p})" for p in plots] + [""]
   return "\n".join(md)
+
+
+def _render_analysis(study: Study, groups: Sequence[dict[str, Any]]) -> list[str]:
+  """``## Analysis``: one table per analysed checkpoint (step label)."""
+  spec = study.analyze
+  flags = " ".join(spec.args)
+  md = [
+    "## Analysis",
+    "",
+    "`python -m experiments.analyze` on each finished cell"
+    + (f" with `{flags}`" if flags else "")
+    + f", at checkpoint(s) {', '.join(spec.labels)}"
+    + (" (`final`: the last one saved)" if FINAL in spec.labels else "")
+    + f"; outputs in `WORKDIR/{ANALYSIS_DIR}/{study.name}/<checkpoint>/`. "
+    "Mean ± sample std (ddof=1, no ± when n=1; 4 significant digits) over the analysed runs "
+    "of each group; `n` counts them (`2 of 3`: the others are not finished, have no "
+    "checkpoint there or failed; see Notes).",
+    "",
+  ]
+  if spec.metrics:
+    md += [
+      "Columns (paths in `analysis.json`): "
+      + ", ".join(f"{column} = `{path}`" for column, path in spec.metrics)
+      + ".",
+      "",
+    ]
+  columns = [column for column, _ in spec.metrics]
+  for step, label in zip(spec.steps, spec.labels, strict=True):
+    md += [f"### {label}: " + ("the final checkpoint" if step == FINAL else f"step {step}"), ""]
+    table = []
+    for g in groups:
+      cells = ["(base)" if g[f] is None else format_value(g[f]) for f in study.group_by]
+      n, asked = g[f"analyzed@{label}"], g["n_asked"]
+      cells.append(str(n) if n == asked else f"{n} of {asked}")
+      cells += [_fmt_g(g[f"{c}@{label}_mean"], g[f"{c}@{label}_std"]) for c in columns]
+      table.append(cells)
+    md += _md_table(list(study.group_by) + ["n", *columns], table) + [""]
+  return md
+
+
+def _analysis_notes(study: Study, rows: Sequence[dict[str, Any]]) -> list[str]:
+  """Unanalysed finished cells (by reason) and metrics missing from analysis.json files."""
+  notes = []
+  for label in study.analyze.labels:
+    infos = [(r["cell_id"], r["_analysis"][label]) for r in rows if r["status"] == "done"]
+    by_status = collections.defaultdict(list)
+    for cell_id, info in infos:
+      by_status[info["status"]].append((cell_id, info))
+    for why, count in sorted(
+      collections.Counter(i["why"] for _, i in by_status["no checkpoint"]).items()
+    ):
+      notes.append(f"analysis {label}: {why} in {count} finished cell(s) (not analysed)")
+    for cell_id, info in by_status["failed"]:
+      notes.append(f"analysis {label} of `{cell_id}` failed: {info['why']}")
+    if by_status["stale"]:
+      notes.append(
+        f"analysis {label}: {len(by_status['stale'])} cell(s) were analysed with other args "
+        "(not counted; running the study again analyses them again)"
+      )
+    waiting = len(by_status["pending"]) + len(by_status["incomplete"])
+    if waiting:
+      notes.append(f"analysis {label}: {waiting} finished cell(s) not analysed yet")
+    problems = collections.Counter(
+      (column, problem)
+      for _, info in by_status["done"]
+      for column, problem in info["problems"].items()
+    )
+    paths = dict(study.analyze.metrics)
+    for (column, problem), count in sorted(problems.items()):
+      notes.append(
+        f"{column}@{label}: `{paths[column]}` missing in {count} analysis.json: {problem}"
+      )
+  return notes
 
 
 def plot_curves(
@@ -1101,7 +1515,7 @@ def run(
   argv: Sequence[str] | None = None,
   *,
   command: CommandFactory | None = None,
-  analyze: Callable[[Cell], list[str]] | None = None,
+  analyze: AnalyzeFactory | None = None,
   log: Callable[[str], None] | None = None,
 ) -> int:
   """Entry point; returns the exit status (0 ok, 1 some cell failed, 2 bad input, 130/143
@@ -1122,11 +1536,19 @@ def run(
     base = os.path.abspath(_resolve(study.base_config) or study.base_config)
     for cell in chosen:
       status = cell_status(cell)
-      resume = status != "done" and os.path.isdir(cell.workdir) and _has_previous_run(cell.workdir)
-      argv_c = (command or (lambda c, r, e: main_command(c, r, e, base)))(cell, resume, extra)
       log(f"{status:10s} {cell.cell_id}")
-      if status != "done":
+      if status != "done" and study.workdirs_of:
+        log(f"           waiting for {study.workdirs_of}")
+      elif status != "done":
+        resume = os.path.isdir(cell.workdir) and _has_previous_run(cell.workdir)
+        argv_c = (command or (lambda c, r, e: main_command(c, r, e, base)))(cell, resume, extra)
         log("           " + " ".join(argv_c))
+      for job in study.analysis_jobs(cell) if status == "done" else []:
+        job_status = analysis_status(job)
+        if job_status == "no checkpoint":
+          log(f"           analysis {job.label}: {checkpoint_problem(job)}")
+        elif job_status != "done":
+          log(f"           analyze {job.label}: " + " ".join((analyze or analyze_command)(job)))
     log(f"{len(chosen)} cell(s); results would go to {out_dir}")
     return 0
 
@@ -1141,7 +1563,8 @@ def run(
     if in_main_thread:
       signal.signal(signal.SIGTERM, on_term)
     try:
-      log(f"study {study.name}: {len(chosen)} cell(s) in {os.path.join(args.workdirs, study.name)}")
+      where = os.path.join(args.workdirs, study.workdirs_name)
+      log(f"study {study.name}: {len(chosen)} cell(s) in {where}")
       report = run_cells(
         study, chosen, jobs=args.jobs, command=command, analyze=analyze, extra=extra, log=log
       )
@@ -1162,13 +1585,22 @@ def run(
       f"{counts[s]} {s}" for s in ("done", "failed", "incomplete", "missing") if counts[s]
     )
   )
+  if study.analyze is not None and study.analyze.summarized:
+    log(
+      "analysed: "
+      + ", ".join(
+        f"{label} {sum(r['_analysis'][label]['status'] == 'done' for r in result['rows'])} "
+        f"of {len(result['rows'])}"
+        for label in study.analyze.labels
+      )
+    )
   failed = dict(report.failed)
-  if args.only_aggregate:
+  if args.only_aggregate and not study.workdirs_of:  # Those are the other study's to report.
     failed = {r["cell_id"]: r["error"] for r in result["rows"] if r["status"] == "failed"}
   for cell_id, error in failed.items():
     log(f"failed: {cell_id}: {error}")
-  for cell_id, error in report.analyze_failed.items():
-    log(f"analysis failed: {cell_id}: {error}")
+  for name, error in report.analyze_failed.items():
+    log(f"analysis failed: {name}: {error}")
   return 1 if failed or report.analyze_failed else 0
 
 

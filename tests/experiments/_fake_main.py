@@ -1,7 +1,8 @@
 """A stand-in for ``experiments.main`` that trains nothing (study-runner tests).
 
-Takes the same arguments. Writes ``config.json`` and one ``eval`` record per epoch to
-``metrics.jsonl``, like the real one, and appends its call to ``WORKDIR/calls.jsonl``. The
+Takes the same arguments. Writes ``config.json``, one ``eval`` record per epoch to
+``metrics.jsonl`` and an (empty) checkpoint folder ``checkpoints/<step>`` per epoch (step
+``10 * epoch``), like the real one, and appends its call to ``WORKDIR/calls.jsonl``. The
 ``fake.*`` overrides steer it:
 
 * ``fake.acc`` (default 0.5): the final test accuracy; epoch e of E gets ``acc * e / E``.
@@ -63,6 +64,7 @@ def main(argv: list[str]) -> int:
     }
     with open(metrics, "a") as f:
       f.write(json.dumps(record) + "\n")
+    os.makedirs(os.path.join(workdir, "checkpoints", str(10 * epoch)), exist_ok=True)
     print(f"epoch {epoch}/{epochs}", flush=True)
     if overrides.get("fake.die_first") == "true" and not resume:
       print("dying on purpose", flush=True)

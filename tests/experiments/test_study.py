@@ -268,30 +268,238 @@ def test_extra_config_args_reach_cells_outside_the_hash(tmp_path):
     assert "--config.dataset.data_dir=/somewhere" in calls(cell.workdir)[0]["argv"]
 
 
-def test_analyze_runs_after_cells_or_is_skipped_with_a_note(tmp_path):
+def fake_analyze(job):
+  return study.analyze_command(job, module="tests.experiments._fake_analyze")
+
+
+def analyze_calls(workdir):
+  path = os.path.join(workdir, "analyze_calls.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line)["argv"] for line in f]
+
+
+def test_analyze_true_analyses_the_final_checkpoint_or_is_skipped_with_a_note(
+  tmp_path, monkeypatch
+):
   raw = {**TWO, "analyze": True}
-  code, lines = run_fake(tmp_path, raw)  # No experiments.analyze module (yet).
-  if study.analyze_available():
-    pytest.skip("experiments.analyze exists")
+  with monkeypatch.context() as m:
+    m.setattr(study, "analyze_available", lambda: False)
+    code, lines = run_fake(tmp_path, raw)
   assert code == 0
   assert any("experiments.analyze not found" in line for line in lines)
 
-  def fake_analyze(cell):
-    return [sys.executable, "-c", "import sys; print('analysed', sys.argv[1])", cell.workdir]
-
   code, lines = run_fake(tmp_path, raw, analyze=fake_analyze)  # Done cells get analysed.
-  assert code == 0
+  assert code == 0, lines
   for cell in study.parse_study(raw).expand(str(tmp_path / "wd")):
-    assert os.path.exists(os.path.join(cell.workdir, "ANALYZED.json"))
-    assert "analysed" in open(os.path.join(cell.workdir, "analyze_log.txt")).read()
+    out = os.path.join(cell.workdir, "analysis", "two", "final")
+    assert analyze_calls(cell.workdir) == [[os.path.abspath(cell.workdir), f"--out={out}"]]
+    marker = json.load(open(os.path.join(out, "ANALYZED.json")))
+    assert marker["step"] == "final" and marker["args"] == [] and marker["wall_s"] > 0
+    assert "fake analysis of step 20" in open(os.path.join(out, "analyze_log.txt")).read()
   assert {r["analyzed"] for r in read_csv(tmp_path / "res" / "two" / "runs.csv")} == {"true"}
+  assert "## Analysis" not in (tmp_path / "res" / "two" / "summary.md").read_text()
 
-  def failing_analyze(cell):
-    return [sys.executable, "-c", "raise SystemExit('error: no analysis')"]
-
-  code, lines = run_fake(tmp_path, {**raw, "grid": {"fake.acc": [0.7]}}, analyze=failing_analyze)
+  failing = {**raw, "fixed": {"num_epochs": 2, "fake.analyze_fail": True}}
+  code, lines = run_fake(tmp_path, failing, analyze=fake_analyze)
   assert code == 1
-  assert any(line.startswith("ANALYZE FAILED") and "error: no analysis" in line for line in lines)
+  assert sum(line.startswith("ANALYZE FAILED") for line in lines) == 2
+  assert all("error: fake analysis failure" in line for line in lines if "FAILED" in line)
+  assert {r["analyzed"] for r in read_csv(tmp_path / "res" / "two" / "runs.csv")} == {"false"}
+
+
+STEPS = {
+  **TWO,
+  "fixed": {"num_epochs": 3},  # Checkpoints at steps 10, 20, 30.
+  "analyze": {
+    "args": ["--skip", "spectrum,landscape"],
+    "steps": [10, 30, "final"],
+    "metrics": {"lambda_1": "hessian.eigenvalues.0"},
+  },
+}
+
+
+def test_analysis_per_step_commands_out_folders_and_markers(tmp_path):
+  code, lines = run_fake(tmp_path, STEPS, analyze=fake_analyze)
+  assert code == 0, lines
+  cells = study.parse_study(STEPS).expand(str(tmp_path / "wd"))
+  for cell in cells:
+    workdir = os.path.abspath(cell.workdir)
+    out = os.path.join(workdir, "analysis", "two")
+    flags = ["--skip", "spectrum,landscape"]
+    assert analyze_calls(cell.workdir) == [
+      [workdir, "--step=10", f"--out={out}/step_10", *flags],
+      [workdir, "--step=30", f"--out={out}/step_30", *flags],
+      [workdir, f"--out={out}/final", *flags],
+    ]
+    for label, step in (("step_10", 10), ("step_30", 30), ("final", 30)):
+      assert json.load(open(os.path.join(out, label, "analysis.json")))["step"] == step
+      assert json.load(open(os.path.join(out, label, "ANALYZED.json")))["args"] == flags
+  runs = read_csv(tmp_path / "res" / "two" / "runs.csv")
+  acc = {0.6: 6.0, 0.8: 8.0}
+  for r in runs:
+    a = acc[float(r["fake.acc"])]
+    assert [r[f"analysis@{lab}"] for lab in ("step_10", "step_30", "final")] == ["done"] * 3
+    assert float(r["lambda_1@step_10"]) == pytest.approx(a + 0.01)
+    assert float(r["lambda_1@step_30"]) == float(r["lambda_1@final"]) == pytest.approx(a + 0.03)
+
+  # Markers: a second run launches nothing.
+  code, lines = run_fake(tmp_path, STEPS, analyze=fake_analyze)
+  assert code == 0
+  assert not any(line.startswith("start") for line in lines)
+  assert all(len(analyze_calls(c.workdir)) == 3 for c in cells)
+  # Other args: the analyses are out of date and run again (training is not).
+  other = {**STEPS, "analyze": {**STEPS["analyze"], "args": ["--skip", "spectrum"]}}
+  code, lines = run_fake(tmp_path, other, analyze=fake_analyze)
+  assert code == 0
+  assert sum("analysed with other args" in line for line in lines) == 6
+  assert all(len(analyze_calls(c.workdir)) == 6 for c in cells)
+  assert all(len(calls(c.workdir)) == 1 for c in cells)
+
+
+def test_step_without_checkpoint_is_a_note_and_counts_as_missing(tmp_path):
+  raw = {**TWO, "analyze": {"steps": [20, 25], "metrics": {"trace": "hessian.trace"}}}
+  code, lines = run_fake(tmp_path, raw, analyze=fake_analyze)
+  assert code == 0, lines
+  cells = study.parse_study(raw).expand(str(tmp_path / "wd"))
+  assert sum("no checkpoint at step 25" in line for line in lines) == 2
+  for cell in cells:
+    assert [argv[1] for argv in analyze_calls(cell.workdir)] == ["--step=20"]
+    assert not os.path.exists(os.path.join(cell.workdir, "analysis", "two", "step_25"))
+  runs = read_csv(tmp_path / "res" / "two" / "runs.csv")
+  assert [r["analysis@step_25"] for r in runs] == ["no checkpoint"] * 2
+  assert [r["trace@step_25"] for r in runs] == ["", ""]
+  assert [float(r["trace@step_20"]) for r in runs] == pytest.approx([60.0, 80.0])
+  md = (tmp_path / "res" / "two" / "summary.md").read_text()
+  assert "### step_25: step 25" in md and "| 0.6 | 0 of 1 | - |" in md
+  assert "| 0.6 | 1 | 60 |" in md
+  assert "analysis step_25: no checkpoint at step 25 in 2 finished cell(s)" in md
+  # Dry run: says so again and launches nothing.
+  code, lines = run_fake(tmp_path, raw, "--dry-run", analyze=fake_analyze)
+  assert code == 0 and sum("analysis step_25: no checkpoint at step 25" in x for x in lines) == 2
+
+
+ACC = {**TWO, "name": "acc", "grid": {"fake.acc": [0.6, 0.8]}, "seeds": [0, 1]}
+
+
+def test_workdirs_of_analyses_the_other_studys_finished_cells_and_never_trains(tmp_path):
+  code, _ = run_fake(tmp_path, ACC, "--cells=0.6-*")  # Half of acc is trained.
+  assert code == 0
+  hessian = {
+    **ACC,
+    "name": "acc_hessian",
+    "workdirs_of": "acc",
+    "grid": {"fake.acc": [0.8, 0.6]},  # Another order: the same cells.
+    "analyze": {"metrics": {"trace": "hessian.trace"}},
+  }
+  launched = []
+
+  def command(cell, resume, extra):
+    launched.append(cell.cell_id)
+    return fake_command(cell, resume, extra)
+
+  code, lines = run_fake(tmp_path, hessian, "--dry-run", command=command, analyze=fake_analyze)
+  assert code == 0 and sum(line.strip() == "waiting for acc" for line in lines) == 2
+  assert sum("analyze final:" in line and "_fake_analyze" in line for line in lines) == 2
+
+  code, lines = run_fake(tmp_path, hessian, command=command, analyze=fake_analyze)
+  assert code == 0, lines
+  assert not launched
+  assert not (tmp_path / "wd" / "acc_hessian").exists()
+  acc_cells = {c.cell_id: c for c in study.parse_study(ACC).expand(str(tmp_path / "wd"))}
+  cells = study.parse_study(hessian).expand(str(tmp_path / "wd"))
+  assert {c.cell_id for c in cells} == set(acc_cells)
+  for cell in cells:
+    assert cell.workdir == acc_cells[cell.cell_id].workdir
+    out = os.path.join(cell.workdir, "analysis", "acc_hessian", "final")
+    if cell.value("fake.acc") == 0.6:
+      assert len(analyze_calls(cell.workdir)) == 1
+      assert os.path.exists(os.path.join(out, "ANALYZED.json"))
+    else:
+      assert not os.path.exists(cell.workdir)
+      assert f"waiting for acc: {cell.cell_id} (missing)" in lines
+  assert "2 cell(s) of acc done, 2 waiting for acc, 2 analysis(es) to run" in lines
+  runs = {r["cell_id"]: r for r in read_csv(tmp_path / "res" / "acc_hessian" / "runs.csv")}
+  assert {r["analysis@final"] for r in runs.values()} == {"done", "waiting"}
+  md = (tmp_path / "res" / "acc_hessian" / "summary.md").read_text()
+  assert "those of study `acc`" in md
+  assert "| 0.6 | 2 | 60.5 ± 0.71 |" in md and "| 0.8 | 0 of 2 | - |" in md
+
+
+def test_analysis_aggregation_mean_std_by_hand(tmp_path):
+  raw = {
+    **TWO,
+    "name": "agg",
+    "grid": {"fake.acc": [0.6, 0.8]},
+    "seeds": [0, 1, 3],
+    "analyze": {
+      "args": ["--skip", "corrupted"],
+      "steps": [10, "final"],
+      "metrics": {
+        "lambda_1": "hessian.eigenvalues.0",
+        "lambda_5": "hessian.eigenvalues.-1",
+        "ratio": "hessian.lambda1_over_lambda5",
+        "var_rel_sgd": "gradient_variance.heads.sgd.relative",
+        "cos_m4": "ascent.directions.zo_sam_m4.cosine_mean",
+        "fmnist_c": "corrupted.mean_accuracy",
+      },
+    },
+  }
+  code, lines = run_fake(tmp_path, raw, analyze=fake_analyze)
+  assert code == 0, lines
+  seeds = [0, 1, 3]
+
+  def mean_std(xs):
+    mean = sum(xs) / len(xs)
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+  expected = {}  # (acc, label) -> {metric: (mean, std)}: the fake's formulas.
+  for a in (0.6, 0.8):
+    for label, t in (("step_10", 10), ("final", 20)):
+      lam = [10 * a + s + t / 1000 for s in seeds]
+      expected[a, label] = {
+        "lambda_1": mean_std(lam),
+        "lambda_5": (0.5, 0.0),
+        "ratio": mean_std([x / 0.5 for x in lam]),
+        "var_rel_sgd": mean_std([t / 100 + s for s in seeds]),
+        "cos_m4": mean_std([0.25 + s / 100 for s in seeds]),
+      }
+  summary = {float(r["fake.acc"]): r for r in read_csv(tmp_path / "res" / "agg" / "summary.csv")}
+  md = (tmp_path / "res" / "agg" / "summary.md").read_text()
+  for (a, label), metrics in expected.items():
+    row = summary[a]
+    assert row[f"analyzed@{label}"] == "3"
+    for metric, (mean, std) in metrics.items():
+      assert float(row[f"{metric}@{label}_mean"]) == pytest.approx(mean)
+      assert float(row[f"{metric}@{label}_std"]) == pytest.approx(std, abs=1e-12)
+      assert row[f"{metric}@{label}_n"] == "3"
+    assert row[f"fmnist_c@{label}_mean"] == "" and row[f"fmnist_c@{label}_n"] == "0"
+  lam, lam_std = expected[0.6, "step_10"]["lambda_1"]
+  var, var_std = expected[0.6, "step_10"]["var_rel_sgd"]
+  assert f"| 0.6 | 3 | {lam:.4g} ± {lam_std:.2g} | 0.5 ± 0 |" in md
+  assert f"| {var:.4g} ± {var_std:.2g} |" in md
+  assert "## Analysis" in md and "### step_10: step 10" in md and "### final:" in md
+  assert "lambda_1 = `hessian.eigenvalues.0`" in md
+  assert (
+    "fmnist_c@final: `corrupted.mean_accuracy` missing in 6 analysis.json: "
+    "skipped (--skip corrupted)" in md
+  )
+  runs = read_csv(tmp_path / "res" / "agg" / "runs.csv")
+  assert float(runs[2]["lambda_1@final"]) == pytest.approx(6 + 3 + 0.02)
+  assert "analysed: step_10 6 of 6, final 6 of 6" in lines
+
+
+def test_lookup_paths_in_analysis_json():
+  data = {"h": {"eig": [3.0, 2.0, 1.0], "flag": True, "none": None}, "c": {"skipped": "why"}}
+  assert study.lookup(data, "h.eig.0") == (3.0, None)
+  assert study.lookup(data, "h.eig.-1") == (1.0, None)
+  assert study.lookup(data, "h.eig.3") == (None, "index 3 is outside a list of 3")
+  assert study.lookup(data, "h.eig") == (None, "not a number (list)")
+  assert study.lookup(data, "h.flag")[0] is None
+  assert study.lookup(data, "h.none") == (None, "null (not finite)")
+  assert study.lookup(data, "c.mean_accuracy") == (None, "why")
+  assert study.lookup(data, "x.y") == (None, "no 'x' there")
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -469,6 +677,30 @@ def test_aggregate_of_an_empty_study(tmp_path):
     ({**TWO, "paper": {("a", "b"): 1.0}}, "has 2 value(s); group_by has 1"),
     ({**TWO, "cells": [{"fake.acc": 0.6}]}, "are the same run"),
     ({**TWO, "target_accuracy": "high"}, "target_accuracy must be a number"),
+    ({**TWO, "analyze": "yes"}, "analyze must be True, False or a dict with keys args, steps"),
+    ({**TWO, "analyze": {"step": [1]}}, "analyze: unknown key(s) step; valid: args, steps"),
+    ({**TWO, "analyze": {"args": "--skip x"}}, "analyze['args'] must be a list of strings"),
+    ({**TWO, "analyze": {"args": ["--bogus"]}}, "unrecognized arguments: --bogus"),
+    ({**TWO, "analyze": {"args": ["--skip", "nope"]}}, "unknown part(s) in --skip: nope"),
+    ({**TWO, "analyze": {"args": ["--step", "5"]}}, "sets --step or --out: the runner sets"),
+    ({**TWO, "analyze": {"args": ["--out=x"]}}, "sets --step or --out: the runner sets"),
+    ({**TWO, "analyze": {"args": ["other_dir"]}}, "holds a workdir ('other_dir')"),
+    ({**TWO, "analyze": {"steps": []}}, "analyze['steps'] must be a non-empty list of checkpoint"),
+    ({**TWO, "analyze": {"steps": 5}}, "analyze['steps'] must be a non-empty list"),
+    ({**TWO, "analyze": {"steps": [-1]}}, "analyze['steps']: -1 is not allowed; give a non-empty"),
+    ({**TWO, "analyze": {"steps": [True]}}, "analyze['steps']: True is not allowed"),
+    ({**TWO, "analyze": {"steps": ["last"]}}, "analyze['steps']: 'last' is not allowed"),
+    ({**TWO, "analyze": {"steps": [1.5]}}, "analyze['steps']: 1.5 is not allowed"),
+    ({**TWO, "analyze": {"steps": [5, "final", 5]}}, "analyze['steps'] repeats a step"),
+    ({**TWO, "analyze": {"metrics": ["trace"]}}, "analyze['metrics'] must be a dict"),
+    ({**TWO, "analyze": {"metrics": {"lambda-1": "a.b"}}}, "'lambda-1' is not a column name"),
+    ({**TWO, "analyze": {"metrics": {"t": ""}}}, "analyze['metrics']['t'] must be a dotted path"),
+    ({**TWO, "analyze": {"metrics": {"t": "a..b"}}}, "analyze['metrics']['t'] must be a dotted"),
+    ({**TWO, "analyze": {"metrics": {"t": 3}}}, "analyze['metrics']['t'] must be a dotted path"),
+    ({**TWO, "workdirs_of": "other"}, "workdirs_of needs 'analyze' (True or a dict)"),
+    ({**TWO, "workdirs_of": "other", "analyze": False}, "workdirs_of needs 'analyze'"),
+    ({**TWO, "workdirs_of": "two", "analyze": True}, "workdirs_of names this study itself"),
+    ({**TWO, "workdirs_of": "a/b", "analyze": True}, "workdirs_of must be the name of another"),
   ],
 )
 def test_bad_study_exits_2_before_anything_runs(tmp_path, capsys, raw, expected):
@@ -594,3 +826,45 @@ def test_paper_numbers_from_another_dataset_are_shown_not_subtracted(tmp_path):
     (group,) = st.summarize(study, [row])
     assert group["paper"] == 93.0
     assert group["ours_minus_paper"] == (None if expected is None else pytest.approx(expected))
+
+
+@pytest.mark.slow
+def test_analysis_study_end_to_end(tmp_path, data_dir, fmnist_subset_dir):
+  """tiny.py's two runs, then a ``workdirs_of`` study running the real experiments.analyze
+  (Hessian only, small settings) on their final checkpoint and on a step that was not saved."""
+  common = [f"--workdirs={tmp_path / 'wd'}", f"--results={tmp_path / 'res'}"]
+  local = [
+    f"--config.dataset.data_dir={data_dir}",
+    f"--config.dataset.source_dir={fmnist_subset_dir}",
+  ]
+  train = [sys.executable, "-m", "experiments.study", "experiments/studies/tiny.py"]
+  result = subprocess.run(
+    train + common + local, cwd=REPO, capture_output=True, text=True, timeout=300
+  )
+  assert result.returncode == 0, result.stdout + result.stderr
+  path = tmp_path / "tiny_hessian.py"
+  path.write_text(
+    "from experiments.studies import tiny\n\n\n"
+    "def get_study():\n"
+    "  return {**tiny.get_study(), 'name': 'tiny_hessian', 'workdirs_of': 'tiny',\n"
+    "          'analyze': {'args': ['--skip', 'spectrum,landscape,variance,ascent,corrupted',\n"
+    "                               '--examples', '128', '--iterations', '5',\n"
+    "                               '--trace-samples', '2', '--no-progress-bar'],\n"
+    "                      'steps': ['final', 4],\n"
+    "                      'metrics': {'step': 'step', 'lambda_1': 'hessian.eigenvalues.0',\n"
+    "                                  'trace': 'hessian.trace'}}}\n"
+  )
+  argv = [sys.executable, "-m", "experiments.study", str(path)] + common
+  result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert result.stdout.count("no checkpoint at step 4") == 2
+  runs = read_csv(tmp_path / "res" / "tiny_hessian" / "runs.csv")
+  assert [r["analysis@final"] for r in runs] == ["done", "done"]
+  assert [r["analysis@step_4"] for r in runs] == ["no checkpoint", "no checkpoint"]
+  for r in runs:
+    assert r["step@final"] == "8.0"  # 512 images / batch 64: the last checkpoint is step 8.
+    assert float(r["lambda_1@final"]) > 0 and float(r["trace@final"]) != 0
+    out = tmp_path / "wd" / "tiny" / r["cell_id"] / "analysis" / "tiny_hessian" / "final"
+    assert (out / "ANALYZED.json").exists() and (out / "analysis.json").exists()
+  md = (tmp_path / "res" / "tiny_hessian" / "summary.md").read_text()
+  assert "### final: the final checkpoint" in md and "| sgd | 1 |" in md
