@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every evidence study in the order they were scheduled, resumably: finished cells and
+# analyses are skipped, so a killed chain continues where it stopped when started again.
+#   nohup bash experiments/studies/run_all.sh [WORKDIRS] > chain.log 2>&1 &
+# Cells run one at a time (each process uses both cores of the 2-core CPU it was planned for).
+# T1 cells keep a checkpoint every 390 steps (T4 analyses steps 390 and 1170); both flags leave
+# the cell hash unchanged and may differ from a cell's earlier attempts.
+set -u
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-.venv/bin/python}
+W=${1:-workdirs}
+KEEP=(--config.checkpoint_every_steps=390 --config.keep_checkpoints=8)
+study() { $PY -m experiments.study "experiments/studies/$1.py" --workdirs "$W" "${@:2}"; }
+
+study rho_tuning
+study rho_tuning_low
+for group in rigl-0.9 rigl-0.98; do
+  for s in 0 1 2; do study t1_accuracy --cells "${group}-*-s${s}-*" "${KEEP[@]}"; done
+done
+study t5_t7_final
+for group in mest-0.9 mest-0.98; do
+  for s in 0 1 2; do study t1_accuracy --cells "${group}-*-s${s}-*" "${KEEP[@]}"; done
+done
+study t4_variance
+study t2_methods
+study t3_convergence
+study t8_sparse_sam
