@@ -83,9 +83,7 @@ def _expected_estimate(key, m, prior, g, weight_mask=None):
 def test_direction_zero_is_the_prior_and_the_rest_is_orthogonal_to_it():
   g, m = grad_at(THETA["w"]), 3
   fn = jax.jit(
-    jax.vmap(
-      lambda k: zj.rge_with_coefficients(quadratic, THETA, k, num_directions=m, prior=PRIOR)
-    )
+    jax.vmap(lambda k: zj.rge_with_coefficients(quadratic, THETA, k, num_directions=m, prior=PRIOR))
   )
   ests, coefs = fn(KEYS)
   for key, est, coef in zip(KEYS, ests["w"], coefs, strict=True):
@@ -266,9 +264,7 @@ def test_the_state_keeps_the_exact_gradient_restricted_to_mask_and_leaves():
   def loss(p):
     return jnp.sum(p["a"] ** 2 * jnp.arange(1.0, 5.0)) + jnp.sum(jnp.sin(p["b"])) * p["a"][0]
 
-  head = zj.zo_sam(
-    0.1, num_directions=2, guidance=GUIDED, perturb_leaves={"a": True, "b": False}
-  )
+  head = zj.zo_sam(0.1, num_directions=2, guidance=GUIDED, perturb_leaves={"a": True, "b": False})
   state = head.init(params)
 
   @jax.jit
