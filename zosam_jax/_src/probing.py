@@ -4,6 +4,9 @@ Every zeroth-order estimate in the library goes through :func:`probe` (or :func:
 for a traced number of directions): ``rge``, the ZO ascents of every head and the fully
 zeroth-order optimizers.
 
+Guided estimates (:func:`guide`, :func:`guided_direction`): direction 0 is a given prior, the
+others are the same draws with their component along it removed.
+
 Cost model. Directions are regenerated from ``jax.random`` keys inside a ``lax.scan`` that
 carries the running sum ``sum_i c_i u_i``: each direction is drawn once per call and used for its
 probes and for the accumulation; with ``probe_batch_size=1`` only one direction exists in memory
