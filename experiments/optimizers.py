@@ -38,12 +38,14 @@ class HeadContext:
 
 @dataclasses.dataclass(frozen=True)
 class Head:
-  """A registry entry: the factory, and which per-example inputs its ``update`` needs
-  (``None``; ``"per_example"`` as ESAM, in training mode; ``"fisher"`` as SSAM-F, BatchNorm in
-  inference mode)."""
+  """A registry entry: the factory, which per-example inputs its ``update`` needs (``None``;
+  ``"per_example"`` as ESAM, in training mode; ``"fisher"`` as SSAM-F, BatchNorm in inference
+  mode), and whether the factory passes ``optimizer.guidance`` on (heads with a zeroth-order
+  ascent; for the others a set guidance is refused)."""
 
   build: Callable[[ml_collections.ConfigDict, HeadContext], optax.GradientTransformationExtraArgs]
   batch_losses: Callable[[ml_collections.ConfigDict], str | None] = lambda opt: None
+  guided: bool = False
 
 
 HEADS: dict[str, Head] = {}
@@ -63,9 +65,15 @@ def _sam_family(opt, ctx):
 
 
 def _zo_twin(opt, ctx):
-  """The trailing keywords of a head whose ``zo_`` name takes the zeroth-order ascent."""
+  """The trailing keywords of a head whose ``zo_`` name takes the zeroth-order ascent (the
+  library refuses a guidance with the exact ascent, naming it)."""
   ascent = "zeroth_order" if opt.name.startswith("zo_") else "exact"
-  return dict(ascent=ascent, zeroth_order=zeroth_order_options(opt), **_sam_family(opt, ctx))
+  return dict(
+    ascent=ascent,
+    zeroth_order=zeroth_order_options(opt),
+    guidance=opt.guidance,
+    **_sam_family(opt, ctx),
+  )
 
 
 def _looksam(opt, ctx):
@@ -87,6 +95,7 @@ def _sparse_sam(opt, ctx):
     end_step=max(ctx.total_steps, 1),
     ascent=ssam.ascent,
     zeroth_order=zeroth_order_options(opt),
+    guidance=opt.guidance,
     adaptive=opt.adaptive,
     **_sam_family(opt, ctx),
   )
@@ -110,33 +119,39 @@ for _name, _head in {
     lambda opt, ctx: zj.zo_sam(
       opt.rho,
       zeroth_order=zeroth_order_options(opt),
+      guidance=opt.guidance,
       adaptive=opt.adaptive,
       **_sam_family(opt, ctx),
-    )
+    ),
+    guided=True,
   ),
   "random_perturbation": Head(
     lambda opt, ctx: zj.random_perturbation(opt.rho, **_sam_family(opt, ctx))
   ),
   "sparse_sam": Head(
-    _sparse_sam, lambda opt: "fisher" if opt.sparse_sam.mask_method == "fisher" else None
+    _sparse_sam,
+    lambda opt: "fisher" if opt.sparse_sam.mask_method == "fisher" else None,
+    guided=True,
   ),
-  "looksam": Head(_looksam),
-  "zo_looksam": Head(_looksam),
+  "looksam": Head(_looksam, guided=True),
+  "zo_looksam": Head(_looksam, guided=True),
   "gsam": Head(
     lambda opt, ctx: zj.gsam(
       opt.rho, opt.gsam.rho_min, opt.gsam.alpha, learning_rate=ctx.schedule, has_aux=True
     )
   ),
-  "esam": Head(_esam, lambda opt: "per_example"),
-  "zo_esam": Head(_esam, lambda opt: "per_example"),
+  "esam": Head(_esam, lambda opt: "per_example", guided=True),
+  "zo_esam": Head(_esam, lambda opt: "per_example", guided=True),
   "adaptive_zo_sam": Head(
     lambda opt, ctx: zj.adaptive_zo_sam(
       opt.rho,
       opt.adaptive_zo_sam.max_directions,
       noise_decay=opt.adaptive_zo_sam.noise_decay,
       zeroth_order=zeroth_order_options(opt),
+      guidance=opt.guidance,
       **_sam_family(opt, ctx),
-    )
+    ),
+    guided=True,
   ),
   "zosa": Head(_zosa),
   "zo_sgd": Head(
@@ -189,6 +204,12 @@ def create_optimizer(
   total_steps = config.num_epochs * steps_per_epoch
   schedule = learning_rate_schedule(config, steps_per_epoch)
   context = HeadContext(total_steps, schedule, config.seed, config.batch_size)
+  if opt.guidance is not None and not HEADS[opt.name].guided:
+    guided = ", ".join(name for name, head in HEADS.items() if head.guided)
+    raise ValueError(
+      f"optimizer.guidance must be unset (None) for a head without a zeroth-order ascent, got "
+      f"{opt.guidance!r}; it applies to {guided} (with their zeroth-order ascent)."
+    )
   tx = optax.chain(
     HEADS[opt.name].build(opt, context),
     optax.add_decayed_weights(opt.weight_decay) if opt.weight_decay > 0 else optax.identity(),

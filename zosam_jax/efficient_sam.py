@@ -51,8 +51,11 @@ from zosam_jax.sharpness import LeafSelection, SharpnessAwareState, check_rho, i
 PyTree = Any
 
 
-def _check_ascent(ascent: str, zeroth_order: ZerothOrderOptions | None) -> ZerothOrderOptions:
+def _check_ascent(
+  ascent: str, zeroth_order: ZerothOrderOptions | None, guidance: str | None
+) -> ZerothOrderOptions:
   validation.check_choice("ascent", ascent, ("exact", "zeroth_order"))
+  perturb.check_guidance(guidance, ascent)
   return options.resolve(zeroth_order, ZerothOrderOptions())
 
 
@@ -69,6 +72,9 @@ class LookSAMState(NamedTuple):
       ``theta`` in between).
     aux: aux of that pass (``None`` after init; see ``SharpnessAwareState``).
     reused: float32 pytree kept between refreshes: ``g_v`` (exact ascent) or ``g_s`` (ZO ascent).
+    prior: with ``guidance="previous_gradient"``, the last step's exact gradient (float32,
+      restricted to ``weight_mask`` and the perturbed leaves), probed first by the next ZO
+      refresh; ``None`` otherwise.
   """
 
   count: jax.Array
@@ -76,6 +82,7 @@ class LookSAMState(NamedTuple):
   value: jax.Array
   aux: Any
   reused: Any
+  prior: Any = None
 
 
 def looksam(
@@ -85,6 +92,7 @@ def looksam(
   *,
   ascent: str = "exact",
   zeroth_order: ZerothOrderOptions | None = None,
+  guidance: str | None = None,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
   has_aux: bool = False,
@@ -100,6 +108,8 @@ def looksam(
     rho: perturbation radius.
     update_every: ``k``, steps between exact (or ZO) ascents.
     alpha: weight of the reused component.
+    guidance: ``None`` or ``"previous_gradient"`` (ZO-LookSAM only): each refresh probes along
+      the exact gradient of the step before it first (see :func:`zosam_jax.sharpness_aware`).
 
   References:
     Liu et al., CVPR 2022 (k = 5, alpha = 0.7 by default there too).
@@ -108,7 +118,7 @@ def looksam(
   validation.check_positive_int("update_every", update_every)
   validation.check_nonnegative("alpha", alpha)
   validation.check_int("seed", seed)
-  zo = _check_ascent(ascent, zeroth_order)
+  zo = _check_ascent(ascent, zeroth_order, guidance)
 
   def init_fn(params):
     return LookSAMState(
@@ -117,6 +127,7 @@ def looksam(
       value=jnp.zeros([], jnp.float32),
       aux=None,
       reused=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params),
+      prior=perturb.initial_prior(params, guidance),
     )
 
   def update_fn(
@@ -170,6 +181,7 @@ def looksam(
           has_aux=has_aux,
           weight_mask=weight_mask,
           weight_mask_counts=weight_mask_counts,
+          prior=state.prior,
         )
         return eps_from(direction)
 
@@ -187,7 +199,11 @@ def looksam(
       )
 
     value, aux = losses.split_value_aux(out, has_aux)
-    new_state = LookSAMState(optax.safe_increment(state.count), key, value, aux, kept)
+    prior = None
+    if guidance is not None:
+      # g, not grads: the raw exact gradient of this step's pass (grads may add the reused part).
+      prior = perturb.prior_from_gradient(g, selection=selection, weight_mask=weight_mask)
+    new_state = LookSAMState(optax.safe_increment(state.count), key, value, aux, kept, prior)
     return grads, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -289,6 +305,7 @@ def esam(
   *,
   ascent: str = "exact",
   zeroth_order: ZerothOrderOptions | None = None,
+  guidance: str | None = None,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
   has_aux: bool = False,
@@ -308,17 +325,19 @@ def esam(
   (4) the forward-backward at ``theta + eps`` on those examples gives the update. ``value`` is the
   mean loss of the selected examples at ``theta + eps``.
 
+  ``guidance="previous_gradient"`` (ZO-ESAM only) keeps step (4)'s gradient in the state's
+  ``prior`` and probes along it first at the next step (see :func:`zosam_jax.sharpness_aware`).
+
   References:
     Du et al., ICLR 2022 (beta = 0.6 and gamma = 0.5 are its CIFAR settings).
   """
   check_rho("rho", rho)
   validation.check_interval("beta", beta, 0.0, 1.0, low_open=True, high_open=False)
   validation.check_interval("gamma", gamma, 0.0, 1.0, low_open=True, high_open=False)
-  zo = _check_ascent(ascent, zeroth_order)
+  zo = _check_ascent(ascent, zeroth_order, guidance)
 
   def init_fn(params):
-    del params
-    return init_state(seed)
+    return init_state(seed)._replace(prior=perturb.initial_prior(params, guidance))
 
   def update_fn(
     updates,
@@ -359,6 +378,7 @@ def esam(
         has_aux=False,
         weight_mask=weight_mask,
         weight_mask_counts=weight_mask_counts,
+        prior=state.prior,
       )
       losses0 = mean_loss(params, batch)[1][0] if gamma < 1.0 else None
 
@@ -387,8 +407,11 @@ def esam(
       _, idx = jax.lax.top_k(rise, keep)
       chosen = jax.tree.map(lambda x: x[idx], batch)
     (value, (_, aux)), grads = jax.value_and_grad(mean_loss, has_aux=True)(adv, chosen)
+    prior = None
+    if guidance is not None:
+      prior = perturb.prior_from_gradient(grads, selection=selection, weight_mask=weight_mask)
     return grads, SharpnessAwareState(
-      optax.safe_increment(state.count), key, jnp.asarray(value, jnp.float32), aux, None
+      optax.safe_increment(state.count), key, jnp.asarray(value, jnp.float32), aux, None, prior
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -404,6 +427,8 @@ class AdaptiveZOSAMState(NamedTuple):
     count, key, value, aux: as in ``SharpnessAwareState``.
     num_directions: int32, the ``m`` the NEXT step will use (log it for the trace of m).
     noise: float32 running average of the relative probe noise ``kappa``.
+    prior: with ``guidance="previous_gradient"``, the last exact gradient (as in
+      ``SharpnessAwareState``); ``None`` otherwise.
   """
 
   count: jax.Array
@@ -412,6 +437,7 @@ class AdaptiveZOSAMState(NamedTuple):
   aux: Any
   num_directions: jax.Array
   noise: jax.Array
+  prior: Any = None
 
 
 def adaptive_zo_sam(
@@ -422,6 +448,7 @@ def adaptive_zo_sam(
   zeroth_order: ZerothOrderOptions | None = None,
   num_directions: int | None = None,
   smoothing: float | None = None,
+  guidance: str | None = None,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
   has_aux: bool = False,
@@ -444,6 +471,13 @@ def adaptive_zo_sam(
   ``m_0``-direction estimate while ``max_directions`` allows. The probe loop always has length
   ``max_directions`` (fixed shapes, no retrace); unused directions are skipped by ``lax.cond``.
   Cost: ``2m + 1`` forwards and one forward-backward.
+
+  ``guidance="previous_gradient"``: direction 0 is the last exact gradient and the others are
+  orthogonal to it (see :func:`zosam_jax.sharpness_aware`). ``kappa`` is computed over all active
+  directions as above: the prior's probe has the same length ``delta sqrt(d)`` as a random one,
+  so its second difference measures the same noise, while its coefficient is larger (it carries
+  ``sqrt(d) |g.p|``); a good prior therefore lowers ``kappa`` and keeps ``m`` small, where extra
+  random directions add little to the direction's quality.
   """
   check_rho("rho", rho)
   zo = options.resolve(
@@ -456,11 +490,11 @@ def adaptive_zo_sam(
       f"max_directions must be >= num_directions ({min_directions}), got {max_directions}."
     )
   validation.check_choice("zeroth_order.scheme", zo.scheme, ("central",))
+  perturb.check_guidance(guidance, "zeroth_order")
   validation.check_interval("noise_decay", noise_decay, 0.0, 1.0, low_open=False, high_open=True)
   validation.check_int("seed", seed)
 
   def init_fn(params):
-    del params
     return AdaptiveZOSAMState(
       count=jnp.zeros([], jnp.int32),
       key=jax.random.PRNGKey(seed),
@@ -468,6 +502,7 @@ def adaptive_zo_sam(
       aux=None,
       num_directions=jnp.int32(min_directions),
       noise=jnp.zeros([], jnp.float32),
+      prior=perturb.initial_prior(params, guidance),
     )
 
   def update_fn(
@@ -489,6 +524,7 @@ def adaptive_zo_sam(
       weight_mask_counts=weight_mask_counts,
       selection=selection,
       has_aux=has_aux,
+      prior=None if guidance is None else state.prior,
     )
     out, grads = perturb.value_and_grad_at_perturbed(
       loss_fn,
@@ -509,8 +545,11 @@ def adaptive_zo_sam(
     m_next = jnp.clip(
       jnp.round(min_directions * (1.0 + noise)), min_directions, max_directions
     ).astype(jnp.int32)
+    prior = None
+    if guidance is not None:
+      prior = perturb.prior_from_gradient(grads, selection=selection, weight_mask=weight_mask)
     return grads, AdaptiveZOSAMState(
-      optax.safe_increment(state.count), key, value, aux, m_next, noise
+      optax.safe_increment(state.count), key, value, aux, m_next, noise, prior
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

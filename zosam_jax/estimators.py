@@ -80,17 +80,19 @@ def rge_with_coefficients(
   weight_mask_counts: PyTree | None = None,
   perturb_leaves: LeafSelection = None,
   has_aux: bool = False,
+  prior: PyTree | None = None,
 ) -> tuple[PyTree, jax.Array]:
   """Like :func:`rge`, and also returns the ``m`` per-direction coefficients.
 
   The coefficients ``c_i`` (the finite-difference directional derivatives, so that the estimate is
   ``1/m sum_i c_i u_i``) are what a variance-adaptive rule or a diagnostic needs; returning them
-  costs nothing extra.
+  costs nothing extra. With ``prior``, ``c_0`` is measured along ``sqrt(d) p`` (see :func:`rge`).
   """
   opts = options.resolve(
     zeroth_order, ZerothOrderOptions(), num_directions=num_directions, smoothing=smoothing
   )
   selection = _checked_flat_inputs(params, weight_mask, perturb_leaves)
+  validation.check_mask_like("prior", prior, params)
   return probing.estimate(
     loss_fn,
     params,
@@ -100,6 +102,7 @@ def rge_with_coefficients(
     weight_mask=weight_mask,
     selection=selection,
     weight_mask_counts=weight_mask_counts,
+    prior=prior,
   )
 
 
@@ -115,6 +118,7 @@ def rge(
   weight_mask_counts: PyTree | None = None,
   perturb_leaves: LeafSelection = None,
   has_aux: bool = False,
+  prior: PyTree | None = None,
 ) -> PyTree:
   r"""Random gradient estimate of ``loss_fn`` at ``params``.
 
@@ -143,6 +147,15 @@ def rge(
     perturb_leaves: ``optax.masked``-style leaf selection (pytree of bools or a callable on
       params); unselected leaves get no direction (nothing is drawn for them) and a zero estimate.
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+    prior: optional pytree like ``params``, a direction to probe first (the guided estimate the
+      heads' ``guidance="previous_gradient"`` uses). With ``p`` the prior restricted to the active
+      coordinates and normalised, and ``d`` their number, direction 0 is ``w_0 = sqrt(d) p``
+      and directions ``i >= 1`` are the draws made orthogonal to it, ``w_i = (I - p p^T) u_i``;
+      the estimate is ``1/m sum_i c_i w_i`` with ``c_i`` the finite difference along ``w_i``.
+      Its expectation (central or jvp scheme, exact for a quadratic) is
+      ``1/m [d (g.p) p + (m - 1) (I - p p^T) g]``: biased towards ``p`` on purpose, since only
+      its direction is used (docs/methods.md). A prior that is zero on the active coordinates
+      gives the plain estimate, from the same directions.
 
   Returns:
     A pytree like ``params`` (same dtypes) holding the estimate; accumulated in float32.
@@ -161,6 +174,7 @@ def rge(
     weight_mask_counts=weight_mask_counts,
     perturb_leaves=perturb_leaves,
     has_aux=has_aux,
+    prior=prior,
   )
   return estimate
 
@@ -194,6 +208,7 @@ def rge_dynamic(
   weight_mask_counts: PyTree | None = None,
   perturb_leaves: LeafSelection = None,
   has_aux: bool = False,
+  prior: PyTree | None = None,
 ) -> tuple[PyTree, ProbeInfo]:
   """Central RGE over a traced number ``num_active`` of directions, at most ``max_directions``.
 
@@ -201,10 +216,12 @@ def rge_dynamic(
   directions ``i >= num_active`` are skipped by ``lax.cond`` and cost nothing but the branch. The
   estimate is ``1/num_active sum_{i < num_active} c_i u_i``. One extra forward at ``theta``
   (``L0``) gives every direction's second difference, a direct measurement of how noisy the
-  probes are (see :class:`ProbeInfo`). Probes one direction at a time.
+  probes are (see :class:`ProbeInfo`). Probes one direction at a time. ``prior`` as in
+  :func:`rge` (direction 0 along it, the others orthogonal to it).
   """
   ZerothOrderOptions(max_directions, smoothing, distribution)  # validates, names the field
   selection = _checked_flat_inputs(params, weight_mask, perturb_leaves)
+  validation.check_mask_like("prior", prior, params)
   return dynamic_estimate(
     loss_fn,
     params,
@@ -217,6 +234,7 @@ def rge_dynamic(
     weight_mask_counts=weight_mask_counts,
     selection=selection,
     has_aux=has_aux,
+    prior=prior,
   )
 
 
@@ -233,8 +251,10 @@ def dynamic_estimate(
   weight_mask_counts,
   selection,
   has_aux,
+  prior=None,
 ) -> tuple[PyTree, ProbeInfo]:
-  """:func:`rge_dynamic` without the checks (heads call it with checked inputs)."""
+  """:func:`rge_dynamic` without the checks (heads call it with checked inputs); ``prior`` as in
+  :func:`rge`."""
   flat = trees.flatten(params, weight_mask, selection, weight_mask_counts)
   total, coefficients, second = probing.probe_dynamic(
     losses.scalar_loss(loss_fn, has_aux),
@@ -244,6 +264,7 @@ def dynamic_estimate(
     num_active=num_active,
     smoothing=smoothing,
     distribution=distribution,
+    prior=None if prior is None else probing.guide(flat, prior),
   )
   count = jnp.maximum(num_active, 1).astype(jnp.float32)
   return trees.to_params(flat, total, 1.0 / count), ProbeInfo(coefficients, second)

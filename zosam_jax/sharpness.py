@@ -244,6 +244,9 @@ class SharpnessAwareState(NamedTuple):
       jit-stable state structure set it once with
       ``optax.tree_utils.tree_set(tx.init(params), aux=example_aux)``.
     perturbation_mask: Sparse SAM's bool mask, a pytree like params (``None`` otherwise).
+    prior: with ``guidance="previous_gradient"``, the last exact gradient (float32 tree like
+      params, restricted to ``weight_mask`` and the perturbed leaves; zeros after ``init``), the
+      direction the next zeroth-order ascent probes first; ``None`` otherwise.
   """
 
   count: jax.Array
@@ -251,6 +254,7 @@ class SharpnessAwareState(NamedTuple):
   value: jax.Array
   aux: Any
   perturbation_mask: Any
+  prior: Any = None
 
 
 def init_state(seed: int, perturbation_mask: Any = None) -> SharpnessAwareState:
@@ -313,6 +317,7 @@ def sharpness_aware(
   *,
   ascent: str = "exact",
   zeroth_order: ZerothOrderOptions | None = None,
+  guidance: str | None = None,
   adaptive: bool = False,
   adaptive_eta: float = 0.01,
   mask_spec: pmasks.MaskSpec | None = None,
@@ -339,12 +344,23 @@ def sharpness_aware(
     ascent: ``"exact"`` (SAM), ``"zeroth_order"`` (ZO-SAM) or ``"random"`` (the control).
     zeroth_order: the estimator's options for ``ascent="zeroth_order"`` (default
       ``ZerothOrderOptions()``).
+    guidance: ``None`` (plain random directions) or ``"previous_gradient"`` (only with
+      ``ascent="zeroth_order"``): the state keeps the last exact gradient (the one at
+      ``theta + eps`` the update used, restricted to ``weight_mask`` and the perturbed leaves) and
+      the next ascent probes along it first, the other ``m - 1`` directions drawn at random and
+      orthogonal to it. With the central or jvp scheme the estimate's expectation is
+      ``(1/m) [d (g.p) p + (m - 1) (I - p p^T) g]`` (``p`` the unit prior, ``d`` the active
+      coordinates; exact for a quadratic): the exact projection on ``p`` plus a shrunk random
+      rest, deliberately not unbiased (see docs/methods.md, "Prior-guided directions"). ``m = 1``
+      probes the prior alone; the first step, with no prior yet, is plain ZO-SAM's. Memory: one
+      float32 tree like params in the state.
 
   Per step the state's key is split once; the step key drives the zeroth-order directions and the
   Sparse SAM mask refresh, so two replicas with the same state draw the same directions.
   """
   check_rho("rho", rho, adaptive_eta)
   validation.check_choice("ascent", ascent, ASCENTS)
+  perturb.check_guidance(guidance, ascent)
   validation.check_int("seed", seed)
   zo = options.resolve(zeroth_order, ZerothOrderOptions())
 
@@ -370,7 +386,9 @@ def sharpness_aware(
         n_m=mask_spec.n_m,
       )
       mask = _mask_tree(params, selection, parts)
-    return init_state(seed)._replace(key=key, perturbation_mask=mask)
+    return init_state(seed)._replace(
+      key=key, perturbation_mask=mask, prior=perturb.initial_prior(params, guidance)
+    )
 
   def update_fn(
     updates,
@@ -398,6 +416,7 @@ def sharpness_aware(
       has_aux=has_aux,
       weight_mask=weight_mask,
       weight_mask_counts=weight_mask_counts,
+      prior=None if guidance is None else state.prior,
     )
 
     mask = state.perturbation_mask
@@ -436,7 +455,10 @@ def sharpness_aware(
       perturbation_mask=mask,
     )
     value, aux = losses.split_value_aux(out, has_aux)
-    new_state = SharpnessAwareState(optax.safe_increment(state.count), key, value, aux, mask)
+    prior = None
+    if guidance is not None:
+      prior = perturb.prior_from_gradient(grads, selection=selection, weight_mask=weight_mask)
+    new_state = SharpnessAwareState(optax.safe_increment(state.count), key, value, aux, mask, prior)
     return grads, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -491,6 +513,7 @@ def zo_sam(
   zeroth_order: ZerothOrderOptions | None = None,
   num_directions: int | None = None,
   smoothing: float | None = None,
+  guidance: str | None = None,
   adaptive: bool = False,
   adaptive_eta: float = 0.01,
   perturb_leaves: LeafSelection = None,
@@ -500,6 +523,8 @@ def zo_sam(
   """ZO-SAM head: zeroth-order ascent direction, exact update gradient. See
   :func:`zo_sam_gradient`. ``zo_sam(0.05, num_directions=4)`` is short for
   ``zo_sam(0.05, zeroth_order=ZerothOrderOptions(num_directions=4))``.
+  ``guidance="previous_gradient"`` probes along the last exact gradient first (see
+  :func:`sharpness_aware`).
 
   References:
     Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115).
@@ -515,6 +540,7 @@ def zo_sam(
     perturb_leaves=perturb_leaves,
     seed=seed,
     has_aux=has_aux,
+    guidance=guidance,
   )
 
 
@@ -553,6 +579,7 @@ def sparse_sam(
   end_step: int | None = None,
   ascent: str = "exact",
   zeroth_order: ZerothOrderOptions | None = None,
+  guidance: str | None = None,
   adaptive: bool = False,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
@@ -580,6 +607,8 @@ def sparse_sam(
     end_step: SSAM-D's ``T``, the horizon of its cosine decay (required for ``"dynamic"``).
     ascent: ``"exact"`` (SSAM) or ``"zeroth_order"`` (Sparse ZO-SAM, options in
       ``zeroth_order``).
+    guidance: ``None`` or ``"previous_gradient"`` (Sparse ZO-SAM only; see
+      :func:`sharpness_aware`).
 
   References:
     Mi et al., NeurIPS 2022 (Algorithms 1-2, eq. 5-9); Mi et al., TPAMI 2025 (patterns).
@@ -591,6 +620,7 @@ def sparse_sam(
   validation.check_positive_int("num_fisher_samples", num_fisher_samples)
   validation.check_positive_int("fisher_chunk_size", fisher_chunk_size)
   validation.check_choice("ascent", ascent, ("exact", "zeroth_order"))
+  perturb.check_guidance(guidance, ascent)
   if mask_method == "dynamic":
     if pattern != "unstructured":
       raise ValueError(
@@ -623,4 +653,5 @@ def sparse_sam(
     perturb_leaves=perturb_leaves,
     seed=seed,
     has_aux=has_aux,
+    guidance=guidance,
   )

@@ -53,6 +53,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 5e-4
   config.optimizer.rho = 0.05  # SAM family and ZOSA: perturbation radius.
   config.optimizer.adaptive = False  # SAM / ZO-SAM / Sparse SAM: ASAM-style element-wise scaling.
+  # Zeroth-order ascents (zo_sam, sparse_sam with ascent zeroth_order, zo_looksam, zo_esam,
+  # adaptive_zo_sam): None (random directions) | previous_gradient (probe along the last exact
+  # gradient first, the other m-1 directions random and orthogonal to it; docs/methods.md).
+  config.optimizer.guidance = config_dict.placeholder(str)
 
   # zosam_jax.ZerothOrderOptions of every zeroth-order ascent and optimizer.
   zo = config.optimizer.zeroth_order = ml_collections.ConfigDict()

@@ -86,6 +86,15 @@ def test_bad_config_values(tmp_path, capsys, no_compile, override, expected):
       "max_directions must be an integer >= 1",
     ),
     (["optimizer.name=zosa", "optimizer.zeroth_order.scheme=jvp"], "zeroth_order.scheme must be"),
+    (
+      ["optimizer.name=zo_sam", "optimizer.guidance=prior"],
+      "guidance must be one of [None, 'previous_gradient'], got 'prior'",
+    ),
+    (["optimizer.name=sam", "optimizer.guidance=previous_gradient"], "optimizer.guidance must be"),
+    (
+      ["optimizer.name=looksam", "optimizer.guidance=previous_gradient"],
+      "guidance must be None with ascent='exact'",
+    ),
   ],
 )
 def test_bad_method_values_name_their_argument(tmp_path, capsys, no_compile, overrides, expected):

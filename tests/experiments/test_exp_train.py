@@ -213,6 +213,17 @@ SLOW_CASES = [
   {"optimizer__name": "zo_esam"},
   {"optimizer__name": "adaptive_zo_sam", "optimizer__adaptive_zo_sam__max_directions": 3},
   {"optimizer__name": "random_perturbation"},
+  {
+    "optimizer__name": "zo_sam",
+    "optimizer__guidance": "previous_gradient",
+    "sparse__method": "rigl",
+    "sparse__update_every": 2,
+  },
+  {
+    "optimizer__name": "zo_looksam",
+    "optimizer__guidance": "previous_gradient",
+    "optimizer__looksam__update_every": 2,
+  },
 ]
 
 

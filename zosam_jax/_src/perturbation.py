@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from zosam_jax._src import losses, probing, trees
+from zosam_jax._src import losses, probing, trees, validation
 from zosam_jax._src.options import ZerothOrderOptions
 
 PyTree = Any
@@ -17,6 +17,44 @@ PyTree = Any
 # Where the perturbation's direction comes from: the exact gradient at theta (SAM), a random
 # gradient estimate (ZO-SAM), or a Gaussian direction that ignores the loss (the control).
 ASCENTS = ("exact", "zeroth_order", "random")
+
+# What a zeroth-order ascent may be guided by (None: nothing, the plain random estimate).
+GUIDANCES = ("previous_gradient",)
+
+
+def check_guidance(guidance: str | None, ascent: str) -> None:
+  """``guidance`` is None or one of :data:`GUIDANCES`, and only with a zeroth-order ascent."""
+  validation.check_choice("guidance", guidance, (None,) + GUIDANCES)
+  if guidance is not None and ascent != "zeroth_order":
+    raise ValueError(
+      f"guidance must be None with ascent={ascent!r} (it aims zeroth-order directions), "
+      f"got {guidance!r}; use ascent='zeroth_order'."
+    )
+
+
+def initial_prior(params: PyTree, guidance: str | None) -> PyTree | None:
+  """The prior a guided head starts from: zeros (float32, like ``params``), which the probe loop
+  reads as "no prior yet"; ``None`` when unguided (the state then holds no extra tree)."""
+  if guidance is None:
+    return None
+  return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
+
+
+def prior_from_gradient(
+  grads: PyTree, *, selection: list[bool], weight_mask: PyTree | None = None
+) -> PyTree:
+  """The exact gradient kept as the next step's prior: float32, restricted to ``weight_mask`` on
+  the selected leaves, zero on the others (directions never live there)."""
+  g_leaves, treedef = jax.tree.flatten(grads)
+  w_leaves = [None] * len(g_leaves) if weight_mask is None else jax.tree.leaves(weight_mask)
+  out = []
+  for g, w, on in zip(g_leaves, w_leaves, selection, strict=True):
+    g = jnp.asarray(g, jnp.float32)
+    if not on:
+      out.append(jnp.zeros(jnp.shape(g), jnp.float32))
+    else:
+      out.append(g if w is None else g * jnp.asarray(w, jnp.float32))
+  return jax.tree.unflatten(treedef, out)
 
 
 def perturbation(
@@ -86,8 +124,10 @@ def ascent_direction(
   has_aux: bool,
   weight_mask: PyTree | None = None,
   weight_mask_counts: PyTree | None = None,
+  prior: PyTree | None = None,
 ) -> PyTree:
-  """The direction ``g`` the perturbation is built from, for one of :data:`ASCENTS`."""
+  """The direction ``g`` the perturbation is built from, for one of :data:`ASCENTS`; a
+  zeroth-order ascent is guided by ``prior`` when given (see ``probing.guided_direction``)."""
   if kind == "exact":
     return jax.grad(losses.scalar_loss(loss_fn, has_aux))(params)
   if kind == "random":
@@ -102,5 +142,6 @@ def ascent_direction(
     weight_mask=weight_mask,
     selection=selection,
     weight_mask_counts=weight_mask_counts,
+    prior=prior,
   )
   return estimate

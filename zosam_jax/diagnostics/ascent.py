@@ -160,12 +160,15 @@ def rge_ascent_fn(
   smoothing: float | None = None,
   weight_mask: PyTree | None = None,
   has_aux: bool = False,
+  prior: PyTree | None = None,
 ) -> AscentFn:
   """ZO-SAM's ascent direction: ``(params, key) -> zosam_jax.rge(loss_fn, params, key, ...)``.
 
   The random gradient estimate (options as :func:`zosam_jax.rge`'s) drawn on the active
   coordinates of ``weight_mask``. Cost per call: ``2m`` forwards (central scheme), ``m + 1``
-  (forward) or ``m`` JVPs (``"jvp"``).
+  (forward) or ``m`` JVPs (``"jvp"``). With ``prior`` (e.g. a guided head's state ``prior``),
+  the guided estimate of ``guidance="previous_gradient"``: direction 0 along the prior, the
+  others orthogonal to it.
   """
   opts = options.resolve(
     zeroth_order, ZerothOrderOptions(), num_directions=num_directions, smoothing=smoothing
@@ -173,7 +176,13 @@ def rge_ascent_fn(
 
   def ascent_fn(params: PyTree, key: jax.Array) -> PyTree:
     return estimators.rge(
-      loss_fn, params, key, zeroth_order=opts, weight_mask=weight_mask, has_aux=has_aux
+      loss_fn,
+      params,
+      key,
+      zeroth_order=opts,
+      weight_mask=weight_mask,
+      has_aux=has_aux,
+      prior=prior,
     )
 
   return ascent_fn
