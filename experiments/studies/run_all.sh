@@ -19,6 +19,7 @@ for group in rigl-0.9 rigl-0.98; do
 done
 study t1_small_rho
 study t5_t7_final
+study t7_guided
 for group in mest-0.9 mest-0.98; do
   for s in 0 1 2; do study t1_accuracy --cells "${group}-*-s${s}-*" "${KEEP[@]}"; done
 done
