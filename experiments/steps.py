@@ -5,8 +5,9 @@ aux of its exact-gradient pass (at ``theta`` for SGD, at ``theta + eps`` for the
 ``theta`` for the zeroth-order optimizers) in its state, and the step reads it back with
 ``optax.tree_utils.tree_get(opt_state, "aux")`` (the library's state protocol).
 
-BatchNorm convention: running statistics are updated once per step, by the head's exact-gradient
-pass, i.e. with the batch statistics seen by the gradient that is applied. Zeroth-order probes
+BatchNorm convention: running statistics are updated once per step (once per micro-batch with
+gradient accumulation), by the head's exact-gradient pass, i.e. with the batch statistics seen by
+the gradient that is applied. Zeroth-order probes
 and SAM's ascent pass never update them. Training loss/accuracy are those of that same pass (so,
 for SAM-family optimizers, measured at the perturbed point).
 """
