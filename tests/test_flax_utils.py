@@ -1,9 +1,9 @@
 """zosam_jax.flax_utils: every head through linen's TrainState and NNX's Optimizer.
 
-Expected values are derived: the linen step equals the chain's own ``tx.update`` + apply; SAM's
-step equals ``theta - lr grad L(theta + eps)`` with ``eps = rho g/||g||`` written out, BatchNorm
-statistics included; the NNX step equals the chain run on an explicit functional form of the
-same network.
+Expected values are derived: SAM's step equals ``theta - lr grad L(theta + eps)`` with
+``eps = rho g/||g||`` written out, BatchNorm statistics included (linen and NNX); the NNX step of
+every head equals the chain run on an explicit functional form of the same network; every head
+runs through linen's ``apply_loss`` with BatchNorm statistics as its aux.
 """
 
 from __future__ import annotations
@@ -75,24 +75,22 @@ def _linen_losses(state):
 
 
 @pytest.mark.parametrize("name", sorted(every_head()))
-def test_linen_apply_loss_is_the_chains_own_step(name):
+def test_linen_apply_loss_runs_every_head_with_batch_norm(name):
   tx = optax.chain(every_head(has_aux=True)[name], optax.sgd(LR, momentum=0.9))
   state = _linen_state(tx)
   loss_fn, per_example = _linen_losses(state)
   extra = {"per_example_loss_fn": per_example, "batch": BATCH} if name in PER_EXAMPLE_HEADS else {}
 
-  @jax.jit  # One program for both sides.
-  def both(state):
-    by_hand = tx.update(None, state.opt_state, state.params, loss_fn=loss_fn, **extra)
-    return flax_utils.apply_loss(state, loss_fn, **extra), by_hand
+  new_state, value, aux = jax.jit(lambda s: flax_utils.apply_loss(s, loss_fn, **extra))(state)
 
-  (new_state, value, aux), (updates, opt_state) = both(state)
-  _close(new_state.params, optax.apply_updates(state.params, updates), rtol=1e-6, atol=1e-7)
-  _close(new_state.opt_state, opt_state, rtol=1e-5, atol=1e-6)
-  assert int(new_state.step) == 1
-  np.testing.assert_allclose(value, optax.tree_utils.tree_get(opt_state, "value"), rtol=1e-6)
-  _close(aux, optax.tree_utils.tree_get(opt_state, "aux"), rtol=1e-6, atol=1e-7)
+  # What apply_loss returns is the head's state protocol of the new state; the step moved on.
+  np.testing.assert_array_equal(value, optax.tree_utils.tree_get(new_state.opt_state, "value"))
+  jax.tree.map(
+    np.testing.assert_array_equal, aux, optax.tree_utils.tree_get(new_state.opt_state, "aux")
+  )
   assert jax.tree.structure(aux) == jax.tree.structure(state.batch_stats)
+  assert value.dtype == jnp.float32 and np.isfinite(value)
+  assert int(new_state.step) == 1
   assert not np.allclose(new_state.params["Dense_1"]["kernel"], state.params["Dense_1"]["kernel"])
 
 
@@ -196,9 +194,9 @@ def test_nnx_sam_step_equals_sam_written_out_with_batch_norm():
   assert int(optimizer.step[...]) == 1
 
 
-# The NNX plumbing does not depend on the head: by default the heads with a path of their own
-# (per-example losses: ESAM, SSAM-F) and ZO-SAM; every head with -m slow.
-NNX_DEFAULT_HEADS = ("esam", "sparse_sam", "zo_sam")
+# The NNX plumbing does not depend on the head: by default ESAM (per-example losses through
+# nnx_loss_fn) and ZO-SAM (probes); every head with -m slow.
+NNX_DEFAULT_HEADS = ("esam", "zo_sam")
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from examples import flax_linen, flax_nnx
 
 @pytest.mark.parametrize("example", [flax_linen, flax_nnx], ids=["linen", "nnx"])
 def test_example_trains_with_a_head(example, data_dir, fmnist_subset_dir, capsys):
-  argv = ["--head", "zo_sam", "--steps", "4", "--batch_size", "32"]
+  argv = ["--head", "sam", "--steps", "4", "--batch_size", "32"]
   argv += ["--data_dir", data_dir, "--source_dir", fmnist_subset_dir]
   argv += ["--train_subset", "512", "--test_subset", "256"]
   out = example.main(argv)
