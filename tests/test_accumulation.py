@@ -53,13 +53,11 @@ def test_k_micro_batch_steps_apply_the_mean_of_k_sam_gradients_once():
     zj.sam(RHO), optax.MultiSteps(optax.sgd(LR, momentum=MOMENTUM), K).gradient_transformation()
   )
   state = tx.init(params)
-  step = jax.jit(
-    lambda p, s, i: tx.update(None, s, p, loss_fn=lambda q: loss(q, i)), static_argnums=2
-  )
+  step = jax.jit(lambda p, s, i: tx.update(None, s, p, loss_fn=lambda q: loss(q, i)))
 
   theta, history = params, [params]
   for i in range(2 * K):
-    updates, state = step(theta, state, i)
+    updates, state = step(theta, state, jnp.int32(i))
     theta = optax.apply_updates(theta, updates)
     history.append(theta)
 
