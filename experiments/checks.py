@@ -43,6 +43,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
   device_count = jax.device_count() if device_count is None else device_count
   _choice("dataset", config.dataset.name, input_pipeline.DATASETS)
   _choice("model", config.model.name, models.MODELS)
+  _choice("model.dtype", config.model.dtype, tuple(models.DTYPES))
   opt = config.optimizer
   _choice("optimizer", opt.name, tuple(optimizers.HEADS))
   _choice("sparse method", config.sparse.method, optimizers.sparse_methods())
@@ -85,12 +86,25 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
       lambda v: isinstance(v, int) and v >= 0,
       "an integer >= 0",
     )
+  _check(
+    "accumulation_steps",
+    config.accumulation_steps,
+    lambda v: isinstance(v, int) and v >= 1,
+    "an integer >= 1 (1: no accumulation)",
+  )
   for name in ("batch_size", "eval_batch_size"):
     if config[name] % device_count:
       raise ConfigError(
         f"{name} {config[name]} is not divisible by the {device_count} devices; "
         f"use a multiple of {device_count}"
       )
+  micro = device_count * config.accumulation_steps
+  if config.batch_size % micro:
+    raise ConfigError(
+      f"batch_size {config.batch_size} must split into accumulation_steps="
+      f"{config.accumulation_steps} equal micro-batches over the {device_count} devices; use a "
+      f"multiple of {micro}"
+    )
   if config.dataset.eval_corrupted:
     _choice("dataset for eval_corrupted", config.dataset.name, tuple(input_pipeline.CORRUPTIONS))
     parse_list(

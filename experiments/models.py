@@ -16,6 +16,13 @@ Models:
 * ``vgg11_bn``: VGG-11 with BatchNorm, one linear classifier (CIFAR variant).
 * ``resnet50``: ImageNet ResNet-50 (bottleneck blocks, 7x7 stem).
 * ``deit_tiny``/``deit_small``: ViT encoders of DeiT (Touvron et al., 2021) with a class token.
+
+Mixed precision: ``create_model(..., dtype="bfloat16")`` computes every layer in bfloat16 while
+the parameters (and BatchNorm's running statistics) stay float32 (Flax ``dtype`` /
+``param_dtype``): the optimizer, the SAM perturbation and the zeroth-order directions all work
+on float32 master weights, and each layer casts them to bfloat16 when it runs. Logits are
+returned in float32 so the loss is reduced in float32 (see docs/flax.md on why zeroth-order
+differences need it). ``dtype="float32"`` (the default) computes exactly as before.
 """
 
 from __future__ import annotations
@@ -31,10 +38,14 @@ import jax.numpy as jnp
 
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
+# Computation dtypes of create_model(dtype=...); parameters are always float32.
+DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
-def _bn(train: bool, name: str | None = None, **kwargs: Any) -> nn.BatchNorm:
+
+def _bn(train: bool, name: str | None = None, *, dtype: Any, **kwargs: Any) -> nn.BatchNorm:
+  # Flax reduces the batch statistics in float32 whatever `dtype` is.
   return nn.BatchNorm(
-    use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name, **kwargs
+    use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name, dtype=dtype, **kwargs
   )
 
 
@@ -43,16 +54,19 @@ class SmallCNN(nn.Module):
 
   num_classes: int = 10
   width: int = 16
+  dtype: Any = jnp.float32  # computation dtype of every layer (parameters: float32)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     for i, features in enumerate((self.width, 2 * self.width)):
-      x = nn.Conv(features, (3, 3), use_bias=False, kernel_init=_conv_init, name=f"conv{i}")(x)
-      x = nn.relu(_bn(train, name=f"bn{i}")(x))
+      x = nn.Conv(
+        features, (3, 3), use_bias=False, kernel_init=_conv_init, name=f"conv{i}", dtype=self.dtype
+      )(x)
+      x = nn.relu(_bn(train, name=f"bn{i}", dtype=self.dtype)(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(128, name="fc0")(x))
-    return nn.Dense(self.num_classes, name="head")(x)
+    x = nn.relu(nn.Dense(128, name="fc0", dtype=self.dtype)(x))
+    return nn.Dense(self.num_classes, name="head", dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class CifarBasicBlock(nn.Module):
@@ -60,6 +74,7 @@ class CifarBasicBlock(nn.Module):
 
   features: int
   stride: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -70,10 +85,13 @@ class CifarBasicBlock(nn.Module):
       padding=1,
       use_bias=False,
       kernel_init=_conv_init,
+      dtype=self.dtype,
     )(x)
-    y = nn.relu(_bn(train)(y))
-    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(y)
-    y = _bn(train)(y)
+    y = nn.relu(_bn(train, dtype=self.dtype)(y))
+    y = nn.Conv(
+      self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
+    )(y)
+    y = _bn(train, dtype=self.dtype)(y)
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.features:
       shortcut = x[:, :: self.stride, :: self.stride, :]
@@ -87,20 +105,25 @@ class CifarResNet(nn.Module):
 
   depth: int = 32
   num_classes: int = 10
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     if (self.depth - 2) % 6:
       raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {self.depth}")
     n = (self.depth - 2) // 6
-    x = nn.Conv(16, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, name="stem")(x)
-    x = nn.relu(_bn(train, name="stem_bn")(x))
+    x = nn.Conv(
+      16, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, name="stem", dtype=self.dtype
+    )(x)
+    x = nn.relu(_bn(train, name="stem_bn", dtype=self.dtype)(x))
     for stage, features in enumerate((16, 32, 64)):
       for block in range(n):
         stride = 2 if stage > 0 and block == 0 else 1
-        x = CifarBasicBlock(features, stride, name=f"stage{stage}_block{block}")(x, train)
+        x = CifarBasicBlock(features, stride, name=f"stage{stage}_block{block}", dtype=self.dtype)(
+          x, train
+        )
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, name="head")(x)
+    return nn.Dense(self.num_classes, name="head", dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class BasicBlock(nn.Module):
@@ -108,17 +131,24 @@ class BasicBlock(nn.Module):
 
   features: int
   stride: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     s = (self.stride, self.stride)
-    y = nn.Conv(self.features, (3, 3), s, padding=1, use_bias=False, kernel_init=_conv_init)(x)
-    y = nn.relu(_bn(train)(y))
-    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(y)
-    y = _bn(train, scale_init=nn.initializers.zeros)(y)
+    y = nn.Conv(
+      self.features, (3, 3), s, padding=1, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
+    )(x)
+    y = nn.relu(_bn(train, dtype=self.dtype)(y))
+    y = nn.Conv(
+      self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
+    )(y)
+    y = _bn(train, scale_init=nn.initializers.zeros, dtype=self.dtype)(y)
     if self.stride != 1 or x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1), s, use_bias=False, kernel_init=_conv_init)(x)
-      x = _bn(train)(x)
+      x = nn.Conv(
+        self.features, (1, 1), s, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
+      )(x)
+      x = _bn(train, dtype=self.dtype)(x)
     return nn.relu(x + y)
 
 
@@ -127,19 +157,26 @@ class Bottleneck(nn.Module):
 
   features: int
   stride: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     s = (self.stride, self.stride)
-    y = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=_conv_init)(x)
-    y = nn.relu(_bn(train)(y))
-    y = nn.Conv(self.features, (3, 3), s, padding=1, use_bias=False, kernel_init=_conv_init)(y)
-    y = nn.relu(_bn(train)(y))
-    y = nn.Conv(4 * self.features, (1, 1), use_bias=False, kernel_init=_conv_init)(y)
-    y = _bn(train, scale_init=nn.initializers.zeros)(y)
+    y = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=_conv_init, dtype=self.dtype)(x)
+    y = nn.relu(_bn(train, dtype=self.dtype)(y))
+    y = nn.Conv(
+      self.features, (3, 3), s, padding=1, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
+    )(y)
+    y = nn.relu(_bn(train, dtype=self.dtype)(y))
+    y = nn.Conv(
+      4 * self.features, (1, 1), use_bias=False, kernel_init=_conv_init, dtype=self.dtype
+    )(y)
+    y = _bn(train, scale_init=nn.initializers.zeros, dtype=self.dtype)(y)
     if self.stride != 1 or x.shape[-1] != 4 * self.features:
-      x = nn.Conv(4 * self.features, (1, 1), s, use_bias=False, kernel_init=_conv_init)(x)
-      x = _bn(train)(x)
+      x = nn.Conv(
+        4 * self.features, (1, 1), s, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
+      )(x)
+      x = _bn(train, dtype=self.dtype)(x)
     return nn.relu(x + y)
 
 
@@ -150,24 +187,36 @@ class ResNet(nn.Module):
   block: Callable[..., nn.Module]
   num_classes: int = 1000
   cifar_stem: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     if self.cifar_stem:
-      x = nn.Conv(64, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, name="stem")(x)
-      x = nn.relu(_bn(train, name="stem_bn")(x))
+      x = nn.Conv(
+        64, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, name="stem", dtype=self.dtype
+      )(x)
+      x = nn.relu(_bn(train, name="stem_bn", dtype=self.dtype)(x))
     else:
       x = nn.Conv(
-        64, (7, 7), (2, 2), padding=3, use_bias=False, kernel_init=_conv_init, name="stem"
+        64,
+        (7, 7),
+        (2, 2),
+        padding=3,
+        use_bias=False,
+        kernel_init=_conv_init,
+        name="stem",
+        dtype=self.dtype,
       )(x)
-      x = nn.relu(_bn(train, name="stem_bn")(x))
+      x = nn.relu(_bn(train, name="stem_bn", dtype=self.dtype)(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for stage, blocks in enumerate(self.stage_sizes):
       for b in range(blocks):
         stride = 2 if stage > 0 and b == 0 else 1
-        x = self.block(64 * 2**stage, stride, name=f"stage{stage}_block{b}")(x, train)
+        x = self.block(64 * 2**stage, stride, name=f"stage{stage}_block{b}", dtype=self.dtype)(
+          x, train
+        )
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, name="head")(x)
+    return nn.Dense(self.num_classes, name="head", dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class WideBlock(nn.Module):
@@ -175,17 +224,24 @@ class WideBlock(nn.Module):
 
   features: int
   stride: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     s = (self.stride, self.stride)
-    out = nn.relu(_bn(train)(x))
+    out = nn.relu(_bn(train, dtype=self.dtype)(x))
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.features:
-      shortcut = nn.Conv(self.features, (1, 1), s, use_bias=False, kernel_init=_conv_init)(out)
-    y = nn.Conv(self.features, (3, 3), s, padding=1, use_bias=False, kernel_init=_conv_init)(out)
-    y = nn.relu(_bn(train)(y))
-    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init)(y)
+      shortcut = nn.Conv(
+        self.features, (1, 1), s, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
+      )(out)
+    y = nn.Conv(
+      self.features, (3, 3), s, padding=1, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
+    )(out)
+    y = nn.relu(_bn(train, dtype=self.dtype)(y))
+    y = nn.Conv(
+      self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
+    )(y)
     return y + shortcut
 
 
@@ -195,18 +251,21 @@ class WideResNet(nn.Module):
   depth: int = 28
   width: int = 10
   num_classes: int = 10
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     n = (self.depth - 4) // 6
-    x = nn.Conv(16, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, name="stem")(x)
+    x = nn.Conv(
+      16, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, name="stem", dtype=self.dtype
+    )(x)
     for stage, features in enumerate((16 * self.width, 32 * self.width, 64 * self.width)):
       for b in range(n):
         stride = 2 if stage > 0 and b == 0 else 1
-        x = WideBlock(features, stride, name=f"stage{stage}_block{b}")(x, train)
-    x = nn.relu(_bn(train, name="final_bn")(x))
+        x = WideBlock(features, stride, name=f"stage{stage}_block{b}", dtype=self.dtype)(x, train)
+    x = nn.relu(_bn(train, name="final_bn", dtype=self.dtype)(x))
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, name="head")(x)
+    return nn.Dense(self.num_classes, name="head", dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class VGG(nn.Module):
@@ -214,6 +273,7 @@ class VGG(nn.Module):
 
   layers: Sequence[int | str] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
   num_classes: int = 10
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
@@ -221,10 +281,10 @@ class VGG(nn.Module):
       if item == "M":
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       else:
-        x = nn.Conv(int(item), (3, 3), padding=1, kernel_init=_conv_init)(x)
-        x = nn.relu(_bn(train)(x))
+        x = nn.Conv(int(item), (3, 3), padding=1, kernel_init=_conv_init, dtype=self.dtype)(x)
+        x = nn.relu(_bn(train, dtype=self.dtype)(x))
     x = jnp.mean(x, axis=(1, 2))  # 1x1 spatial on 32x32 inputs.
-    return nn.Dense(self.num_classes, name="head")(x)
+    return nn.Dense(self.num_classes, name="head", dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class EncoderBlock(nn.Module):
@@ -233,17 +293,23 @@ class EncoderBlock(nn.Module):
   num_heads: int
   mlp_dim: int
   dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    y = nn.LayerNorm(epsilon=1e-6)(x)
+    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
     y = nn.MultiHeadDotProductAttention(
-      num_heads=self.num_heads, deterministic=not train, dropout_rate=self.dropout_rate
+      num_heads=self.num_heads,
+      deterministic=not train,
+      dropout_rate=self.dropout_rate,
+      dtype=self.dtype,
     )(y, y)
     x = x + nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-    y = nn.LayerNorm(epsilon=1e-6)(x)
-    y = nn.gelu(nn.Dense(self.mlp_dim)(y))
-    y = nn.Dense(x.shape[-1])(nn.Dropout(self.dropout_rate, deterministic=not train)(y))
+    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
+    y = nn.gelu(nn.Dense(self.mlp_dim, dtype=self.dtype)(y))
+    y = nn.Dense(x.shape[-1], dtype=self.dtype)(
+      nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+    )
     return x + nn.Dropout(self.dropout_rate, deterministic=not train)(y)
 
 
@@ -257,23 +323,30 @@ class VisionTransformer(nn.Module):
   mlp_ratio: int = 4
   num_classes: int = 1000
   dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     p = self.patch_size
-    x = nn.Conv(self.hidden_dim, (p, p), (p, p), padding="VALID", name="patch_embed")(x)
+    x = nn.Conv(
+      self.hidden_dim, (p, p), (p, p), padding="VALID", name="patch_embed", dtype=self.dtype
+    )(x)
     n, h, w, c = x.shape
     x = x.reshape((n, h * w, c))
     cls = self.param("cls_token", nn.initializers.zeros, (1, 1, c))
-    x = jnp.concatenate([jnp.broadcast_to(cls, (n, 1, c)), x], axis=1)
+    # The float32 parameters join the activations in their dtype (no silent upcast).
+    x = jnp.concatenate([jnp.broadcast_to(cls, (n, 1, c)).astype(x.dtype), x], axis=1)
     pos = self.param("pos_embed", nn.initializers.normal(0.02), (1, h * w + 1, c))
-    x = x + pos
+    x = x + pos.astype(x.dtype)
     for i in range(self.depth):
-      x = EncoderBlock(self.num_heads, self.mlp_ratio * c, self.dropout_rate, name=f"block{i}")(
-        x, train
-      )
-    x = nn.LayerNorm(epsilon=1e-6, name="norm")(x[:, 0])
-    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(x)
+      x = EncoderBlock(
+        self.num_heads, self.mlp_ratio * c, self.dropout_rate, name=f"block{i}", dtype=self.dtype
+      )(x, train)
+    x = nn.LayerNorm(epsilon=1e-6, name="norm", dtype=self.dtype)(x[:, 0])
+    x = nn.Dense(
+      self.num_classes, kernel_init=nn.initializers.zeros, name="head", dtype=self.dtype
+    )(x)
+    return x.astype(jnp.float32)
 
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
@@ -294,14 +367,20 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
 MODELS: tuple[str, ...] = tuple(_FACTORIES)
 
 
-def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+def create_model(
+  name: str, num_classes: int, *, dtype: str = "float32", **kwargs: Any
+) -> nn.Module:
   """Builds model ``name`` (one of ``MODELS``) with ``num_classes`` outputs.
 
-  ``kwargs`` go to the module (e.g. ``patch_size=4`` for a DeiT on 32x32 images).
+  ``dtype``: the computation dtype, a key of ``DTYPES`` (``"bfloat16"``: mixed precision with
+  float32 parameters, see the module docstring). ``kwargs`` go to the module (e.g.
+  ``patch_size=4`` for a DeiT on 32x32 images).
   """
   if name not in _FACTORIES:
     raise ValueError(f"unknown model '{name}'; valid: {', '.join(MODELS)}")
-  return _FACTORIES[name](num_classes=num_classes, **kwargs)
+  if dtype not in DTYPES:
+    raise ValueError(f"unknown model dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+  return _FACTORIES[name](num_classes=num_classes, dtype=DTYPES[dtype], **kwargs)
 
 
 def count_params(params: Any) -> int:

@@ -1,6 +1,9 @@
 """The optimizer chain of a run, built from ``config.optimizer`` and ``config.sparse``.
 
-Chain: ``head -> add_decayed_weights -> sgd(schedule, momentum)``. The head turns ``loss_fn`` into
+Chain: ``head -> add_decayed_weights -> sgd(schedule, momentum)``; with gradient accumulation
+(``accumulation_steps = k > 1``) ``head -> MultiSteps(add_decayed_weights -> sgd, k)``: the head
+runs on every micro-batch (its own perturbation) and the rest of the chain sees the mean of the
+``k`` gradients once per step. The head turns ``loss_fn`` into
 the direction the rest of the chain sees: a ``zosam_jax`` SAM-family head (or ``exact_gradient``
 for plain SGD), or a fully zeroth-order estimator (``zosa``, ``zo_sgd``, ``mezo``: training from
 loss values alone). Heads live in the registry :data:`HEADS` (like the models and the sparse
@@ -28,12 +31,28 @@ ROUND_BASED_SPARSE = ("lth",)
 
 @dataclasses.dataclass(frozen=True)
 class HeadContext:
-  """What a head factory may need besides the config."""
+  """What a head factory may need besides the config.
+
+  ``total_steps`` and ``schedule`` count optimizer steps; ``batch_size`` is the (micro-)batch
+  one call of the head sees. With accumulation the head is called ``accumulation_steps`` times a
+  step, and its own counters count calls: :meth:`calls` and :attr:`head_schedule` convert.
+  """
 
   total_steps: int
   schedule: optax.Schedule
   seed: int
   batch_size: int
+  accumulation_steps: int = 1
+
+  def calls(self, steps: int) -> int:
+    """``steps`` optimizer steps in calls of the head."""
+    return steps * self.accumulation_steps
+
+  @property
+  def head_schedule(self) -> optax.Schedule:
+    """The learning-rate schedule as a function of the head's call count."""
+    k = self.accumulation_steps
+    return self.schedule if k == 1 else (lambda count: self.schedule(count // k))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +96,8 @@ def _zo_twin(opt, ctx):
 
 
 def _looksam(opt, ctx):
-  return zj.looksam(opt.rho, opt.looksam.update_every, opt.looksam.alpha, **_zo_twin(opt, ctx))
+  update_every = ctx.calls(opt.looksam.update_every)
+  return zj.looksam(opt.rho, update_every, opt.looksam.alpha, **_zo_twin(opt, ctx))
 
 
 def _esam(opt, ctx):
@@ -90,9 +110,9 @@ def _sparse_sam(opt, ctx):
     opt.rho,
     ssam.sparsity,
     mask_method=ssam.mask_method,
-    update_every=ssam.update_every,
+    update_every=ctx.calls(ssam.update_every),
     num_fisher_samples=min(ssam.num_fisher_samples, ctx.batch_size),
-    end_step=max(ctx.total_steps, 1),
+    end_step=ctx.calls(max(ctx.total_steps, 1)),
     ascent=ssam.ascent,
     zeroth_order=zeroth_order_options(opt),
     guidance=opt.guidance,
@@ -137,7 +157,7 @@ for _name, _head in {
   "zo_looksam": Head(_looksam, guided=True),
   "gsam": Head(
     lambda opt, ctx: zj.gsam(
-      opt.rho, opt.gsam.rho_min, opt.gsam.alpha, learning_rate=ctx.schedule, has_aux=True
+      opt.rho, opt.gsam.rho_min, opt.gsam.alpha, learning_rate=ctx.head_schedule, has_aux=True
     )
   ),
   "esam": Head(_esam, lambda opt: "per_example", guided=True),
@@ -197,24 +217,36 @@ def create_optimizer(
   Building them is where the library checks its values, so call this before anything is
   compiled; :func:`sparse_chain` then wraps the chain once the parameters exist.
 
+  With ``accumulation_steps = k > 1`` the chain is ``head -> MultiSteps(weight decay -> SGD, k)``
+  and ``tx.update`` is called once per micro-batch (``steps.make_train_step``). Every count in
+  the config stays in optimizer steps: the head's and the sparse method's counters (which count
+  calls) get their intervals and end steps multiplied by ``k``, so SSAM masks, LookSAM
+  refreshes and sparse-mask updates happen at the first micro-batch of the same steps as without
+  accumulation, and GSAM's radius follows the learning rate of the step.
+
   Raises:
     ValueError: a value the library refuses (the message names the argument).
   """
   opt, sp = config.optimizer, config.sparse
+  k = config.accumulation_steps
   total_steps = config.num_epochs * steps_per_epoch
   schedule = learning_rate_schedule(config, steps_per_epoch)
-  context = HeadContext(total_steps, schedule, config.seed, config.batch_size)
+  context = HeadContext(total_steps, schedule, config.seed, config.batch_size // k, k)
   if opt.guidance is not None and not HEADS[opt.name].guided:
     guided = ", ".join(name for name, head in HEADS.items() if head.guided)
     raise ValueError(
       f"optimizer.guidance must be unset (None) for a head without a zeroth-order ascent, got "
       f"{opt.guidance!r}; it applies to {guided} (with their zeroth-order ascent)."
     )
-  tx = optax.chain(
-    HEADS[opt.name].build(opt, context),
+  rest = (
     optax.add_decayed_weights(opt.weight_decay) if opt.weight_decay > 0 else optax.identity(),
     optax.sgd(schedule, momentum=opt.momentum if opt.momentum > 0 else None, nesterov=opt.nesterov),
   )
+  head = HEADS[opt.name].build(opt, context)
+  if k == 1:
+    tx = optax.chain(head, *rest)
+  else:  # The head before MultiSteps: it needs loss_fn, and MultiSteps needs real gradients.
+    tx = optax.chain(head, optax.MultiSteps(optax.chain(*rest), k).gradient_transformation())
   if sp.method == "dense":
     return tx, None
   common = {"sparsity": sp.sparsity, "sparsity_distribution": sp.sparsity_distribution}
@@ -226,8 +258,8 @@ def create_optimizer(
     return tx, sparse.get_method(sp.method, **common)
   return tx, sparse.get_method(
     sp.method,
-    update_every=sp.update_every,
-    end_step=max(1, int(round(sp.end_fraction * total_steps))),
+    update_every=context.calls(sp.update_every),
+    end_step=context.calls(max(1, int(round(sp.end_fraction * total_steps)))),
     drop_fraction=sp.drop_fraction,
     seed=config.seed,
     has_aux=True,

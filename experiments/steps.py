@@ -5,8 +5,9 @@ aux of its exact-gradient pass (at ``theta`` for SGD, at ``theta + eps`` for the
 ``theta`` for the zeroth-order optimizers) in its state, and the step reads it back with
 ``optax.tree_utils.tree_get(opt_state, "aux")`` (the library's state protocol).
 
-BatchNorm convention: running statistics are updated once per step, by the head's exact-gradient
-pass, i.e. with the batch statistics seen by the gradient that is applied. Zeroth-order probes
+BatchNorm convention: running statistics are updated once per step (once per micro-batch with
+gradient accumulation), by the head's exact-gradient pass, i.e. with the batch statistics seen by
+the gradient that is applied. Zeroth-order probes
 and SAM's ascent pass never update them. Training loss/accuracy are those of that same pass (so,
 for SAM-family optimizers, measured at the perturbed point).
 """
@@ -33,20 +34,31 @@ def zero_accumulators() -> dict[str, jax.Array]:
 
 
 def make_train_step(
-  model: Any, tx: optax.GradientTransformationExtraArgs, seed: int, batch_losses: str | None
+  model: Any,
+  tx: optax.GradientTransformationExtraArgs,
+  seed: int,
+  batch_losses: str | None,
+  accumulation_steps: int = 1,
 ) -> Callable:
   """``train_step(state, batch) -> state``; metrics accumulate in ``state["acc"]``.
 
   ``batch_losses``: ``None``, ``"per_example"`` (ESAM: per-example losses in training mode) or
   ``"fisher"`` (SSAM-F: per-example losses with BatchNorm in inference mode, since its Fisher
   takes gradients on one-example batches, which have no batch statistics of their own).
+
+  ``accumulation_steps = k > 1``: the batch is split into ``k`` micro-batches (micro-batch ``j``
+  holds rows ``j, j + k, j + 2k, ...``, so each device keeps its own rows) and ``tx`` (built with
+  ``optax.MultiSteps`` after the head, ``optimizers.create_optimizer``) runs once per
+  micro-batch in a ``lax.scan``: each micro-batch gets its own perturbation, BatchNorm statistics
+  move once per micro-batch, and the parameters change once, at the last one. The step's
+  training loss is the mean of the micro-batches' losses.
   """
 
-  def train_step(state: dict, batch: dict) -> dict:
-    dropout_rng = jax.random.fold_in(jax.random.key(seed), state["step"])
+  def micro_step(params, batch_stats, opt_state, batch, dropout_rng):
+    """One call of ``tx`` on ``batch``: ``(params, batch_stats, opt_state, loss, aux)``."""
 
     def per_example(params, sub_batch, train=True):
-      variables = {"params": params, "batch_stats": state["batch_stats"]}
+      variables = {"params": params, "batch_stats": batch_stats}
       if not train:
         logits, new_stats = model.apply(variables, sub_batch["image"], train=False), {}
       else:
@@ -79,21 +91,49 @@ def make_train_step(
         "per_example_loss_fn": lambda p, b: per_example(p, b, train=False)[0],
         "batch": batch,
       }
-    updates, opt_state = tx.update(
-      None, state["opt_state"], state["params"], loss_fn=loss_fn, **extra
-    )
+    updates, opt_state = tx.update(None, opt_state, params, loss_fn=loss_fn, **extra)
     aux = optax.tree_utils.tree_get(opt_state, "aux")
     loss = optax.tree_utils.tree_get(opt_state, "value")
+    params = optax.apply_updates(params, updates)
+    return params, aux["batch_stats"], opt_state, loss, aux
+
+  def train_step(state: dict, batch: dict) -> dict:
+    dropout_rng = jax.random.fold_in(jax.random.key(seed), state["step"])
+    if accumulation_steps == 1:
+      params, batch_stats, opt_state, loss, aux = micro_step(
+        state["params"], state["batch_stats"], state["opt_state"], batch, dropout_rng
+      )
+      correct, count = aux["correct"], aux["count"]
+    else:
+      k = accumulation_steps
+      # [B, ...] -> [k, B/k, ...] with micro-batch j = rows j, j + k, ...: a device's rows of
+      # the batch are contiguous, so it holds B/(k D) rows of every micro-batch (no transfer).
+      micro = jax.tree.map(
+        lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1), batch
+      )
+
+      def body(carry, xs):
+        micro_batch, j = xs
+        params, batch_stats, opt_state, loss, aux = micro_step(
+          *carry, micro_batch, jax.random.fold_in(dropout_rng, j)
+        )
+        return (params, batch_stats, opt_state), (loss, aux["correct"], aux["count"])
+
+      carry = (state["params"], state["batch_stats"], state["opt_state"])
+      (params, batch_stats, opt_state), (losses, corrects, counts) = jax.lax.scan(
+        body, carry, (micro, jnp.arange(k))
+      )
+      loss, correct, count = jnp.mean(losses), jnp.sum(corrects), jnp.sum(counts)
     acc = state["acc"]
     return {
       "step": state["step"] + 1,
-      "params": optax.apply_updates(state["params"], updates),
-      "batch_stats": aux["batch_stats"],
+      "params": params,
+      "batch_stats": batch_stats,
       "opt_state": opt_state,
       "acc": {
         "loss_sum": acc["loss_sum"] + loss,
-        "correct": acc["correct"] + aux["correct"],
-        "count": acc["count"] + aux["count"],
+        "correct": acc["correct"] + correct,
+        "count": acc["count"] + count,
         "steps": acc["steps"] + 1,
       },
     }

@@ -69,7 +69,9 @@ def build(
       f"optimizer.name={config.optimizer.name}, sparse.method={config.sparse.method}: {e}"
     ) from None
   kwargs = {"patch_size": config.model.patch_size} if config.model.name.startswith("deit") else {}
-  model = models.create_model(config.model.name, spec.num_classes, **kwargs)
+  model = models.create_model(
+    config.model.name, spec.num_classes, dtype=config.model.dtype, **kwargs
+  )
   dummy = jnp.zeros((1, *spec.image_shape), jnp.float32)
   variables = jax.jit(lambda k: model.init(k, dummy, train=False), out_shardings=sharding)(
     jax.random.key(config.seed)
@@ -188,7 +190,7 @@ def train_run(
   batch_losses = optimizers.HEADS[config.optimizer.name].batch_losses(config.optimizer)
   train_step = (
     jax.jit(
-      steps.make_train_step(model, tx, config.seed, batch_losses),
+      steps.make_train_step(model, tx, config.seed, batch_losses, config.accumulation_steps),
       in_shardings=(replicated, batch_sharding),
       out_shardings=replicated,
       donate_argnums=0,

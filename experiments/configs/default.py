@@ -39,6 +39,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.name = "cnn"
   config.model.patch_size = 16  # ViT/DeiT only.
+  # Computation dtype: float32 | bfloat16 (mixed precision: bfloat16 activations, float32
+  # parameters, optimizer state, perturbations and directions; logits and loss in float32).
+  config.model.dtype = "float32"
 
   config.optimizer = ml_collections.ConfigDict()
   # A head of experiments.optimizers.HEADS: sgd | sam | zo_sam | random_perturbation |
@@ -112,6 +115,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparse.lth.rewind_step = config_dict.placeholder(int)
 
   config.batch_size = 128  # Global batch, split over all devices.
+  # Gradient accumulation: each step splits batch_size into this many micro-batches, runs the
+  # head on each (its own perturbation / directions, as in m-sharpness) and applies their mean
+  # once. Steps, schedules, sparse-mask updates and logs still count optimizer steps (see
+  # docs/flax.md); 1 = no accumulation.
+  config.accumulation_steps = 1
   config.eval_batch_size = 500
   config.num_epochs = 3
   config.log_every_steps = 50

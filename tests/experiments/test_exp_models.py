@@ -58,3 +58,32 @@ def test_batch_norm_statistics_update_only_when_mutable(name):
 def test_unknown_model_lists_valid_ones():
   with pytest.raises(ValueError, match="valid: cnn, resnet20"):
     models.create_model("resnet33", 10)
+
+
+@pytest.mark.parametrize("name,shape,classes,expected,rtol", CASES, ids=[c[0] for c in CASES])
+def test_bfloat16_computes_in_bfloat16_on_float32_parameters(name, shape, classes, expected, rtol):
+  model = models.create_model(name, classes, dtype="bfloat16")
+  x = jnp.zeros((2, *shape))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+  logits, state = jax.eval_shape(
+    lambda v: model.apply(
+      v,
+      x,
+      train=True,
+      mutable=["batch_stats", "intermediates"],
+      capture_intermediates=True,
+      rngs={"dropout": jax.random.key(1)},
+    ),
+    variables,
+  )
+  # Master weights and running statistics stay float32; logits come back in float32.
+  assert {v.dtype for v in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+  assert logits.dtype == jnp.float32
+  # Every layer's output (the intermediates) is bfloat16, except the model's own return value.
+  inner = {k: v for k, v in state["intermediates"].items() if k != "__call__"}
+  assert {a.dtype for a in jax.tree.leaves(inner)} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_unknown_dtype_lists_valid_ones():
+  with pytest.raises(ValueError, match="valid: float32, bfloat16"):
+    models.create_model("cnn", 10, dtype="float16")
