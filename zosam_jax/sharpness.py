@@ -300,12 +300,18 @@ def _refresh_mask(spec, mask_parts, *, step, key, params, ascent, selection, ext
     )
     scores = [f for f, s in zip(jax.tree.leaves(fisher), selection, strict=True) if s]
     return pmasks.top_k_mask(scores, sparsity=spec.sparsity, pattern=spec.pattern, n_m=spec.n_m)
-  # dynamic (SSAM-D): N_drop = f(t) (1 - s) d
+  # dynamic (SSAM-D): N_drop = f(t) (1 - s) d, per pattern
   grads = [g for g, s in zip(jax.tree.leaves(ascent), selection, strict=True) if s]
-  kept = pmasks.num_kept(sum(m.size for m in mask_parts), spec.sparsity)
   fraction = pmasks.cosine_drop_fraction(step, spec.drop_fraction, spec.end_step)
-  num_drop = jnp.floor(fraction * kept).astype(jnp.int32)
-  return pmasks.drop_and_regrow(key, mask_parts, grads, num_drop)
+  return pmasks.dynamic_update(
+    key,
+    mask_parts,
+    grads,
+    fraction=fraction,
+    sparsity=spec.sparsity,
+    pattern=spec.pattern,
+    n_m=spec.n_m,
+  )
 
 
 def sharpness_aware(
@@ -561,17 +567,17 @@ def sparse_sam(
   """Sparse SAM head: SAM or ZO-SAM whose perturbation is multiplied by a binary mask.
 
   The mask (SSAM-F ``"fisher"``, SSAM-D ``"dynamic"`` or ``"random"``; patterns
-  ``"unstructured"``, ``"structured"``, ``"n:m"``) lives in the state and is refreshed inside the
-  compiled step with ``lax.cond`` at steps ``t % update_every == 0`` (step 0 included); it
-  starts uniformly random. See :mod:`zosam_jax.perturbation_masks` for the rules.
+  ``"unstructured"``, ``"channel"``, ``"n:m"``, for every method) lives in the state and is
+  refreshed inside the compiled step with ``lax.cond`` at steps ``t % update_every == 0`` (step 0
+  included); it starts uniformly random. See :mod:`zosam_jax.perturbation_masks` for the rules.
 
   Args:
     rho: perturbation radius.
     sparsity: fraction of perturbable coordinates NOT perturbed, in ``[0, 1)`` (ignored by
       ``"n:m"``, whose sparsity is ``1 - N/M``).
     mask_method: ``"fisher"``, ``"dynamic"`` or ``"random"``.
-    pattern: ``"unstructured"``, ``"structured"`` or ``"n:m"`` (``"dynamic"`` supports only
-      ``"unstructured"``).
+    pattern: ``"unstructured"``, ``"channel"`` (whole output channels, the last axis of each leaf)
+      or ``"n:m"`` (``N`` of every ``M`` consecutive weights along the input axis).
     n_m: ``(N, M)`` with ``1 <= N <= M``.
     update_every: ``T_m``, steps between mask refreshes.
     num_fisher_samples: ``N_F`` (the paper's default is 128).
@@ -592,11 +598,6 @@ def sparse_sam(
   validation.check_positive_int("fisher_chunk_size", fisher_chunk_size)
   validation.check_choice("ascent", ascent, ("exact", "zeroth_order"))
   if mask_method == "dynamic":
-    if pattern != "unstructured":
-      raise ValueError(
-        f"pattern must be 'unstructured' with mask_method='dynamic', got {pattern!r}; use "
-        "mask_method='fisher' or 'random' for structured and n:m masks."
-      )
     validation.check_interval(
       "drop_fraction", drop_fraction, 0.0, 1.0, low_open=True, high_open=True
     )
