@@ -26,6 +26,14 @@ Grown weights start at exactly 0 and their optimizer moments are zeroed (see
 ``wrapper``). Per-leaf counts (SET, RigL, MEST) and the total (DSR) are exact after
 every update: selections rank by index, ties cannot change a count.
 
+Patterns (``pattern=``, see :class:`~zosam_jax.sparse.SparseMethod`): under ``"channel"`` every
+rule above runs on whole output channels, with a channel's score the mean of its weights' scores
+and counts in channels (DSR's threshold compares the mean ``|theta|`` of a channel; its total
+number of channels is exact, the number of weights follows the channels' sizes). Under ``"n:m"``
+drops are chosen among the weights of a leaf as above, and every block of ``M`` then grows back to
+exactly ``N`` among its own inactive weights (by ``|grad L|`` for RigL, at random otherwise), so
+DSR's reallocation between leaves does not apply and MEST's soft memory bound is refused.
+
 References:
   Mocanu et al., 2018, "Scalable training of artificial neural networks with adaptive
   sparse connectivity inspired by network science", Nat. Commun. 9 (SET).

@@ -15,7 +15,10 @@
   module gives :meth:`LTH.prune` and :meth:`LTH.rewind`.
 
 Every method's ``wrap(tx, params, ...)`` returns the same wrapper as the dynamic
-methods, with the mask held fixed.
+methods, with the mask held fixed. With ``pattern="channel"`` the scores are averaged over each
+output channel and whole channels are kept; with ``"n:m"`` each block of ``M`` keeps its ``N``
+highest-scoring weights, and LTH's round ``r`` keeps ``N_r = round(M (N/M)^(r/R))`` per block (the
+geometric schedule of the unstructured rounds, reaching ``N`` at ``r = R``).
 
 References:
   Lee et al., 2019, "SNIP: Single-shot Network Pruning based on Connection
