@@ -45,6 +45,7 @@ from zosam_jax._src import groups
 
 PATTERNS = groups.PATTERNS
 MASK_METHODS = ("fisher", "dynamic", "random")
+FORMS = ("explicit", "implicit")
 
 
 def num_kept(total: int, sparsity: float) -> int:
@@ -261,6 +262,9 @@ class MaskSpec(NamedTuple):
     fisher_chunk_size: per-example gradients computed together for ``"fisher"``.
     drop_fraction: ``alpha`` for ``"dynamic"``.
     end_step: ``T``, the horizon of the cosine decay for ``"dynamic"``.
+    form: ``"explicit"`` (a dense ascent gradient, the mask applied to the perturbation) or
+      ``"implicit"`` (the mask applied inside the ascent's backward pass; see
+      ``sharpness.sparse_sam``).
   """
 
   method: str
@@ -272,3 +276,4 @@ class MaskSpec(NamedTuple):
   fisher_chunk_size: int
   drop_fraction: float
   end_step: int | None
+  form: str = "explicit"
