@@ -251,7 +251,9 @@ class DynamicMethod(SparseMethod):
     Returns the kept weights per leaf (the mask itself on leaves that are not prunable), the
     number of weights to grow per prunable leaf and the new method state. By default each
     prunable leaf drops its ``round(alpha(t) n_active)`` active weights of lowest score and grows
-    as many.
+    as many. Under ``pattern="channel"`` the prunable leaves arrive as per-channel views (a bool
+    ``(C,)`` mask, mean scores), so "weights" above are channels; under ``"n:m"`` the grow counts
+    are not used (each block grows back to ``N``).
     """
     frac = self.schedule.fraction(step)
     n_drop = [
