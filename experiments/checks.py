@@ -15,6 +15,7 @@ import ml_collections
 
 from experiments import input_pipeline, models, optimizers
 from experiments.workdir import ConfigError
+from zosam_jax import sparse
 
 
 def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
@@ -58,6 +59,15 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
     "in [0, num_epochs]",
   )
   _check("sparse.end_fraction", config.sparse.end_fraction, lambda v: 0 < v <= 1, "in (0, 1]")
+  sp = config.sparse
+  _choice("sparse pattern", sp.pattern, sparse.PATTERNS)
+  if sp.pattern != "unstructured" and sp.method == "dense":
+    raise ConfigError(f"sparse.pattern={sp.pattern} needs a sparse.method; it is 'dense'")
+  if sp.pattern == "channel" and "head" not in optimizers.dense_layer_names(sp.dense_layers):
+    raise ConfigError(
+      "sparse.pattern=channel would prune output channels of the classifier, i.e. classes: "
+      "keep it dense with sparse.dense_layers=head (comma-separate more names)"
+    )
   if config.sparse.method in optimizers.ROUND_BASED_SPARSE:  # The run's length is checked later.
     lth = config.sparse.lth
     _check(

@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import ml_collections
 import optax
 
@@ -188,6 +189,45 @@ for _name, _head in {
   register_head(_name, _head)
 
 
+def dense_layer_names(dense_layers: str) -> tuple[str, ...]:
+  """The module names of ``config.sparse.dense_layers`` (comma-separated)."""
+  return tuple(name.strip() for name in str(dense_layers).split(",") if name.strip())
+
+
+def prunable_leaves(dense_layers: str) -> Callable[[Any], Any] | None:
+  """The sparse methods' ``prunable``: kernels (``ndim >= 2``) outside the top-level modules named
+  in ``dense_layers`` (``None``, the library's default, when it names none)."""
+  names = dense_layer_names(dense_layers)
+  if not names:
+    return None
+
+  def prunable(params: Any) -> Any:
+    flags = jax.tree.leaves(sparse.default_prunable(params))
+    paths = sparse.leaf_paths(params)
+    keep = [f and path.split("/")[0] not in names for f, path in zip(flags, paths, strict=True)]
+    return jax.tree.unflatten(jax.tree.structure(params), keep)
+
+  return prunable
+
+
+def check_sparse_layout(config: ml_collections.ConfigDict, method: Any, params: Any) -> None:
+  """Checks ``config.sparse`` against the model's parameters (shapes suffice): every name of
+  ``dense_layers`` is a top-level module, and the method's pattern fits the prunable kernels.
+
+  Raises:
+    ValueError: naming the field or the library's argument.
+  """
+  modules = sorted({path.split("/")[0] for path in sparse.leaf_paths(params)})
+  unknown = [n for n in dense_layer_names(config.sparse.dense_layers) if n not in modules]
+  if unknown:
+    raise ValueError(
+      f"sparse.dense_layers names {unknown}, not top-level modules of the model "
+      f"(valid: {', '.join(modules)})"
+    )
+  if method is not None:
+    method.prunable_flags(params)
+
+
 def sparse_methods() -> tuple[str, ...]:
   """Valid ``config.sparse.method`` values: ``dense`` plus ``zosam_jax.sparse``'s registry."""
   return ("dense",) + sparse.method_names()
@@ -249,7 +289,13 @@ def create_optimizer(
     tx = optax.chain(head, optax.MultiSteps(optax.chain(*rest), k).gradient_transformation())
   if sp.method == "dense":
     return tx, None
-  common = {"sparsity": sp.sparsity, "sparsity_distribution": sp.sparsity_distribution}
+  common = {
+    "sparsity": sp.sparsity,
+    "sparsity_distribution": sp.sparsity_distribution,
+    "pattern": sp.pattern,
+    "n_m": tuple(sp.n_m),  # a list after a JSON round trip (resumed runs)
+    "prunable": prunable_leaves(sp.dense_layers),
+  }
   if sp.method == "grasp":
     return tx, sparse.get_method("grasp", samples_per_class=sp.grasp_samples_per_class, **common)
   if sp.method in ROUND_BASED_SPARSE:

@@ -62,17 +62,20 @@ def build(
 
   Raises ``ConfigError`` for a value the library refuses (its message names the argument).
   """
-  try:
-    chain, method = optimizers.create_optimizer(config, steps_per_epoch)
-  except ValueError as e:
-    raise ConfigError(
-      f"optimizer.name={config.optimizer.name}, sparse.method={config.sparse.method}: {e}"
-    ) from None
   kwargs = {"patch_size": config.model.patch_size} if config.model.name.startswith("deit") else {}
   model = models.create_model(
     config.model.name, spec.num_classes, dtype=config.model.dtype, **kwargs
   )
   dummy = jnp.zeros((1, *spec.image_shape), jnp.float32)
+  try:
+    chain, method = optimizers.create_optimizer(config, steps_per_epoch)
+    # The sparsity pattern against the model's kernels, from shapes only (nothing compiled).
+    shapes = jax.eval_shape(lambda k: model.init(k, dummy, train=False), jax.random.key(0))
+    optimizers.check_sparse_layout(config, method, shapes["params"])
+  except ValueError as e:
+    raise ConfigError(
+      f"optimizer.name={config.optimizer.name}, sparse.method={config.sparse.method}: {e}"
+    ) from None
   variables = jax.jit(lambda k: model.init(k, dummy, train=False), out_shardings=sharding)(
     jax.random.key(config.seed)
   )

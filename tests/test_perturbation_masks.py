@@ -37,9 +37,9 @@ def test_ties_do_not_change_the_count():
   assert sum(int(m.sum()) for m in masks) == int(np.floor(0.25 * total + 0.5))
 
 
-def test_structured_keeps_whole_output_channels():
+def test_channel_keeps_whole_output_channels():
   scores = _scores(1)
-  masks = pm.top_k_mask(scores, sparsity=0.75, pattern="structured")
+  masks = pm.top_k_mask(scores, sparsity=0.75, pattern="channel")
   for s, m in zip(scores, masks, strict=True):
     m = np.asarray(m)
     channels = s.shape[-1]
@@ -104,6 +104,37 @@ def test_drop_and_regrow_hand_case():
   assert new[1:].sum() == 2
 
 
+def test_dynamic_update_drops_the_flattest_channel_and_regrows_whole_channels():
+  # Kernel (2, 4): channels {0, 1} kept at 50%. Mean |g| per channel: [2, 0.1, 9, 9]; with f = 0.5,
+  # N_drop = floor(0.5 * 2) = 1: channel 1 (flattest kept) goes, one of {1, 2, 3} regrows.
+  mask = [jnp.array([[True, True, False, False]] * 2)]
+  grads = [jnp.array([[2.0, 0.1, 9.0, 9.0], [-2.0, 0.1, 9.0, 9.0]])]
+  for seed in range(4):
+    new = np.asarray(
+      pm.dynamic_update(
+        jax.random.PRNGKey(seed), mask, grads, fraction=0.5, sparsity=0.5, pattern="channel"
+      )[0]
+    )
+    assert (new.all(0) == new.any(0)).all()  # whole channels
+    assert new.all(0).sum() == 2 and new[0, 0]
+
+
+def test_dynamic_update_n_m_refills_every_block_to_n():
+  # Kernel (4, 2), blocks of 4 along axis 0 (one per column), 2:4. Kept |g| (col 0: rows 0, 1 =
+  # 5, 0.2; col 1: rows 2, 3 = 3, 4). N_drop = floor(0.25 * 4) = 1: (1, 0) goes, column 0 regrows
+  # one of rows {1, 2, 3}; column 1 is untouched.
+  mask = [jnp.array([[True, False], [True, False], [False, True], [False, True]])]
+  grads = [jnp.array([[5.0, 1.0], [0.2, 1.0], [1.0, 3.0], [1.0, -4.0]])]
+  for seed in range(4):
+    new = np.asarray(
+      pm.dynamic_update(
+        jax.random.PRNGKey(seed), mask, grads, fraction=0.25, sparsity=0.5, pattern="n:m"
+      )[0]
+    )
+    assert new.sum(0).tolist() == [2, 2] and new[0, 0]
+    np.testing.assert_array_equal(new[:, 1], np.asarray(mask[0])[:, 1])
+
+
 def test_cosine_drop_fraction_schedule():
   f = lambda t: float(pm.cosine_drop_fraction(jnp.int32(t), 0.4, 100))  # noqa: E731
   np.testing.assert_allclose([f(0), f(50), f(100), f(150)], [0.4, 0.2, 0.0, 0.0], atol=1e-7)
@@ -125,8 +156,10 @@ def _model():
   "kwargs",
   [
     dict(mask_method="dynamic", end_step=20),
+    dict(mask_method="dynamic", end_step=20, pattern="channel"),
+    dict(mask_method="dynamic", end_step=20, pattern="n:m", n_m=(2, 4)),
     dict(mask_method="fisher", num_fisher_samples=8),
-    dict(mask_method="random", pattern="structured"),
+    dict(mask_method="random", pattern="channel"),
     dict(mask_method="fisher", pattern="n:m", n_m=(2, 4), num_fisher_samples=8),
   ],
 )
@@ -151,7 +184,7 @@ def test_sparse_sam_mask_refreshes_in_jit_with_exact_counts(kwargs):
     k, b = np.asarray(mk["kernel"]), np.asarray(mk["bias"])
     if pattern == "unstructured":
       assert k.sum() + b.sum() == int(np.floor(0.25 * 36 + 0.5))
-    elif pattern == "structured":
+    elif pattern == "channel":
       assert k.all(0).sum() == 1 and (k.any(0) == k.all(0)).all() and b.sum() == 1
     else:
       assert np.all(k.reshape(2, 4, 4).sum(1) == 2) and b.sum() == 2

@@ -294,7 +294,7 @@ def test_bad_runtime_arguments_raise():
   bad = jax.tree.map(lambda p: jnp.ones(p.shape[:1]), params)
   with pytest.raises(ValueError, match="weight_mask leaf"):
     tx.update(None, state, params, loss_fn=loss_fn, weight_mask=bad)
-  with pytest.raises(ValueError, match="n:m.*divisible"):
+  with pytest.raises(ValueError, match="n_m.*divisible"):
     zj.sparse_sam(0.1, pattern="n:m", n_m=(2, 3), mask_method="random").init(params)
   with pytest.raises(ValueError, match="per_example_loss_fn"):
     s = zj.sparse_sam(0.1, 0.5)

@@ -8,13 +8,16 @@ This module builds and refreshes such masks:
   ``F = 1/N_F sum_i (grad log p(y_i | x_i))^2`` over ``N_F`` examples (SSAM eq. 5-6).
 * ``"dynamic"`` (SSAM-D): drop the ``N_drop = f(t) (1 - s) d`` kept coordinates with the smallest
   ``|g|`` (the flattest), regrow as many uniformly at random among the unkept ones, with
-  ``f(t) = alpha/2 (1 + cos(pi t / T))`` (SSAM eq. 7-9, Algorithm 2 option II).
+  ``f(t) = alpha/2 (1 + cos(pi t / T))`` (SSAM eq. 7-9, Algorithm 2 option II); for the channel
+  and N:M patterns see :func:`dynamic_update`.
 * ``"random"``: a fresh uniformly random mask (the paper's ablation).
 
-and three patterns (SSAM TPAMI version): ``"unstructured"`` (one global top-k over every perturbed
-coordinate), ``"structured"`` (whole output channels / filters, i.e. slices along the last axis of
-each leaf, ranked per leaf by their summed score), and ``"n:m"`` (in every group of ``M``
-consecutive weights along the input axis, the second-to-last axis of a kernel, keep ``N``).
+and three patterns (SSAM TPAMI version; the groups are defined once, in ``zosam_jax._src.groups``,
+and shared with the sparse-training masks): ``"unstructured"`` (one global top-k over every
+perturbed coordinate), ``"channel"`` (whole output channels / filters, i.e. slices along the last
+axis of each leaf, ranked per leaf by their mean score; the TPAMI paper's "structured"), and
+``"n:m"`` (in every block of ``M`` consecutive weights along the input axis, the second-to-last
+axis of a kernel, keep ``N``).
 
 Counts are exact: selection is by index (``lax.top_k`` or ranks from ``argsort``), so ties cannot
 change how many coordinates are kept. Kept count for ``n`` coordinates at sparsity ``s`` is
@@ -38,10 +41,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from zosam_jax._src import validation
+from zosam_jax._src import groups
 
-PATTERNS = ("unstructured", "structured", "n:m")
+PATTERNS = groups.PATTERNS
 MASK_METHODS = ("fisher", "dynamic", "random")
+FORMS = ("explicit", "implicit")
 
 
 def num_kept(total: int, sparsity: float) -> int:
@@ -50,29 +54,16 @@ def num_kept(total: int, sparsity: float) -> int:
 
 
 def check_pattern(pattern: str, n_m: tuple[int, int]) -> None:
-  validation.check_choice("pattern", pattern, PATTERNS)
-  if pattern == "n:m":
-    n, m = n_m
-    if not (isinstance(n, int) and isinstance(m, int) and 1 <= n <= m):
-      raise ValueError(f"n_m must be (N, M) integers with 1 <= N <= M, got {n_m!r}.")
-
-
-def _group_axis(ndim: int) -> int:
-  return ndim - 2 if ndim >= 2 else 0
+  """Checks ``pattern`` and ``n_m`` (see ``zosam_jax._src.groups``)."""
+  groups.check_pattern(pattern, n_m)
 
 
 def check_n_m_shapes(shapes: list[tuple[int, ...]], n_m: tuple[int, int]) -> None:
   """Every perturbed leaf's input axis must split into groups of M."""
-  m = n_m[1]
   for shape in shapes:
-    if not shape:
-      raise ValueError(f"pattern='n:m' cannot group a scalar parameter (shape {shape}).")
-    axis = _group_axis(len(shape))
-    if shape[axis] % m:
-      raise ValueError(
-        f"pattern='n:m' with M={m} needs the input axis (axis {axis}) of every perturbed "
-        f"parameter divisible by M; got shape {shape}. Exclude such leaves with perturb_leaves."
-      )
+    groups.check_n_m_shape(
+      shape, n_m, "every perturbed parameter (exclude others with perturb_leaves)"
+    )
 
 
 def _unstructured_topk(scores: list[jax.Array], kept: int) -> list[jax.Array]:
@@ -86,23 +77,14 @@ def _unstructured_topk(scores: list[jax.Array], kept: int) -> list[jax.Array]:
   return out
 
 
-def _structured_topk(score: jax.Array, sparsity: float) -> jax.Array:
+def _channel_topk(score: jax.Array, sparsity: float) -> jax.Array:
   if score.ndim == 0:
-    return jnp.ones((), bool)
-  per_channel = score.reshape(-1, score.shape[-1]).sum(0) if score.ndim >= 2 else score
+    return jnp.ones((), bool)  # a scalar leaf is always perturbed
+  per_channel = groups.channel_scores(score)
   channels = per_channel.shape[0]
   _, idx = jax.lax.top_k(per_channel, num_kept(channels, sparsity))
   keep = jnp.zeros((channels,), bool).at[idx].set(True)
-  return jnp.broadcast_to(keep, score.shape)
-
-
-def _n_m_topk(score: jax.Array, n: int, m: int) -> jax.Array:
-  axis = _group_axis(score.ndim)
-  moved = jnp.moveaxis(score, axis, -1)
-  groups = moved.reshape(moved.shape[:-1] + (moved.shape[-1] // m, m))
-  _, idx = jax.lax.top_k(groups, n)
-  keep = jnp.sum(jax.nn.one_hot(idx, m, dtype=jnp.int32), axis=-2) > 0
-  return jnp.moveaxis(keep.reshape(moved.shape), -1, axis)
+  return groups.expand_channels(keep, score.shape)
 
 
 def top_k_mask(
@@ -112,9 +94,9 @@ def top_k_mask(
   if pattern == "unstructured":
     total = sum(s.size for s in scores)
     return _unstructured_topk([s.astype(jnp.float32) for s in scores], num_kept(total, sparsity))
-  if pattern == "structured":
-    return [_structured_topk(s.astype(jnp.float32), sparsity) for s in scores]
-  return [_n_m_topk(s.astype(jnp.float32), *n_m) for s in scores]
+  if pattern == "channel":
+    return [_channel_topk(s.astype(jnp.float32), sparsity) for s in scores]
+  return [groups.top_n_per_block(s, *n_m) for s in scores]
 
 
 def random_mask(
@@ -137,12 +119,6 @@ def cosine_drop_fraction(step: jax.Array, drop_fraction: float, end_step: int) -
   return 0.5 * drop_fraction * (1.0 + jnp.cos(jnp.pi * t / end_step))
 
 
-def _ranks(values: jax.Array) -> jax.Array:
-  """Rank of each entry in ascending order (0 = smallest); ties broken by index."""
-  order = jnp.argsort(values, stable=True)
-  return jnp.zeros(values.shape, jnp.int32).at[order].set(jnp.arange(values.size, dtype=jnp.int32))
-
-
 def drop_and_regrow(
   key: jax.Array,
   mask: list[jax.Array],
@@ -157,15 +133,61 @@ def drop_and_regrow(
   """
   kept = jnp.concatenate([m.reshape(-1) for m in mask])
   score = jnp.concatenate([jnp.abs(g.astype(jnp.float32)).reshape(-1) for g in grads])
-  drop = kept & (_ranks(jnp.where(kept, score, jnp.inf)) < num_drop)
-  remaining = kept & ~drop
+  remaining = kept & ~groups.select_lowest(score, kept, num_drop)
   noise = jax.random.uniform(key, kept.shape)
-  grow = ~remaining & (_ranks(jnp.where(remaining, jnp.inf, -noise)) < num_drop)
-  new = remaining | grow
-  out, start = [], 0
-  for m in mask:
-    out.append(new[start : start + m.size].reshape(m.shape))
-    start += m.size
+  new = remaining | groups.select_highest(noise, ~remaining, num_drop)
+  return groups.split_like(new, mask)
+
+
+def dynamic_update(
+  key: jax.Array,
+  mask: list[jax.Array],
+  grads: list[jax.Array],
+  *,
+  fraction: jax.Array,
+  sparsity: float,
+  pattern: str,
+  n_m: tuple[int, int] = (2, 4),
+) -> list[jax.Array]:
+  """SSAM-D's mask update (drop the flattest, regrow at random) under ``pattern``.
+
+  With ``k`` the kept count of the pattern and ``f = fraction``:
+
+  * ``"unstructured"``: :func:`drop_and_regrow` over all perturbed coordinates with
+    ``N_drop = floor(f k)``, ``k`` the global kept count.
+  * ``"channel"``: per leaf, the ``floor(f k_l)`` kept channels of smallest mean ``|g|`` are dropped
+    and as many channels regrow uniformly among the unkept ones (``k_l`` kept channels; scalar
+    leaves stay perturbed).
+  * ``"n:m"``: per leaf, the ``floor(f k_l)`` kept coordinates of smallest ``|g|`` are dropped
+    (``k_l = N/M`` of the leaf), then every block of ``M`` regrows at random among its unkept
+    coordinates back to exactly ``N``.
+
+  Counts are exact after every update: per leaf for ``"channel"`` and ``"n:m"``, in total for
+  ``"unstructured"``.
+  """
+  if pattern == "unstructured":
+    kept = num_kept(sum(m.size for m in mask), sparsity)
+    return drop_and_regrow(key, mask, grads, jnp.floor(fraction * kept).astype(jnp.int32))
+  keys = jax.random.split(key, max(len(mask), 1))
+  out = []
+  for k, m, g in zip(keys, mask, grads, strict=True):
+    if pattern == "channel" and m.ndim == 0:
+      out.append(m)
+      continue
+    score = jnp.abs(g.astype(jnp.float32))
+    if pattern == "channel":
+      active = groups.channel_active(m)
+      num_drop = jnp.floor(fraction * num_kept(active.shape[0], sparsity)).astype(jnp.int32)
+      remaining = active & ~groups.select_lowest(groups.channel_scores(score), active, num_drop)
+      noise = jax.random.uniform(k, active.shape)
+      new = remaining | groups.select_highest(noise, ~remaining, num_drop)
+      out.append(groups.expand_channels(new, m.shape))
+    else:
+      n, mm = n_m
+      num_drop = jnp.floor(fraction * (m.size * n // mm)).astype(jnp.int32)
+      remaining = m & ~groups.select_lowest(score, m, num_drop)
+      grow = groups.refill_blocks(remaining, jax.random.uniform(k, m.shape), n, mm)
+      out.append(remaining | grow)
   return out
 
 
@@ -233,13 +255,16 @@ class MaskSpec(NamedTuple):
   Attributes:
     method: ``"fisher"``, ``"dynamic"`` or ``"random"``.
     sparsity: fraction of perturbed coordinates that are NOT perturbed, in ``[0, 1)``.
-    pattern: ``"unstructured"``, ``"structured"`` or ``"n:m"``.
+    pattern: ``"unstructured"``, ``"channel"`` or ``"n:m"``.
     n_m: ``(N, M)`` for the ``"n:m"`` pattern.
     update_every: the mask is refreshed at steps ``t`` with ``t % update_every == 0``.
     num_fisher_samples: ``N_F`` for ``"fisher"``.
     fisher_chunk_size: per-example gradients computed together for ``"fisher"``.
     drop_fraction: ``alpha`` for ``"dynamic"``.
     end_step: ``T``, the horizon of the cosine decay for ``"dynamic"``.
+    form: ``"explicit"`` (a dense ascent gradient, the mask applied to the perturbation) or
+      ``"implicit"`` (the mask applied inside the ascent's backward pass; see
+      ``sharpness.sparse_sam``).
   """
 
   method: str
@@ -251,3 +276,4 @@ class MaskSpec(NamedTuple):
   fisher_chunk_size: int
   drop_fraction: float
   end_step: int | None
+  form: str = "explicit"

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import optax
 
 from zosam_jax import perturbation_masks as pmasks
-from zosam_jax._src import losses, options, validation
+from zosam_jax._src import groups, implicit, losses, options, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
 
@@ -287,8 +287,11 @@ def _mask_parts(mask_tree, selection):
   return [m for m, s in zip(jax.tree.leaves(mask_tree), selection, strict=True) if s]
 
 
-def _refresh_mask(spec, mask_parts, *, step, key, params, ascent, selection, extra):
-  """Computes the new Sparse SAM mask (called inside ``lax.cond`` on refresh steps)."""
+def _refresh_mask(spec, mask_parts, *, step, key, params, ascent_fn, selection, extra):
+  """Computes the new Sparse SAM mask (called inside ``lax.cond`` on refresh steps).
+
+  ``ascent_fn()`` gives the dense ascent gradient SSAM-D ranks by (called only by it).
+  """
   shapes = [m.shape for m in mask_parts]
   if spec.method == "random":
     return pmasks.random_mask(
@@ -304,12 +307,55 @@ def _refresh_mask(spec, mask_parts, *, step, key, params, ascent, selection, ext
     )
     scores = [f for f, s in zip(jax.tree.leaves(fisher), selection, strict=True) if s]
     return pmasks.top_k_mask(scores, sparsity=spec.sparsity, pattern=spec.pattern, n_m=spec.n_m)
-  # dynamic (SSAM-D): N_drop = f(t) (1 - s) d
-  grads = [g for g, s in zip(jax.tree.leaves(ascent), selection, strict=True) if s]
-  kept = pmasks.num_kept(sum(m.size for m in mask_parts), spec.sparsity)
+  # dynamic (SSAM-D): N_drop = f(t) (1 - s) d, per pattern
+  grads = [g for g, s in zip(jax.tree.leaves(ascent_fn()), selection, strict=True) if s]
   fraction = pmasks.cosine_drop_fraction(step, spec.drop_fraction, spec.end_step)
-  num_drop = jnp.floor(fraction * kept).astype(jnp.int32)
-  return pmasks.drop_and_regrow(key, mask_parts, grads, num_drop)
+  return pmasks.dynamic_update(
+    key,
+    mask_parts,
+    grads,
+    fraction=fraction,
+    sparsity=spec.sparsity,
+    pattern=spec.pattern,
+    n_m=spec.n_m,
+  )
+
+
+def _implicit_ascent(loss_fn, params, mask, selection, spec, has_aux):
+  """The ascent gradient on the perturbed coordinates only, ``grad L (.) m`` (zero elsewhere).
+
+  Channel masks keep a static number of channels per leaf, ``num_kept(C, s)``, so the kept
+  channels' indices have a static size and the weight gradients of kept channels alone are computed
+  (``zosam_jax._src.implicit``). Unstructured and N:M masks: the dense gradient times the mask.
+  """
+  leaves, treedef = jax.tree.flatten(params)
+  m_leaves = jax.tree.leaves(mask)
+  chosen = [i for i, s in enumerate(selection) if s]
+  kept = []
+  for i in chosen:
+    if spec.pattern == "channel" and jnp.ndim(leaves[i]) >= 1:
+      active = groups.channel_active(m_leaves[i])
+      size = pmasks.num_kept(active.shape[0], spec.sparsity)
+      kept.append(jnp.nonzero(active, size=size, fill_value=0)[0].astype(jnp.int32))
+    else:
+      kept.append(None)
+  scalar = losses.scalar_loss(loss_fn, has_aux)
+
+  def loss_of_chosen(*chosen_leaves):
+    full = list(leaves)
+    for i, x in zip(chosen, chosen_leaves, strict=True):
+      full[i] = x
+    return scalar(jax.tree.unflatten(treedef, full))
+
+  args = [leaves[i] for i in chosen]
+  if any(k is not None for k in kept):
+    grads = implicit.kept_channel_grad(loss_of_chosen, args, kept)
+  else:
+    grads = jax.grad(loss_of_chosen, argnums=tuple(range(len(args))))(*args)
+  out = [jnp.zeros(jnp.shape(x), jnp.float32) for x in leaves]
+  for i, g in zip(chosen, grads, strict=True):
+    out[i] = g.astype(jnp.float32) * m_leaves[i].astype(jnp.float32)
+  return jax.tree.unflatten(treedef, out)
 
 
 def sharpness_aware(
@@ -406,19 +452,25 @@ def sharpness_aware(
     selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
     key, step_key = jax.random.split(state.key)
     probe_key, mask_key = jax.random.split(step_key)
-    ascent_dir = perturb.ascent_direction(
-      ascent,
-      zo,
-      loss_fn,
-      params,
-      probe_key,
-      selection=selection,
-      has_aux=has_aux,
-      weight_mask=weight_mask,
-      weight_mask_counts=weight_mask_counts,
-      prior=None if guidance is None else state.prior,
-    )
+    implicit_form = mask_spec is not None and mask_spec.form == "implicit"
 
+    def dense_ascent():
+      return perturb.ascent_direction(
+        ascent,
+        zo,
+        loss_fn,
+        params,
+        probe_key,
+        selection=selection,
+        has_aux=has_aux,
+        weight_mask=weight_mask,
+        weight_mask_counts=weight_mask_counts,
+        prior=None if guidance is None else state.prior,
+      )
+
+    # The implicit form refreshes the mask first, then differentiates on it; SSAM-D's refresh then
+    # takes its own dense gradient (on refresh steps only).
+    ascent_dir = None if implicit_form else dense_ascent()
     mask = state.perturbation_mask
     if mask_spec is not None:
       if mask_spec.method == "fisher" and (
@@ -435,12 +487,14 @@ def sharpness_aware(
         step=state.count,
         key=mask_key,
         params=params,
-        ascent=ascent_dir,
+        ascent_fn=dense_ascent if implicit_form else lambda: ascent_dir,
         selection=selection,
         extra=extra,
       )
       parts = jax.lax.cond(state.count % mask_spec.update_every == 0, refresh, lambda: parts)
       mask = _mask_tree(params, selection, parts)
+    if implicit_form:
+      ascent_dir = _implicit_ascent(loss_fn, params, mask, selection, mask_spec, has_aux)
 
     out, grads = perturb.value_and_grad_at_perturbed(
       loss_fn,
@@ -580,6 +634,7 @@ def sparse_sam(
   ascent: str = "exact",
   zeroth_order: ZerothOrderOptions | None = None,
   guidance: str | None = None,
+  form: str = "explicit",
   adaptive: bool = False,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
@@ -588,17 +643,17 @@ def sparse_sam(
   """Sparse SAM head: SAM or ZO-SAM whose perturbation is multiplied by a binary mask.
 
   The mask (SSAM-F ``"fisher"``, SSAM-D ``"dynamic"`` or ``"random"``; patterns
-  ``"unstructured"``, ``"structured"``, ``"n:m"``) lives in the state and is refreshed inside the
-  compiled step with ``lax.cond`` at steps ``t % update_every == 0`` (step 0 included); it
-  starts uniformly random. See :mod:`zosam_jax.perturbation_masks` for the rules.
+  ``"unstructured"``, ``"channel"``, ``"n:m"``, for every method) lives in the state and is
+  refreshed inside the compiled step with ``lax.cond`` at steps ``t % update_every == 0`` (step 0
+  included); it starts uniformly random. See :mod:`zosam_jax.perturbation_masks` for the rules.
 
   Args:
     rho: perturbation radius.
     sparsity: fraction of perturbable coordinates NOT perturbed, in ``[0, 1)`` (ignored by
       ``"n:m"``, whose sparsity is ``1 - N/M``).
     mask_method: ``"fisher"``, ``"dynamic"`` or ``"random"``.
-    pattern: ``"unstructured"``, ``"structured"`` or ``"n:m"`` (``"dynamic"`` supports only
-      ``"unstructured"``).
+    pattern: ``"unstructured"``, ``"channel"`` (whole output channels, the last axis of each leaf)
+      or ``"n:m"`` (``N`` of every ``M`` consecutive weights along the input axis).
     n_m: ``(N, M)`` with ``1 <= N <= M``.
     update_every: ``T_m``, steps between mask refreshes.
     num_fisher_samples: ``N_F`` (the paper's default is 128).
@@ -609,6 +664,18 @@ def sparse_sam(
       ``zeroth_order``).
     guidance: ``None`` or ``"previous_gradient"`` (Sparse ZO-SAM only; see
       :func:`sharpness_aware`).
+    form: where the mask acts (SSAM TPAMI's two forms; ``g = grad L(theta)``, ``m`` the mask):
+
+      * ``"explicit"``: the dense ascent gradient, the mask applied to the perturbation,
+        ``eps = rho g / ||g|| (.) m``.
+      * ``"implicit"``: the mask applied inside the ascent's backward pass, so only the perturbed
+        coordinates' gradient ``g (.) m`` is formed, ``eps = rho (g (.) m) / ||g (.) m||``: the
+        explicit form's direction with ``||eps|| = rho`` (the full ``||g||`` is never computed).
+        With ``pattern="channel"`` the weight gradients of ``Dense``/``Conv`` kernels are
+        computed for the kept output channels only (a matmul or convolution ``k/C`` the size);
+        unstructured and N:M masks gain nothing without sparse kernels, so the dense gradient
+        times the mask is what runs (``benchmarks/pattern_cost.py`` measures both). On mask
+        refresh steps SSAM-D takes the dense gradient it ranks by. Needs ``ascent="exact"``.
 
   References:
     Mi et al., NeurIPS 2022 (Algorithms 1-2, eq. 5-9); Mi et al., TPAMI 2025 (patterns).
@@ -621,12 +688,13 @@ def sparse_sam(
   validation.check_positive_int("fisher_chunk_size", fisher_chunk_size)
   validation.check_choice("ascent", ascent, ("exact", "zeroth_order"))
   perturb.check_guidance(guidance, ascent)
+  validation.check_choice("form", form, pmasks.FORMS)
+  if form == "implicit" and ascent != "exact":
+    raise ValueError(
+      f"form='implicit' needs ascent='exact' (it masks the exact ascent's backward pass), got "
+      f"ascent={ascent!r}."
+    )
   if mask_method == "dynamic":
-    if pattern != "unstructured":
-      raise ValueError(
-        f"pattern must be 'unstructured' with mask_method='dynamic', got {pattern!r}; use "
-        "mask_method='fisher' or 'random' for structured and n:m masks."
-      )
     validation.check_interval(
       "drop_fraction", drop_fraction, 0.0, 1.0, low_open=True, high_open=True
     )
@@ -643,6 +711,7 @@ def sparse_sam(
     fisher_chunk_size,
     drop_fraction,
     end_step,
+    form,
   )
   return sharpness_aware(
     rho,

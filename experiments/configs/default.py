@@ -99,7 +99,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.sparse = ml_collections.ConfigDict()
   config.sparse.method = "dense"  # dense | lth | snip | grasp | set | dsr | rigl | mest
   config.sparse.sparsity = 0.9
-  config.sparse.sparsity_distribution = "erk"  # erk | uniform | global
+  config.sparse.sparsity_distribution = "erk"  # erk | uniform | global (channels, for "channel")
+  # Which weights go together (docs/sparse_training.md): unstructured | channel (whole output
+  # channels, the last axis of a Dense/Conv kernel) | n:m (N of every M consecutive weights along
+  # the input axis; sparsity must then be 1 - N/M, e.g. 0.5 for 2:4).
+  config.sparse.pattern = "unstructured"
+  config.sparse.n_m = (2, 4)  # (N, M) of the n:m pattern.
+  # Top-level modules whose kernels stay dense, comma-separated (e.g. "conv0,head"; every model's
+  # classifier is "head"). The channel pattern needs "head" here (else it prunes classes); n:m
+  # needs the stem when the images have fewer than M channels (Fashion-MNIST: "conv0" of the cnn).
+  config.sparse.dense_layers = ""
   config.sparse.update_every = 100  # Dynamic methods: steps between mask updates.
   config.sparse.end_fraction = 0.75  # Dynamic methods: masks stop changing after this fraction.
   config.sparse.drop_fraction = 0.3  # Dynamic methods: fraction dropped at the first update.

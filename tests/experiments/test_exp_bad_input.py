@@ -95,6 +95,19 @@ def test_bad_config_values(tmp_path, capsys, no_compile, override, expected):
       ["optimizer.name=looksam", "optimizer.guidance=previous_gradient"],
       "guidance must be None with ascent='exact'",
     ),
+    # Sparsity patterns: names, then the library's rules against the model's kernels.
+    (["sparse.method=rigl", "sparse.pattern=blocky"], "unknown sparse pattern 'blocky'; valid: "),
+    (["sparse.method=dense", "sparse.pattern=n:m"], "sparse.pattern=n:m needs a sparse.method"),
+    (["sparse.method=set", "sparse.pattern=channel"], "sparse.dense_layers=head"),
+    (["sparse.method=rigl", "sparse.pattern=n:m"], "sparsity must be 1 - N/M = 0.5"),
+    (
+      ["sparse.method=snip", "sparse.pattern=n:m", "sparse.sparsity=0.5"],
+      "n_m=(2, 4) needs the input axis (axis 2) of prunable leaf 'conv0/kernel' divisible by M=4",
+    ),
+    (
+      ["sparse.method=mest", "sparse.pattern=channel", "sparse.dense_layers=head,stem"],
+      "sparse.dense_layers names ['stem'], not top-level modules of the model (valid: bn0",
+    ),
   ],
 )
 def test_bad_method_values_name_their_argument(tmp_path, capsys, no_compile, overrides, expected):

@@ -74,6 +74,48 @@ def test_one_epoch_zo_sam_with_rigl(rigl_run):
   assert 0.05 < density < 0.15  # 90% sparse over the prunable kernels.
 
 
+def test_one_epoch_zo_sam_with_rigl_2_4(tmp_path, data_dir, fmnist_subset_dir):
+  # 2:4 on every kernel but the stem (one input channel: no block of 4 along its input axis).
+  workdir, result = _run(
+    tmp_path,
+    data_dir,
+    fmnist_subset_dir,
+    "w",
+    sparse__pattern="n:m",
+    sparse__sparsity=0.5,
+    sparse__dense_layers="conv0",
+    **RIGL,
+  )
+  _check_run(workdir, result)
+  params = result["params"]
+  for name in ("conv1", "fc0", "head"):
+    kernel = np.asarray(params[name]["kernel"])
+    moved = np.moveaxis(kernel, kernel.ndim - 2, -1)
+    blocks = (moved != 0).reshape(moved.shape[:-1] + (-1, 4)).sum(-1)
+    assert blocks.max() <= 2 and blocks.mean() > 1.9, name  # exactly 2 active of every 4
+  assert np.count_nonzero(params["conv0"]["kernel"]) == params["conv0"]["kernel"].size
+
+
+@pytest.mark.slow
+def test_one_epoch_zo_sam_with_rigl_channels(tmp_path, data_dir, fmnist_subset_dir):
+  workdir, result = _run(
+    tmp_path,
+    data_dir,
+    fmnist_subset_dir,
+    "w",
+    sparse__pattern="channel",
+    sparse__sparsity=0.5,
+    sparse__sparsity_distribution="uniform",  # ERK would keep the small stem dense
+    sparse__dense_layers="head",
+    **RIGL,
+  )
+  _check_run(workdir, result, min_accuracy=0.2)
+  for name in ("conv0", "conv1", "fc0"):
+    kernel = np.asarray(result["params"][name]["kernel"])
+    alive = (kernel != 0).reshape(-1, kernel.shape[-1]).any(0)
+    assert alive.sum() <= round(0.5 * kernel.shape[-1]), name  # whole channels pruned
+
+
 def _resume_matches(tmp_path, data_dir, source_dir, reference, **overrides):
   ref_dir, ref = reference
   workdir = str(tmp_path / "killed")

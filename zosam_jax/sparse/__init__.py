@@ -9,8 +9,13 @@ Usage::
     opt_state = tx.init(params)
     updates, opt_state = tx.update(None, opt_state, params, loss_fn=loss_fn)
     params = optax.apply_updates(params, updates)   # pruned weights are exactly 0
+
+Every method takes ``pattern="unstructured" | "channel" | "n:m"`` (with ``n_m=(N, M)``): whole
+output channels, or ``N`` of every ``M`` consecutive weights along the input axis (see
+:class:`SparseMethod`).
 """
 
+from zosam_jax._src.groups import PATTERNS
 from zosam_jax.sparse.distributions import SPARSITY_DISTRIBUTIONS, erk_densities, keep_counts
 from zosam_jax.sparse.dynamic import DSR, MEST, SET, DynamicMethod, RigL, dsr, mest, rigl, set_
 from zosam_jax.sparse.masks import (
@@ -46,6 +51,7 @@ from zosam_jax.sparse.wrapper import (
 )
 
 __all__ = [
+  "PATTERNS",
   "SPARSITY_DISTRIBUTIONS",
   "DROP_SCHEDULES",
   "DSR",

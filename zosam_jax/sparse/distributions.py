@@ -87,14 +87,20 @@ def keep_counts(
   sparsity: float,
   distribution: str,
   erk_power: float = 1.0,
+  *,
+  num_groups: Sequence[int] | None = None,
 ) -> list[int] | int:
-  """Number of weights to keep.
+  """Number of weights (or groups of weights) to keep.
 
   Args:
     shapes: shapes of the prunable leaves.
     sparsity: target fraction of pruned weights over the prunable leaves, in [0, 1).
     distribution: ``"uniform"``, ``"erk"`` or ``"global"``.
     erk_power: exponent on the ERK raw density (1.0 is ERK; 0.0 is uniform).
+    num_groups: groups per leaf when whole groups are kept (output channels for the channel
+      pattern); default: every weight is a group. Densities still come from ``shapes``, so a
+      leaf keeps ``round(density_l * num_groups_l)`` groups (``"global"``: ``round((1 - s) *
+      sum num_groups)`` in all).
 
   Returns:
     A list with one count per leaf for ``"uniform"``/``"erk"``; one int (the total
@@ -102,7 +108,10 @@ def keep_counts(
   """
   sparsity = validate_sparsity(sparsity)
   validate_distribution(distribution)
-  sizes = [int(np.prod(s)) for s in shapes]
+  if num_groups is None:
+    sizes = [int(np.prod(s)) for s in shapes]
+  else:
+    sizes = [int(n) for n in num_groups]
   if distribution == "global":
     return int(round((1.0 - sparsity) * sum(sizes)))
   if distribution == "uniform":

@@ -26,6 +26,14 @@ Grown weights start at exactly 0 and their optimizer moments are zeroed (see
 ``wrapper``). Per-leaf counts (SET, RigL, MEST) and the total (DSR) are exact after
 every update: selections rank by index, ties cannot change a count.
 
+Patterns (``pattern=``, see :class:`~zosam_jax.sparse.SparseMethod`): under ``"channel"`` every
+rule above runs on whole output channels, with a channel's score the mean of its weights' scores
+and counts in channels (DSR's threshold compares the mean ``|theta|`` of a channel; its total
+number of channels is exact, the number of weights follows the channels' sizes). Under ``"n:m"``
+drops are chosen among the weights of a leaf as above, and every block of ``M`` then grows back to
+exactly ``N`` among its own inactive weights (by ``|grad L|`` for RigL, at random otherwise), so
+DSR's reallocation between leaves does not apply and MEST's soft memory bound is refused.
+
 References:
   Mocanu et al., 2018, "Scalable training of artificial neural networks with adaptive
   sparse connectivity inspired by network science", Nat. Commun. 9 (SET).
@@ -47,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from zosam_jax._src import groups
 from zosam_jax.sparse import masks as mask_lib
 from zosam_jax.sparse.schedules import UpdateSchedule
 from zosam_jax.sparse.wrapper import MaskUpdate, SparseMethod, sparse_wrapper
@@ -179,24 +188,52 @@ class DynamicMethod(SparseMethod):
     """One mask update at ``step``; ``params`` are already masked, ``grads`` is the dense
     gradient (``None`` unless the method sets ``needs_gradient``).
 
-    Per prunable leaf: :meth:`drop` keeps some active weights, then as many inactive weights as
+    Per prunable leaf: :meth:`drop` keeps some active groups, then as many inactive groups as
     it asks for grow: those of highest :meth:`grow_scores` (at random where it is ``None``).
+    Groups are weights, or whole output channels under ``"channel"`` (their scores averaged over
+    the channel). Under ``"n:m"`` :meth:`drop` works on weights and every block of ``M`` then
+    grows back to exactly ``N`` among its own inactive weights.
     """
+    pattern = self.pattern
     m_leaves, treedef = jax.tree.flatten(mask)
-    d_leaves = jax.tree.leaves(self.drop_scores(params, grads))
-    kept, n_grow, method_state = self.drop(flags, step, m_leaves, d_leaves, method_state)
+    shapes = [m.shape for m in m_leaves]
+
+    def units(leaves: Leaves, is_mask: bool = False) -> Leaves:
+      # Per-group view of the prunable leaves (channels under "channel"); others as they are.
+      return [
+        groups.to_groups(x, pattern, is_mask=is_mask) if f else x
+        for f, x in zip(flags, leaves, strict=True)
+      ]
+
+    u_masks = units(m_leaves, is_mask=True)
+    d_leaves = units(jax.tree.leaves(self.drop_scores(params, grads)))
+    kept, n_grow, method_state = self.drop(flags, step, u_masks, d_leaves, method_state)
     grow_scores = self.grow_scores(params, grads)
     if grow_scores is None:
-      g_leaves = mask_lib.uniform_like(key, m_leaves, flags)
+      g_leaves = mask_lib.uniform_like(key, kept, flags)
     else:
-      g_leaves = jax.tree.leaves(grow_scores)
-    grown = [
-      mask_lib.select_highest(gs, ~k, n) if f else jnp.zeros_like(k)
-      for f, k, gs, n in zip(flags, kept, g_leaves, n_grow, strict=True)
-    ]
+      g_leaves = units(jax.tree.leaves(grow_scores))
+    if pattern == "n:m":
+      n, m = self.n_m
+      grown = [
+        groups.refill_blocks(k, gs, n, m) if f else jnp.zeros_like(k)
+        for f, k, gs in zip(flags, kept, g_leaves, strict=True)
+      ]
+    else:
+      grown = [
+        mask_lib.select_highest(gs, ~k, c) if f else jnp.zeros_like(k)
+        for f, k, gs, c in zip(flags, kept, g_leaves, n_grow, strict=True)
+      ]
     new = [k | g for k, g in zip(kept, grown, strict=True)]
+
+    def weights(leaves: Leaves) -> Leaves:
+      return [
+        groups.from_groups(x, shape, pattern) if f else x
+        for f, x, shape in zip(flags, leaves, shapes, strict=True)
+      ]
+
     unflat = jax.tree.unflatten
-    return MaskUpdate(unflat(treedef, new), unflat(treedef, grown), method_state)
+    return MaskUpdate(unflat(treedef, weights(new)), unflat(treedef, weights(grown)), method_state)
 
   def drop_scores(self, params: PyTree, grads: PyTree | None) -> PyTree:
     """Scores for :meth:`drop`, a pytree like ``params``: ``|theta|`` unless overridden."""
@@ -214,7 +251,9 @@ class DynamicMethod(SparseMethod):
     Returns the kept weights per leaf (the mask itself on leaves that are not prunable), the
     number of weights to grow per prunable leaf and the new method state. By default each
     prunable leaf drops its ``round(alpha(t) n_active)`` active weights of lowest score and grows
-    as many.
+    as many. Under ``pattern="channel"`` the prunable leaves arrive as per-channel views (a bool
+    ``(C,)`` mask, mean scores), so "weights" above are channels; under ``"n:m"`` the grow counts
+    are not used (each block grows back to ``N``).
     """
     frac = self.schedule.fraction(step)
     n_drop = [
@@ -271,6 +310,14 @@ class MEST(DynamicMethod):
 
   needs_gradient = True
 
+  def __post_init__(self) -> None:
+    super().__post_init__()
+    if self.soft_memory_bound and self.pattern == "n:m":
+      raise ValueError(
+        "soft_memory_bound must be False with pattern='n:m': holding grown weights on top of "
+        "the target would break the N-of-M layout between updates."
+      )
+
   @property
   def keeps_leaf_counts(self) -> bool:
     return not self.soft_memory_bound  # the soft bound holds extra weights between updates
@@ -283,9 +330,14 @@ class MEST(DynamicMethod):
     if not self.soft_memory_bound:
       return None
 
+    pattern = self.pattern
+
     def base_counts(mask: PyTree) -> tuple[jax.Array, ...]:
+      # In groups (channels under "channel"), the unit :meth:`drop` counts in.
       return tuple(
-        jnp.count_nonzero(m).astype(jnp.int32) if f else jnp.zeros([], jnp.int32)
+        jnp.count_nonzero(groups.to_groups(m, pattern, is_mask=True)).astype(jnp.int32)
+        if f
+        else jnp.zeros([], jnp.int32)
         for f, m in zip(flags, jax.tree.leaves(mask), strict=True)
       )
 
@@ -362,7 +414,8 @@ class DSR(DynamicMethod):
 
   @property
   def keeps_leaf_counts(self) -> bool:
-    return False  # DSR moves weights between layers
+    # DSR moves weights between layers, except under "n:m" where each block keeps N.
+    return self.pattern == "n:m"
 
   def init_method_state(self, flags: list[bool]) -> Callable[[PyTree], PyTree] | None:
     value = self.threshold_init
@@ -392,21 +445,21 @@ class DSR(DynamicMethod):
     return kept, n_grow, new_threshold.astype(jnp.float32)
 
 
-def set_(sparsity: float = 0.9, **kwargs: Any) -> SET:
+def set_(sparsity: float | None = None, **kwargs: Any) -> SET:
   """SET (``"set"`` in the registry). See :class:`SET` and :class:`DynamicMethod`."""
   return SET(sparsity=sparsity, **kwargs)
 
 
-def rigl(sparsity: float = 0.9, **kwargs: Any) -> RigL:
+def rigl(sparsity: float | None = None, **kwargs: Any) -> RigL:
   """RigL. See :class:`RigL` and :class:`DynamicMethod`."""
   return RigL(sparsity=sparsity, **kwargs)
 
 
-def mest(sparsity: float = 0.9, **kwargs: Any) -> MEST:
+def mest(sparsity: float | None = None, **kwargs: Any) -> MEST:
   """MEST. See :class:`MEST` and :class:`DynamicMethod`."""
   return MEST(sparsity=sparsity, **kwargs)
 
 
-def dsr(sparsity: float = 0.9, **kwargs: Any) -> DSR:
+def dsr(sparsity: float | None = None, **kwargs: Any) -> DSR:
   """DSR. See :class:`DSR` and :class:`DynamicMethod`."""
   return DSR(sparsity=sparsity, **kwargs)

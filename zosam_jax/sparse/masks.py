@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zosam_jax._src import validation
+from zosam_jax._src import groups, validation
 
 PyTree = Any
 # None, an optax.masked-style bool pytree, or a callable params -> bool pytree.
@@ -138,14 +138,6 @@ def keep_top_k(scores: jax.Array, k: int) -> jax.Array:
   return jnp.zeros((n,), dtype=jnp.bool_).at[idx].set(True).reshape(jnp.shape(scores))
 
 
-def _ranks(flat: jax.Array) -> jax.Array:
-  """Position of each entry of ``flat`` in its stable ascending sort."""
-  order = jnp.argsort(flat, stable=True)
-  return (
-    jnp.zeros(flat.shape, dtype=jnp.int32).at[order].set(jnp.arange(flat.shape[0], dtype=jnp.int32))
-  )
-
-
 def select_lowest(scores: jax.Array, eligible: jax.Array, count: jax.Array | int) -> jax.Array:
   """Exactly ``min(count, #eligible)`` eligible entries with the lowest scores.
 
@@ -153,26 +145,17 @@ def select_lowest(scores: jax.Array, eligible: jax.Array, count: jax.Array | int
   Ineligible entries are ranked after every eligible one; ties break by index.
   NaN scores rank last among the eligible entries.
   """
-  flat_s = jnp.ravel(scores).astype(jnp.float32)
-  flat_e = jnp.ravel(eligible)
-  big = jnp.finfo(jnp.float32).max
-  # Finite keys for eligible entries, +inf for ineligible ones: every eligible
-  # entry ranks before every ineligible one.
-  flat_s = jnp.clip(jnp.where(jnp.isnan(flat_s), big, flat_s), -big, big)
-  ranks = _ranks(jnp.where(flat_e, flat_s, jnp.inf))
-  return ((ranks < count) & flat_e).reshape(jnp.shape(scores))
+  return groups.select_lowest(scores, eligible, count)
 
 
 def select_highest(scores: jax.Array, eligible: jax.Array, count: jax.Array | int) -> jax.Array:
   """Exactly ``min(count, #eligible)`` eligible entries with the highest scores."""
-  return select_lowest(-jnp.asarray(scores, jnp.float32), eligible, count)
+  return groups.select_highest(scores, eligible, count)
 
 
 def split_like(flat: jax.Array, leaves: Sequence[Any]) -> list[jax.Array]:
   """Splits a 1-D array into pieces shaped like ``leaves`` (in order)."""
-  sizes = [int(np.prod(np.shape(x))) for x in leaves]
-  offsets = np.cumsum([0] + sizes)
-  return [flat[offsets[i] : offsets[i + 1]].reshape(np.shape(x)) for i, x in enumerate(leaves)]
+  return groups.split_like(flat, leaves)
 
 
 def uniform_like(key: jax.Array, leaves: Sequence[Any], flags: Sequence[bool]) -> list[Any]:

@@ -15,7 +15,10 @@
   module gives :meth:`LTH.prune` and :meth:`LTH.rewind`.
 
 Every method's ``wrap(tx, params, ...)`` returns the same wrapper as the dynamic
-methods, with the mask held fixed.
+methods, with the mask held fixed. With ``pattern="channel"`` the scores are averaged over each
+output channel and whole channels are kept; with ``"n:m"`` each block of ``M`` keeps its ``N``
+highest-scoring weights, and LTH's round ``r`` keeps ``N_r = round(M (N/M)^(r/R))`` per block (the
+geometric schedule of the unstructured rounds, reaching ``N`` at ``r = R``).
 
 References:
   Lee et al., 2019, "SNIP: Single-shot Network Pruning based on Connection
@@ -272,16 +275,16 @@ class LTH(_Static):
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params_k, mask)
 
 
-def snip(sparsity: float = 0.9, **kwargs: Any) -> SNIP:
+def snip(sparsity: float | None = None, **kwargs: Any) -> SNIP:
   """SNIP. See :class:`SNIP`."""
   return SNIP(sparsity=sparsity, **kwargs)
 
 
-def grasp(sparsity: float = 0.9, **kwargs: Any) -> GraSP:
+def grasp(sparsity: float | None = None, **kwargs: Any) -> GraSP:
   """GraSP. See :class:`GraSP`."""
   return GraSP(sparsity=sparsity, **kwargs)
 
 
-def lth(sparsity: float = 0.9, **kwargs: Any) -> LTH:
+def lth(sparsity: float | None = None, **kwargs: Any) -> LTH:
   """LTH. See :class:`LTH`."""
   return LTH(sparsity=sparsity, **kwargs)

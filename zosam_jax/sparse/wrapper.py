@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from zosam_jax._src import groups
 from zosam_jax.sparse import distributions as dist_lib
 from zosam_jax.sparse import masks as mask_lib
 from zosam_jax.sparse.schedules import UpdateSchedule
@@ -254,32 +255,61 @@ def sparse_wrapper(
 
 @dataclasses.dataclass(frozen=True)
 class SparseMethod:
-  """Fields shared by every sparse method: target sparsity and its layout.
+  """Fields shared by every sparse method: target sparsity, its layout and its pattern.
 
   Attributes:
-    sparsity: fraction of pruned weights over the prunable leaves, in [0, 1).
-    sparsity_distribution: ``"uniform"``, ``"erk"`` or ``"global"`` (see ``distributions``).
+    sparsity: fraction of pruned weights over the prunable leaves, in [0, 1). ``None`` (the
+      default) means 0.9, or ``1 - N/M`` with ``pattern="n:m"``; with ``"n:m"`` any other value is
+      refused, since the pattern fixes the sparsity.
+    sparsity_distribution: ``"uniform"``, ``"erk"`` or ``"global"`` (see ``distributions``); with
+      ``"channel"`` it distributes output channels (a leaf keeps ``round(density_l C_l)`` of its
+      ``C_l`` channels; ``"global"``: ``round((1 - s) sum_l C_l)`` channels ranked together);
+      ``"n:m"`` does not use it (every prunable leaf keeps ``N/M`` of its weights).
     prunable: which leaves may be pruned: ``None`` (kernels, ``ndim >= 2``), an
       ``optax.masked``-style bool pytree, or a callable ``params -> bool pytree``.
     first_layer_dense: keep the first prunable leaf (flatten order) dense.
     last_layer_dense: keep the last prunable leaf (flatten order) dense.
     erk_power: exponent of the ERK raw density (1.0 is ERK).
+    pattern: ``"unstructured"`` (single weights), ``"channel"`` (whole output channels: the last
+      axis of a Dense or Conv kernel) or ``"n:m"`` (``N`` of every ``M`` consecutive weights along
+      the input axis). Scores are averaged over a channel and channels are kept, dropped and grown
+      whole; under ``"n:m"`` every block holds exactly ``N`` weights after every step. The groups
+      are those of Sparse SAM's perturbation masks (``zosam_jax._src.groups``).
+    n_m: ``(N, M)`` for ``pattern="n:m"``, ``1 <= N <= M``; every prunable leaf's input axis must
+      be divisible by ``M`` (keep the others dense with ``prunable`` / ``first_layer_dense``).
   """
 
-  sparsity: float = 0.9
+  sparsity: float | None = None
   sparsity_distribution: str = "erk"
   prunable: Any = None
   first_layer_dense: bool = False
   last_layer_dense: bool = False
   erk_power: float = 1.0
+  pattern: str = "unstructured"
+  n_m: tuple[int, int] = (2, 4)
 
   def __post_init__(self) -> None:
-    dist_lib.validate_sparsity(self.sparsity)
+    n_m = groups.check_pattern(self.pattern, self.n_m)
+    if self.sparsity is not None:
+      dist_lib.validate_sparsity(self.sparsity)
+    if self.pattern == "n:m":
+      n_m = tuple(n_m)
+      implied = 1.0 - n_m[0] / n_m[1]
+      if self.sparsity is not None and abs(self.sparsity - implied) > 1e-9:
+        raise ValueError(
+          f"sparsity must be 1 - N/M = {implied:g} with pattern='n:m' and n_m={n_m} (or None, "
+          f"which means that), got {self.sparsity!r}."
+        )
+      object.__setattr__(self, "n_m", n_m)
+      object.__setattr__(self, "sparsity", implied)
+    elif self.sparsity is None:
+      object.__setattr__(self, "sparsity", 0.9)
     dist_lib.validate_distribution(self.sparsity_distribution)
 
   # -- layout ---------------------------------------------------------------
-  def prunable_flags(self, params: PyTree) -> list[bool]:
-    """Flat list of prunable flags; raises if no leaf is prunable."""
+  def _layout(self, params: PyTree) -> tuple[list[bool], list[tuple[int, ...]], list[str]]:
+    """Prunable flags, and the shapes and names of the prunable leaves (checked for the
+    pattern)."""
     spec = mask_lib.prunable_leaves(
       params,
       self.prunable,
@@ -298,6 +328,55 @@ class SparseMethod:
         "(default: leaves with ndim >= 2), so this sparse method would silently "
         "train a dense network."
       )
+    leaves = jax.tree.leaves(params)
+    names = mask_lib.leaf_paths(params)
+    pr = [i for i, f in enumerate(flags) if f]
+    shapes = [tuple(np.shape(leaves[i])) for i in pr]
+    pr_names = [names[i] for i in pr]
+    if self.pattern == "n:m":
+      for shape, name in zip(shapes, pr_names, strict=True):
+        groups.check_n_m_shape(shape, self.n_m, f"prunable leaf '{name}'")
+    return flags, shapes, pr_names
+
+  def _kept_per_block(self, sparsity: float) -> int:
+    """``N`` at ``sparsity`` under ``"n:m"`` (``M (1 - s)`` rounded: LTH's rounds pass through
+    ``N_r:M``)."""
+    m = self.n_m[1]
+    return min(m, max(0, int(round(m * (1.0 - sparsity)))))
+
+  def _group_counts(
+    self, shapes: list[tuple[int, ...]], names: list[str], sparsity: float
+  ) -> list[int] | int:
+    if self.pattern == "n:m":
+      n, m = self._kept_per_block(sparsity), self.n_m[1]
+      return [int(np.prod(s)) * n // m for s in shapes]
+    counts = dist_lib.keep_counts(
+      shapes,
+      sparsity,
+      self.sparsity_distribution,
+      self.erk_power,
+      num_groups=[groups.num_groups(s, self.pattern) for s in shapes],
+    )
+    if self.pattern == "channel":
+      empty = (
+        [n for n, c in zip(names, counts, strict=True) if c == 0]
+        if isinstance(counts, list)
+        else ([] if counts else ["all prunable leaves together"])
+      )
+      if empty:
+        raise ValueError(
+          f"sparsity={sparsity:g} with pattern='channel' and sparsity_distribution="
+          f"'{self.sparsity_distribution}' keeps no output channel of {', '.join(empty)}; lower "
+          "sparsity or keep those leaves dense (prunable, first_layer_dense, last_layer_dense)."
+        )
+    return counts
+
+  def prunable_flags(self, params: PyTree) -> list[bool]:
+    """Flat list of prunable flags; raises if no leaf is prunable, or if the pattern cannot
+    apply to the prunable leaves (``"n:m"``: an input axis not divisible by ``M``;
+    ``"channel"``: a leaf left without a channel)."""
+    flags, shapes, names = self._layout(params)
+    self._group_counts(shapes, names, self.sparsity)
     return flags
 
   def mask_from_scores(
@@ -308,48 +387,60 @@ class SparseMethod:
     Args:
       params: parameters (for shapes and the prunable leaves).
       scores: pytree like ``params`` (entries of non-prunable leaves are ignored).
-        Give ``-inf`` to entries that must not be kept (used by LTH).
-      sparsity: overrides ``self.sparsity``.
+        Give ``-inf`` to entries that must not be kept (used by LTH). Under ``"channel"`` a
+        channel's score is the mean of its entries'.
+      sparsity: overrides ``self.sparsity`` (under ``"n:m"``: every block keeps
+        ``round(M (1 - sparsity))``).
 
     Returns:
       Bool pytree; each prunable leaf (``"global"``: all of them together) keeps
-      exactly the target count of weights.
+      exactly the target count of weights (channels under ``"channel"``; ``N`` per block under
+      ``"n:m"``).
     """
     sparsity = self.sparsity if sparsity is None else sparsity
-    flags = self.prunable_flags(params)
+    flags, shapes, names = self._layout(params)
     leaves, treedef = jax.tree.flatten(params)
     score_leaves = jax.tree.leaves(scores)
     if len(score_leaves) != len(leaves):
       raise ValueError("`scores` does not match params.")
     pr = [i for i, f in enumerate(flags) if f]
-    shapes = [tuple(np.shape(leaves[i])) for i in pr]
-    counts = dist_lib.keep_counts(shapes, sparsity, self.sparsity_distribution, self.erk_power)
+    counts = self._group_counts(shapes, names, sparsity)
     out = [jnp.ones(np.shape(x), jnp.bool_) for x in leaves]
-    if self.sparsity_distribution == "global":
-      flat = jnp.concatenate([jnp.ravel(score_leaves[i]).astype(jnp.float32) for i in pr])
-      kept = mask_lib.keep_top_k(flat, counts)
-      for i, piece in zip(pr, mask_lib.split_like(kept, [leaves[i] for i in pr]), strict=True):
-        out[i] = piece
+    pattern = self.pattern
+    if pattern == "n:m":
+      n = self._kept_per_block(sparsity)
+      for i in pr:
+        out[i] = groups.top_n_per_block(score_leaves[i], n, self.n_m[1])
+    elif self.sparsity_distribution == "global":
+      units = [groups.to_groups(jnp.asarray(score_leaves[i], jnp.float32), pattern) for i in pr]
+      kept = mask_lib.keep_top_k(jnp.concatenate([jnp.ravel(u) for u in units]), counts)
+      for i, piece in zip(pr, mask_lib.split_like(kept, units), strict=True):
+        out[i] = groups.from_groups(piece, np.shape(leaves[i]), pattern)
     else:
       for i, k in zip(pr, counts, strict=True):
-        out[i] = mask_lib.keep_top_k(jnp.asarray(score_leaves[i], jnp.float32), k)
+        units = groups.to_groups(jnp.asarray(score_leaves[i], jnp.float32), pattern)
+        out[i] = groups.from_groups(mask_lib.keep_top_k(units, k), np.shape(leaves[i]), pattern)
     return jax.tree.unflatten(treedef, out)
 
   def target_counts(self, params: PyTree) -> list[int] | int:
-    """Kept weights per prunable leaf (or in total, for ``"global"``)."""
-    flags = self.prunable_flags(params)
-    shapes = [tuple(np.shape(x)) for x, f in zip(jax.tree.leaves(params), flags, strict=True) if f]
-    return dist_lib.keep_counts(shapes, self.sparsity, self.sparsity_distribution, self.erk_power)
+    """Kept groups per prunable leaf (or in total, for ``"global"``): weights, or output
+    channels under ``"channel"``; under ``"n:m"`` the weights of each leaf, ``N/M`` of it."""
+    _, shapes, names = self._layout(params)
+    return self._group_counts(shapes, names, self.sparsity)
 
   def static_mask_counts(self, params: PyTree) -> PyTree | None:
     """Ones per mask leaf as static ints like ``params`` (``None`` for ``"global"``, whose
-    per-leaf counts depend on the data)."""
-    if self.sparsity_distribution == "global":
+    per-leaf counts depend on the data; ``"n:m"`` always has them)."""
+    if self.sparsity_distribution == "global" and self.pattern != "n:m":
       return None
-    flags = self.prunable_flags(params)
+    flags, shapes, _ = self._layout(params)
     counts = iter(self.target_counts(params))
+    sizes = iter(groups.group_size(s, self.pattern) for s in shapes)
     leaves, treedef = jax.tree.flatten(params)
-    out = [next(counts) if f else int(np.size(x)) for x, f in zip(leaves, flags, strict=True)]
+    out = [
+      next(counts) * next(sizes) if f else int(np.size(x))
+      for x, f in zip(leaves, flags, strict=True)
+    ]
     return jax.tree.unflatten(treedef, out)
 
   def random_weight_mask(self, params: PyTree, key: jax.Array) -> PyTree:
