@@ -38,12 +38,14 @@ class HeadContext:
 
 @dataclasses.dataclass(frozen=True)
 class Head:
-  """A registry entry: the factory, and which per-example inputs its ``update`` needs
-  (``None``; ``"per_example"`` as ESAM, in training mode; ``"fisher"`` as SSAM-F, BatchNorm in
-  inference mode)."""
+  """A registry entry: the factory, which per-example inputs its ``update`` needs (``None``;
+  ``"per_example"`` as ESAM, in training mode; ``"fisher"`` as SSAM-F, BatchNorm in inference
+  mode), and whether its ascent is zeroth-order under this config (then its ``update`` takes
+  ``probe_loss_fn=``, which ``optimizer.probe_fraction`` builds)."""
 
   build: Callable[[ml_collections.ConfigDict, HeadContext], optax.GradientTransformationExtraArgs]
   batch_losses: Callable[[ml_collections.ConfigDict], str | None] = lambda opt: None
+  probes: Callable[[ml_collections.ConfigDict], bool] = lambda opt: False
 
 
 HEADS: dict[str, Head] = {}
@@ -92,6 +94,10 @@ def _sparse_sam(opt, ctx):
   )
 
 
+def _always(opt):
+  return True
+
+
 def _zosa(opt, ctx):
   return zo.scale_by_zosa(
     opt.rho,
@@ -112,23 +118,26 @@ for _name, _head in {
       zeroth_order=zeroth_order_options(opt),
       adaptive=opt.adaptive,
       **_sam_family(opt, ctx),
-    )
+    ),
+    probes=_always,
   ),
   "random_perturbation": Head(
     lambda opt, ctx: zj.random_perturbation(opt.rho, **_sam_family(opt, ctx))
   ),
   "sparse_sam": Head(
-    _sparse_sam, lambda opt: "fisher" if opt.sparse_sam.mask_method == "fisher" else None
+    _sparse_sam,
+    lambda opt: "fisher" if opt.sparse_sam.mask_method == "fisher" else None,
+    probes=lambda opt: opt.sparse_sam.ascent == "zeroth_order",
   ),
   "looksam": Head(_looksam),
-  "zo_looksam": Head(_looksam),
+  "zo_looksam": Head(_looksam, probes=_always),
   "gsam": Head(
     lambda opt, ctx: zj.gsam(
       opt.rho, opt.gsam.rho_min, opt.gsam.alpha, learning_rate=ctx.schedule, has_aux=True
     )
   ),
   "esam": Head(_esam, lambda opt: "per_example"),
-  "zo_esam": Head(_esam, lambda opt: "per_example"),
+  "zo_esam": Head(_esam, lambda opt: "per_example", probes=_always),
   "adaptive_zo_sam": Head(
     lambda opt, ctx: zj.adaptive_zo_sam(
       opt.rho,
@@ -136,7 +145,8 @@ for _name, _head in {
       noise_decay=opt.adaptive_zo_sam.noise_decay,
       zeroth_order=zeroth_order_options(opt),
       **_sam_family(opt, ctx),
-    )
+    ),
+    probes=_always,
   ),
   "zosa": Head(_zosa),
   "zo_sgd": Head(
