@@ -52,7 +52,7 @@ def test_select_lowest_equals_a_stable_sort_on_hard_inputs():
   special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, 3.4e38, -3.4e38], np.float32)
   f = jax.jit(sparse.select_lowest)
   for trial in range(60):
-    n = int(rng.integers(1, 200))
+    n = (1, 7, 64, 199)[trial % 5 % 4]  # few shapes: few compilations
     scores = [
       rng.normal(size=n),
       rng.integers(-3, 4, size=n),
