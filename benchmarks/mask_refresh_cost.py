@@ -1,9 +1,12 @@
-"""Cost of the mask refreshes that run inside ``lax.cond``: SSAM-F's Fisher and RigL's gradient.
+"""Cost of the mask refreshes that run inside ``lax.cond``: SSAM-F's Fisher and RigL's update.
 
-Both are computed inside the compiled step only on refresh steps (``lax.cond`` on the step
-count). On XLA:CPU a convolution backward pass inside control flow (a ``cond`` branch or a
-``scan`` body) misses the fast kernels, so these refreshes cost more on CPU than their maths
-suggests. In ONE process, after warm-up, the median time of a full jitted step for:
+Both run inside the compiled step only on refresh steps (``lax.cond`` on the step count). On
+XLA:CPU a convolution backward pass inside control flow (a ``cond`` branch or a ``scan`` body)
+misses the fast kernels, so a refresh that differentiates costs more on CPU than its maths
+suggests. RigL no longer differentiates there: it grows from the dense gradient the head
+computed in the same step (the head state's ``gradient`` slot), so its update step should cost
+a normal step plus the top-k selections. In ONE process, after warm-up, the median time of a
+full jitted step for:
 
   sgd              exact_gradient head + SGD with momentum
   sam              zosam_jax.sam head + SGD
@@ -12,9 +15,11 @@ suggests. In ONE process, after warm-up, the median time of a full jitted step f
   fisher alone     empirical_fisher (N_F = 128, chunks of 16) jitted at top level
   rigl update      RigL (90% sparse) around SGD, update_every=1: every step updates the mask
   rigl between     the same with update_every far beyond the run
+  rigl_zo_sam ...  the same two around a ZO-SAM head (m = 1): the issue's "RigL mask-update
+                   step against a normal step with the same head"
 
-and the refresh's extra cost amortised over a refresh interval (``--interval``, default 100,
-both methods' default).
+the ratio of each update step to the normal step with the same head, and the refresh's extra
+cost amortised over a refresh interval (``--interval``, default 100, both methods' default).
 
 Usage:
   python -m benchmarks.mask_refresh_cost                  # small CNN, batch 128
@@ -24,7 +29,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -33,7 +37,7 @@ import jax.numpy as jnp
 import optax
 
 import zosam_jax as zj
-from benchmarks.step_cost import head_step, setup, tx_step
+from benchmarks.step_cost import device_line, head_step, setup, tx_step
 from zosam_jax import perturbation_masks
 
 NEVER = 10**8  # a refresh interval no benchmark run reaches
@@ -50,10 +54,14 @@ def _configs(name: str, batch_size: int, num_fisher_samples: int, rho: float):
     )
     return head_step(head, copy(params), stats, loss_fn, **fisher_args)
 
-  def rigl(interval):
-    inner = optax.chain(zj.exact_gradient(has_aux=True), optax.sgd(0.05, momentum=0.9))
+  def rigl(interval, head=None):
+    head = zj.exact_gradient(has_aux=True) if head is None else head
+    inner = optax.chain(head, optax.sgd(0.05, momentum=0.9))
     method = zj.sparse.rigl(sparsity=0.9, update_every=interval, end_step=2 * NEVER, has_aux=True)
     return tx_step(method.wrap(inner, params), copy(params), stats, loss_fn)
+
+  def zo_sam():
+    return zj.zo_sam(rho, num_directions=1, has_aux=True)
 
   fisher = jax.jit(
     lambda p: perturbation_masks.empirical_fisher(
@@ -68,6 +76,8 @@ def _configs(name: str, batch_size: int, num_fisher_samples: int, rho: float):
     "fisher alone": (lambda p: (fisher(p),), (params,)),
     "rigl update": rigl(1),
     "rigl between": rigl(NEVER),
+    "rigl_zo_sam update": rigl(1, zo_sam()),
+    "rigl_zo_sam between": rigl(NEVER, zo_sam()),
   }
 
 
@@ -103,10 +113,9 @@ def main() -> None:
     parser.error("--num-fisher-samples must be at most --batch-size (the Fisher reads the batch)")
   if args.interval < 1:
     parser.error("--interval must be >= 1")
+  print(device_line())
   print(
-    f"jax {jax.__version__}, backend {jax.default_backend()}, "
-    f"{platform.processor() or platform.machine()}; {args.model}, batch {args.batch_size}, "
-    f"N_F {args.num_fisher_samples}, {args.rounds} rounds"
+    f"{args.model}, batch {args.batch_size}, N_F {args.num_fisher_samples}, {args.rounds} rounds"
   )
   ms = run(_configs(args.model, args.batch_size, args.num_fisher_samples, args.rho), args.rounds)
   print("| step | ms | x SGD | x SAM |")
@@ -116,13 +125,15 @@ def main() -> None:
   pairs = {
     "ssam_f": ("ssam_f refresh", "ssam_f between", "sam"),
     "rigl": ("rigl update", "rigl between", "sgd"),
+    "rigl_zo_sam": ("rigl_zo_sam update", "rigl_zo_sam between", "sgd"),
   }
   for method, (refresh, between, base) in pairs.items():
     extra = ms[refresh] - ms[between]
     per_step = extra / args.interval
     print(
-      f"{method}: a refresh adds {extra:.1f} ms; over {args.interval} steps "
-      f"{per_step:.2f} ms per step ({per_step / ms[base]:.1%} of {base})"
+      f"{method}: a refresh step is {ms[refresh] / ms[between]:.2f}x a step between refreshes "
+      f"and adds {extra:.1f} ms; over {args.interval} steps {per_step:.2f} ms per step "
+      f"({per_step / ms[base]:.1%} of {base})"
     )
 
 

@@ -15,8 +15,18 @@ For each model, in ONE process, after warm-up, the median time of a full jitted 
 
 and the pieces of the limit: a forward pass alone (``t_fwd``, the loss in training mode, as a
 probe computes it) and drawing one Gaussian direction over all parameters (``t_draw``). Each
-ZO-SAM time is printed as a ratio to ``t_sgd + m (2 t_fwd + t_draw)``. Timings are taken in
+ZO-SAM time is printed as a ratio to ``t_sgd + m (2 t_fwd + t_draw)``, ZO-LookSAM's to the same
+limit averaged over its period (``t_sgd + m (2 t_fwd + t_draw) / k``). Timings are taken in
 rounds, every configuration once per round, so drift on a shared machine hits all alike.
+
+``--probe-fraction f`` (< 1) adds ZO-SAM (every m, ``probe_batch_size`` 1) and ZO-LookSAM with
+sub-batch probes (``probe_loss_fn`` on the first ``round(f B)`` examples, BatchNorm with their
+statistics, as the trainer's ``optimizer.probe_fraction``), a forward pass on that sub-batch
+(``t_fwd(fB)``) and their limits ``t_sgd + m (2 t_fwd(fB) + t_draw)``. Each row shows its limit's
+ratio to SAM beside its own.
+
+The output starts with a ``device:`` line (device kind, platform, jax/jaxlib/optax versions,
+host); every step is also shown in images per second (batch / step time).
 
 Peak memory: XLA's compiled temporary-buffer size of each step (``memory_analysis()``), which is
 what grows if directions were stored ``m`` at once.
@@ -25,6 +35,7 @@ Usage:
   python -m benchmarks.step_cost                         # ResNet-32, the small CNN and the MLP
   python -m benchmarks.step_cost --models resnet32 --batch-size 128 --rounds 7
   python -m benchmarks.step_cost --models resnet32 --only zo_looksam zo_esam --rounds 9
+  python -m benchmarks.step_cost --models resnet32 --probe-fraction 0.25 --only zo_sam zo_looksam
 """
 
 from __future__ import annotations
@@ -96,6 +107,19 @@ def setup(name: str, batch_size: int):
   return params, stats, loss_fn, per_example_loss_fn, (x, y)
 
 
+def sub_batch_loss(per_example_loss_fn, batch, fraction: float):
+  """The loss on the first ``max(1, round(fraction B))`` examples (the trainer's probe loss)."""
+  x, y = batch
+  size = max(1, int(round(fraction * x.shape[0])))
+  sub = (x[:size], y[:size])
+
+  def loss_fn(p):
+    losses, aux = per_example_loss_fn(p, sub)
+    return losses.mean(), aux
+
+  return loss_fn, size
+
+
 def head_step(head, params, stats, loss_fn, **extra):
   return tx_step(optax.chain(head, optax.sgd(0.05, momentum=0.9)), params, stats, loss_fn, **extra)
 
@@ -127,12 +151,32 @@ def _optax_sam_step(params, loss_fn, rho):
   return jax.jit(step, donate_argnums=(0, 1)), (params, tx.init(params))
 
 
-# Methods whose cost alternates between steps are timed over one whole period, per step.
-PERIODS = {"looksam k=5": 5, "zo_looksam m=1 k=5": 5}
+LOOKSAM_K = 5
+REFERENCE_ROWS = ("forward", "draw")  # the pieces of the limits, not steps
+
+
+def _fields(key: str) -> dict[str, str]:
+  """The ``name=value`` words of a row's key (``zo_sam m=2 pbs=1 pf=0.25``)."""
+  return dict(w.split("=") for w in key.split()[1:] if "=" in w)
+
+
+def _period(key: str) -> int:
+  """Steps a row is timed over: LookSAM's cost alternates, so a whole period (``k=``)."""
+  return int(_fields(key).get("k", 1))
+
+
+def _pf(fraction: float) -> str:
+  return f" pf={fraction:g}"
 
 
 def _timed_configs(
-  name: str, batch_size: int, ms: list[int], rho: float, smoothing: float, vmapped_max: int
+  name: str,
+  batch_size: int,
+  ms: list[int],
+  rho: float,
+  smoothing: float,
+  vmapped_max: int,
+  probe_fraction: float = 1.0,
 ):
   params, stats, loss_fn, per_example, batch = setup(name, batch_size)
   copy = lambda t: jax.tree.map(jnp.array, t)  # noqa: E731  (donated buffers need fresh copies)
@@ -153,7 +197,7 @@ def _timed_configs(
       options = zj.ZerothOrderOptions(num_directions=m, smoothing=smoothing, probe_batch_size=pbs)
       zo = zj.zo_sam(rho, zeroth_order=options, seed=0, has_aux=True)
       head(f"zo_sam m={m} pbs={pbs}", zo)
-  head("zo_looksam m=1 k=5", zj.looksam(rho, 5, 0.7, ascent="zeroth_order", has_aux=True))
+  head("zo_looksam m=1 k=5", zj.looksam(rho, LOOKSAM_K, 0.7, ascent="zeroth_order", has_aux=True))
   head(
     "zo_esam m=1 b=0.6 g=0.5",
     zj.esam(rho, 0.6, 0.5, ascent="zeroth_order", has_aux=True),
@@ -161,6 +205,18 @@ def _timed_configs(
   )
   fwd = jax.jit(lambda p: loss_fn(p)[0])
   configs["forward"] = (lambda p: (fwd(p),), (params,))
+  if probe_fraction < 1.0:
+    probe_loss_fn, _ = sub_batch_loss(per_example, batch, probe_fraction)
+    pf = _pf(probe_fraction)
+    for m in ms:
+      options = zj.ZerothOrderOptions(num_directions=m, smoothing=smoothing, probe_batch_size=1)
+      zo = zj.zo_sam(rho, zeroth_order=options, seed=0, has_aux=True)
+      head(f"zo_sam m={m} pbs=1{pf}", zo, probe_loss_fn=probe_loss_fn)
+    key = f"zo_looksam m=1 k={LOOKSAM_K}{pf}"
+    zo_looksam = zj.looksam(rho, LOOKSAM_K, 0.7, ascent="zeroth_order", has_aux=True)
+    head(key, zo_looksam, probe_loss_fn=probe_loss_fn)
+    sub_fwd = jax.jit(lambda p: probe_loss_fn(p)[0])
+    configs["forward" + pf] = (lambda p: (sub_fwd(p),), (params,))
   draw = jax.jit(functools.partial(zj.sample_direction, params=params))
   configs["draw"] = (lambda k: (draw(k),), (jax.random.PRNGKey(1),))
   return configs, sum(x.size for x in jax.tree.leaves(params))
@@ -173,6 +229,10 @@ def _temp_bytes(fn, args) -> int | None:
     return None
 
 
+def _is_step(key: str) -> bool:
+  return key.split()[0] not in REFERENCE_ROWS
+
+
 def run(
   name: str,
   batch_size: int,
@@ -182,68 +242,96 @@ def run(
   smoothing: float,
   vmapped_max: int,
   only: list[str] | None = None,
+  probe_fraction: float = 1.0,
 ):
-  configs, num_params = _timed_configs(name, batch_size, ms, rho, smoothing, vmapped_max)
+  configs, num_params = _timed_configs(
+    name, batch_size, ms, rho, smoothing, vmapped_max, probe_fraction
+  )
   if only:  # the reference rows are always kept: the report divides by them
-    keep = set(only) | {"sgd", "sam", "optax_sam", "forward", "draw"}
+    keep = set(only) | {"sgd", "sam", "optax_sam", *REFERENCE_ROWS}
     configs = {k: v for k, v in configs.items() if k.split()[0] in keep}
-  temp = {
-    k: _temp_bytes(fn, args) for k, (fn, args) in configs.items() if k not in ("forward", "draw")
-  }
+  temp = {k: _temp_bytes(fn, args) for k, (fn, args) in configs.items() if _is_step(k)}
   state = {k: args for k, (fn, args) in configs.items()}
   for _ in range(2):  # warm-up: compile and run twice
     for k, (fn, _) in configs.items():
       out = fn(*state[k])
       jax.block_until_ready(out)
-      if k not in ("forward", "draw"):
+      if _is_step(k):
         state[k] = out
   times: dict[str, list[float]] = {k: [] for k in configs}
   for _ in range(rounds):
     for k, (fn, _) in configs.items():
-      calls = PERIODS.get(k, 1)
+      calls = _period(k)
       start = time.perf_counter()
       for _ in range(calls):
         out = jax.block_until_ready(fn(*state[k]))
-        if k not in ("forward", "draw"):
+        if _is_step(k):
           state[k] = out
       times[k].append((time.perf_counter() - start) / calls)
   med = {k: statistics.median(v) for k, v in times.items()}
   return med, temp, num_params
 
 
+def _limit(key: str, med: dict[str, float]) -> float | None:
+  """ZO-SAM's physical limit for a row, ``t_sgd + m (2 t_fwd + t_draw)`` (per step of the period
+  for ZO-LookSAM), with ``t_fwd`` on the probes' sub-batch for ``pf=`` rows; ``None`` otherwise."""
+  if key.split()[0] not in ("zo_sam", "zo_looksam"):
+    return None
+  fields = _fields(key)
+  forward = med.get("forward" + (_pf(float(fields["pf"])) if "pf" in fields else ""))
+  if forward is None:
+    return None
+  return med["sgd"] + int(fields["m"]) * (2 * forward + med["draw"]) / _period(key)
+
+
+def device_line() -> str:
+  """The device the figures come from, and the versions that produced them."""
+  import jaxlib
+
+  device = jax.devices()[0]
+  return (
+    f"device: {device.device_kind} | platform {device.platform} ({jax.device_count()} device(s))"
+    f" | jax {jax.__version__}, jaxlib {jaxlib.__version__}, optax {optax.__version__} | host "
+    f"{platform.processor() or platform.machine()}"
+  )
+
+
 def report(name, batch_size, med, temp, num_params, ms) -> list[dict]:
   t_sgd, t_fwd, t_draw = med["sgd"], med["forward"], med["draw"]
   print(f"\n## {name}, batch {batch_size}, {num_params / 1e6:.2f}M parameters")
+  sub = {k: v for k, v in med.items() if k.startswith("forward pf=")}
+  sub_text = "".join(f" | t_{k.replace(' ', '(')}) {v * 1e3:.1f} ms" for k, v in sub.items())
   print(
-    f"t_sgd {t_sgd * 1e3:.1f} ms | t_forward {t_fwd * 1e3:.1f} ms | "
+    f"t_sgd {t_sgd * 1e3:.1f} ms | t_forward {t_fwd * 1e3:.1f} ms{sub_text} | "
     f"t_draw {t_draw * 1e3:.1f} ms | SAM {med['sam'] * 1e3:.1f} ms "
     f"({med['sam'] / t_sgd:.2f}x SGD) | optax.contrib.sam {med['optax_sam'] * 1e3:.1f} ms "
     f"({med['optax_sam'] / t_sgd:.2f}x SGD) | ours/optax {med['sam'] / med['optax_sam']:.3f}"
   )
-  print("| config | ms | x SGD | limit ms | / limit | / SAM | temp MiB |")
-  print("|---|---|---|---|---|---|---|")
+  print("| config | ms | img/s | x SGD | limit ms | / limit | / SAM | limit / SAM | temp MiB |")
+  print("|---|---|---|---|---|---|---|---|---|")
   rows = []
-  for k in [k for k in med if k not in ("forward", "draw")]:
-    limit = None
-    if k.startswith("zo_sam m="):
-      m = int(k.split("m=")[1].split()[0])
-      limit = t_sgd + m * (2 * t_fwd + t_draw)
+  for k in [k for k in med if _is_step(k)]:
+    limit = _limit(k, med)
     mib = None if temp.get(k) is None else temp[k] / 2**20
     row = dict(
       model=name,
       config=k,
+      batch_size=batch_size,
       ms=med[k] * 1e3,
+      images_per_s=batch_size / med[k],
       x_sgd=med[k] / t_sgd,
       limit_ms=None if limit is None else limit * 1e3,
       over_limit=None if limit is None else med[k] / limit,
       over_sam=med[k] / med["sam"],
+      limit_over_sam=None if limit is None else limit / med["sam"],
       temp_mib=mib,
     )
     rows.append(row)
     fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
     print(
-      f"| {k} | {row['ms']:.1f} | {row['x_sgd']:.2f} | {fmt(row['limit_ms'], '.1f')} | "
-      f"{fmt(row['over_limit'], '.3f')} | {row['over_sam']:.2f} | {fmt(mib, '.1f')} |"
+      f"| {k} | {row['ms']:.1f} | {row['images_per_s']:.0f} | {row['x_sgd']:.2f} | "
+      f"{fmt(row['limit_ms'], '.1f')} | {fmt(row['over_limit'], '.3f')} | "
+      f"{row['over_sam']:.2f} | {fmt(row['limit_over_sam'], '.2f')} | {fmt(mib, '.1f')} |"
     )
   return rows
 
@@ -275,15 +363,22 @@ def main() -> None:
     help="time only these methods (besides SGD, SAM, optax SAM, the forward and the draw), "
     "e.g. to re-run a close comparison with more rounds",
   )
+  parser.add_argument(
+    "--probe-fraction",
+    type=float,
+    default=1.0,
+    help="in (0, 1]: below 1, also time ZO-SAM and ZO-LookSAM whose probes see only this "
+    "fraction of the batch (e.g. 0.25), against their limit with t_forward on that sub-batch",
+  )
   parser.add_argument("--json", help="also write the rows to this JSON file")
   args = parser.parse_args()
   for m in args.models:
     if m not in ("mlp", "cnn") and not (m.startswith("resnet") and m[6:].isdigit()):
       parser.error(f"--models: unknown model {m!r}; use resnet20, resnet32, resnet56, cnn or mlp")
-  print(
-    f"jax {jax.__version__}, optax {optax.__version__}, backend {jax.default_backend()}, "
-    f"{jax.devices()[0].device_kind}, {platform.processor() or platform.machine()}"
-  )
+  if not 0.0 < args.probe_fraction <= 1.0:
+    parser.error(f"--probe-fraction must be in (0, 1], got {args.probe_fraction}")
+  device = device_line()
+  print(device)
   rows = []
   for name in args.models:
     med, temp, n = run(
@@ -295,11 +390,12 @@ def main() -> None:
       args.smoothing,
       args.vmapped_max,
       args.only,
+      args.probe_fraction,
     )
     rows += report(name, args.batch_size, med, temp, n, args.num_directions)
   if args.json:
     with open(args.json, "w") as f:
-      json.dump(rows, f, indent=1)
+      json.dump({"device": device, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

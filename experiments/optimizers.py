@@ -60,12 +60,15 @@ class HeadContext:
 class Head:
   """A registry entry: the factory, which per-example inputs its ``update`` needs (``None``;
   ``"per_example"`` as ESAM, in training mode; ``"fisher"`` as SSAM-F, BatchNorm in inference
-  mode), and whether the factory passes ``optimizer.guidance`` on (heads with a zeroth-order
-  ascent; for the others a set guidance is refused)."""
+  mode), whether the factory passes ``optimizer.guidance`` on (heads with a zeroth-order ascent;
+  for the others a set guidance is refused), and whether its ascent is zeroth-order under this
+  config (then its ``update`` takes ``probe_loss_fn=``, which ``optimizer.probe_fraction``
+  builds)."""
 
   build: Callable[[ml_collections.ConfigDict, HeadContext], optax.GradientTransformationExtraArgs]
   batch_losses: Callable[[ml_collections.ConfigDict], str | None] = lambda opt: None
   guided: bool = False
+  probes: Callable[[ml_collections.ConfigDict], bool] = lambda opt: False
 
 
 HEADS: dict[str, Head] = {}
@@ -122,6 +125,10 @@ def _sparse_sam(opt, ctx):
   )
 
 
+def _always(opt):
+  return True
+
+
 def _zosa(opt, ctx):
   return zo.scale_by_zosa(
     opt.rho,
@@ -145,6 +152,7 @@ for _name, _head in {
       **_sam_family(opt, ctx),
     ),
     guided=True,
+    probes=_always,
   ),
   "random_perturbation": Head(
     lambda opt, ctx: zj.random_perturbation(opt.rho, **_sam_family(opt, ctx))
@@ -153,16 +161,17 @@ for _name, _head in {
     _sparse_sam,
     lambda opt: "fisher" if opt.sparse_sam.mask_method == "fisher" else None,
     guided=True,
+    probes=lambda opt: opt.sparse_sam.ascent == "zeroth_order",
   ),
   "looksam": Head(_looksam, guided=True),
-  "zo_looksam": Head(_looksam, guided=True),
+  "zo_looksam": Head(_looksam, guided=True, probes=_always),
   "gsam": Head(
     lambda opt, ctx: zj.gsam(
       opt.rho, opt.gsam.rho_min, opt.gsam.alpha, learning_rate=ctx.head_schedule, has_aux=True
     )
   ),
   "esam": Head(_esam, lambda opt: "per_example", guided=True),
-  "zo_esam": Head(_esam, lambda opt: "per_example", guided=True),
+  "zo_esam": Head(_esam, lambda opt: "per_example", guided=True, probes=_always),
   "adaptive_zo_sam": Head(
     lambda opt, ctx: zj.adaptive_zo_sam(
       opt.rho,
@@ -173,6 +182,7 @@ for _name, _head in {
       **_sam_family(opt, ctx),
     ),
     guided=True,
+    probes=_always,
   ),
   "zosa": Head(_zosa),
   "zo_sgd": Head(

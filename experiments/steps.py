@@ -10,6 +10,14 @@ gradient accumulation), by the head's exact-gradient pass, i.e. with the batch s
 the gradient that is applied. Zeroth-order probes
 and SAM's ascent pass never update them. Training loss/accuracy are those of that same pass (so,
 for SAM-family optimizers, measured at the perturbed point).
+
+Sub-batch probes (``optimizer.probe_fraction = f < 1``, heads with a zeroth-order ascent): the
+head gets ``probe_loss_fn``, the same training-mode loss on the first ``max(1, round(f B))``
+examples of the batch, with the same dropout key. Its BatchNorm layers normalise with THAT
+sub-batch's statistics, as the exact pass does with the whole batch's: the probes differentiate
+the same function of the weights as the update, on fewer examples (the m-sharpness regime of
+Foret et al. 2021), where inference mode would probe a different function (running averages
+that lag the weights). The statistics the probes compute are discarded with their aux.
 """
 
 from __future__ import annotations
@@ -33,12 +41,18 @@ def zero_accumulators() -> dict[str, jax.Array]:
   }
 
 
+def probe_size(batch_size: int, probe_fraction: float) -> int:
+  """Examples the probes see: ``max(1, round(probe_fraction * batch_size))``."""
+  return max(1, int(round(probe_fraction * batch_size)))
+
+
 def make_train_step(
   model: Any,
   tx: optax.GradientTransformationExtraArgs,
   seed: int,
   batch_losses: str | None,
   accumulation_steps: int = 1,
+  probe_fraction: float = 1.0,
 ) -> Callable:
   """``train_step(state, batch) -> state``; metrics accumulate in ``state["acc"]``.
 
@@ -52,6 +66,9 @@ def make_train_step(
   micro-batch in a ``lax.scan``: each micro-batch gets its own perturbation, BatchNorm statistics
   move once per micro-batch, and the parameters change once, at the last one. The step's
   training loss is the mean of the micro-batches' losses.
+  ``probe_fraction < 1`` passes ``probe_loss_fn``, the loss on the batch's first
+  :func:`probe_size` examples (see the module docstring; only heads with a zeroth-order ascent
+  accept it, which ``checks.validate_config`` enforces).
   """
 
   def micro_step(params, batch_stats, opt_state, batch, dropout_rng):
@@ -84,10 +101,20 @@ def make_train_step(
       return losses.mean(), aux
 
     extra = {}
+    if probe_fraction != 1.0:
+      size = probe_size(batch["label"].shape[0], probe_fraction)
+      sub_batch = jax.tree.map(lambda x: x[:size], batch)
+
+      def probe_loss_fn(params):
+        losses, aux = per_example(params, sub_batch)
+        return losses.mean(), aux
+
+      extra["probe_loss_fn"] = probe_loss_fn
+    # Added to (not replacing) probe_loss_fn: ZO-ESAM takes both.
     if batch_losses == "per_example":
-      extra = {"per_example_loss_fn": per_example, "batch": batch}
+      extra |= {"per_example_loss_fn": per_example, "batch": batch}
     elif batch_losses == "fisher":
-      extra = {
+      extra |= {
         "per_example_loss_fn": lambda p, b: per_example(p, b, train=False)[0],
         "batch": batch,
       }

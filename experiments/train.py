@@ -193,7 +193,14 @@ def train_run(
   batch_losses = optimizers.HEADS[config.optimizer.name].batch_losses(config.optimizer)
   train_step = (
     jax.jit(
-      steps.make_train_step(model, tx, config.seed, batch_losses, config.accumulation_steps),
+      steps.make_train_step(
+        model,
+        tx,
+        config.seed,
+        batch_losses,
+        config.accumulation_steps,
+        probe_fraction=config.optimizer.probe_fraction,
+      ),
       in_shardings=(replicated, batch_sharding),
       out_shardings=replicated,
       donate_argnums=0,

@@ -29,7 +29,11 @@ References:
 
 Every head here takes the same trailing keywords as :mod:`zosam_jax.sharpness`'s:
 ``ascent``, ``zeroth_order`` (a :class:`zosam_jax.ZerothOrderOptions`) where a zeroth-order ascent
-applies, then ``perturb_leaves``, ``seed`` and ``has_aux``.
+applies, then ``perturb_leaves``, ``seed`` and ``has_aux``. With a zeroth-order ascent, ``update``
+also takes ``probe_loss_fn=``: what the probes evaluate instead of the training loss (same
+signature as ``loss_fn``, e.g. the loss on a sub-batch); the exact pass keeps the full loss.
+Heads without probes refuse it. Their states' ``gradient`` field is ``None`` unless requested
+(see ``SharpnessAwareState``): then it holds the dense gradient of the step's exact pass.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import jax.numpy as jnp
 import optax
 
 from zosam_jax import estimators
-from zosam_jax._src import control_flow, losses, options, trees, validation
+from zosam_jax._src import control_flow, gradient_slot, losses, options, trees, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
 from zosam_jax.sharpness import LeafSelection, SharpnessAwareState, check_rho, init_state
@@ -75,6 +79,8 @@ class LookSAMState(NamedTuple):
     prior: with ``guidance="previous_gradient"``, the last step's exact gradient (float32,
       restricted to ``weight_mask`` and the perturbed leaves), probed first by the next ZO
       refresh; ``None`` otherwise.
+    gradient: ``None`` unless requested; then the dense gradient of the step's last exact pass
+      (``g_s`` on refresh steps, ``g`` in between).
   """
 
   count: jax.Array
@@ -83,6 +89,7 @@ class LookSAMState(NamedTuple):
   aux: Any
   reused: Any
   prior: Any = None
+  gradient: Any = None
 
 
 def looksam(
@@ -131,10 +138,20 @@ def looksam(
     )
 
   def update_fn(
-    updates, state, params=None, *, loss_fn=None, weight_mask=None, weight_mask_counts=None, **extra
+    updates,
+    state,
+    params=None,
+    *,
+    loss_fn=None,
+    weight_mask=None,
+    weight_mask_counts=None,
+    probe_loss_fn=None,
+    **extra,
   ):
     del updates, extra
     losses.require_loss_fn("looksam", loss_fn, params)
+    if ascent == "exact":
+      losses.refuse_probe_loss_fn("looksam(ascent='exact')", probe_loss_fn)
     selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
     key, probe_key = jax.random.split(state.key)
     vag = jax.value_and_grad(loss_fn, has_aux=has_aux)
@@ -159,12 +176,12 @@ def looksam(
 
       def refresh():
         out_s, g_s = vag(trees.add(params, eps_from(g)))
-        return out_s, g_s, trees.orthogonal(g_s, g)
+        return out_s, g_s, trees.orthogonal(g_s, g), g_s
 
       def reuse():
-        return out_plain, with_reused(g, state.reused), state.reused
+        return out_plain, with_reused(g, state.reused), state.reused, g
 
-      out, grads, kept = control_flow.cond_with_backward(is_refresh, refresh, reuse)
+      out, grads, kept, raw = control_flow.cond_with_backward(is_refresh, refresh, reuse)
     else:
       # The ZO ascent is forward-only, so it alone sits under the cond, and the step's one
       # forward-backward runs at top level: at theta + eps on refresh steps, at theta (eps = 0)
@@ -174,7 +191,7 @@ def looksam(
         direction = perturb.ascent_direction(
           "zeroth_order",
           zo,
-          loss_fn,
+          losses.probe_loss(loss_fn, probe_loss_fn),
           params,
           probe_key,
           selection=selection,
@@ -191,6 +208,7 @@ def looksam(
 
       eps = jax.lax.cond(is_refresh, ascent_step, no_step, None)
       out, g = vag(trees.add(params, eps))
+      raw = g
       # Elementwise only, so a cond is cheap here and skips the reuse arithmetic on refreshes.
       grads, kept = jax.lax.cond(
         is_refresh,
@@ -203,7 +221,15 @@ def looksam(
     if guidance is not None:
       # g, not grads: the raw exact gradient of this step's pass (grads may add the reused part).
       prior = perturb.prior_from_gradient(g, selection=selection, weight_mask=weight_mask)
-    new_state = LookSAMState(optax.safe_increment(state.count), key, value, aux, kept, prior)
+    new_state = LookSAMState(
+      optax.safe_increment(state.count),
+      key,
+      value,
+      aux,
+      kept,
+      prior,
+      gradient_slot.keep(state.gradient, raw),
+    )
     return grads, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -213,13 +239,15 @@ def looksam(
 
 
 class GSAMState(NamedTuple):
-  """State of :func:`gsam`: ``count``, ``value``, ``aux`` as in ``SharpnessAwareState``, and
-  ``rho``, the radius used at the last step (for logging the schedule)."""
+  """State of :func:`gsam`: ``count``, ``value``, ``aux`` as in ``SharpnessAwareState``,
+  ``rho``, the radius used at the last step (for logging the schedule), and ``gradient``
+  (``None`` unless requested; then the dense gradient ``g_p`` at ``theta + eps``)."""
 
   count: jax.Array
   value: jax.Array
   aux: Any
   rho: jax.Array
+  gradient: Any = None
 
 
 def gsam(
@@ -277,8 +305,9 @@ def gsam(
     )
 
   def update_fn(updates, state, params=None, *, loss_fn=None, weight_mask=None, **extra):
-    del updates, extra
+    del updates
     losses.require_loss_fn("gsam", loss_fn, params)
+    losses.refuse_probe_loss_fn("gsam", extra.get("probe_loss_fn"))
     selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
     _, g = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
     rho = rho_at(state.count)
@@ -289,7 +318,7 @@ def gsam(
     update = jax.tree.map(lambda a, b: a.astype(jnp.float32) - alpha * b, g_p, g_perp)
     value, aux = losses.split_value_aux(out, has_aux)
     return trees.cast_like(update, params), GSAMState(
-      optax.safe_increment(state.count), value, aux, rho
+      optax.safe_increment(state.count), value, aux, rho, gradient_slot.keep(state.gradient, g_p)
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -315,7 +344,9 @@ def esam(
   ``update(updates, state, params, *, per_example_loss_fn, batch, weight_mask=None)`` where
   ``per_example_loss_fn(params, batch)`` returns one loss per example (shape ``[B]``; with
   ``has_aux=True``, ``(losses, aux)``) and ``batch`` has a leading example axis of static size
-  ``B``. The training loss is their mean.
+  ``B``. The training loss is their mean. With ``ascent="zeroth_order"``, ``probe_loss_fn=``
+  (``params -> loss``, or ``(loss, aux)`` with ``has_aux=True``) replaces that mean in the probes,
+  e.g. the mean over a part of the batch; refused with the exact ascent.
 
   Steps: (1) ascent direction ``g`` at ``theta`` (exact: one forward-backward, which also gives
   the per-example losses; ZO: the estimator's forwards plus, when ``gamma < 1``, one forward for
@@ -348,9 +379,12 @@ def esam(
     batch: Any = None,
     weight_mask=None,
     weight_mask_counts=None,
+    probe_loss_fn=None,
     **extra,
   ):
     del updates, extra
+    if ascent == "exact":
+      losses.refuse_probe_loss_fn("esam(ascent='exact')", probe_loss_fn)
     if per_example_loss_fn is None or batch is None or params is None:
       raise ValueError(
         "esam needs params and the extra arguments per_example_loss_fn= (params, batch) -> "
@@ -368,10 +402,13 @@ def esam(
     if ascent == "exact":
       (_, (losses0, _)), g = jax.value_and_grad(mean_loss, has_aux=True)(params, batch)
     else:
+      probe = lambda p: mean_loss(p, batch)[0]  # noqa: E731
+      if probe_loss_fn is not None:
+        probe = losses.scalar_loss(losses.probe_loss(probe, probe_loss_fn), has_aux)
       g = perturb.ascent_direction(
         "zeroth_order",
         zo,
-        lambda p: mean_loss(p, batch)[0],
+        probe,
         params,
         probe_key,
         selection=selection,
@@ -411,7 +448,13 @@ def esam(
     if guidance is not None:
       prior = perturb.prior_from_gradient(grads, selection=selection, weight_mask=weight_mask)
     return grads, SharpnessAwareState(
-      optax.safe_increment(state.count), key, jnp.asarray(value, jnp.float32), aux, None, prior
+      optax.safe_increment(state.count),
+      key,
+      jnp.asarray(value, jnp.float32),
+      aux,
+      None,
+      prior,
+      gradient_slot.keep(state.gradient, grads),
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -429,6 +472,7 @@ class AdaptiveZOSAMState(NamedTuple):
     noise: float32 running average of the relative probe noise ``kappa``.
     prior: with ``guidance="previous_gradient"``, the last exact gradient (as in
       ``SharpnessAwareState``); ``None`` otherwise.
+    gradient: ``None`` unless requested; then the dense gradient at ``theta + eps``.
   """
 
   count: jax.Array
@@ -438,6 +482,7 @@ class AdaptiveZOSAMState(NamedTuple):
   num_directions: jax.Array
   noise: jax.Array
   prior: Any = None
+  gradient: Any = None
 
 
 def adaptive_zo_sam(
@@ -506,14 +551,22 @@ def adaptive_zo_sam(
     )
 
   def update_fn(
-    updates, state, params=None, *, loss_fn=None, weight_mask=None, weight_mask_counts=None, **extra
+    updates,
+    state,
+    params=None,
+    *,
+    loss_fn=None,
+    weight_mask=None,
+    weight_mask_counts=None,
+    probe_loss_fn=None,
+    **extra,
   ):
     del updates, extra
     losses.require_loss_fn("adaptive_zo_sam", loss_fn, params)
     selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
     key, probe_key = jax.random.split(state.key)
     g_hat, info = estimators.dynamic_estimate(
-      loss_fn,
+      losses.probe_loss(loss_fn, probe_loss_fn),
       params,
       probe_key,
       max_directions=max_directions,
@@ -549,7 +602,14 @@ def adaptive_zo_sam(
     if guidance is not None:
       prior = perturb.prior_from_gradient(grads, selection=selection, weight_mask=weight_mask)
     return grads, AdaptiveZOSAMState(
-      optax.safe_increment(state.count), key, value, aux, m_next, noise, prior
+      optax.safe_increment(state.count),
+      key,
+      value,
+      aux,
+      m_next,
+      noise,
+      prior,
+      gradient_slot.keep(state.gradient, grads),
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import optax
 
 from zosam_jax import perturbation_masks as pmasks
-from zosam_jax._src import groups, implicit, losses, options, validation
+from zosam_jax._src import gradient_slot, groups, implicit, losses, options, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
 
@@ -108,13 +108,21 @@ def _sam_family_gradient(
   perturbation_mask,
   perturb_leaves,
   has_aux,
+  probe_loss_fn=None,
 ):
   check_rho("rho", rho, adaptive_eta)
   validation.check_mask_like("weight_mask", weight_mask, params)
   validation.check_mask_like("perturbation_mask", perturbation_mask, params)
   selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
   ascent = perturb.ascent_direction(
-    kind, zo, loss_fn, params, key, selection=selection, has_aux=has_aux, weight_mask=weight_mask
+    kind,
+    zo,
+    losses.probe_loss(loss_fn, probe_loss_fn),
+    params,
+    key,
+    selection=selection,
+    has_aux=has_aux,
+    weight_mask=weight_mask,
   )
   return perturb.value_and_grad_at_perturbed(
     loss_fn,
@@ -195,6 +203,7 @@ def zo_sam_gradient(
   perturbation_mask: PyTree | None = None,
   perturb_leaves: LeafSelection = None,
   has_aux: bool = False,
+  probe_loss_fn: Callable[[PyTree], Any] | None = None,
 ) -> tuple[Any, PyTree]:
   """ZO-SAM: the exact gradient at ``theta + eps``, ``eps`` from a random gradient estimate.
 
@@ -202,7 +211,9 @@ def zo_sam_gradient(
   against SAM's two forward-backwards. Directions are drawn from ``key`` on the active weights
   (``weight_mask``) of the selected leaves (``perturb_leaves``) only.
 
-  Args: as :func:`sam_gradient`, plus the estimator's options (see :func:`zosam_jax.rge`).
+  Args: as :func:`sam_gradient`, plus the estimator's options (see :func:`zosam_jax.rge`) and
+    ``probe_loss_fn``: what the probes evaluate instead of ``loss_fn`` (same signature, e.g. the
+    loss on a sub-batch); the exact pass at ``theta + eps`` still uses ``loss_fn``.
 
   Returns:
     ``(value, grads)`` like ``jax.value_and_grad(loss_fn, has_aux)``, both from the single
@@ -227,6 +238,7 @@ def zo_sam_gradient(
     perturbation_mask=perturbation_mask,
     perturb_leaves=perturb_leaves,
     has_aux=has_aux,
+    probe_loss_fn=probe_loss_fn,
   )
 
 
@@ -247,6 +259,8 @@ class SharpnessAwareState(NamedTuple):
     prior: with ``guidance="previous_gradient"``, the last exact gradient (float32 tree like
       params, restricted to ``weight_mask`` and the perturbed leaves; zeros after ``init``), the
       direction the next zeroth-order ascent probes first; ``None`` otherwise.
+    gradient: ``None`` unless requested (the sparse wrapper of RigL/MEST does): then the dense
+      exact gradient of the last step's update pass, a float tree like params.
   """
 
   count: jax.Array
@@ -255,6 +269,7 @@ class SharpnessAwareState(NamedTuple):
   aux: Any
   perturbation_mask: Any
   prior: Any = None
+  gradient: Any = None
 
 
 def init_state(seed: int, perturbation_mask: Any = None) -> SharpnessAwareState:
@@ -384,6 +399,9 @@ def sharpness_aware(
   * ``per_example_loss_fn`` ``(params, batch) -> losses[B]`` (or ``(losses, aux)``, aux
     ignored) and ``batch``: needed by ``mask_spec.method == "fisher"`` (see
     :func:`zosam_jax.perturbation_masks.empirical_fisher`).
+  * ``probe_loss_fn``: ``ascent="zeroth_order"`` only (refused otherwise): what the probes
+    evaluate instead of ``loss_fn``, with its signature; typically ``loss_fn`` closed over a part
+    of the batch. The exact pass at ``theta + eps`` still uses ``loss_fn``.
 
   Args:
     rho: perturbation radius ``>= 0``.
@@ -444,10 +462,13 @@ def sharpness_aware(
     loss_fn=None,
     weight_mask=None,
     weight_mask_counts=None,
+    probe_loss_fn=None,
     **extra,
   ):
     del updates
     losses.require_loss_fn("SAM-family heads", loss_fn, params)
+    if ascent != "zeroth_order":
+      losses.refuse_probe_loss_fn(f"a head with ascent={ascent!r}", probe_loss_fn)
     validation.check_mask_like("weight_mask", weight_mask, params)
     selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
     key, step_key = jax.random.split(state.key)
@@ -458,7 +479,7 @@ def sharpness_aware(
       return perturb.ascent_direction(
         ascent,
         zo,
-        loss_fn,
+        losses.probe_loss(loss_fn, probe_loss_fn),
         params,
         probe_key,
         selection=selection,
@@ -512,7 +533,15 @@ def sharpness_aware(
     prior = None
     if guidance is not None:
       prior = perturb.prior_from_gradient(grads, selection=selection, weight_mask=weight_mask)
-    new_state = SharpnessAwareState(optax.safe_increment(state.count), key, value, aux, mask, prior)
+    new_state = SharpnessAwareState(
+      optax.safe_increment(state.count),
+      key,
+      value,
+      aux,
+      mask,
+      prior,
+      gradient_slot.keep(state.gradient, grads),
+    )
     return grads, new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -530,11 +559,17 @@ def exact_gradient(*, has_aux: bool = False) -> optax.GradientTransformationExtr
     return init_state(0)
 
   def update_fn(updates, state, params=None, *, loss_fn=None, **extra):
-    del updates, extra
+    del updates
     losses.require_loss_fn("exact_gradient", loss_fn, params)
+    losses.refuse_probe_loss_fn("exact_gradient", extra.get("probe_loss_fn"))
     out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
     value, aux = losses.split_value_aux(out, has_aux)
-    return grads, state._replace(count=optax.safe_increment(state.count), value=value, aux=aux)
+    return grads, state._replace(
+      count=optax.safe_increment(state.count),
+      value=value,
+      aux=aux,
+      gradient=gradient_slot.keep(state.gradient, grads),
+    )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -90,6 +90,8 @@ LossFn = Callable[[PyTree], Any]
 ZOSA_OPTIONS = ZerothOrderOptions(num_directions=8, distribution="rademacher", scheme="forward")
 # MeZO: one Gaussian direction, central differences (SPSA).
 MEZO_OPTIONS = ZerothOrderOptions(num_directions=1, distribution="gaussian", scheme="central")
+# Why these optimizers refuse ``probe_loss_fn``: a sub-batch for them is a smaller ``loss_fn``.
+PROBES_ARE = "whose probes are the update itself (close loss_fn over the sub-batch instead)"
 
 
 def _options(zeroth_order, default, num_directions, smoothing, *, needs_sigma=False, spsa=False):
@@ -411,8 +413,9 @@ def scale_by_zosa(
   extra_queries = _extra_queries(opts, has_aux)
 
   def update_fn(updates, state, params=None, *, loss_fn=None, **extra):
-    del updates, extra
+    del updates
     losses.require_loss_fn("zosa", loss_fn, params)
+    losses.refuse_probe_loss_fn("zosa / zo_sgd / zo_adam", extra.get("probe_loss_fn"), PROBES_ARE)
     key, step_key = jax.random.split(state.key)
     value, aux, base = None, None, None
     if has_aux:
@@ -469,8 +472,9 @@ def scale_by_spsa(
   queries = opts.queries + _extra_queries(opts, has_aux)
 
   def update_fn(updates, state, params=None, *, loss_fn=None, **extra):
-    del updates, extra
+    del updates
     losses.require_loss_fn("mezo", loss_fn, params)
+    losses.refuse_probe_loss_fn("mezo", extra.get("probe_loss_fn"), PROBES_ARE)
     key, step_key = jax.random.split(state.key)
     value, estimate = _spsa_direction(loss_fn, params, step_key, opts, has_aux)
     value, aux = _value_and_aux(loss_fn, params, has_aux, value)

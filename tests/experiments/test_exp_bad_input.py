@@ -108,6 +108,20 @@ def test_bad_config_values(tmp_path, capsys, no_compile, override, expected):
       ["sparse.method=mest", "sparse.pattern=channel", "sparse.dense_layers=head,stem"],
       "sparse.dense_layers names ['stem'], not top-level modules of the model (valid: bn0",
     ),
+    (["optimizer.name=zo_sam", "optimizer.probe_fraction=0"], "probe_fraction must be in (0, 1]"),
+    (["optimizer.name=zo_sam", "optimizer.probe_fraction=1.5"], "probe_fraction must be in (0,"),
+    (
+      ["optimizer.name=sam", "optimizer.probe_fraction=0.25"],
+      "optimizer.probe_fraction must be 1 for optimizer.name=sam, which has no zeroth-order",
+    ),
+    (
+      ["optimizer.name=sparse_sam", "optimizer.probe_fraction=0.5"],
+      "optimizer.probe_fraction must be 1 for optimizer.name=sparse_sam",
+    ),
+    (
+      ["optimizer.name=zosa", "optimizer.probe_fraction=0.5"],
+      "optimizer.probe_fraction must be 1 for optimizer.name=zosa",
+    ),
   ],
 )
 def test_bad_method_values_name_their_argument(tmp_path, capsys, no_compile, overrides, expected):

@@ -34,6 +34,38 @@ def test_select_lowest_dynamic_count_respects_eligibility_and_ties():
   assert active_set(sparse.select_highest(scores, eligible, 2)) == {0, 5}
 
 
+def _stable_sort_reference(scores, eligible, count):
+  """The definition: the first ``count`` eligible entries of a stable ascending sort (numpy),
+  NaN ranked last among eligible entries, -0.0 equal to 0.0."""
+  s = np.where(np.isnan(scores), np.inf, scores).astype(np.float64)
+  s = np.where(eligible, s, np.inf)
+  order = [i for i in np.argsort(s, kind="stable") if eligible[i]]
+  out = np.zeros(scores.shape, bool)
+  out[order[: max(count, 0)]] = True
+  return out
+
+
+def test_select_lowest_equals_a_stable_sort_on_hard_inputs():
+  # Ties, signed zeros, infinities, NaN, tiny and huge magnitudes, counts out of range. (No
+  # subnormals: XLA:CPU compares them as zero, numpy does not.)
+  rng = np.random.default_rng(0)
+  special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, 3.4e38, -3.4e38], np.float32)
+  f = jax.jit(sparse.select_lowest)
+  for trial in range(60):
+    n = (1, 7, 64, 199)[trial % 5 % 4]  # few shapes: few compilations
+    scores = [
+      rng.normal(size=n),
+      rng.integers(-3, 4, size=n),
+      rng.choice(special, size=n),
+      rng.normal(size=n) * 10.0 ** rng.integers(-36, 37, size=n),
+    ][trial % 4].astype(np.float32)
+    eligible = rng.random(n) < rng.random()
+    count = int(rng.integers(-1, n + 3))
+    np.testing.assert_array_equal(
+      np.asarray(f(scores, eligible, count)), _stable_sort_reference(scores, eligible, count)
+    )
+
+
 def test_default_prunable_and_first_last():
   params = {
     "a": {"kernel": jnp.zeros((3, 3, 2, 4)), "bias": jnp.zeros(4)},

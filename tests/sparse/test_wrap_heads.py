@@ -114,13 +114,22 @@ def test_head_receives_the_current_mask_and_masked_params():
   tx = sparse.rigl(sparsity=0.8, sparsity_distribution="uniform", update_every=1, end_step=3).wrap(
     optax.chain(spy, optax.sgd(0.1)), _P
   )
+  before = tx.init(_P).weight_mask
+  changed = 0
   for _, s in _train(tx, 3):
     seen_mask, seen_params = s.inner_state[0]
-    # the mask handed to the head is the one the wrapper holds after this step's update
-    for a, b in zip(jax.tree.leaves(seen_mask), jax.tree.leaves(s.weight_mask), strict=True):
+    # the head sees the mask the wrapper held BEFORE this step's mask update: the update then
+    # grows from the gradient of that same pass
+    for a, b in zip(jax.tree.leaves(seen_mask), jax.tree.leaves(before), strict=True):
       np.testing.assert_array_equal(a, b)
     # the head evaluates at masked params (sparse even on the very first step)
-    assert _stray(seen_params, s.weight_mask) == 0
+    assert _stray(seen_params, before) == 0
+    changed += sum(
+      int(jnp.sum(a != b))
+      for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(s.weight_mask), strict=True)
+    )
+    before = s.weight_mask
+  assert changed > 0  # the masks did move, so the check above told the two orders apart
 
 
 def test_has_aux_batchnorm_style_loss_with_rigl_and_sam():

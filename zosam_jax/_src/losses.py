@@ -34,3 +34,33 @@ def require_loss_fn(name: str, loss_fn: Any, params: Any) -> None:
       f"{name} needs params and the extra argument loss_fn=: "
       "tx.update(None, opt_state, params, loss_fn=loss_fn)."
     )
+
+
+# Heads whose ascent is zeroth-order, the only ones that accept ``probe_loss_fn``.
+PROBING_HEADS = (
+  "zo_sam / sharpness_aware(ascent='zeroth_order'), sparse_sam, looksam and esam with "
+  "ascent='zeroth_order', adaptive_zo_sam"
+)
+
+
+def probe_loss(loss_fn: Callable, probe_loss_fn: Callable | None) -> Callable:
+  """What the probes evaluate: ``probe_loss_fn`` when given, else ``loss_fn``."""
+  if probe_loss_fn is None:
+    return loss_fn
+  if not callable(probe_loss_fn):
+    raise ValueError(
+      "probe_loss_fn must be None or a callable with loss_fn's signature (params -> loss, or "
+      f"(loss, aux) with has_aux=True), got {probe_loss_fn!r}."
+    )
+  return probe_loss_fn
+
+
+def refuse_probe_loss_fn(
+  name: str, probe_loss_fn: Any, why: str = "which has no zeroth-order ascent"
+) -> None:
+  """The error of a head without a zeroth-order ascent when it is given ``probe_loss_fn``."""
+  if probe_loss_fn is not None:
+    raise ValueError(
+      f"probe_loss_fn must be None for {name}, {why} (it is taken only by {PROBING_HEADS}), "
+      f"got {probe_loss_fn!r}."
+    )

@@ -277,9 +277,12 @@ class SET(DynamicMethod):
 class RigL(DynamicMethod):
   """Rigged Lottery: drop smallest ``|theta|``, grow largest dense ``|grad L|``.
 
-  The dense gradient is the incoming ``updates`` when the caller passes
-  gradients, else ``jax.grad(loss_fn)`` at the masked parameters, evaluated only
-  on mask-update steps. Defaults follow the paper: ERK, cosine drop fraction 0.3.
+  The dense gradient is the one the head of the wrapped chain computed in the same
+  step (under a SAM-family head: the gradient at ``theta + eps``, the one the update
+  follows; see ``docs/sparse_training.md``), else the incoming ``updates`` when the
+  caller passes gradients, else ``jax.grad(loss_fn)`` at the masked parameters,
+  evaluated only on mask-update steps. Defaults follow the paper: ERK, cosine drop
+  fraction 0.3.
   """
 
   needs_gradient = True
@@ -301,7 +304,7 @@ class MEST(DynamicMethod):
       after ``end_step``.
 
   The gradient only matters on active weights, so no dense gradient is needed
-  between updates (the gradient at update steps is taken as for RigL).
+  between updates (the gradient at update steps is the one RigL grows from).
   """
 
   drop_schedule: str = "linear"

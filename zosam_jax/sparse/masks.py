@@ -143,7 +143,8 @@ def select_lowest(scores: jax.Array, eligible: jax.Array, count: jax.Array | int
 
   ``count`` may be a traced integer (dynamic drop/grow counts under ``jit``).
   Ineligible entries are ranked after every eligible one; ties break by index.
-  NaN scores rank last among the eligible entries.
+  NaN scores rank last among the eligible entries. Scores compare as the backend compares
+  floats (XLA:CPU treats subnormals as zero). No sort (see ``_src/groups.py``).
   """
   return groups.select_lowest(scores, eligible, count)
 

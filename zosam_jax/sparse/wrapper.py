@@ -4,12 +4,16 @@
 chain headed by ``zosam_jax.sam``/``zo_sam``/``sparse_sam``) into a sparse one.
 At every step, with current mask ``m`` and parameters ``theta``:
 
-1. if the step is a mask-update step, the method computes a new mask ``m'``
+1. ``tx`` is called on the masked gradient ``m * g`` (when gradients are given),
+   the masked parameters ``m * theta``, with ``weight_mask=m`` and every extra
+   argument (``loss_fn``, ``probe_loss_fn`` ...) passed through;
+2. if the step is a mask-update step, the method computes a new mask ``m'``
    (inside ``jax.lax.cond``: no retrace, no host round trip) and the set ``G`` of
-   weights it grew; otherwise ``m' = m`` and ``G`` is empty;
-2. ``tx`` is called on the masked gradient ``m' * g`` (when gradients are given),
-   the masked parameters ``m' * theta``, with ``weight_mask=m'`` and every extra
-   argument (``loss_fn`` ...) passed through;
+   weights it grew; otherwise ``m' = m`` and ``G`` is empty. A method that reads the
+   dense gradient (RigL, MEST) takes the one step 1 already computed: the head's
+   (its state's ``gradient`` slot, requested by ``init``), else the incoming
+   gradients; only a chain with neither (a fully zeroth-order head) makes the
+   wrapper compute ``jax.grad(loss_fn)`` itself, inside the cond;
 3. the returned update is ``u_i`` (from ``tx``) on kept weights ``m'_i and i not in G``
    and ``-theta_i`` elsewhere, so that after ``optax.apply_updates`` every pruned
    weight is exactly 0 and every grown weight starts at exactly 0;
@@ -17,6 +21,9 @@ At every step, with current mask ``m`` and parameters ``theta``:
    (momentum ``trace``, Adam ``mu``/``nu``, ...) is zeroed outside the kept set,
    so grown weights start with fresh optimizer moments.
 
+The kept set lies in both masks, so on it the update is the one ``tx`` computed on
+the network of mask ``m``: on a mask-update step the same pass gives the step and
+the growth gradient (as in RigL implementations that step, then update the mask).
 Because step 3 applies from the first call, a dense initial ``params`` becomes
 sparse after the first update: there is no separate "apply mask" call to forget.
 The sharpness-aware head at the start of ``tx`` evaluates ``loss_fn`` at the
@@ -34,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from zosam_jax._src import groups
+from zosam_jax._src import gradient_slot, groups
 from zosam_jax.sparse import distributions as dist_lib
 from zosam_jax.sparse import masks as mask_lib
 from zosam_jax.sparse.schedules import UpdateSchedule
@@ -143,10 +150,12 @@ def sparse_wrapper(
     update_mask: the dynamic method's mask update, or ``None`` for a static mask.
     schedule: when ``update_mask`` runs (required with ``update_mask``).
     init_method_state: ``initial mask -> method_state`` (default: ``()``).
-    needs_gradient: whether ``update_mask`` needs the dense gradient. It is taken
-      from the incoming ``updates`` when they are given, else computed as
-      ``jax.grad(loss_fn)`` at the masked parameters, only on mask-update steps.
-    has_aux: whether ``loss_fn`` returns ``(loss, aux)`` (for that gradient).
+    needs_gradient: whether ``update_mask`` needs the dense gradient. It is the
+      gradient the head of ``tx`` computed in the same step (``init`` requests the
+      head state's ``gradient`` slot), else the incoming ``updates`` when they are
+      given, else ``jax.grad(loss_fn)`` at the masked parameters, computed only on
+      mask-update steps.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)`` (for that last case).
     seed: seed of the PRNG key for the initial mask and random growth.
     mask_counts: static Python ints like ``params``, the number of ones of every mask leaf,
       when the method keeps them fixed. They are passed on as ``weight_mask_counts=`` so
@@ -166,12 +175,15 @@ def sparse_wrapper(
     mask = jax.tree.map(lambda m: jnp.asarray(m, dtype=jnp.bool_), mask)
     masked = _where(mask, params, jnp.zeros_like)
     method_state = () if init_method_state is None else init_method_state(mask)
+    inner_state = inner.init(masked)
+    if needs_gradient and update_mask is not None:
+      inner_state = gradient_slot.request(inner_state, masked)
     return SparseState(
       sparse_step=jnp.zeros([], jnp.int32),
       weight_mask=mask,
       sparse_rng=key_run,
       method_state=method_state,
-      inner_state=inner.init(masked),
+      inner_state=inner_state,
     )
 
   def update_fn(
@@ -188,58 +200,69 @@ def sparse_wrapper(
     rng = state.sparse_rng
     method_state = state.method_state
     step = state.sparse_step
-
-    if update_mask is None:
-      new_mask, keep = mask, mask
-      do_update = None
-    else:
-      if needs_gradient and updates is None and loss_fn is None:
-        raise ValueError(
-          "This sparse method needs the dense gradient at mask updates: pass "
-          "gradients as `updates` or a `loss_fn=` extra argument."
-        )
-      do_update = schedule.is_update_step(step)
-
-      def _update(operand):
-        mask_, rng_, mstate_ = operand
-        rng_, key = jax.random.split(rng_)
-        masked_ = _where(mask_, params, jnp.zeros_like)
-        grads = None
-        if needs_gradient:
-          if updates is not None:
-            grads = updates
-          else:
-            grads = jax.grad(loss_fn, has_aux=has_aux)(masked_)
-            if has_aux:
-              grads = grads[0]
-        res = update_mask(step, mask_, masked_, grads, key, mstate_)
-        keep_ = jax.tree.map(lambda m, g: m & ~g, res.weight_mask, res.grown)
-        return res.weight_mask, keep_, rng_, res.method_state
-
-      def _skip(operand):
-        mask_, rng_, mstate_ = operand
-        return mask_, mask_, rng_, mstate_
-
-      new_mask, keep, rng, method_state = jax.lax.cond(
-        do_update, _update, _skip, (mask, rng, method_state)
+    # Whether the head keeps its gradient (a structural fact of the state: static under jit).
+    head_keeps_gradient = gradient_slot.read(state.inner_state) is not None
+    if (
+      update_mask is not None
+      and needs_gradient
+      and updates is None
+      and loss_fn is None
+      and not head_keeps_gradient
+    ):
+      raise ValueError(
+        "This sparse method needs the dense gradient at mask updates: pass "
+        "gradients as `updates` or a `loss_fn=` extra argument."
       )
 
-    inner_params = _where(new_mask, params, jnp.zeros_like)
-    inner_updates = None if updates is None else _where(new_mask, updates, jnp.zeros_like)
+    # 1. The inner transform, on the current mask.
+    inner_params = _where(mask, params, jnp.zeros_like)
+    inner_updates = None if updates is None else _where(mask, updates, jnp.zeros_like)
     if loss_fn is not None:
       extra_args["loss_fn"] = loss_fn
     if mask_counts is not None:
       extra_args["weight_mask_counts"] = mask_counts
     out, inner_state = inner.update(
-      inner_updates, state.inner_state, inner_params, weight_mask=new_mask, **extra_args
+      inner_updates, state.inner_state, inner_params, weight_mask=mask, **extra_args
     )
-    if do_update is not None:
+
+    # 2. The mask update, from the gradient of step 1 where there is one.
+    if update_mask is None:
+      new_mask, keep = mask, mask
+    else:
+      do_update = schedule.is_update_step(step)
+      dense = None
+      if needs_gradient:
+        # The head's gradient is the one its update follows (at theta + eps under a SAM
+        # head): reusing it saves a forward-backward, which inside the cond also misses
+        # XLA:CPU's fast convolution kernels (a RigL update step cost ~5.7x a normal one).
+        dense = gradient_slot.read(inner_state) if head_keeps_gradient else updates
+
+      def _update(operand):
+        mask_, rng_, mstate_, dense_ = operand
+        rng_, key = jax.random.split(rng_)
+        grads = dense_
+        if needs_gradient and grads is None:
+          grads = jax.grad(loss_fn, has_aux=has_aux)(inner_params)
+          if has_aux:
+            grads = grads[0]
+        res = update_mask(step, mask_, inner_params, grads, key, mstate_)
+        keep_ = jax.tree.map(lambda m, g: m & ~g, res.weight_mask, res.grown)
+        return res.weight_mask, keep_, rng_, res.method_state
+
+      def _skip(operand):
+        mask_, rng_, mstate_, _ = operand
+        return mask_, mask_, rng_, mstate_
+
+      new_mask, keep, rng, method_state = jax.lax.cond(
+        do_update, _update, _skip, (mask, rng, method_state, dense)
+      )
       inner_state = jax.lax.cond(
         do_update,
         lambda s: reset_moments(s, keep, params),
         lambda s: s,
         inner_state,
       )
+
     out = jax.tree.map(lambda k, u, p: jnp.where(k, u, -p).astype(u.dtype), keep, out, params)
     new_state = SparseState(
       sparse_step=step + 1,
