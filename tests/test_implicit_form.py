@@ -59,7 +59,10 @@ PATTERNS = [
 @pytest.mark.parametrize(
   "method, kw",
   [("random", kw) for kw in PATTERNS]
-  + [("dynamic", PATTERNS[0]), pytest.param("fisher", PATTERNS[0], marks=pytest.mark.slow)],
+  + [
+    pytest.param("dynamic", PATTERNS[0], marks=pytest.mark.slow),
+    pytest.param("fisher", PATTERNS[0], marks=pytest.mark.slow),
+  ],
   ids=["channel", "unstructured", "n:m", "dynamic-channel", "fisher-channel"],
 )
 def test_implicit_form_equals_the_explicit_computation(method, kw):

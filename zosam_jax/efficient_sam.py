@@ -217,10 +217,8 @@ def looksam(
       )
 
     value, aux = losses.split_value_aux(out, has_aux)
-    prior = None
-    if guidance is not None:
-      # g, not grads: the raw exact gradient of this step's pass (grads may add the reused part).
-      prior = perturb.prior_from_gradient(g, selection=selection, weight_mask=weight_mask)
+    # g, not grads: the raw exact gradient of this step's pass (grads may add the reused part).
+    prior = perturb.next_prior(guidance, g, selection=selection, weight_mask=weight_mask)
     new_state = LookSAMState(
       optax.safe_increment(state.count),
       key,
@@ -444,9 +442,7 @@ def esam(
       _, idx = jax.lax.top_k(rise, keep)
       chosen = jax.tree.map(lambda x: x[idx], batch)
     (value, (_, aux)), grads = jax.value_and_grad(mean_loss, has_aux=True)(adv, chosen)
-    prior = None
-    if guidance is not None:
-      prior = perturb.prior_from_gradient(grads, selection=selection, weight_mask=weight_mask)
+    prior = perturb.next_prior(guidance, grads, selection=selection, weight_mask=weight_mask)
     return grads, SharpnessAwareState(
       optax.safe_increment(state.count),
       key,
@@ -598,9 +594,7 @@ def adaptive_zo_sam(
     m_next = jnp.clip(
       jnp.round(min_directions * (1.0 + noise)), min_directions, max_directions
     ).astype(jnp.int32)
-    prior = None
-    if guidance is not None:
-      prior = perturb.prior_from_gradient(grads, selection=selection, weight_mask=weight_mask)
+    prior = perturb.next_prior(guidance, grads, selection=selection, weight_mask=weight_mask)
     return grads, AdaptiveZOSAMState(
       optax.safe_increment(state.count),
       key,

@@ -530,9 +530,7 @@ def sharpness_aware(
       perturbation_mask=mask,
     )
     value, aux = losses.split_value_aux(out, has_aux)
-    prior = None
-    if guidance is not None:
-      prior = perturb.prior_from_gradient(grads, selection=selection, weight_mask=weight_mask)
+    prior = perturb.next_prior(guidance, grads, selection=selection, weight_mask=weight_mask)
     new_state = SharpnessAwareState(
       optax.safe_increment(state.count),
       key,

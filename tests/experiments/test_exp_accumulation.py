@@ -152,6 +152,7 @@ def accumulated_run(tmp_path_factory, data_dir, fmnist_subset_dir):
   return workdir, train.train_run(config, workdir, state_hook=keep_mask), masks
 
 
+@pytest.mark.slow  # One epoch-sized run shared by both; the derived tests stay fast.
 def test_accumulated_bfloat16_run_trains_and_updates_masks_on_the_step_grid(accumulated_run):
   workdir, result, masks = accumulated_run
   steps_per_epoch = SUBSET["train"] // 64
@@ -174,6 +175,7 @@ def test_accumulated_bfloat16_run_trains_and_updates_masks_on_the_step_grid(accu
 
 
 @pytest.mark.slow
+@pytest.mark.slow  # One epoch-sized run shared by both; the derived tests stay fast.
 def test_accumulated_run_resumes_bitwise(tmp_path, data_dir, fmnist_subset_dir, accumulated_run):
   workdir, result, _ = accumulated_run
   _resume_matches(tmp_path, data_dir, fmnist_subset_dir, (workdir, result), **ACCUMULATED)

@@ -74,6 +74,7 @@ def test_one_epoch_zo_sam_with_rigl(rigl_run):
   assert 0.05 < density < 0.15  # 90% sparse over the prunable kernels.
 
 
+@pytest.mark.slow
 def test_one_epoch_zo_sam_with_rigl_2_4(tmp_path, data_dir, fmnist_subset_dir):
   # 2:4 on every kernel but the stem (one input channel: no block of 4 along its input axis).
   workdir, result = _run(

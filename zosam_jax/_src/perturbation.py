@@ -40,6 +40,19 @@ def initial_prior(params: PyTree, guidance: str | None) -> PyTree | None:
   return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
 
 
+def next_prior(
+  guidance: str | None,
+  grads: PyTree,
+  *,
+  selection: list[bool],
+  weight_mask: PyTree | None = None,
+) -> PyTree | None:
+  """The state's next ``prior``: ``None`` without guidance, else :func:`prior_from_gradient`."""
+  if guidance is None:
+    return None
+  return prior_from_gradient(grads, selection=selection, weight_mask=weight_mask)
+
+
 def prior_from_gradient(
   grads: PyTree, *, selection: list[bool], weight_mask: PyTree | None = None
 ) -> PyTree:
