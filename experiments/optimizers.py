@@ -60,14 +60,12 @@ class HeadContext:
 class Head:
   """A registry entry: the factory, which per-example inputs its ``update`` needs (``None``;
   ``"per_example"`` as ESAM, in training mode; ``"fisher"`` as SSAM-F, BatchNorm in inference
-  mode), whether the factory passes ``optimizer.guidance`` on (heads with a zeroth-order ascent;
-  for the others a set guidance is refused), and whether its ascent is zeroth-order under this
-  config (then its ``update`` takes ``probe_loss_fn=``, which ``optimizer.probe_fraction``
-  builds)."""
+  mode), and whether its ascent is zeroth-order under this config (then its ``update`` takes
+  ``probe_loss_fn=`` and ``guidance``, which ``optimizer.probe_fraction`` and
+  ``optimizer.guidance`` set; both are refused for the other heads)."""
 
   build: Callable[[ml_collections.ConfigDict, HeadContext], optax.GradientTransformationExtraArgs]
   batch_losses: Callable[[ml_collections.ConfigDict], str | None] = lambda opt: None
-  guided: bool = False
   probes: Callable[[ml_collections.ConfigDict], bool] = lambda opt: False
 
 
@@ -151,7 +149,6 @@ for _name, _head in {
       adaptive=opt.adaptive,
       **_sam_family(opt, ctx),
     ),
-    guided=True,
     probes=_always,
   ),
   "random_perturbation": Head(
@@ -160,18 +157,17 @@ for _name, _head in {
   "sparse_sam": Head(
     _sparse_sam,
     lambda opt: "fisher" if opt.sparse_sam.mask_method == "fisher" else None,
-    guided=True,
     probes=lambda opt: opt.sparse_sam.ascent == "zeroth_order",
   ),
-  "looksam": Head(_looksam, guided=True),
-  "zo_looksam": Head(_looksam, guided=True, probes=_always),
+  "looksam": Head(_looksam),
+  "zo_looksam": Head(_looksam, probes=_always),
   "gsam": Head(
     lambda opt, ctx: zj.gsam(
       opt.rho, opt.gsam.rho_min, opt.gsam.alpha, learning_rate=ctx.head_schedule, has_aux=True
     )
   ),
-  "esam": Head(_esam, lambda opt: "per_example", guided=True),
-  "zo_esam": Head(_esam, lambda opt: "per_example", guided=True, probes=_always),
+  "esam": Head(_esam, lambda opt: "per_example"),
+  "zo_esam": Head(_esam, lambda opt: "per_example", probes=_always),
   "adaptive_zo_sam": Head(
     lambda opt, ctx: zj.adaptive_zo_sam(
       opt.rho,
@@ -181,7 +177,6 @@ for _name, _head in {
       guidance=opt.guidance,
       **_sam_family(opt, ctx),
     ),
-    guided=True,
     probes=_always,
   ),
   "zosa": Head(_zosa),
@@ -282,8 +277,9 @@ def create_optimizer(
   total_steps = config.num_epochs * steps_per_epoch
   schedule = learning_rate_schedule(config, steps_per_epoch)
   context = HeadContext(total_steps, schedule, config.seed, config.batch_size // k, k)
-  if opt.guidance is not None and not HEADS[opt.name].guided:
-    guided = ", ".join(name for name, head in HEADS.items() if head.guided)
+  # Guidance and sub-batch probes both need a zeroth-order ascent: one flag, ``Head.probes``.
+  if opt.guidance is not None and not HEADS[opt.name].probes(opt):
+    guided = ", ".join(name for name, head in HEADS.items() if head.probes(opt))
     raise ValueError(
       f"optimizer.guidance must be unset (None) for a head without a zeroth-order ascent, got "
       f"{opt.guidance!r}; it applies to {guided} (with their zeroth-order ascent)."

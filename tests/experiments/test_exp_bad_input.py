@@ -93,7 +93,7 @@ def test_bad_config_values(tmp_path, capsys, no_compile, override, expected):
     (["optimizer.name=sam", "optimizer.guidance=previous_gradient"], "optimizer.guidance must be"),
     (
       ["optimizer.name=looksam", "optimizer.guidance=previous_gradient"],
-      "guidance must be None with ascent='exact'",
+      "optimizer.guidance must be unset (None) for a head without a zeroth-order ascent",
     ),
     # Sparsity patterns: names, then the library's rules against the model's kernels.
     (["sparse.method=rigl", "sparse.pattern=blocky"], "unknown sparse pattern 'blocky'; valid: "),
