@@ -63,7 +63,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
   _choice("sparse pattern", sp.pattern, sparse.PATTERNS)
   if sp.pattern != "unstructured" and sp.method == "dense":
     raise ConfigError(f"sparse.pattern={sp.pattern} needs a sparse.method; it is 'dense'")
-  if sp.pattern == "channel" and "head" not in optimizers.dense_layer_names(sp.dense_layers):
+  if sp.pattern == "channel" and "head" not in optimizers.layer_names(sp.dense_layers):
     raise ConfigError(
       "sparse.pattern=channel would prune output channels of the classifier, i.e. classes: "
       "keep it dense with sparse.dense_layers=head (comma-separate more names)"

@@ -21,6 +21,7 @@ import ml_collections
 import optax
 
 import zosam_jax as zj
+from zosam_jax import perturbation_masks as pmasks
 from zosam_jax import sparse
 from zosam_jax import zeroth_order as zo
 
@@ -108,18 +109,23 @@ def _esam(opt, ctx):
 
 def _sparse_sam(opt, ctx):
   ssam = opt.sparse_sam
+  family = _sam_family(opt, ctx)
+  family["perturb_leaves"] = perturbed_leaves(ssam.pattern, ssam.unperturbed_layers)
   return zj.sparse_sam(
     opt.rho,
     ssam.sparsity,
     mask_method=ssam.mask_method,
+    pattern=ssam.pattern,
+    n_m=_pair(ssam.n_m),
     update_every=ctx.calls(ssam.update_every),
     num_fisher_samples=min(ssam.num_fisher_samples, ctx.batch_size),
     end_step=ctx.calls(max(ctx.total_steps, 1)),
     ascent=ssam.ascent,
     zeroth_order=zeroth_order_options(opt),
     guidance=opt.guidance,
+    form=ssam.form,
     adaptive=opt.adaptive,
-    **_sam_family(opt, ctx),
+    **family,
   )
 
 
@@ -194,25 +200,60 @@ for _name, _head in {
   register_head(_name, _head)
 
 
-def dense_layer_names(dense_layers: str) -> tuple[str, ...]:
-  """The module names of ``config.sparse.dense_layers`` (comma-separated)."""
-  return tuple(name.strip() for name in str(dense_layers).split(",") if name.strip())
+def layer_names(layers: str) -> tuple[str, ...]:
+  """The top-level module names of a comma-separated config field (``sparse.dense_layers``,
+  ``optimizer.sparse_sam.unperturbed_layers``)."""
+  return tuple(name.strip() for name in str(layers).split(",") if name.strip())
+
+
+def _pair(value: Any) -> Any:
+  """A config pair as a tuple (a list after a JSON round trip: resumed runs); anything else is
+  passed on for the library to refuse."""
+  return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def _leaves_outside(names: tuple[str, ...], keep: Callable[[Any], Any]) -> Callable[[Any], Any]:
+  """A leaf selection: the leaves ``keep`` flags, outside the top-level modules ``names``."""
+
+  def select(params: Any) -> Any:
+    flags = jax.tree.leaves(keep(params))
+    paths = sparse.leaf_paths(params)
+    chosen = [f and path.split("/")[0] not in names for f, path in zip(flags, paths, strict=True)]
+    return jax.tree.unflatten(jax.tree.structure(params), chosen)
+
+  return select
 
 
 def prunable_leaves(dense_layers: str) -> Callable[[Any], Any] | None:
   """The sparse methods' ``prunable``: kernels (``ndim >= 2``) outside the top-level modules named
   in ``dense_layers`` (``None``, the library's default, when it names none)."""
-  names = dense_layer_names(dense_layers)
-  if not names:
-    return None
+  names = layer_names(dense_layers)
+  return _leaves_outside(names, sparse.default_prunable) if names else None
 
-  def prunable(params: Any) -> Any:
-    flags = jax.tree.leaves(sparse.default_prunable(params))
-    paths = sparse.leaf_paths(params)
-    keep = [f and path.split("/")[0] not in names for f, path in zip(flags, paths, strict=True)]
-    return jax.tree.unflatten(jax.tree.structure(params), keep)
 
-  return prunable
+def perturbed_leaves(pattern: str, unperturbed_layers: str) -> Callable[[Any], Any] | None:
+  """Sparse SAM's ``perturb_leaves``: every leaf outside the top-level modules named in
+  ``unperturbed_layers``, kernels only (``ndim >= 2``) under ``pattern="n:m"``; ``None`` (the
+  library's default: every floating-point leaf) when that is everything.
+
+  N:M blocks run along a kernel's input axis; biases and normalisation scales have none, so under
+  ``n:m`` they are not perturbed (rather than perturbed in blocks of output features).
+  """
+  names = layer_names(unperturbed_layers)
+  if pattern == "n:m":
+    return _leaves_outside(names, sparse.default_prunable)
+  if names:
+    return _leaves_outside(names, lambda params: jax.tree.map(lambda _: True, params))
+  return None
+
+
+def _check_module_names(field: str, value: str, params: Any) -> None:
+  modules = sorted({path.split("/")[0] for path in sparse.leaf_paths(params)})
+  unknown = [n for n in layer_names(value) if n not in modules]
+  if unknown:
+    raise ValueError(
+      f"{field} names {unknown}, not top-level modules of the model (valid: {', '.join(modules)})"
+    )
 
 
 def check_sparse_layout(config: ml_collections.ConfigDict, method: Any, params: Any) -> None:
@@ -222,15 +263,50 @@ def check_sparse_layout(config: ml_collections.ConfigDict, method: Any, params: 
   Raises:
     ValueError: naming the field or the library's argument.
   """
-  modules = sorted({path.split("/")[0] for path in sparse.leaf_paths(params)})
-  unknown = [n for n in dense_layer_names(config.sparse.dense_layers) if n not in modules]
-  if unknown:
-    raise ValueError(
-      f"sparse.dense_layers names {unknown}, not top-level modules of the model "
-      f"(valid: {', '.join(modules)})"
-    )
+  _check_module_names("sparse.dense_layers", config.sparse.dense_layers, params)
   if method is not None:
     method.prunable_flags(params)
+
+
+def check_perturbation_layout(config: ml_collections.ConfigDict, params: Any) -> None:
+  """Checks ``optimizer.sparse_sam`` against the model's parameters (shapes suffice) when the head
+  is ``sparse_sam``: every name of ``unperturbed_layers`` is a top-level module, some leaf is
+  left to perturb, and under ``pattern="n:m"`` every perturbed kernel's input axis splits into
+  blocks of ``M``. Call it after :func:`create_optimizer` (which checks ``pattern`` and ``n_m``).
+
+  Raises:
+    ValueError: naming the field, the leaf and what to set.
+  """
+  opt = config.optimizer
+  if opt.name != "sparse_sam":
+    return
+  ssam = opt.sparse_sam
+  _check_module_names("optimizer.sparse_sam.unperturbed_layers", ssam.unperturbed_layers, params)
+  select = perturbed_leaves(ssam.pattern, ssam.unperturbed_layers)
+  leaves = jax.tree.leaves(params)
+  chosen = [True] * len(leaves) if select is None else jax.tree.leaves(select(params))
+  if not any(chosen):
+    kind = "kernel" if ssam.pattern == "n:m" else "parameter"
+    raise ValueError(
+      f"optimizer.sparse_sam.unperturbed_layers={ssam.unperturbed_layers!r} leaves no {kind} to "
+      "perturb; name fewer modules"
+    )
+  if ssam.pattern != "n:m":
+    return
+  n_m = _pair(ssam.n_m)
+  for path, leaf, on in zip(sparse.leaf_paths(params), leaves, chosen, strict=True):
+    if not on:
+      continue
+    try:
+      pmasks.check_n_m_shapes([tuple(leaf.shape)], n_m)
+    except ValueError:
+      raise ValueError(
+        f"optimizer.sparse_sam.pattern=n:m with n_m={n_m} needs the input axis (second to last) "
+        f"of every perturbed kernel divisible by M={n_m[1]}; '{path}' has shape "
+        f"{tuple(leaf.shape)}: leave it unperturbed with "
+        f"optimizer.sparse_sam.unperturbed_layers={path.split('/')[0]} (comma-separate more "
+        "names) or choose another n_m"
+      ) from None
 
 
 def sparse_methods() -> tuple[str, ...]:

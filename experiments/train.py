@@ -72,6 +72,7 @@ def build(
     # The sparsity pattern against the model's kernels, from shapes only (nothing compiled).
     shapes = jax.eval_shape(lambda k: model.init(k, dummy, train=False), jax.random.key(0))
     optimizers.check_sparse_layout(config, method, shapes["params"])
+    optimizers.check_perturbation_layout(config, shapes["params"])
   except ValueError as e:
     raise ConfigError(
       f"optimizer.name={config.optimizer.name}, sparse.method={config.sparse.method}: {e}"
@@ -209,10 +210,14 @@ def train_run(
     .compile()
   )
   eval_step = jax.jit(steps.make_eval_step(model), out_shardings=replicated)
+  # The evaluation split: the test set, or the last dataset.validation_size training examples.
+  split_name = "validation" if config.dataset.validation_size else "test"
   if is_main:
+    held_out = " held-out" if config.dataset.validation_size else ""
     print(
       f"{config.model.name} ({models.count_params(state['params']):,} params) on "
-      f"{config.dataset.name} ({train_split.size} train / {test_split.size} test), optimizer "
+      f"{config.dataset.name} ({train_split.size} train / {test_split.size}{held_out} "
+      f"{split_name}), optimizer "
       f"{config.optimizer.name}, sparse {config.sparse.method}, {jax.device_count()} "
       f"device(s), {steps_per_epoch} steps/epoch; compiled in {time.perf_counter() - t0:.1f}s",
       flush=True,
@@ -221,7 +226,6 @@ def train_run(
   # The loop.
   if state_hook is not None:
     state_hook(start_step, state)
-  split_name = "validation" if config.dataset.validation_size else "test"
   schedule = optimizers.learning_rate_schedule(config, steps_per_epoch)
   last_eval: dict[str, Any] = {}
   step, data = start_step, batches.iterate(start_step, total_steps)

@@ -80,6 +80,17 @@ def get_config() -> ml_collections.ConfigDict:
   ssam.update_every = 100  # steps between mask refreshes.
   ssam.num_fisher_samples = 128  # SSAM-F: examples (capped at the batch).
   ssam.ascent = "exact"  # exact | zeroth_order (Sparse ZO-SAM).
+  # Which coordinates go together in the mask (docs/methods.md): unstructured | channel (whole
+  # output channels) | n:m (N of every M consecutive weights along a kernel's input axis; sparsity
+  # is then 1 - N/M and ssam.sparsity is ignored; only kernels are perturbed).
+  ssam.pattern = "unstructured"
+  ssam.n_m = (2, 4)  # (N, M) of the n:m pattern.
+  # explicit (dense ascent gradient, mask on the perturbation) | implicit (the mask inside the
+  # ascent's backward pass; ||eps|| = rho, the explicit form's direction; needs ascent exact).
+  ssam.form = "explicit"
+  # Top-level modules never perturbed, comma-separated (e.g. "conv0"). n:m needs the stem when the
+  # images have fewer than M channels (Fashion-MNIST: "conv0" of the cnn).
+  ssam.unperturbed_layers = ""
 
   config.optimizer.looksam = ml_collections.ConfigDict()
   config.optimizer.looksam.update_every = 5  # k, steps between ascents.

@@ -81,6 +81,52 @@ def test_bad_config_values(tmp_path, capsys, no_compile, override, expected):
     (["optimizer.name=looksam", "optimizer.looksam.update_every=0"], "update_every must be an"),
     (["optimizer.name=sparse_sam", "optimizer.sparse_sam.sparsity=1.5"], "sparsity must be in"),
     (["optimizer.name=sparse_sam", "optimizer.sparse_sam.mask_method=x"], "mask_method must be"),
+    # Sparse SAM's mask pattern and form: the library's rules, then the pattern against the model.
+    (
+      ["optimizer.name=sparse_sam", "optimizer.sparse_sam.pattern=blocky"],
+      "pattern must be one of ['unstructured', 'channel', 'n:m'], got 'blocky'",
+    ),
+    (
+      ["optimizer.name=sparse_sam", "optimizer.sparse_sam.pattern=structured"],
+      "got 'structured' (whole output channels are called 'channel')",
+    ),
+    (
+      [
+        "optimizer.name=sparse_sam",
+        "optimizer.sparse_sam.pattern=n:m",
+        "optimizer.sparse_sam.n_m=(3,2)",
+      ],
+      "n_m must be two integers (N, M) with 1 <= N <= M, got (3, 2)",
+    ),
+    (
+      ["optimizer.name=sparse_sam", "optimizer.sparse_sam.form=sparse"],
+      "form must be one of ['explicit', 'implicit'], got 'sparse'",
+    ),
+    (
+      [
+        "optimizer.name=sparse_sam",
+        "optimizer.sparse_sam.form=implicit",
+        "optimizer.sparse_sam.ascent=zeroth_order",
+      ],
+      "form='implicit' needs ascent='exact'",
+    ),
+    (
+      ["optimizer.name=sparse_sam", "optimizer.sparse_sam.pattern=n:m"],
+      "'conv0/kernel' has shape (3, 3, 1, 16): leave it unperturbed with "
+      "optimizer.sparse_sam.unperturbed_layers=conv0",
+    ),
+    (
+      ["optimizer.name=sparse_sam", "optimizer.sparse_sam.unperturbed_layers=stem"],
+      "optimizer.sparse_sam.unperturbed_layers names ['stem'], not top-level modules of the model",
+    ),
+    (
+      [
+        "optimizer.name=sparse_sam",
+        "optimizer.sparse_sam.pattern=n:m",
+        "optimizer.sparse_sam.unperturbed_layers=conv0,conv1,fc0,head",
+      ],
+      "leaves no kernel to perturb; name fewer modules",
+    ),
     (
       ["optimizer.name=adaptive_zo_sam", "optimizer.adaptive_zo_sam.max_directions=0"],
       "max_directions must be an integer >= 1",

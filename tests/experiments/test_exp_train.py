@@ -53,6 +53,18 @@ def test_one_epoch_sgd(tmp_path, data_dir, fmnist_subset_dir):
   _check_run(workdir, result)
 
 
+def test_held_out_run_names_its_evaluation_split(tmp_path, data_dir, fmnist_subset_dir, capsys):
+  """With dataset.validation_size the start-up line and the metrics name the held-out split."""
+  held = 128
+  _, result = _run(
+    tmp_path, data_dir, fmnist_subset_dir, "w", optimizer__name="sgd", dataset__validation_size=held
+  )
+  out = capsys.readouterr().out
+  assert f"({SUBSET['train'] - held} train / {held} held-out validation)" in out
+  assert " test" not in out
+  assert 0.0 <= result["validation_accuracy"] <= 1.0 and "test_accuracy" not in result
+
+
 def test_one_epoch_zo_sam(zo_sam_run):
   _check_run(*zo_sam_run)
 
