@@ -6,6 +6,7 @@ library when the run builds its optimizer (``train.build``), with messages namin
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 from typing import Any
@@ -122,6 +123,11 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
       f"batch_size {config.batch_size} must split into accumulation_steps="
       f"{config.accumulation_steps} equal micro-batches over the {device_count} devices; use a "
       f"multiple of {micro}"
+    )
+  if config.tensorboard and importlib.util.find_spec("tensorboardX") is None:
+    raise ConfigError(
+      "tensorboard=True needs tensorboardX (pip install -r requirements.txt); or pass "
+      "--config.tensorboard=False"
     )
   if config.dataset.eval_corrupted:
     _choice("dataset for eval_corrupted", config.dataset.name, tuple(input_pipeline.CORRUPTIONS))

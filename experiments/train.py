@@ -24,7 +24,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from experiments import input_pipeline, models, optimizers, steps
+from experiments import input_pipeline, metrics, models, optimizers, steps
 from experiments.checks import validate_config
 from experiments.evaluation import evaluate, evaluate_corrupted, to_global
 from experiments.workdir import (
@@ -145,7 +145,7 @@ def train_run(
 
   Args:
     config: see ``experiments/configs/default.py`` for every field.
-    workdir: where ``config.json``, ``metrics.jsonl`` and ``checkpoints/`` go.
+    workdir: where ``config.json``, ``metrics.jsonl``, ``checkpoints/`` and ``tensorboard/`` go.
     resume: continue from the latest checkpoint in ``workdir`` (its config must match).
     step_hook: called with the global step after each step (tests use it to interrupt a run).
     initial, weight_mask: an LTH round's start (the model's variables) and its fixed mask.
@@ -178,17 +178,15 @@ def train_run(
   # Steps and state.
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  writer, ckpt = MetricWriter(workdir, enabled=is_main), Checkpoints(workdir, config)
-  start_step = 0
+  writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard)
+  ckpt, start_step = Checkpoints(workdir, config), 0
   if has_ckpt and ckpt.latest_step() is not None:
     state = ckpt.restore(state)
     start_step = int(jax.device_get(state["step"]))
-    writer.truncate_after(start_step)
     print(f"Resumed from step {start_step} of {total_steps} in {workdir}", flush=True)
-  else:  # A new run, or a resumed one killed before its first checkpoint: start over.
-    writer.truncate_after(0)
-    if is_main:
-      write_config(config, workdir)
+  elif is_main:  # A new run, or a resumed one killed before its first checkpoint: start over.
+    write_config(config, workdir)
+  writer.truncate_after(start_step)
   t0 = time.perf_counter()  # Compile ahead of time so timings exclude compilation.
   example = to_global(batches.batch(start_step % max(total_steps, 1)), batch_sharding)
   batch_losses = optimizers.HEADS[config.optimizer.name].batch_losses(config.optimizer)
@@ -253,18 +251,10 @@ def train_run(
       if step_hook is not None:
         step_hook(step)
       if (step - epoch * steps_per_epoch) % config.log_every_steps == 0 or step == epoch_end:
-        acc = jax.device_get(state["acc"])
         elapsed = time.perf_counter() - window_start
         epoch_time += elapsed
-        record = {
-          "kind": "train",
-          "step": step,
-          "epoch": step / steps_per_epoch,
-          "loss": float(acc["loss_sum"]) / int(acc["steps"]),
-          "accuracy": float(acc["correct"]) / max(int(acc["count"]), 1),
-          "learning_rate": float(schedule(step - 1)),
-          "images_per_sec": window_steps * config.batch_size / elapsed,
-        }
+        lr, images_per_sec = float(schedule(step - 1)), window_steps * config.batch_size / elapsed
+        record = metrics.train_record(state, step, steps_per_epoch, lr, images_per_sec)
         writer.write(record)
         if bar is not None:
           bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
@@ -306,6 +296,7 @@ def train_run(
     last_eval["corrupted"] = evaluate_corrupted(
       eval_step, state, config, data_dir, batch_sharding, writer, step
     )
+  writer.close()
   if is_main:
     print(f"final {split_name} accuracy: {last_eval[split_name + '_accuracy']:.4f}", flush=True)
   last_eval["params"] = state["params"]

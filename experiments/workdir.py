@@ -1,7 +1,8 @@
 """A run's folder: its config, its metrics and its checkpoints.
 
 Layout: ``config.json`` (the run's config; resuming checks it), ``metrics.jsonl`` (one JSON record
-per line: ``kind`` is ``train``, ``eval`` or ``corrupted``) and ``checkpoints/`` (orbax).
+per line: ``kind`` is ``train``, ``eval`` or ``corrupted``), ``checkpoints/`` (orbax) and, with
+``config.tensorboard``, ``tensorboard/`` (the same numbers as TensorBoard events).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+TENSORBOARD_DIR = "tensorboard"
 # Config fields that may differ between a run and its resumption (they do not change results).
 RESUMABLE_CHANGES = frozenset(
   {
@@ -19,6 +21,7 @@ RESUMABLE_CHANGES = frozenset(
     "checkpoint_every_steps",
     "keep_checkpoints",
     "distributed",
+    "tensorboard",
     "dataset.data_dir",
     "dataset.source_dir",
   }
@@ -90,15 +93,26 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str, resume: bool)
 
 
 class MetricWriter:
-  """Appends JSON records to ``metrics.jsonl`` (process 0 only)."""
+  """Appends JSON records to ``metrics.jsonl`` and, with ``tensorboard``, their numbers to
+  TensorBoard event files in ``tensorboard/`` (``experiments.metrics``); process 0 only."""
 
-  def __init__(self, workdir: str, enabled: bool):
+  def __init__(self, workdir: str, enabled: bool, *, tensorboard: bool = False):
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.enabled = enabled
+    self._logdir = os.path.join(workdir, TENSORBOARD_DIR) if tensorboard else None
+    self._events = None  # experiments.metrics.EventWriter, imported when needed (jax).
 
   def truncate_after(self, step: int) -> None:
-    """Drops records of steps after ``step`` (those a killed run wrote past its checkpoint)."""
-    if not (self.enabled and os.path.exists(self.path)):
+    """Drops records of steps after ``step`` (those a killed run wrote past its checkpoint) and
+    starts a new event file that hides their TensorBoard events."""
+    if not self.enabled:
+      return
+    if self._logdir is not None:
+      from experiments import metrics
+
+      self.close()
+      self._events = metrics.EventWriter(self._logdir, purge_step=step + 1)
+    if not os.path.exists(self.path):
       return
     with open(self.path) as f:
       kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
@@ -106,9 +120,22 @@ class MetricWriter:
       f.writelines(kept)
 
   def write(self, record: dict[str, Any]) -> None:
-    if self.enabled:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    if not self.enabled:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._logdir is not None:
+      if self._events is None:
+        from experiments import metrics
+
+        self._events = metrics.EventWriter(self._logdir)
+      self._events.write(record)
+
+  def close(self) -> None:
+    """Closes the event file (the JSONL is closed after each record)."""
+    if self._events is not None:
+      self._events.close()
+      self._events = None
 
 
 def checkpoint_steps(workdir: str) -> list[int]:

@@ -151,5 +151,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2
   config.progress_bar = True
+  # Also write the metrics as TensorBoard events in WORKDIR/tensorboard/ (tensorboardX;
+  # metrics.jsonl stays the record): tensorboard --logdir WORKDIR.
+  config.tensorboard = True
   config.distributed = False  # Call jax.distributed.initialize() (multi-host).
   return config
