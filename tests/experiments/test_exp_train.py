@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from experiments import train
+from experiments.workdir import Checkpoints
 from tests.experiments.conftest import SUBSET, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -132,6 +133,9 @@ def _resume_matches(tmp_path, data_dir, source_dir, reference, **overrides):
   with pytest.raises(Killed):
     train.train_and_evaluate(config, workdir, step_hook=kill_at_5)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
+  # Mid-epoch (8 steps an epoch): the checkpoint holds the data iterator's position.
+  position = Checkpoints(workdir, config).restore_data(3)
+  assert position["next_step"] == 3 and position["grain"]
   result = train.train_and_evaluate(config, workdir, resume=True)
   for a, b in zip(jax.tree.leaves(ref["params"]), jax.tree.leaves(result["params"]), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
