@@ -129,7 +129,7 @@ def check_workdir(workdir: str, step: int | None) -> Run:
 
   Raises:
     UsageError: no such folder, no readable ``config.json``, no checkpoint, or none of ``step``.
-    workdir.ConfigError: a config the trainer refuses.
+    errors.ConfigError: a config the trainer refuses.
   """
   import ml_collections
 
@@ -1132,12 +1132,12 @@ def main(argv: Sequence[str]) -> list[dict[str, Any]]:
 def run(argv: Sequence[str] | None = None) -> int:
   """Command-line entry point; returns the exit status."""
   from experiments import input_pipeline
-  from experiments import workdir as workdir_lib
+  from experiments.errors import ConfigError
 
   argv = sys.argv[1:] if argv is None else list(argv)
   try:
     main(argv)
-  except (UsageError, workdir_lib.ConfigError, input_pipeline.DataMissingError) as e:
+  except (UsageError, ConfigError, input_pipeline.DataMissingError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0

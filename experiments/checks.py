@@ -15,7 +15,7 @@ import jax
 import ml_collections
 
 from experiments import input_pipeline, models, optimizers
-from experiments.workdir import ConfigError
+from experiments.errors import ConfigError
 from zosam_jax import sparse
 
 
@@ -98,7 +98,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
     "keep_checkpoints",
   ):
     _check(name, config[name], lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
-  for name in ("train_subset", "test_subset", "validation_size"):
+  for name in ("train_subset", "test_subset", "validation_size", "workers"):
     _check(
       f"dataset.{name}",
       config.dataset[name],

@@ -1,10 +1,13 @@
 """Input pipeline: tensorflow-datasets sources, seeded batching and the papers' augmentation.
 
 Data are read with ``tfds.data_source`` (random access over array_record files, no
-TensorFlow needed). Every batch is a pure function of ``(seed, step)``: the example order of
-epoch ``e`` is ``permutation(seed, e)`` and the augmentation of step ``s`` draws from a
-generator seeded with ``(seed, s)``. So a run resumed at step ``s`` sees exactly the
-batches an uninterrupted run would, and two runs with the same seed see the same data.
+TensorFlow needed). Training batches come from a ``grain`` pipeline over the same random access
+(``TrainBatches``): every batch is a pure function of ``(seed, step)``: the example order of
+epoch ``e`` is grain's index shuffle seeded from ``(seed, e)`` and the augmentation of step ``s``
+draws from a generator seeded with ``(seed, s)``. So a run resumed at step ``s`` sees exactly the
+batches an uninterrupted run would, two runs with the same seed see the same data, and neither
+depends on the number of worker processes (``dataset.workers``) or hosts. The iterator's
+position is checkpointed with the train state (``TrainIterator.get_state``).
 
 Augmentation (numpy, on the host):
 * CIFAR (Mi et al. 2022, section 5.1): random crop with 4-pixel zero padding, random
@@ -21,14 +24,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import queue
-import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import grain
 import numpy as np
 
 from experiments import corruptions as corruption_lib
+from experiments.errors import ConfigError
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet2012")
 
@@ -285,21 +288,38 @@ def _normalize(images: np.ndarray, spec: DatasetSpec) -> np.ndarray:
   return (images.astype(np.float32) - mean) / std
 
 
-def random_crop(images: np.ndarray, padding: int, rng: np.random.Generator) -> np.ndarray:
-  """Zero-pads by ``padding`` and crops back to the input size at a random offset."""
+def _shift_crop(images: np.ndarray, padding: int, offsets: np.ndarray) -> np.ndarray:
+  """Zero-pads by ``padding``; crops image ``i`` back to its size at ``offsets[i] = (dy, dx)``."""
   n, h, w, _ = images.shape
   padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  dy = rng.integers(0, 2 * padding + 1, size=n)
-  dx = rng.integers(0, 2 * padding + 1, size=n)
-  rows = dy[:, None] + np.arange(h)[None, :]  # [n, h]
-  cols = dx[:, None] + np.arange(w)[None, :]  # [n, w]
+  rows = offsets[:, :1] + np.arange(h)[None, :]  # [n, h]
+  cols = offsets[:, 1:] + np.arange(w)[None, :]  # [n, w]
   return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def random_crop(images: np.ndarray, padding: int, rng: np.random.Generator) -> np.ndarray:
+  """Zero-pads by ``padding`` and crops back to the input size at a random offset."""
+  return _shift_crop(images, padding, rng.integers(0, 2 * padding + 1, size=(len(images), 2)))
+
+
+def _flip_where(images: np.ndarray, flips: np.ndarray) -> np.ndarray:
+  return np.where(flips[:, None, None, None], images[:, :, ::-1], images)
 
 
 def random_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   """Flips each image left-right with probability 1/2."""
-  flip = rng.random(images.shape[0]) < 0.5
-  return np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+  return _flip_where(images, rng.random(len(images)) < 0.5)
+
+
+def _cutout_at(images: np.ndarray, size: int, centres: np.ndarray) -> np.ndarray:
+  """Zeroes the ``size x size`` square (clipped at the border) centred at ``centres[i]``."""
+  _, h, w, _ = images.shape
+  cy, cx = centres[:, :1], centres[:, 1:]
+  ys, xs = np.arange(h)[None, :], np.arange(w)[None, :]
+  in_y = (ys >= cy - size // 2) & (ys < cy - size // 2 + size)  # [n, h]
+  in_x = (xs >= cx - size // 2) & (xs < cx - size // 2 + size)  # [n, w]
+  mask = in_y[:, :, None] & in_x[:, None, :]
+  return np.where(mask[..., None], 0.0, images).astype(images.dtype)
 
 
 def cutout(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -308,13 +328,7 @@ def cutout(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarra
   Applied after normalisation, so the square holds the dataset mean.
   """
   n, h, w, _ = images.shape
-  cy = rng.integers(0, h, size=n)[:, None]
-  cx = rng.integers(0, w, size=n)[:, None]
-  ys, xs = np.arange(h)[None, :], np.arange(w)[None, :]
-  in_y = (ys >= cy - size // 2) & (ys < cy - size // 2 + size)  # [n, h]
-  in_x = (xs >= cx - size // 2) & (xs < cx - size // 2 + size)  # [n, w]
-  mask = in_y[:, :, None] & in_x[:, None, :]
-  return np.where(mask[..., None], 0.0, images).astype(images.dtype)
+  return _cutout_at(images, size, np.stack([rng.integers(0, h, n), rng.integers(0, w, n)], 1))
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -365,36 +379,92 @@ class Augment:
   cutout: int = 0  # Side of the cutout square; 0 disables.
 
 
-def _process(
-  images: Any, spec: DatasetSpec, train: bool, aug: Augment, rng: np.random.Generator | None
-) -> np.ndarray:
-  size = spec.image_shape[0]
+def _draw(rng: np.random.Generator, n: int, spec: DatasetSpec, aug: Augment) -> dict[str, Any]:
+  """Every random choice of an ``n``-image batch, drawn whether or not its augmentation is on
+  (so switching one on does not change the others)."""
+  h, w = spec.image_shape[:2]
+  return {
+    "offsets": rng.integers(0, 2 * aug.crop_padding + 1, size=(n, 2)),
+    "flips": rng.random(n) < 0.5,
+    "centres": np.stack([rng.integers(0, h, n), rng.integers(0, w, n)], axis=1),
+    "crop_seeds": rng.integers(0, 2**63, size=n),  # One generator per random-resized crop.
+  }
+
+
+def _train_images(images: Any, spec: DatasetSpec, aug: Augment, draws: dict) -> np.ndarray:
+  """Training preprocessing of raw images (an array, or a list of variable-size ones)."""
   if isinstance(images, list):  # Variable-size images (ImageNet): crop/resize one by one.
-    if train:
-      images = np.stack([random_resized_crop(im, size, rng) for im in images])
-    else:
-      images = np.stack([center_crop(im, size, resize_to=size * 256 // 224) for im in images])
-  if train and aug.random_crop:
-    images = random_crop(images, aug.crop_padding, rng)
-  if train and aug.flip:
-    images = random_flip(images, rng)
+    size, seeds = spec.image_shape[0], draws["crop_seeds"]
+    images = np.stack(
+      [
+        random_resized_crop(im, size, np.random.default_rng(s))
+        for im, s in zip(images, seeds, strict=True)
+      ]
+    )
+  if aug.random_crop:
+    images = _shift_crop(images, aug.crop_padding, draws["offsets"])
+  if aug.flip:
+    images = _flip_where(images, draws["flips"])
   images = _normalize(images, spec)
-  if train and aug.cutout > 0:
-    images = cutout(images, aug.cutout, rng)
+  if aug.cutout > 0:
+    images = _cutout_at(images, aug.cutout, draws["centres"])
   return images
 
 
 def normalize_eval(images: Any, spec: DatasetSpec) -> np.ndarray:
   """Evaluation preprocessing (crop/resize where needed, normalisation) of raw images."""
-  return _process(images, spec, False, Augment(), None)
+  if isinstance(images, list):  # Variable-size images (ImageNet): resize and center-crop.
+    size = spec.image_shape[0]
+    images = np.stack([center_crop(im, size, resize_to=size * 256 // 224) for im in images])
+  return _normalize(images, spec)
+
+
+# Batches read ahead of the step that uses them. In this process each is prepared by a thread of
+# its own (numpy and PIL release the GIL for most of the work); in a worker process by one
+# thread, the worker processes being the parallelism.
+PREFETCH = 2
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _BatchMaker:
+  """Global step and its example indices -> this process's rows of the training batch (grain's
+  ``map_with_index`` transform, pickled to the worker processes)."""
+
+  split: Split
+  spec: DatasetSpec
+  augment: Augment
+  seed: int
+  rows: slice
+
+  def __call__(self, step: int, indices: np.ndarray) -> dict[str, np.ndarray]:
+    # Drawn for the whole global batch, so a row's augmentation does not depend on the process
+    # count either.
+    rng = np.random.default_rng([self.seed, 1, step])
+    draws = {k: v[self.rows] for k, v in _draw(rng, len(indices), self.spec, self.augment).items()}
+    images, labels = self.split.get(indices[self.rows])
+    return {"image": _train_images(images, self.spec, self.augment, draws), "label": labels}
+
+
+def shuffle_seed(seed: int) -> int:
+  """grain's shuffle seed of a run: a 32-bit hash of ``seed``.
+
+  grain shuffles epoch ``e`` with seed ``shuffle_seed + e``; hashing keeps runs of nearby seeds
+  (0, 1, 2, ...) from sharing epoch orders.
+  """
+  return int(np.random.SeedSequence([seed, 0]).generate_state(1)[0])
 
 
 class TrainBatches:
-  """Seeded, resumable training batches of one process's share of the global batch.
+  """Seeded training batches of one process's share of the global batch, on grain.
 
-  ``batch(step)`` is a pure function of ``(seed, step)``. Each epoch drops the incomplete
-  last batch. With several processes, process ``p`` gets rows
-  ``[p * B / P, (p + 1) * B / P)`` of global batch ``B``.
+  ``dataset`` is a ``grain.MapDataset`` whose element ``s`` is the batch of global step ``s``:
+  epoch ``e = s // steps_per_epoch`` visits the examples in grain's index shuffle with seed
+  ``shuffle_seed(seed) + e`` and drops its incomplete last batch; the augmentation of step ``s``
+  draws from a generator seeded with ``(seed, s)``, for the whole global batch ``B``, of which
+  process ``p`` of ``P`` gets rows ``[p * B / P, (p + 1) * B / P)``. So ``batch(s)`` is a pure
+  function of ``(seed, s)``, whatever the number of worker processes or hosts and wherever a run
+  was resumed. ``iterator`` reads the batches ahead, in ``workers`` processes (0: threads of this
+  process), with a position that goes into the checkpoint.
   """
 
   def __init__(
@@ -406,62 +476,110 @@ class TrainBatches:
     augment: Augment,
     process_index: int = 0,
     process_count: int = 1,
+    *,
+    workers: int = 0,
   ):
     if split.size < global_batch_size:
       raise ValueError(f"batch_size {global_batch_size} exceeds the {split.size} training examples")
-    self.split, self.spec, self.seed, self.augment = split, spec, seed, augment
-    self.global_batch_size = global_batch_size
+    if workers < 0:
+      raise ValueError(f"dataset.workers must be >= 0 (0: in this process), got {workers}")
+    self.global_batch_size, self.workers = global_batch_size, workers
     self.steps_per_epoch = split.size // global_batch_size
     local = global_batch_size // process_count
-    self._rows = slice(process_index * local, (process_index + 1) * local)
-    self._perm_cache: tuple[int, np.ndarray] | None = None
-
-  def _permutation(self, epoch: int) -> np.ndarray:
-    if self._perm_cache is None or self._perm_cache[0] != epoch:
-      rng = np.random.default_rng([self.seed, 0, epoch])
-      self._perm_cache = (epoch, rng.permutation(self.split.size))
-    return self._perm_cache[1]
+    rows = slice(process_index * local, (process_index + 1) * local)
+    self.dataset = (
+      grain.MapDataset.range(split.size)
+      .shuffle(seed=shuffle_seed(seed))
+      .batch(global_batch_size, drop_remainder=True)  # Epoch by epoch (grain's batch does).
+      .repeat()
+      .map_with_index(_BatchMaker(split, spec, augment, seed, rows))
+    )
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     """The (local part of the) training batch of global step ``step``."""
-    epoch, i = divmod(step, self.steps_per_epoch)
-    b = self.global_batch_size
-    indices = self._permutation(epoch)[i * b : (i + 1) * b][self._rows]
-    images, labels = self.split.get(indices)
-    rng = np.random.default_rng([self.seed, 1, step])
-    images = _process(images, self.spec, True, self.augment, rng)
-    return {"image": images, "label": labels}
+    return self.dataset[step]
 
-  def iterate(self, start_step: int, end_step: int, prefetch: int = 2) -> Iterator[dict]:
-    """Batches for steps ``[start_step, end_step)``, prepared by a background thread."""
-    if prefetch <= 0:
-      for step in range(start_step, end_step):
-        yield self.batch(step)
-      return
-    q: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
+  def iterator(
+    self, start_step: int, end_step: int, *, state: dict[str, Any] | None = None
+  ) -> TrainIterator:
+    """The batches of steps ``[start_step, end_step)``, read ahead.
 
-    def worker() -> None:
-      try:
-        for step in range(start_step, end_step):
-          if stop.is_set():
-            return
-          q.put(self.batch(step))
-      except BaseException as e:  # Re-raised in the consumer.
-        q.put(e)
+    Args:
+      start_step, end_step: the steps to read.
+      state: a ``TrainIterator.get_state()`` taken at ``start_step`` (from a checkpoint): grain's
+        own iterator state is restored, its workers' positions included. Saved with another
+        worker count, it cannot be: the iterator then starts afresh at ``start_step``, which
+        yields the same batches.
 
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    try:
-      for _ in range(start_step, end_step):
-        item = q.get()
-        if isinstance(item, BaseException):
-          raise item
-        yield item
-    finally:
-      stop.set()
-      while not q.empty():
-        q.get_nowait()
+    Raises:
+      ValueError: ``state`` was taken at another step.
+    """
+    if state is not None and state["next_step"] != start_step:
+      raise ValueError(
+        f"the data position was saved at step {state['next_step']}, not {start_step}"
+      )
+    if state is None or state["workers"] != self.workers:
+      return TrainIterator(self, start_step, end_step)
+    return TrainIterator(self, state["first_step"], end_step, restore=state)
+
+
+def _absl_flags_parsed() -> None:
+  """grain's worker processes read absl flags; outside an absl app (tests, notebooks, scripts)
+  reading them raises. Their defaults are what the pipeline wants."""
+  from absl import flags
+
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+class TrainIterator:
+  """Training batches of ``TrainBatches.iterator``: grain's iterator over the steps from
+  ``first_step`` to ``end_step``, and the step of the next batch (``next_step``).
+
+  ``get_state()`` (JSON-serialisable) is the position a checkpoint saves: ``first_step``,
+  ``next_step``, ``workers`` and grain's own iterator state. ``close()`` stops the workers.
+  """
+
+  def __init__(
+    self,
+    batches: TrainBatches,
+    first_step: int,
+    end_step: int,
+    restore: dict[str, Any] | None = None,
+  ):
+    self.first_step, self.end_step, self.workers = first_step, end_step, batches.workers
+    dataset = batches.dataset[first_step:end_step].to_iter_dataset(
+      grain.ReadOptions(num_threads=1 if self.workers else PREFETCH, prefetch_buffer_size=PREFETCH)
+    )
+    if self.workers:
+      _absl_flags_parsed()
+      dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers))
+    self._iterator = iter(dataset)
+    self.next_step = first_step
+    if restore is not None:
+      self._iterator.set_state(restore["grain"])
+      self.next_step = restore["next_step"]
+
+  def __iter__(self) -> TrainIterator:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self.next_step >= self.end_step:
+      raise StopIteration
+    batch = next(self._iterator)
+    self.next_step += 1
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    return {
+      "first_step": self.first_step,
+      "next_step": self.next_step,
+      "workers": self.workers,
+      "grain": self._iterator.get_state(),
+    }
+
+  def close(self) -> None:
+    self._iterator.close()
 
 
 def load_run_data(config: Any, data_dir: str, process_index: int = 0, process_count: int = 1):
@@ -471,8 +589,6 @@ def load_run_data(config: Any, data_dir: str, process_index: int = 0, process_co
   Raises ``DataMissingError``, or ``ConfigError`` for sizes the data cannot serve (before anything
   is written).
   """
-  from experiments.workdir import ConfigError
-
   spec = SPECS[config.dataset.name]
   ds = config.dataset
   train_split = load_split(ds.name, spec.train_split, data_dir, ds.source_dir, ds.train_subset)
@@ -482,7 +598,14 @@ def load_run_data(config: Any, data_dir: str, process_index: int = 0, process_co
     if ds.validation_size:  # Tuning: evaluate on held-out training examples, not the test set.
       train_split, test_split = hold_out(train_split, ds.validation_size)
     batches = TrainBatches(
-      train_split, spec, config.batch_size, config.seed, augment, process_index, process_count
+      train_split,
+      spec,
+      config.batch_size,
+      config.seed,
+      augment,
+      process_index,
+      process_count,
+      workers=ds.workers,
     )
   except ValueError as e:
     raise ConfigError(str(e)) from None
@@ -504,7 +627,7 @@ def eval_batches(
     indices = np.minimum(indices, split.size - 1)
     rows = slice(process_index * local, (process_index + 1) * local)
     images, labels = split.get(indices[rows])
-    images = _process(images, spec, False, Augment(), None)
+    images = normalize_eval(images, spec)
     yield {"image": images, "label": labels, "mask": mask[rows]}
 
 

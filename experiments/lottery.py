@@ -41,7 +41,8 @@ from flax import traverse_util
 
 from experiments import input_pipeline, optimizers, train
 from experiments.checks import validate_config
-from experiments.workdir import ConfigError, check_workdir, read_metrics, write_config
+from experiments.errors import ConfigError
+from experiments.workdir import check_workdir, read_metrics, write_config
 
 REWIND_FILE = "rewind.npz"
 MASK_FILE = "mask.npz"

@@ -2,11 +2,12 @@
 
 One jit-compiled step per batch (``steps.py``); the run's folder is ``workdir.py``'s. Every
 random choice derives from ``(config.seed, step)``: the data order and augmentation (see
-``input_pipeline``), the optimizer's PRNG key (in its state, checkpointed), and dropout. So a
-resumed run reproduces an uninterrupted one bit for bit on CPU, and the same seed gives the same
-metrics. Library values (radii, directions, sparsities, ...) are checked by the library when the
-optimizer is built, before anything is compiled or written. ``sparse.method=lth`` runs rounds of
-this training (``lottery.py``).
+``input_pipeline``; the data iterator's position is checkpointed with the state), the optimizer's
+PRNG key (in its state, checkpointed), and dropout. So a resumed run reproduces an uninterrupted
+one bit for bit on CPU, and the same seed gives the same metrics. Library values (radii,
+directions, sparsities, ...) are checked by the library when the optimizer is built, before
+anything is compiled or written. ``sparse.method=lth`` runs rounds of this training
+(``lottery.py``).
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from jax.sharding import PartitionSpec as P
 
 from experiments import input_pipeline, metrics, models, optimizers, steps
 from experiments.checks import validate_config
+from experiments.errors import ConfigError
 from experiments.evaluation import evaluate, evaluate_corrupted, to_global
 from experiments.workdir import (
   Checkpoints,
-  ConfigError,
   MetricWriter,
   check_workdir,
   read_metrics,
@@ -179,10 +180,11 @@ def train_run(
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard)
-  ckpt, start_step = Checkpoints(workdir, config), 0
+  ckpt, start_step, data_state = Checkpoints(workdir, config), 0, None
   if has_ckpt and ckpt.latest_step() is not None:
     state = ckpt.restore(state)
     start_step = int(jax.device_get(state["step"]))
+    data_state = ckpt.restore_data(ckpt.latest_step())
     print(f"Resumed from step {start_step} of {total_steps} in {workdir}", flush=True)
   elif is_main:  # A new run, or a resumed one killed before its first checkpoint: start over.
     write_config(config, workdir)
@@ -226,7 +228,8 @@ def train_run(
     state_hook(start_step, state)
   schedule = optimizers.learning_rate_schedule(config, steps_per_epoch)
   last_eval: dict[str, Any] = {}
-  step, data = start_step, batches.iterate(start_step, total_steps)
+  step = start_step
+  data = batches.iterator(start_step, total_steps, state=data_state)
   while step < total_steps:
     epoch = step // steps_per_epoch
     epoch_end = (epoch + 1) * steps_per_epoch
@@ -282,7 +285,8 @@ def train_run(
             flush=True,
           )
       if step % config.checkpoint_every_steps == 0 or step == total_steps:
-        ckpt.save(step, state)
+        ckpt.save(step, state, data.get_state())
+  data.close()  # Stops its worker processes (after an exception, grain's finaliser does).
   ckpt.wait()
 
   if not last_eval:  # Resumed a finished run: evaluate its final state.

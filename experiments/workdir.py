@@ -1,8 +1,9 @@
 """A run's folder: its config, its metrics and its checkpoints.
 
 Layout: ``config.json`` (the run's config; resuming checks it), ``metrics.jsonl`` (one JSON record
-per line: ``kind`` is ``train``, ``eval`` or ``corrupted``), ``checkpoints/`` (orbax) and, with
-``config.tensorboard``, ``tensorboard/`` (the same numbers as TensorBoard events).
+per line: ``kind`` is ``train``, ``eval`` or ``corrupted``), ``checkpoints/`` (orbax: the train
+state and the training data's position) and, with ``config.tensorboard``, ``tensorboard/``
+(the same numbers as TensorBoard events).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 from typing import Any
 
 import ml_collections
+
+from experiments.errors import ConfigError
 
 TENSORBOARD_DIR = "tensorboard"
 # Config fields that may differ between a run and its resumption (they do not change results).
@@ -24,12 +27,9 @@ RESUMABLE_CHANGES = frozenset(
     "tensorboard",
     "dataset.data_dir",
     "dataset.source_dir",
+    "dataset.workers",  # The same batches with any number (input_pipeline.TrainBatches).
   }
 )
-
-
-class ConfigError(ValueError):
-  """The config or the workdir cannot be used; raised before anything is compiled or written."""
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -154,24 +154,37 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
 
 
 class Checkpoints:
-  """Orbax checkpoints of the whole train state under ``workdir/checkpoints``."""
+  """Orbax checkpoints under ``workdir/checkpoints``: per step the whole train state (item
+  ``state``) and the training data's position (item ``data``, JSON: a
+  ``input_pipeline.TrainIterator.get_state()``).
+
+  The data position is the same on every process (each reads its rows of the same global batch
+  with the same number of workers), so orbax's primary process writes it for all. Checkpoints
+  written before the position was saved (one unnamed item, the state) are still read: their
+  position is their step.
+  """
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict):
     import orbax.checkpoint as ocp
 
     self._ocp = ocp
-    options = ocp.CheckpointManagerOptions(
+    self.path = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self._options = ocp.CheckpointManagerOptions(
       max_to_keep=config.keep_checkpoints, create=True, enable_async_checkpointing=False
     )
     self.manager = ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")), options=options
+      self.path, options=self._options, item_names=("state", "data")
     )
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def _unnamed(self, step: int) -> bool:
+    """Whether ``step`` was saved as one unnamed item (the state alone, before the data item)."""
+    return os.path.isdir(os.path.join(self.path, str(step), "default"))
+
   def restore(self, state: Any, step: int | None = None) -> Any:
-    """The checkpoint of ``step`` (default: the latest), with ``state``'s structure, shapes and
+    """The train state of ``step`` (default: the latest), with ``state``'s structure, shapes and
     shardings."""
     import jax
 
@@ -179,10 +192,24 @@ class Checkpoints:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
     )
     step = self.manager.latest_step() if step is None else step
-    return self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+    args = self._ocp.args.StandardRestore(abstract)
+    if self._unnamed(step):
+      return self._ocp.CheckpointManager(self.path, options=self._options).restore(step, args=args)
+    return self.manager.restore(step, args=self._ocp.args.Composite(state=args))["state"]
 
-  def save(self, step: int, state: Any) -> None:
-    self.manager.save(step, args=self._ocp.args.StandardSave(state))
+  def restore_data(self, step: int) -> dict[str, Any] | None:
+    """The data position saved at ``step``; None for a checkpoint without one."""
+    if self._unnamed(step):
+      return None
+    composite = self._ocp.args.Composite(data=self._ocp.args.JsonRestore())
+    return self.manager.restore(step, args=composite)["data"]
+
+  def save(self, step: int, state: Any, data: dict[str, Any]) -> None:
+    """Saves the train state and the data position ``data`` (JSON-serialisable) of ``step``."""
+    args = self._ocp.args.Composite(
+      state=self._ocp.args.StandardSave(state), data=self._ocp.args.JsonSave(data)
+    )
+    self.manager.save(step, args=args)
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

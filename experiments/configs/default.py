@@ -31,6 +31,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.crop_padding = 4
   config.dataset.flip = False
   config.dataset.cutout = 0  # Side of the cutout square (0 = off).
+  # Worker processes preparing training batches (grain): 0 = threads of the training process,
+  # enough for the in-memory datasets; ImageNet's decoding and crops want several. The batches
+  # are the same with any number, so it may change when a run is resumed.
+  config.dataset.workers = 0
   # After training, evaluate on the corrupted test sets (CIFAR-10-C, Fashion-MNIST-C).
   config.dataset.eval_corrupted = False
   config.dataset.corruptions = "all"  # "all" or comma-separated names.

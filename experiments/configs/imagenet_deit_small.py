@@ -18,6 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.dataset.name = "imagenet2012"
   config.dataset.flip = True
+  # JPEG decoding and random-resized crops in worker processes (grain), not the training one.
+  config.dataset.workers = 8
   config.model.name = "deit_small"
   config.model.patch_size = 16
   config.optimizer.name = "zo_sam"

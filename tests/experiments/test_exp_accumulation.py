@@ -14,7 +14,7 @@ import pytest
 from experiments import optimizers, steps, train
 from experiments.checks import validate_config
 from experiments.configs import default
-from experiments.workdir import ConfigError
+from experiments.errors import ConfigError
 from tests.experiments.conftest import SUBSET, tiny_config
 from tests.experiments.test_exp_train import _resume_matches
 

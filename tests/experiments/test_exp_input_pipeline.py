@@ -125,19 +125,23 @@ def test_batches_are_a_function_of_seed_and_step():
   np.testing.assert_array_equal(np.sort(epoch0), np.sort(split.labels))
   assert not np.array_equal(a.batch(0)["label"], a.batch(10)["label"])
   # The prefetching iterator yields exactly batch(step).
-  for step, batch in zip(range(5, 9), a.iterate(5, 9), strict=True):
+  for step, batch in zip(range(5, 9), a.iterator(5, 9), strict=True):
     np.testing.assert_array_equal(batch["image"], a.batch(step)["image"])
 
 
 def test_process_shards_partition_the_global_batch():
-  split = ip.Split(64, np.zeros((64, 4, 4, 1), np.uint8), np.arange(64))
-  spec = ip.SPECS["mnist"]
-  full = ip.TrainBatches(split, spec, 16, seed=0, augment=ip.Augment()).batch(2)["label"]
+  """Process p of P gets rows [p B/P, (p+1) B/P) of the global batch, augmented as there."""
+  rng = np.random.default_rng(0)
+  split = ip.Split(64, rng.integers(0, 255, (64, 8, 8, 3), np.uint8), np.arange(64))
+  spec = ip.DatasetSpec("x", 10, (8, 8, 3), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+  aug = ip.Augment(random_crop=True, crop_padding=2, flip=True, cutout=4)
+  full = ip.TrainBatches(split, spec, 16, seed=0, augment=aug).batch(2)
   parts = [
-    ip.TrainBatches(split, spec, 16, 0, ip.Augment(), process_index=p, process_count=4).batch(2)
+    ip.TrainBatches(split, spec, 16, 0, aug, process_index=p, process_count=4).batch(2)
     for p in range(4)
   ]
-  np.testing.assert_array_equal(np.concatenate([p["label"] for p in parts]), full)
+  for key in ("label", "image"):
+    np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), full[key])
 
 
 def test_augmentations():

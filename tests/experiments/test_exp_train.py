@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from experiments import train
+from experiments.workdir import Checkpoints
 from tests.experiments.conftest import SUBSET, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -144,6 +145,9 @@ def _resume_matches(tmp_path, data_dir, source_dir, reference, **overrides):
   with pytest.raises(Killed):
     train.train_and_evaluate(config, workdir, step_hook=kill_at_5)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
+  # Mid-epoch (8 steps an epoch): the checkpoint holds the data iterator's position.
+  position = Checkpoints(workdir, config).restore_data(3)
+  assert position["next_step"] == 3 and position["grain"]
   result = train.train_and_evaluate(config, workdir, resume=True)
   for a, b in zip(jax.tree.leaves(ref["params"]), jax.tree.leaves(result["params"]), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -195,10 +199,14 @@ def test_four_devices_match_one_device(tmp_path, data_dir, fmnist_subset_dir, zo
   assert out["devices"] == 4
   ref_records = train.read_metrics(ref_dir)
   records = train.read_metrics(workdir)
+  # Accuracies count examples of 256 (4 logged steps of 64; the 256 test examples): another
+  # reduction order may move one logit pair across a near tie, so they may differ by one.
+  one_example = 1 / 256 + 1e-9
   for key in ("loss", "accuracy", "test_loss", "test_accuracy"):
     a = [r[key] for r in ref_records if key in r]
     b = [r[key] for r in records if key in r]
-    np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3, err_msg=key)
+    atol = one_example if "accuracy" in key else 1e-3
+    np.testing.assert_allclose(b, a, rtol=1e-3, atol=atol, err_msg=key)
   for a, b in zip(jax.tree.leaves(ref["params"])[:2], out["first_leaves"], strict=True):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-4)
   # The same 4 devices refuse a batch they cannot split evenly, before compiling.
