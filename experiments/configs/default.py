@@ -140,5 +140,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2
   config.progress_bar = True
-  config.distributed = False  # Call jax.distributed.initialize() (multi-host).
+  # Multi-host: jax.distributed.initialize() with what the cluster environment gives (Slurm, Open
+  # MPI, Cloud TPU); --coordinator_address/--num_processes/--process_id also start it.
+  config.distributed = False
   return config
