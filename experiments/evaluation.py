@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 
-from experiments import input_pipeline
+from experiments import input_pipeline, multihost
 from experiments.checks import parse_list
 
 
@@ -44,8 +44,11 @@ def evaluate_corrupted(eval_fn, state, config, data_dir, sharding, writer, step)
   results = {}
   for corruption in corruptions:
     for severity in severities:
-      split = input_pipeline.load_corrupted_split(
-        ds.name, corruption, severity, data_dir, ds.test_subset, ds.source_dir
+      split = multihost.main_first(  # The first use builds it into data_dir.
+        f"corrupted {corruption}_{severity}",
+        lambda c=corruption, s=severity: input_pipeline.load_corrupted_split(
+          ds.name, c, s, data_dir, ds.test_subset, ds.source_dir
+        ),
       )
       out = evaluate(eval_fn, state, split, spec, config, sharding)
       name = f"{corruption}_{severity}"

@@ -39,7 +39,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from experiments import input_pipeline, optimizers, train
+from experiments import input_pipeline, multihost, optimizers, train
 from experiments.checks import validate_config
 from experiments.errors import ConfigError
 from experiments.workdir import check_workdir, read_metrics, write_config
@@ -138,9 +138,13 @@ def train_lottery(
   config = ml_collections.ConfigDict(config.to_dict())  # A private copy.
   validate_config(config)
   check_workdir(config, workdir, resume)
+  multihost.barrier("check_workdir")  # Every process has read the workdir before 0 writes.
   data_dir = config.dataset.data_dir or input_pipeline.default_data_dir()
-  batches = input_pipeline.load_run_data(
-    config, data_dir, jax.process_index(), jax.process_count()
+  batches = multihost.main_first(
+    "load_run_data",
+    lambda: input_pipeline.load_run_data(
+      config, data_dir, jax.process_index(), jax.process_count()
+    ),
   )[3]
   total_steps = config.num_epochs * batches.steps_per_epoch
   k = rewind_step(config, total_steps)
@@ -151,7 +155,7 @@ def train_lottery(
       f"optimizer.name={config.optimizer.name}, sparse.method={config.sparse.method}: {e}"
     ) from None
 
-  is_main = jax.process_index() == 0
+  is_main = multihost.is_main()
   os.makedirs(workdir, exist_ok=True)
   if is_main:
     write_config(config, workdir)
@@ -159,6 +163,10 @@ def train_lottery(
   mask, result = None, None
   for r in range(rounds + 1):
     rdir = round_dir(workdir, r)
+    # Every process sees the same files below, so all take the same branch (prune, a computation
+    # over every process's devices, or load): process 0 writes this round's mask only after every
+    # process has looked.
+    multihost.barrier(f"lth round {r}")
     if r > 0:  # This round's mask: saved, or pruned from the previous round's final weights.
       path = os.path.join(rdir, MASK_FILE)
       if os.path.exists(path):

@@ -7,6 +7,9 @@ Flax examples. Examples::
   python -m experiments.main --config=experiments/configs/cifar10_resnet32.py \\
       --config.optimizer.name=sam --workdir=workdirs/c10_sam
   python -m experiments.main --workdir=workdirs/c10_sam --resume   # config from the workdir
+  # Two processes (hosts), each on its own devices, one run; the workdir must be shared:
+  python -m experiments.main --workdir=W --coordinator_address=HOST0:1234 --num_processes=2 \\
+      --process_id=0   # and --process_id=1 on the other host
 
 Errors in the flags, the config, the workdir or the data print one line (``error: ...``) and exit
 with status 2 before anything is compiled or written.
@@ -19,6 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import ml_collections
 from absl import flags
@@ -52,6 +56,23 @@ def _flags(argv: list[str]) -> flags.FlagValues:
     "workdir", None, "output folder (default: workdirs/NAME_TIME)", flag_values=fv
   )
   flags.DEFINE_bool("resume", False, "continue the run in --workdir", flag_values=fv)
+  # Per process, so flags rather than config fields (config.json is the run's, not a process's).
+  flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "multi-host: HOST:PORT where process 0 runs the coordinator (default: from the cluster "
+    "environment or JAX_COORDINATOR_ADDRESS)",
+    flag_values=fv,
+  )
+  flags.DEFINE_integer(
+    "num_processes", None, "multi-host: the number of processes (default: detected)", flag_values=fv
+  )
+  flags.DEFINE_integer(
+    "process_id",
+    None,
+    "multi-host: this process's index, 0 to N-1 (default: detected)",
+    flag_values=fv,
+  )
   try:
     rest = fv(argv)
   except flags.UnrecognizedFlagError as e:
@@ -63,8 +84,22 @@ def _flags(argv: list[str]) -> flags.FlagValues:
   return fv
 
 
-def parse_args(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, bool]:
-  """Returns ``(config, workdir, resume)``."""
+class Args(NamedTuple):
+  """The parsed command line."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  resume: bool
+  # jax.distributed.initialize's arguments (None: detected), or None for a single process.
+  distributed: tuple[str | None, int | None, int | None] | None
+
+
+def parse_args(argv: Sequence[str]) -> Args:
+  """The command line (without the program name) as :class:`Args`.
+
+  Multi-host starts when ``--config.distributed=true`` or any of ``--coordinator_address``,
+  ``--num_processes``, ``--process_id`` is given.
+  """
   path = _config_file(argv)
   if path is not None and not os.path.isfile(path):
     raise UsageError(f"config file {path} does not exist")
@@ -75,10 +110,22 @@ def parse_args(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str, boo
     with open(stored) as f:
       config = ml_collections.ConfigDict(json.load(f))
     config.update_from_flattened_dict(config_flags.get_override_values(fv["config"]))
+  distributed = (fv.coordinator_address, fv.num_processes, fv.process_id)
+  if config.get("distributed", False) or any(v is not None for v in distributed):
+    from experiments import multihost
+
+    try:
+      multihost.check_distributed_args(*distributed)
+    except ValueError as e:
+      raise UsageError(str(e)) from None
+    if workdir is None:  # Each process would pick its own timestamp.
+      raise UsageError("multi-host runs need --workdir (one folder shared by every process)")
+  else:
+    distributed = None
   if workdir is None:
     name = os.path.splitext(os.path.basename(path or DEFAULT_CONFIG))[0]
     workdir = os.path.join("workdirs", f"{name}_{time.strftime('%Y%m%d-%H%M%S')}")
-  return config, workdir, fv.resume
+  return Args(config, workdir, fv.resume, distributed)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -87,12 +134,19 @@ def run(argv: Sequence[str] | None = None) -> int:
   from experiments import input_pipeline, train
 
   try:
-    config, workdir, resume = parse_args(argv)
-    if config.get("distributed", False):
-      import jax
+    args = parse_args(argv)
+    if args.distributed is not None:
+      from experiments import multihost
 
-      jax.distributed.initialize()
-    train.train_and_evaluate(config, workdir, resume=resume)
+      try:
+        multihost.initialize(*args.distributed)
+      except ValueError as e:  # A value missing that the cluster environment does not give.
+        raise UsageError(
+          f"multi-host start-up: {str(e).rstrip('.')} (pass --coordinator_address=HOST:PORT "
+          "--num_processes=N --process_id=I, or start under a cluster manager JAX detects: "
+          "Slurm, Open MPI, Cloud TPU)"
+        ) from None
+    train.train_and_evaluate(args.config, args.workdir, resume=args.resume)
   except (UsageError, train.ConfigError, input_pipeline.DataMissingError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

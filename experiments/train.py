@@ -22,10 +22,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from experiments import input_pipeline, metrics, models, optimizers, steps
+from experiments import input_pipeline, metrics, models, multihost, optimizers, steps
 from experiments.checks import validate_config
 from experiments.errors import ConfigError
 from experiments.evaluation import evaluate, evaluate_corrupted, to_global
@@ -164,20 +164,25 @@ def train_run(
   config = ml_collections.ConfigDict(config.to_dict())  # A private copy.
   validate_config(config)
   has_ckpt = check_workdir(config, workdir, resume)
+  # Every process has read the workdir before process 0 writes to it.
+  multihost.barrier("check_workdir")
   data_dir = config.dataset.data_dir or input_pipeline.default_data_dir()
-  spec, train_split, test_split, batches = input_pipeline.load_run_data(
-    config, data_dir, jax.process_index(), jax.process_count()
+  spec, train_split, test_split, batches = multihost.main_first(
+    "load_run_data",
+    lambda: input_pipeline.load_run_data(
+      config, data_dir, jax.process_index(), jax.process_count()
+    ),
   )
   steps_per_epoch = batches.steps_per_epoch
   total_steps = config.num_epochs * steps_per_epoch
-  mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+  mesh = multihost.data_mesh()
   replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
   model, tx, state = build(
     config, spec, train_split, steps_per_epoch, replicated, weight_mask, initial
   )
 
   # Steps and state.
-  is_main = jax.process_index() == 0
+  is_main = multihost.is_main()
   os.makedirs(workdir, exist_ok=True)
   writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard)
   ckpt, start_step, data_state = Checkpoints(workdir, config), 0, None
@@ -185,7 +190,8 @@ def train_run(
     state = ckpt.restore(state)
     start_step = int(jax.device_get(state["step"]))
     data_state = ckpt.restore_data(ckpt.latest_step())
-    print(f"Resumed from step {start_step} of {total_steps} in {workdir}", flush=True)
+    if is_main:
+      print(f"Resumed from step {start_step} of {total_steps} in {workdir}", flush=True)
   elif is_main:  # A new run, or a resumed one killed before its first checkpoint: start over.
     write_config(config, workdir)
   writer.truncate_after(start_step)

@@ -158,5 +158,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Also write the metrics as TensorBoard events in WORKDIR/tensorboard/ (tensorboardX;
   # metrics.jsonl stays the record): tensorboard --logdir WORKDIR.
   config.tensorboard = True
-  config.distributed = False  # Call jax.distributed.initialize() (multi-host).
+  # Multi-host: jax.distributed.initialize() with what the cluster environment gives (Slurm, Open
+  # MPI, Cloud TPU); --coordinator_address/--num_processes/--process_id also start it.
+  config.distributed = False
   return config
