@@ -133,7 +133,7 @@ def _load_checkpoint(workdir: str, step: int) -> dict:
   """A saved train state, as numpy arrays, read by this (single-device) process."""
   import orbax.checkpoint as ocp
 
-  path = os.path.join(workdir, "checkpoints", str(step), "default")
+  path = os.path.join(workdir, "checkpoints", str(step), "state")  # workdir.Checkpoints item
   checkpointer = ocp.StandardCheckpointer()
   tree = checkpointer.metadata(path).item_metadata
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -173,12 +173,19 @@ def test_two_processes_are_one_four_device_run(runs):
     got, want = _load_checkpoint(two, step), _load_checkpoint(reference, step)
     assert jax.tree.structure(got) == jax.tree.structure(want)
     assert int(got["step"]) == step
-    # RigL's masks and every integer state (counters, keys) agree exactly.
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-      if np.issubdtype(w.dtype, np.floating):
+    # The parameters agree to 1e-5; RigL's masks and every integer state (counters, keys) exactly.
+    # Gradient-valued state (momentum, the gradient slot) only to 1e-3 of its scale: gloo sums
+    # across processes in another order than one process does, and by step 4 that float32
+    # rounding, passed through ReLU kinks and the ZO ascent, reaches ~2e-4 of the gradient's size.
+    for (path, g), w in zip(
+      jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want), strict=True
+    ):
+      if not np.issubdtype(w.dtype, np.floating):
+        np.testing.assert_array_equal(g, w)
+      elif path[0].key in ("params", "batch_stats"):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
       else:
-        np.testing.assert_array_equal(g, w)
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-3 * max(float(np.max(np.abs(w))), 1e-6))
   # RigL did move weights between the two checkpoints, so the masks were compared after an update.
   masks = [_load_checkpoint(reference, s)["opt_state"]["weight_mask"] for s in (2, STEPS)]
   assert any(np.any(a != b) for a, b in zip(*map(jax.tree.leaves, masks), strict=True))
