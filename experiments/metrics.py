@@ -90,6 +90,42 @@ def train_record(
   }
 
 
+def start_line(
+  config: Any,
+  n_params: int,
+  sizes: tuple[int, int],
+  split_name: str,
+  steps_per_epoch: int,
+  compile_s: float,
+) -> str:
+  """The console line a run prints once compiled: what trains on what (``sizes``: training and
+  evaluation examples), and the compile time."""
+  held_out = " held-out" if split_name == "validation" else ""
+  return (
+    f"{config.model.name} ({n_params:,} params) on {config.dataset.name} ({sizes[0]} train / "
+    f"{sizes[1]}{held_out} {split_name}), optimizer {config.optimizer.name}, sparse "
+    f"{config.sparse.method}, {jax.device_count()} device(s), {steps_per_epoch} steps/epoch; "
+    f"compiled in {compile_s:.1f}s"
+  )
+
+
+def epoch_line(
+  config: Any,
+  train: dict[str, Any],
+  evaluated: dict[str, Any],
+  split_name: str,
+  steps_per_epoch: int,
+  seconds: float,
+) -> str:
+  """The console line of an epoch's end: its last train loss, the evaluation, the train speed."""
+  return (
+    f"epoch {evaluated['epoch']}/{config.num_epochs}: train loss {train['loss']:.4f} | "
+    f"{split_name} loss {evaluated[split_name + '_loss']:.4f}, {split_name} accuracy "
+    f"{evaluated[split_name + '_accuracy']:.4f} | {seconds:.1f}s train "
+    f"({steps_per_epoch * config.batch_size / max(seconds, 1e-9):.0f} img/s)"
+  )
+
+
 def scalars(record: dict[str, Any]) -> dict[str, float]:
   """``{tag: value}``: the TensorBoard scalars of one metrics record."""
   prefix = record["kind"] + (f"/{record['name']}" if "name" in record else "")

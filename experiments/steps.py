@@ -41,6 +41,20 @@ def zero_accumulators() -> dict[str, jax.Array]:
   }
 
 
+def initial_state(params: Any, opt_state: Any, batch_stats: Any) -> dict[str, Any]:
+  """The train state at step 0: parameters, BatchNorm statistics, the optimizer state (its
+  ``aux`` slot seeded with empty counters and the statistics) and zeroed metric accumulators."""
+  zero = jnp.zeros([], jnp.int32)
+  aux = {"correct": zero, "count": zero, "batch_stats": batch_stats}
+  return {
+    "step": zero,
+    "params": params,
+    "batch_stats": batch_stats,
+    "opt_state": optax.tree_utils.tree_set(opt_state, aux=aux),
+    "acc": zero_accumulators(),
+  }
+
+
 def probe_size(batch_size: int, probe_fraction: float) -> int:
   """Examples the probes see: ``max(1, round(probe_fraction * batch_size))``."""
   return max(1, int(round(probe_fraction * batch_size)))

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -101,18 +100,7 @@ def build(
   tx = optimizers.sparse_chain(chain, method, params, weight_mask=weight_mask, **scoring)
   opt_state = tx.init(params)
 
-  def init_state(params, opt_state, batch_stats):
-    zero = jnp.zeros([], jnp.int32)
-    aux = {"correct": zero, "count": zero, "batch_stats": batch_stats}
-    return {
-      "step": zero,
-      "params": params,
-      "batch_stats": batch_stats,
-      "opt_state": optax.tree_utils.tree_set(opt_state, aux=aux),
-      "acc": steps.zero_accumulators(),
-    }
-
-  state = jax.jit(init_state, out_shardings=sharding)(params, opt_state, batch_stats)
+  state = jax.jit(steps.initial_state, out_shardings=sharding)(params, opt_state, batch_stats)
   return model, tx, state
 
 
@@ -219,15 +207,20 @@ def train_run(
   # The evaluation split: the test set, or the last dataset.validation_size training examples.
   split_name = "validation" if config.dataset.validation_size else "test"
   if is_main:
-    held_out = " held-out" if config.dataset.validation_size else ""
+    n_params, sizes = models.count_params(state["params"]), (train_split.size, test_split.size)
+    compile_s = time.perf_counter() - t0
     print(
-      f"{config.model.name} ({models.count_params(state['params']):,} params) on "
-      f"{config.dataset.name} ({train_split.size} train / {test_split.size}{held_out} "
-      f"{split_name}), optimizer "
-      f"{config.optimizer.name}, sparse {config.sparse.method}, {jax.device_count()} "
-      f"device(s), {steps_per_epoch} steps/epoch; compiled in {time.perf_counter() - t0:.1f}s",
+      metrics.start_line(config, n_params, sizes, split_name, steps_per_epoch, compile_s),
       flush=True,
     )
+
+  def evaluate_at(step: int, epoch: int) -> dict[str, Any]:
+    return {
+      "kind": "eval",
+      "step": step,
+      "epoch": epoch,
+      **evaluate(eval_step, state, test_split, spec, config, batch_sharding, split_name),
+    }
 
   # The loop.
   if state_hook is not None:
@@ -271,37 +264,23 @@ def train_run(
         window_start, window_steps = time.perf_counter(), 0
       if step == epoch_end:
         t_eval = time.perf_counter()
-        last_eval = {
-          "kind": "eval",
-          "step": step,
-          "epoch": epoch + 1,
-          **evaluate(eval_step, state, test_split, spec, config, batch_sharding, split_name),
-          "train_epoch_time_s": epoch_time,
-          "eval_time_s": time.perf_counter() - t_eval,
-        }
+        last_eval = {**evaluate_at(step, epoch + 1), "train_epoch_time_s": epoch_time}
+        last_eval["eval_time_s"] = time.perf_counter() - t_eval
         writer.write(last_eval)
         if bar is not None:
           bar.close()
         if is_main:
-          print(
-            f"epoch {epoch + 1}/{config.num_epochs}: train loss {record['loss']:.4f} | "
-            f"{split_name} loss {last_eval[split_name + '_loss']:.4f}, {split_name} accuracy "
-            f"{last_eval[split_name + '_accuracy']:.4f} | {epoch_time:.1f}s train "
-            f"({steps_per_epoch * config.batch_size / max(epoch_time, 1e-9):.0f} img/s)",
-            flush=True,
+          line = metrics.epoch_line(
+            config, record, last_eval, split_name, steps_per_epoch, epoch_time
           )
+          print(line, flush=True)
       if step % config.checkpoint_every_steps == 0 or step == total_steps:
         ckpt.save(step, state, data.get_state())
   data.close()  # Stops its worker processes (after an exception, grain's finaliser does).
   ckpt.wait()
 
   if not last_eval:  # Resumed a finished run: evaluate its final state.
-    last_eval = {
-      "kind": "eval",
-      "step": step,
-      "epoch": config.num_epochs,
-      **evaluate(eval_step, state, test_split, spec, config, batch_sharding, split_name),
-    }
+    last_eval = evaluate_at(step, config.num_epochs)
   if config.dataset.eval_corrupted:
     last_eval["corrupted"] = evaluate_corrupted(
       eval_step, state, config, data_dir, batch_sharding, writer, step
