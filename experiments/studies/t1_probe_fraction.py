@@ -9,8 +9,9 @@ once for SAM), 3 seeds, so its rows sit beside T1's full-batch ZO-SAM.
 Two cells: quarter-batch probes, and full-batch probes re-run with the same code. The second is
 there because RigL changed since T1 ran: it now grows from the gradient the head computed (at
 ``theta + eps`` under ZO-SAM) instead of a separate gradient at ``theta``, and the step of a
-mask update follows the mask before the update (docs/sparse_training.md). T1's own ZO-SAM rows
-come from the earlier wrapper; the pair here differs only in ``optimizer.probe_fraction``. To run
+mask update follows the mask before the update (docs/sparse_training.md), and the training
+input moved to grain (another data order, docs/pipeline.md). T1's own ZO-SAM rows come from the
+earlier code; the pair here differs only in ``optimizer.probe_fraction``. To run
 the quarter-batch cell alone: ``--cells '0.25-*'``.
 """
 
