@@ -184,24 +184,19 @@ def looksam(
         lambda: (with_reused(g, trees.orthogonal(state.reused, g)), state.reused),
       )
 
-    return grads, heads.advance(
-      state,
-      out,
-      has_aux=has_aux,
-      gradient=raw,
-      key=key,
-      reused=kept,
-      # g, not grads: the raw exact gradient of this step's pass (grads may add the reused part).
-      prior=inputs.next_prior(guidance, g),
+    # raw, not grads: the exact gradient of this step's pass (grads may add the reused part); it
+    # fills the gradient slot and, guided (ZO ascent only, where raw is g), seeds the next prior.
+    return grads, inputs.advance(
+      state, out, has_aux=has_aux, gradient=raw, guidance=guidance, key=key, reused=kept
     )
 
-  update_fn = heads.update_fn(
+  return heads.transform(
+    init_fn,
     step,
     name=f"looksam(ascent={ascent!r})",
     perturb_leaves=perturb_leaves,
     probes=ascent != "exact",
   )
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # ----------------------------------------------------------------------------- GSAM
@@ -279,11 +274,10 @@ def gsam(
     out, g_p = inputs.exact_pass(g, has_aux=has_aux, rho=rho)
     g_perp = trees.orthogonal(g, g_p)
     update = jax.tree.map(lambda a, b: a.astype(jnp.float32) - alpha * b, g_p, g_perp)
-    new_state = heads.advance(state, out, has_aux=has_aux, gradient=g_p, rho=rho)
+    new_state = inputs.advance(state, out, has_aux=has_aux, gradient=g_p, rho=rho)
     return trees.cast_like(update, inputs.params), new_state
 
-  update_fn = heads.update_fn(step, name="gsam", perturb_leaves=perturb_leaves, probes=False)
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return heads.transform(init_fn, step, name="gsam", perturb_leaves=perturb_leaves, probes=False)
 
 
 # ----------------------------------------------------------------------------- ESAM
@@ -391,13 +385,13 @@ def esam(
       _, idx = jax.lax.top_k(rise, keep)
       chosen = jax.tree.map(lambda x: x[idx], batch)
     (value, (_, aux)), grads = jax.value_and_grad(mean_loss, has_aux=True)(adv, chosen)
-    return grads, heads.advance(
+    return grads, inputs.advance(
       state,
       (value, aux),
       has_aux=True,
       gradient=grads,
       key=key,
-      prior=inputs.next_prior(guidance, grads),
+      guidance=guidance,
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -517,7 +511,7 @@ def adaptive_zo_sam(
     m_next = jnp.clip(
       jnp.round(min_directions * (1.0 + noise)), min_directions, max_directions
     ).astype(jnp.int32)
-    return grads, heads.advance(
+    return grads, inputs.advance(
       state,
       out,
       has_aux=has_aux,
@@ -525,10 +519,9 @@ def adaptive_zo_sam(
       key=key,
       num_directions=m_next,
       noise=noise,
-      prior=inputs.next_prior(guidance, grads),
+      guidance=guidance,
     )
 
-  update_fn = heads.update_fn(
-    step, name="adaptive_zo_sam", perturb_leaves=perturb_leaves, probes=True
+  return heads.transform(
+    init_fn, step, name="adaptive_zo_sam", perturb_leaves=perturb_leaves, probes=True
   )
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

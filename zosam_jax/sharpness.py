@@ -482,23 +482,23 @@ def sharpness_aware(
       adaptive_eta=adaptive_eta,
       perturbation_mask=mask,
     )
-    return grads, heads.advance(
+    return grads, inputs.advance(
       state,
       out,
       has_aux=has_aux,
       gradient=grads,
       key=key,
       perturbation_mask=mask,
-      prior=inputs.next_prior(guidance, grads),
+      guidance=guidance,
     )
 
-  update_fn = heads.update_fn(
+  return heads.transform(
+    init_fn,
     step,
     name=f"sharpness_aware(ascent={ascent!r})",
     perturb_leaves=perturb_leaves,
     probes=ascent == "zeroth_order",
   )
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def exact_gradient(*, has_aux: bool = False) -> optax.GradientTransformationExtraArgs:
@@ -514,11 +514,9 @@ def exact_gradient(*, has_aux: bool = False) -> optax.GradientTransformationExtr
 
   def step(state, inputs):
     out, grads = jax.value_and_grad(inputs.loss_fn, has_aux=has_aux)(inputs.params)
-    return grads, heads.advance(state, out, has_aux=has_aux, gradient=grads)
+    return grads, inputs.advance(state, out, has_aux=has_aux, gradient=grads)
 
-  update_fn = heads.update_fn(step, name="exact_gradient", perturb_leaves=None, probes=False)
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return heads.transform(init_fn, step, name="exact_gradient", perturb_leaves=None, probes=False)
 
 
 def sam(

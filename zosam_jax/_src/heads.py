@@ -81,21 +81,45 @@ class StepInputs(NamedTuple):
     eps = self.perturbation(direction, **options)
     return jax.value_and_grad(self.loss_fn, has_aux=has_aux)(trees.add(self.params, eps))
 
-  def next_prior(self, guidance: str | None, grads: PyTree) -> PyTree | None:
-    """The state's next ``prior`` (see ``perturbation.next_prior``)."""
-    return perturb.next_prior(
-      guidance, grads, selection=self.selection, weight_mask=self.weight_mask
+  def advance(
+    self,
+    state: Any,
+    out: Any,
+    *,
+    has_aux: bool,
+    gradient: PyTree,
+    guidance: str | None = None,
+    **fields: Any,
+  ) -> Any:
+    """The state after this step: ``count + 1``; ``value``/``aux`` of the exact pass's output
+    ``out``; the ``gradient`` slot filled from that pass's dense gradient when requested; with
+    ``guidance``, the ``prior`` the next ascent probes first (that gradient restricted to the
+    active weights of the perturbed leaves, see ``perturbation.next_prior``); and ``fields`` (the
+    step's new key, the head's own fields) replaced."""
+    if guidance is not None:
+      fields["prior"] = perturb.next_prior(
+        guidance, gradient, selection=self.selection, weight_mask=self.weight_mask
+      )
+    value, aux = losses.split_value_aux(out, has_aux)
+    return state._replace(
+      count=optax.safe_increment(state.count),
+      value=value,
+      aux=aux,
+      gradient=gradient_slot.keep(state.gradient, gradient),
+      **fields,
     )
 
 
-def update_fn(
+def transform(
+  init_fn: Callable[[PyTree], Any],
   step: Callable[[Any, StepInputs], tuple[PyTree, Any]],
   *,
   name: str,
   perturb_leaves: Any,
   probes: bool,
-) -> Callable:
-  """An optax ``update`` that checks the head's extra arguments and calls ``step(state, inputs)``.
+) -> optax.GradientTransformationExtraArgs:
+  """A head from its ``init_fn`` and its ``step(state, inputs) -> (updates, state)``: ``update``
+  checks the head's extra arguments once and calls ``step``.
 
   ``update(updates, state, params, *, loss_fn, weight_mask=None, weight_mask_counts=None,
   probe_loss_fn=None, **extra)`` ignores ``updates``. ``name`` names the head in the errors;
@@ -124,7 +148,7 @@ def update_fn(
     )
     return step(state, inputs)
 
-  return update
+  return optax.GradientTransformationExtraArgs(init_fn, update)
 
 
 def new_state(state_type: type, seed: int, **fields: Any) -> Any:
@@ -135,19 +159,5 @@ def new_state(state_type: type, seed: int, **fields: Any) -> Any:
     key=jax.random.PRNGKey(seed),
     value=jnp.zeros([], jnp.float32),
     aux=None,
-    **fields,
-  )
-
-
-def advance(state: Any, out: Any, *, has_aux: bool, gradient: PyTree, **fields: Any) -> Any:
-  """The state after one step: ``count + 1``, ``value``/``aux`` of the exact pass's output
-  ``out``, the ``gradient`` slot filled from that pass's gradient when requested, and ``fields``
-  (the step's new key and the head's own fields) replaced."""
-  value, aux = losses.split_value_aux(out, has_aux)
-  return state._replace(
-    count=optax.safe_increment(state.count),
-    value=value,
-    aux=aux,
-    gradient=gradient_slot.keep(state.gradient, gradient),
     **fields,
   )
