@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 
 from experiments import train
-from tests.experiments.conftest import SUBSET, tiny_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.experiments.conftest import REPO, SUBSET, cli_error, tiny_config
 
 
 def _without_timing(records):
@@ -190,22 +188,8 @@ def test_four_devices_match_one_device(tmp_path, data_dir, fmnist_subset_dir, zo
   for a, b in zip(jax.tree.leaves(ref["params"])[:2], out["first_leaves"], strict=True):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-4)
   # The same 4 devices refuse a batch they cannot split evenly, before compiling.
-  proc = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.main",
-      f"--workdir={tmp_path / 'bad'}",
-      "--config.batch_size=66",
-    ],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines() == [
+  bad = tmp_path / "bad"
+  assert cli_error("experiments.main", f"--workdir={bad}", "--config.batch_size=66", env=env) == [
     "error: batch_size 66 is not divisible by the 4 devices; use a multiple of 4"
   ]
   assert not os.path.exists(tmp_path / "bad")
