@@ -43,6 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from experiments import cli
+from experiments.cli import UsageError
+
 PARTS = ("hessian", "spectrum", "landscape", "variance", "ascent", "corrupted")
 ASCENT_DIRECTIONS = (1, 4, 16)
 NUM_EIGENVALUES = 5
@@ -63,10 +66,6 @@ BATCH_NORM = {
 # times a matrix (see conv_as_matmul); the forward-only parts keep XLA's convolution.
 DIFFERENTIATED_PARTS = ("hessian", "spectrum", "variance")
 CONV_MODES = ("auto", "lax", "im2col")
-
-
-class UsageError(ValueError):
-  """Bad command-line input or an unusable workdir."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -848,22 +847,24 @@ def write_comparison(results: Sequence[dict[str, Any]], out_dir: str) -> list[st
     )
     ax.set_title("Hessian trace (Hutchinson, +- standard error)")
     files.append(_save(fig, os.path.join(out_dir, "trace.png")))
-  spec = having("spectrum", "nodes")
-  if spec:
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for lab, sp in spec:
-      plot_spectrum(ax, sp, lab)
-    ax.legend(fontsize=8)
-    ax.set_title("Hessian eigenvalue density (SLQ)")
-    files.append(_save(fig, os.path.join(out_dir, "spectral_density.png")))
-  land = having("landscape", "one_dimensional")
-  if land:
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for lab, la in land:
-      plot_landscape_1d(ax, la, lab)
-    ax.legend(fontsize=8)
-    ax.set_title("1-D filter-normalised loss landscapes")
-    files.append(_save(fig, os.path.join(out_dir, "landscape_1d.png")))
+  for key, field, draw, title, name in (
+    ("spectrum", "nodes", plot_spectrum, "Hessian eigenvalue density (SLQ)", "spectral_density"),
+    (
+      "landscape",
+      "one_dimensional",
+      plot_landscape_1d,
+      "1-D filter-normalised loss landscapes",
+      "landscape_1d",
+    ),
+  ):
+    curves = having(key, field)
+    if curves:  # One curve per run on one axis.
+      fig, ax = plt.subplots(figsize=(6, 3.8))
+      for lab, data in curves:
+        draw(ax, data, lab)
+      ax.legend(fontsize=8)
+      ax.set_title(title)
+      files.append(_save(fig, os.path.join(out_dir, f"{name}.png")))
   var = having("gradient_variance", "heads")
   if var:
     heads = list(var[0][1]["heads"])
@@ -1135,12 +1136,9 @@ def run(argv: Sequence[str] | None = None) -> int:
   from experiments import workdir as workdir_lib
 
   argv = sys.argv[1:] if argv is None else list(argv)
-  try:
-    main(argv)
-  except (UsageError, workdir_lib.ConfigError, input_pipeline.DataMissingError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return cli.exit_status(
+    lambda: main(argv), workdir_lib.ConfigError, input_pipeline.DataMissingError
+  )
 
 
 if __name__ == "__main__":
