@@ -38,6 +38,7 @@ Heads without probes refuse it. Their states' ``gradient`` field is ``None`` unl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -475,6 +476,8 @@ def adaptive_zo_sam(
   perturb.check_guidance(guidance, "zeroth_order")
   validation.check_interval("noise_decay", noise_decay, 0.0, 1.0, low_open=False, high_open=True)
   validation.check_int("seed", seed)
+  # The probe loop always has max_directions steps; the state's num_directions of them run.
+  probe_options = dataclasses.replace(zo, num_directions=max_directions)
 
   def init_fn(params):
     return heads.new_state(
@@ -491,10 +494,8 @@ def adaptive_zo_sam(
       losses.probe_loss(inputs.loss_fn, inputs.probe_loss_fn),
       inputs.params,
       probe_key,
-      max_directions=max_directions,
+      probe_options,
       num_active=state.num_directions,
-      smoothing=zo.smoothing,
-      distribution=zo.distribution,
       weight_mask=inputs.weight_mask,
       weight_mask_counts=inputs.weight_mask_counts,
       selection=inputs.selection,
