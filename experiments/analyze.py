@@ -1072,27 +1072,9 @@ def parse_args(argv: Sequence[str]) -> tuple[list[str], Settings, str | None]:
     )
   if not (math.isfinite(args.span) and args.span > 0):
     raise UsageError(f"--span must be a finite number > 0, got {args.span}")
-  settings = Settings(
-    step=args.step,
-    examples=args.examples,
-    landscape_examples=args.landscape_examples,
-    landscape_points=args.landscape_points,
-    landscape_points_2d=args.landscape_points_2d,
-    span=args.span,
-    batches=args.batches,
-    iterations=args.iterations,
-    trace_samples=args.trace_samples,
-    spectrum_vectors=args.spectrum_vectors,
-    ascent_samples=args.ascent_samples,
-    ascent_directions=ascent_directions,
-    chunk_size=args.chunk_size,
-    conv=args.conv,
-    seed=args.seed,
-    skip=skip,
-    corruptions=args.corruptions,
-    severities=args.severities,
-    progress_bar=args.progress_bar,
-  )
+  # Every field of Settings is a flag of the same name; two are parsed above.
+  flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
+  settings = Settings(**{**flags, "ascent_directions": ascent_directions, "skip": skip})
   return list(args.workdirs), settings, args.out
 
 
