@@ -104,15 +104,20 @@ class _Block(nn.Module):
   stride: int = 1
   dtype: Any = jnp.float32
 
+  def convs(self, x: jax.Array, train: bool) -> jax.Array:
+    """The basic and wide blocks' branch: 3x3 conv (strided), BN, ReLU, 3x3 conv. Called
+    from a compact ``__call__``, so its layers are that call's submodules."""
+    y = _conv(self.features, 3, self.stride, padding=1, dtype=self.dtype)(x)
+    y = nn.relu(_bn(train, dtype=self.dtype)(y))
+    return _conv(self.features, 3, padding=1, dtype=self.dtype)(y)
+
 
 class CifarBasicBlock(_Block):
   """Post-activation basic block with an option-A (parameter-free) shortcut."""
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    y = _conv(self.features, 3, self.stride, padding=1, dtype=self.dtype)(x)
-    y = nn.relu(_bn(train, dtype=self.dtype)(y))
-    y = _conv(self.features, 3, padding=1, dtype=self.dtype)(y)
+    y = self.convs(x, train)  # before the BN: layers are named in the order they are built
     y = _bn(train, dtype=self.dtype)(y)
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.features:
@@ -145,9 +150,7 @@ class BasicBlock(_Block):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    y = _conv(self.features, 3, self.stride, padding=1, dtype=self.dtype)(x)
-    y = nn.relu(_bn(train, dtype=self.dtype)(y))
-    y = _conv(self.features, 3, padding=1, dtype=self.dtype)(y)
+    y = self.convs(x, train)
     y = _bn(train, scale_init=nn.initializers.zeros, dtype=self.dtype)(y)
     if self.stride != 1 or x.shape[-1] != self.features:
       x = _conv(self.features, 1, self.stride, dtype=self.dtype)(x)
@@ -204,10 +207,7 @@ class WideBlock(_Block):
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.features:
       shortcut = _conv(self.features, 1, self.stride, dtype=self.dtype)(out)
-    y = _conv(self.features, 3, self.stride, padding=1, dtype=self.dtype)(out)
-    y = nn.relu(_bn(train, dtype=self.dtype)(y))
-    y = _conv(self.features, 3, padding=1, dtype=self.dtype)(y)
-    return y + shortcut
+    return self.convs(out, train) + shortcut
 
 
 class WideResNet(nn.Module):
