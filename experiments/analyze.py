@@ -326,14 +326,10 @@ def subset_loss(model, params, batch_stats, data):
 def batch_loss(model, params, batch_stats, batch, dropout_key):
   """Mean cross-entropy of one training batch, BatchNorm in training mode (as the trainer's
   loss; the updated running statistics are discarded)."""
+  from experiments import steps
+
   variables = {"params": params, "batch_stats": batch_stats}
-  logits, _ = model.apply(
-    variables,
-    batch["image"],
-    train=True,
-    mutable=["batch_stats"],
-    rngs={"dropout": dropout_key},
-  )
+  logits, _ = steps.training_logits(model, variables, batch["image"], dropout_key)
   return _cross_entropy(logits, batch["label"]).mean()
 
 
