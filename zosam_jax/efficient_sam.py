@@ -155,7 +155,7 @@ def looksam(
       out_plain, g = vag(params)
 
       def refresh():
-        out_s, g_s = inputs.exact_pass(g, has_aux=has_aux, rho=rho)
+        out_s, g_s = inputs.exact_pass(g, rho=rho)
         return out_s, g_s, trees.orthogonal(g_s, g), g_s
 
       def reuse():
@@ -168,7 +168,7 @@ def looksam(
       # in between. Why it matters: XLA:CPU canonicalises convolutions only outside control flow,
       # and a convolution's backward inside a cond ran about 18x slower there (docs/benchmarks).
       def ascent_step(_):
-        direction = inputs.ascent("zeroth_order", zo, probe_key, has_aux=has_aux, prior=state.prior)
+        direction = inputs.ascent("zeroth_order", zo, probe_key, prior=state.prior)
         return inputs.perturbation(direction, rho=rho)
 
       def no_step(_):
@@ -187,9 +187,7 @@ def looksam(
 
     # raw, not grads: the exact gradient of this step's pass (grads may add the reused part); it
     # fills the gradient slot and, guided (ZO ascent only, where raw is g), seeds the next prior.
-    return grads, inputs.advance(
-      state, out, has_aux=has_aux, gradient=raw, guidance=guidance, key=key, reused=kept
-    )
+    return grads, inputs.advance(state, out, gradient=raw, key=key, reused=kept)
 
   return heads.transform(
     init_fn,
@@ -197,6 +195,8 @@ def looksam(
     name=f"looksam(ascent={ascent!r})",
     perturb_leaves=perturb_leaves,
     probes=ascent != "exact",
+    has_aux=has_aux,
+    guidance=guidance,
   )
 
 
@@ -272,13 +272,15 @@ def gsam(
   def step(state, inputs):
     _, g = jax.value_and_grad(inputs.loss_fn, has_aux=has_aux)(inputs.params)
     rho = rho_at(state.count)
-    out, g_p = inputs.exact_pass(g, has_aux=has_aux, rho=rho)
+    out, g_p = inputs.exact_pass(g, rho=rho)
     g_perp = trees.orthogonal(g, g_p)
     update = jax.tree.map(lambda a, b: a.astype(jnp.float32) - alpha * b, g_p, g_perp)
-    new_state = inputs.advance(state, out, has_aux=has_aux, gradient=g_p, rho=rho)
+    new_state = inputs.advance(state, out, gradient=g_p, rho=rho)
     return trees.cast_like(update, inputs.params), new_state
 
-  return heads.transform(init_fn, step, name="gsam", perturb_leaves=perturb_leaves, probes=False)
+  return heads.transform(
+    init_fn, step, name="gsam", perturb_leaves=perturb_leaves, probes=False, has_aux=has_aux
+  )
 
 
 # ----------------------------------------------------------------------------- ESAM
@@ -356,17 +358,24 @@ def esam(
       per_example, aux = out if has_aux else (out, None)
       return jnp.mean(per_example), (per_example, aux)
 
-    def train_loss(p):
-      return mean_loss(p, batch)[0]
+    def train_loss(p):  # the batch mean, in the loss_fn convention of the other heads
+      mean, (_, aux) = mean_loss(p, batch)
+      return (mean, aux) if has_aux else mean
 
-    probe = None
-    if probe_loss_fn is not None:
-      probe = losses.scalar_loss(losses.probe_loss(train_loss, probe_loss_fn), has_aux)
-    inputs = heads.StepInputs(params, train_loss, selection, weight_mask, weight_mask_counts, probe)
+    inputs = heads.StepInputs(
+      params,
+      train_loss,
+      selection,
+      weight_mask,
+      weight_mask_counts,
+      probe_loss_fn,
+      has_aux=has_aux,
+      guidance=guidance,
+    )
     if ascent == "exact":
       (_, (losses0, _)), g = jax.value_and_grad(mean_loss, has_aux=True)(params, batch)
     else:
-      g = inputs.ascent("zeroth_order", zo, probe_key, has_aux=False, prior=state.prior)
+      g = inputs.ascent("zeroth_order", zo, probe_key, prior=state.prior)
       losses0 = mean_loss(params, batch)[1][0] if gamma < 1.0 else None
 
     leaves, treedef = jax.tree.flatten(params)
@@ -386,14 +395,8 @@ def esam(
       _, idx = jax.lax.top_k(rise, keep)
       chosen = jax.tree.map(lambda x: x[idx], batch)
     (value, (_, aux)), grads = jax.value_and_grad(mean_loss, has_aux=True)(adv, chosen)
-    return grads, inputs.advance(
-      state,
-      (value, aux),
-      has_aux=True,
-      gradient=grads,
-      key=key,
-      guidance=guidance,
-    )
+    out = (value, aux) if has_aux else value
+    return grads, inputs.advance(state, out, gradient=grads, key=key)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -499,10 +502,10 @@ def adaptive_zo_sam(
       weight_mask=inputs.weight_mask,
       weight_mask_counts=inputs.weight_mask_counts,
       selection=inputs.selection,
-      has_aux=has_aux,
-      prior=None if guidance is None else state.prior,
+      has_aux=inputs.has_aux,
+      prior=state.prior,
     )
-    out, grads = inputs.exact_pass(g_hat, has_aux=has_aux, rho=rho)
+    out, grads = inputs.exact_pass(g_hat, rho=rho)
 
     m = state.num_directions.astype(jnp.float32)
     noise_power = jnp.sum(info.second_differences**2) / m / 3.0
@@ -515,14 +518,18 @@ def adaptive_zo_sam(
     return grads, inputs.advance(
       state,
       out,
-      has_aux=has_aux,
       gradient=grads,
       key=key,
       num_directions=m_next,
       noise=noise,
-      guidance=guidance,
     )
 
   return heads.transform(
-    init_fn, step, name="adaptive_zo_sam", perturb_leaves=perturb_leaves, probes=True
+    init_fn,
+    step,
+    name="adaptive_zo_sam",
+    perturb_leaves=perturb_leaves,
+    probes=True,
+    has_aux=has_aux,
+    guidance=guidance,
   )

@@ -114,10 +114,11 @@ def _sam_family_gradient(
   validation.check_mask_like("weight_mask", weight_mask, params)
   validation.check_mask_like("perturbation_mask", perturbation_mask, params)
   selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
-  inputs = heads.StepInputs(params, loss_fn, selection, weight_mask, probe_loss_fn=probe_loss_fn)
+  inputs = heads.StepInputs(
+    params, loss_fn, selection, weight_mask, probe_loss_fn=probe_loss_fn, has_aux=has_aux
+  )
   return inputs.exact_pass(
-    inputs.ascent(kind, zo, key, has_aux=has_aux),
-    has_aux=has_aux,
+    inputs.ascent(kind, zo, key),
     rho=rho,
     adaptive=adaptive,
     adaptive_eta=adaptive_eta,
@@ -441,7 +442,7 @@ def sharpness_aware(
     implicit_form = mask_spec is not None and mask_spec.form == "implicit"
 
     def dense_ascent():
-      return inputs.ascent(ascent, zo, probe_key, has_aux=has_aux, prior=state.prior)
+      return inputs.ascent(ascent, zo, probe_key, prior=state.prior)
 
     # The implicit form refreshes the mask first, then differentiates on it; SSAM-D's refresh then
     # takes its own dense gradient (on refresh steps only).
@@ -476,7 +477,6 @@ def sharpness_aware(
 
     out, grads = inputs.exact_pass(
       ascent_dir,
-      has_aux=has_aux,
       rho=rho,
       adaptive=adaptive,
       adaptive_eta=adaptive_eta,
@@ -485,11 +485,9 @@ def sharpness_aware(
     return grads, inputs.advance(
       state,
       out,
-      has_aux=has_aux,
       gradient=grads,
       key=key,
       perturbation_mask=mask,
-      guidance=guidance,
     )
 
   return heads.transform(
@@ -498,6 +496,8 @@ def sharpness_aware(
     name=f"sharpness_aware(ascent={ascent!r})",
     perturb_leaves=perturb_leaves,
     probes=ascent == "zeroth_order",
+    has_aux=has_aux,
+    guidance=guidance,
   )
 
 
@@ -514,9 +514,11 @@ def exact_gradient(*, has_aux: bool = False) -> optax.GradientTransformationExtr
 
   def step(state, inputs):
     out, grads = jax.value_and_grad(inputs.loss_fn, has_aux=has_aux)(inputs.params)
-    return grads, inputs.advance(state, out, has_aux=has_aux, gradient=grads)
+    return grads, inputs.advance(state, out, gradient=grads)
 
-  return heads.transform(init_fn, step, name="exact_gradient", perturb_leaves=None, probes=False)
+  return heads.transform(
+    init_fn, step, name="exact_gradient", perturb_leaves=None, probes=False, has_aux=has_aux
+  )
 
 
 def sam(

@@ -24,16 +24,19 @@ PyTree = Any
 
 
 class StepInputs(NamedTuple):
-  """The arguments of one head step, checked.
+  """The arguments of one head step, checked, with the head's own loss convention.
 
   Attributes:
     params: ``theta``.
-    loss_fn: the training loss, ``params -> loss`` (or ``(loss, aux)``).
+    loss_fn: the training loss, ``params -> loss`` (or ``(loss, aux)`` with ``has_aux``).
     selection: one bool per parameter leaf, the perturbed leaves.
     weight_mask: 0/1 pytree of active weights, or ``None``.
     weight_mask_counts: static ones-counts of ``weight_mask``'s leaves, or ``None``.
-    probe_loss_fn: what zeroth-order probes evaluate instead of ``loss_fn``, or ``None``.
+    probe_loss_fn: what zeroth-order probes evaluate instead of ``loss_fn`` (same signature), or
+      ``None``.
     extra: the other extra arguments of ``update`` (e.g. ``per_example_loss_fn``, ``batch``).
+    has_aux: whether ``loss_fn`` (and ``probe_loss_fn``) return ``(loss, aux)``.
+    guidance: the head's ``guidance`` (``None`` or ``"previous_gradient"``).
   """
 
   params: PyTree
@@ -43,18 +46,19 @@ class StepInputs(NamedTuple):
   weight_mask_counts: PyTree | None = None
   probe_loss_fn: Callable | None = None
   extra: dict = {}
+  has_aux: bool = False
+  guidance: str | None = None
 
   def ascent(
     self,
     kind: str,
     zeroth_order: ZerothOrderOptions | None,
     key: jax.Array | None,
-    *,
-    has_aux: bool,
     prior: PyTree | None = None,
   ) -> PyTree:
     """The ascent direction at ``params`` (see ``perturbation.ascent_direction``); a zeroth-order
-    one probes ``probe_loss_fn`` when given and draws only on the active weights."""
+    one probes ``probe_loss_fn`` when given, draws only on the active weights and is guided by
+    ``prior`` when given."""
     return perturb.ascent_direction(
       kind,
       zeroth_order,
@@ -62,7 +66,7 @@ class StepInputs(NamedTuple):
       self.params,
       key,
       selection=self.selection,
-      has_aux=has_aux,
+      has_aux=self.has_aux,
       weight_mask=self.weight_mask,
       weight_mask_counts=self.weight_mask_counts,
       prior=prior,
@@ -75,32 +79,23 @@ class StepInputs(NamedTuple):
       self.params, direction, selection=self.selection, weight_mask=self.weight_mask, **options
     )
 
-  def exact_pass(self, direction: PyTree, *, has_aux: bool, **options: Any):
+  def exact_pass(self, direction: PyTree, **options: Any):
     """``(value, grads)`` of ``loss_fn`` at ``theta + eps(direction)``: the step's one exact
     forward-backward (``options`` as in :meth:`perturbation`)."""
     eps = self.perturbation(direction, **options)
-    return jax.value_and_grad(self.loss_fn, has_aux=has_aux)(trees.add(self.params, eps))
+    return jax.value_and_grad(self.loss_fn, has_aux=self.has_aux)(trees.add(self.params, eps))
 
-  def advance(
-    self,
-    state: Any,
-    out: Any,
-    *,
-    has_aux: bool,
-    gradient: PyTree,
-    guidance: str | None = None,
-    **fields: Any,
-  ) -> Any:
+  def advance(self, state: Any, out: Any, *, gradient: PyTree, **fields: Any) -> Any:
     """The state after this step: ``count + 1``; ``value``/``aux`` of the exact pass's output
     ``out``; the ``gradient`` slot filled from that pass's dense gradient when requested; with
     ``guidance``, the ``prior`` the next ascent probes first (that gradient restricted to the
     active weights of the perturbed leaves, see ``perturbation.next_prior``); and ``fields`` (the
     step's new key, the head's own fields) replaced."""
-    if guidance is not None:
+    if self.guidance is not None:
       fields["prior"] = perturb.next_prior(
-        guidance, gradient, selection=self.selection, weight_mask=self.weight_mask
+        self.guidance, gradient, selection=self.selection, weight_mask=self.weight_mask
       )
-    value, aux = losses.split_value_aux(out, has_aux)
+    value, aux = losses.split_value_aux(out, self.has_aux)
     return state._replace(
       count=optax.safe_increment(state.count),
       value=value,
@@ -117,6 +112,8 @@ def transform(
   name: str,
   perturb_leaves: Any,
   probes: bool,
+  has_aux: bool,
+  guidance: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """A head from its ``init_fn`` and its ``step(state, inputs) -> (updates, state)``: ``update``
   checks the head's extra arguments once and calls ``step``.
@@ -144,7 +141,15 @@ def transform(
     validation.check_mask_like("weight_mask", weight_mask, params)
     selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
     inputs = StepInputs(
-      params, loss_fn, selection, weight_mask, weight_mask_counts, probe_loss_fn, extra
+      params,
+      loss_fn,
+      selection,
+      weight_mask,
+      weight_mask_counts,
+      probe_loss_fn,
+      extra,
+      has_aux,
+      guidance,
     )
     return step(state, inputs)
 
