@@ -26,13 +26,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
 
 import jax
 
 import zosam_jax.diagnostics as zd
+from benchmarks import timing
 from benchmarks.step_cost import setup
 
 INPUTS = {"cnn": (128, 28, 28, 1), "resnet20": (64, 32, 32, 3)}
@@ -57,29 +55,10 @@ def _setup(name: str):
   return configs, sum(p.size for p in leaves)
 
 
-def _flops(fn, args) -> float | None:
-  try:
-    analysis = fn.lower(*args).compile().cost_analysis()
-    if isinstance(analysis, list):  # older jax returns one dict per computation
-      analysis = analysis[0]
-    return float(analysis["flops"])
-  except Exception:  # noqa: BLE001 - cost analysis is best effort on some backends
-    return None
-
-
 def run(name: str, rounds: int) -> None:
   configs, num_params = _setup(name)
-  flops = {k: _flops(fn, args) for k, (fn, args) in configs.items()}
-  for _ in range(3):  # compile, then two warm runs
-    for fn, args in configs.values():
-      jax.block_until_ready(fn(*args))
-  times: dict[str, list[float]] = {k: [] for k in configs}
-  for _ in range(rounds):
-    for k, (fn, args) in configs.items():
-      start = time.perf_counter()
-      jax.block_until_ready(fn(*args))
-      times[k].append(time.perf_counter() - start)
-  med = {k: statistics.median(v) for k, v in times.items()}
+  flops = {k: timing.compiled_cost(fn, *args).get("flops") for k, (fn, args) in configs.items()}
+  med = timing.median_times(configs, rounds, warmup=3)  # compile, then two warm runs
   shape = INPUTS[name]
   print(f"\n## {name}, inputs {shape}, {num_params / 1e6:.3f}M parameters, {rounds} rounds")
   print("| program | median ms | x fwd_bwd | GFLOP (XLA) | flops x fwd_bwd |")
@@ -93,14 +72,9 @@ def run(name: str, rounds: int) -> None:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--models", nargs="+", default=list(INPUTS), choices=list(INPUTS))
-  parser.add_argument("--rounds", type=int, default=7)
+  timing.timing_flags(parser, rounds=7)
   args = parser.parse_args()
-  if args.rounds < 1:
-    parser.error(f"--rounds must be >= 1, got {args.rounds}")
-  print(
-    f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.devices()[0].device_kind}, "
-    f"{platform.processor() or platform.machine()}"
-  )
+  print(timing.device_line())
   for name in args.models:
     run(name, args.rounds)
 

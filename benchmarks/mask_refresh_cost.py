@@ -29,15 +29,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
 
 import zosam_jax as zj
-from benchmarks.step_cost import device_line, head_step, setup, tx_step
+from benchmarks import timing
+from benchmarks.step_cost import head_step, setup, tx_step
 from zosam_jax import perturbation_masks
 
 NEVER = 10**8  # a refresh interval no benchmark run reaches
@@ -82,38 +81,25 @@ def _configs(name: str, batch_size: int, num_fisher_samples: int, rho: float):
 
 
 def run(configs: dict, rounds: int) -> dict[str, float]:
-  state = {k: args for k, (_, args) in configs.items()}
-  stateless = {"fisher alone"}
-  for _ in range(2):  # warm-up: compile, then run once more
-    for k, (fn, _) in configs.items():
-      out = jax.block_until_ready(fn(*state[k]))
-      if k not in stateless:
-        state[k] = out
-  times: dict[str, list[float]] = {k: [] for k in configs}
-  for _ in range(rounds):
-    for k, (fn, _) in configs.items():
-      start = time.perf_counter()
-      out = jax.block_until_ready(fn(*state[k]))
-      times[k].append(time.perf_counter() - start)
-      if k not in stateless:
-        state[k] = out
-  return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+  """Median milliseconds of every step, each fed its own output (the Fisher alone is not a
+  step)."""
+  times = timing.median_times(configs, rounds, stateful=lambda k: k != "fisher alone")
+  return {k: t * 1e3 for k, t in times.items()}
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model", default="cnn", help="cnn, mlp or resnet20/32/56")
-  parser.add_argument("--batch-size", type=int, default=128)
+  timing.timing_flags(parser, rounds=9, batch_size=128)
   parser.add_argument("--num-fisher-samples", type=int, default=128)
   parser.add_argument("--interval", type=int, default=100, help="refresh interval to amortise")
-  parser.add_argument("--rounds", type=int, default=9)
   parser.add_argument("--rho", type=float, default=0.05)
   args = parser.parse_args()
   if args.num_fisher_samples > args.batch_size:
     parser.error("--num-fisher-samples must be at most --batch-size (the Fisher reads the batch)")
   if args.interval < 1:
     parser.error("--interval must be >= 1")
-  print(device_line())
+  print(timing.device_line())
   print(
     f"{args.model}, batch {args.batch_size}, N_F {args.num_fisher_samples}, {args.rounds} rounds"
   )

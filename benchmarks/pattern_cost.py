@@ -23,56 +23,18 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import time
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
 import zosam_jax as zj
+from benchmarks import timing
 from zosam_jax import sparse
 
 INPUTS = {"cnn": (28, 28, 1), "resnet32": (32, 32, 3)}
 STEM = {"cnn": "conv0", "resnet32": "stem"}
-
-
-def _timeit(fn: Callable[[], object], calls: int) -> float:
-  times = []
-  for _ in range(calls):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
-
-def _flops(fn, *args) -> float | None:
-  try:
-    ca = fn.lower(*args).compile().cost_analysis()
-    ca = ca[0] if isinstance(ca, list | tuple) else ca
-    return ca.get("flops")
-  except Exception:  # noqa: BLE001 - cost analysis is best effort
-    return None
-
-
-def _paired(configs: dict[str, Callable[[], object]], ref: str, rounds: int, calls: int):
-  """Median time of each configuration and median ratio to ``ref`` (timed right before it)."""
-  for fn in configs.values():  # warm-up (compile)
-    jax.block_until_ready(fn())
-  times = {k: [] for k in configs}
-  ratios = {k: [] for k in configs}
-  for _ in range(rounds):
-    for k, fn in configs.items():
-      t_ref = _timeit(configs[ref], calls)
-      t_k = _timeit(fn, calls)
-      times[k].append(t_k)
-      ratios[k].append(t_k / t_ref)
-  return (
-    {k: statistics.median(v) for k, v in times.items()},
-    {k: statistics.median(v) for k, v in ratios.items()},
-  )
 
 
 def _setup(name: str, batch_size: int):
@@ -123,15 +85,15 @@ def ssam(name: str, args) -> None:
       state = step(params, tx.init(params))[1]  # past the step-0 refresh
       key = f"{pattern} {form}"
       configs[key] = lambda step=step, state=state: step(params, state)
-      flops[key] = _flops(step, params, state)
+      flops[key] = timing.compiled_cost(step, params, state).get("flops")
   for fn in configs.values():  # warm-up (compile)
     jax.block_until_ready(fn())
   times = {k: [] for k in configs}
   ratios = {p: [] for p in ("channel", "unstructured", "n:m")}
   for _ in range(args.rounds):
     for pattern in ratios:  # each implicit step right after its explicit one
-      t_e = _timeit(configs[f"{pattern} explicit"], args.calls)
-      t_i = _timeit(configs[f"{pattern} implicit"], args.calls)
+      t_e = timing.timeit(configs[f"{pattern} explicit"], args.calls)
+      t_i = timing.timeit(configs[f"{pattern} implicit"], args.calls)
       times[f"{pattern} explicit"].append(t_e)
       times[f"{pattern} implicit"].append(t_i)
       ratios[pattern].append(t_i / t_e)
@@ -190,7 +152,7 @@ def rigl(name: str, args) -> None:
     upd = state._replace(sparse_step=jnp.asarray(every, jnp.int32))
     configs[pattern] = lambda step=step, s=plain: step(params, s)
     configs[pattern + " (update step)"] = lambda step=step, s=upd: step(params, s)
-  med, ratio = _paired(configs, "dense", args.rounds, args.calls)
+  med, ratio = timing.paired_times(configs, "dense", args.rounds, args.calls)
   print(f"\n## RigL, {name}, batch {args.batch_size}, update every {every} steps\n")
   print("| pattern | step ms | x dense | update step ms | x dense | amortised x dense |")
   print("|---|---|---|---|---|---|")
@@ -207,15 +169,11 @@ def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   ap.add_argument("--models", nargs="+", default=["cnn", "resnet32"], choices=sorted(INPUTS))
   ap.add_argument("--parts", nargs="+", default=["ssam", "rigl"], choices=["ssam", "rigl"])
-  ap.add_argument("--batch-size", type=int, default=64)
-  ap.add_argument("--rounds", type=int, default=5)
+  timing.timing_flags(ap, rounds=5, batch_size=64)
   ap.add_argument("--calls", type=int, default=3, help="calls per configuration per round")
   ap.add_argument("--update-every", type=int, default=100)
   args = ap.parse_args()
-  print(
-    f"# pattern_cost: jax {jax.__version__}, {jax.devices()[0].device_kind}, "
-    f"{platform.processor() or platform.machine()}"
-  )
+  print(f"# pattern_cost; {timing.device_line()}")
   for name in args.models:
     if "ssam" in args.parts:
       ssam(name, args)

@@ -32,7 +32,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from benchmarks import timing
 from zosam_jax import sparse
 
 DYNAMIC = ("set", "rigl", "mest", "dsr")
@@ -53,23 +53,10 @@ def _model():
   return models.create_model("resnet32", 10), "experiments.models resnet32"
 
 
-def _timeit(fn: Callable[[], object], calls: int) -> float:
-  times = []
-  for _ in range(calls):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
-
 def _cost(fn, *args) -> tuple[float | None, float | None]:
   """(flops, bytes accessed) of the compiled program, from XLA's cost analysis."""
-  try:
-    ca = fn.lower(*args).compile().cost_analysis()
-    ca = ca[0] if isinstance(ca, list | tuple) else ca
-    return ca.get("flops"), ca.get("bytes accessed")
-  except Exception:  # noqa: BLE001 - cost analysis is best effort
-    return None, None
+  cost = timing.compiled_cost(fn, *args)
+  return cost.get("flops"), cost.get("bytes accessed")
 
 
 def _rel(x: float | None, ref: float | None) -> str:
@@ -80,8 +67,7 @@ def _rel(x: float | None, ref: float | None) -> str:
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  ap.add_argument("--batch-size", type=int, default=32)
-  ap.add_argument("--rounds", type=int, default=5)
+  timing.timing_flags(ap, rounds=5, batch_size=32)
   ap.add_argument("--calls", type=int, default=3, help="calls per configuration per round")
   ap.add_argument("--sparsity", type=float, default=0.9)
   ap.add_argument("--update-every", type=int, default=100)
@@ -176,28 +162,15 @@ def main() -> None:
         m, q, grads, jax.random.PRNGKey(1), ms
       )
 
-  for fn in configs.values():  # warm-up (compile)
-    jax.block_until_ready(fn())
-    jax.block_until_ready(fn())
   # Paired timing: every configuration right after a dense step, so that drift on the shared
   # machine cancels in the ratio; the overhead is the median ratio over rounds.
-  per_round: dict[str, list[float]] = {k: [] for k in configs}
-  ratios: dict[str, list[float]] = {k: [] for k in configs}
-  for _ in range(args.rounds):
-    for k, fn in configs.items():
-      t_d = _timeit(configs["dense"], args.calls)
-      t_k = _timeit(fn, args.calls)
-      per_round["dense"].append(t_d)
-      per_round[k].append(t_k)
-      ratios[k].append(t_k / t_d)
-  med = {k: statistics.median(v) for k, v in per_round.items()}
-  ratio = {k: statistics.median(v) for k, v in ratios.items()}
+  med, ratio = timing.paired_times(configs, "dense", args.rounds, args.calls, warmup=2)
   for fn in opt_only.values():
     jax.block_until_ready(fn())
   opt_rounds: dict[str, list[float]] = {k: [] for k in opt_only}
   for _ in range(args.rounds):
     for k, fn in opt_only.items():
-      opt_rounds[k].append(_timeit(fn, 20))
+      opt_rounds[k].append(timing.timeit(fn, 20))
   opt = {k: statistics.median(v) for k, v in opt_rounds.items()}
 
   t_dense = med["dense"]
@@ -207,9 +180,8 @@ def main() -> None:
     f"update_every {args.update_every}"
   )
   print(
-    f"# {platform.processor() or platform.machine()}, {jax.device_count()} x "
-    f"{jax.devices()[0].platform}, jax {jax.__version__}; median of {args.rounds} rounds x "
-    f"{args.calls} calls. Shared CPU: indicative numbers."
+    f"# {timing.device_line()}; median of {args.rounds} rounds x {args.calls} calls. Shared "
+    "CPU: indicative numbers."
   )
   print(f"dense SGD step: {t_dense * 1e3:.1f} ms")
   print()

@@ -43,9 +43,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
-import statistics
-import time
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -54,6 +51,7 @@ import jax.numpy as jnp
 import optax
 
 import zosam_jax as zj
+from benchmarks import timing
 
 
 class MLP(nn.Module):
@@ -222,13 +220,6 @@ def _timed_configs(
   return configs, sum(x.size for x in jax.tree.leaves(params))
 
 
-def _temp_bytes(fn, args) -> int | None:
-  try:
-    return fn.lower(*args).compile().memory_analysis().temp_size_in_bytes
-  except Exception:  # noqa: BLE001 - memory analysis is best effort on some backends
-    return None
-
-
 def _is_step(key: str) -> bool:
   return key.split()[0] not in REFERENCE_ROWS
 
@@ -250,25 +241,9 @@ def run(
   if only:  # the reference rows are always kept: the report divides by them
     keep = set(only) | {"sgd", "sam", "optax_sam", *REFERENCE_ROWS}
     configs = {k: v for k, v in configs.items() if k.split()[0] in keep}
-  temp = {k: _temp_bytes(fn, args) for k, (fn, args) in configs.items() if _is_step(k)}
-  state = {k: args for k, (fn, args) in configs.items()}
-  for _ in range(2):  # warm-up: compile and run twice
-    for k, (fn, _) in configs.items():
-      out = fn(*state[k])
-      jax.block_until_ready(out)
-      if _is_step(k):
-        state[k] = out
-  times: dict[str, list[float]] = {k: [] for k in configs}
-  for _ in range(rounds):
-    for k, (fn, _) in configs.items():
-      calls = _period(k)
-      start = time.perf_counter()
-      for _ in range(calls):
-        out = jax.block_until_ready(fn(*state[k]))
-        if _is_step(k):
-          state[k] = out
-      times[k].append((time.perf_counter() - start) / calls)
-  med = {k: statistics.median(v) for k, v in times.items()}
+  temp = {k: timing.temp_bytes(fn, *args) for k, (fn, args) in configs.items() if _is_step(k)}
+  # Steps are fed their own output; ZO-LookSAM rows are averaged over one period of steps.
+  med = timing.median_times(configs, rounds, stateful=_is_step, calls=_period)
   return med, temp, num_params
 
 
@@ -282,18 +257,6 @@ def _limit(key: str, med: dict[str, float]) -> float | None:
   if forward is None:
     return None
   return med["sgd"] + int(fields["m"]) * (2 * forward + med["draw"]) / _period(key)
-
-
-def device_line() -> str:
-  """The device the figures come from, and the versions that produced them."""
-  import jaxlib
-
-  device = jax.devices()[0]
-  return (
-    f"device: {device.device_kind} | platform {device.platform} ({jax.device_count()} device(s))"
-    f" | jax {jax.__version__}, jaxlib {jaxlib.__version__}, optax {optax.__version__} | host "
-    f"{platform.processor() or platform.machine()}"
-  )
 
 
 def report(name, batch_size, med, temp, num_params, ms) -> list[dict]:
@@ -345,9 +308,8 @@ def main() -> None:
     help="resnet20/32/56 (CIFAR ResNet, 32x32x3), cnn (the experiments' small CNN, 28x28x1) "
     "and/or mlp (28x28x1)",
   )
-  parser.add_argument("--batch-size", type=int, default=128)
+  timing.timing_flags(parser, rounds=5, batch_size=128)
   parser.add_argument("--num-directions", type=int, nargs="+", default=[1, 2, 4, 8])
-  parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--rho", type=float, default=0.05)
   parser.add_argument("--smoothing", type=float, default=1e-3)
   parser.add_argument(
@@ -377,7 +339,7 @@ def main() -> None:
       parser.error(f"--models: unknown model {m!r}; use resnet20, resnet32, resnet56, cnn or mlp")
   if not 0.0 < args.probe_fraction <= 1.0:
     parser.error(f"--probe-fraction must be in (0, 1], got {args.probe_fraction}")
-  device = device_line()
+  device = timing.device_line()
   print(device)
   rows = []
   for name in args.models:

@@ -28,6 +28,7 @@ per-example losses) are the additions.
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -126,9 +127,15 @@ def eval_step(state: TrainState, images: jax.Array, labels: jax.Array):
 
 
 def evaluate(state: TrainState, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+  return evaluate_in_batches(functools.partial(eval_step, state), images, labels)
+
+
+def evaluate_in_batches(eval_fn, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+  """Mean loss and accuracy over batches of 500; ``eval_fn(images, labels)`` gives the summed
+  loss and the number of correct predictions of one batch."""
   loss, correct = 0.0, 0
   for i in range(0, len(labels), 500):
-    batch_loss, batch_correct = eval_step(state, images[i : i + 500], labels[i : i + 500])
+    batch_loss, batch_correct = eval_fn(images[i : i + 500], labels[i : i + 500])
     loss, correct = loss + float(batch_loss), correct + int(batch_correct)
   return {"loss": loss / len(labels), "accuracy": correct / len(labels)}
 
@@ -153,6 +160,26 @@ def schedule(args: argparse.Namespace, num_train: int) -> tuple[int, int]:
   return steps_per_epoch, args.steps or steps_per_epoch
 
 
+def shuffled_batches(args: argparse.Namespace, num_train: int, total_steps: int):
+  """The rows of each of ``total_steps`` batches: a fresh permutation every epoch."""
+  steps_per_epoch, _ = schedule(args, num_train)
+  rng = np.random.default_rng(args.seed)
+  for step in range(total_steps):
+    if step % steps_per_epoch == 0:
+      order = rng.permutation(num_train)
+    yield order[(step % steps_per_epoch) * args.batch_size :][: args.batch_size]
+
+
+def report(head: str, before: dict, after: dict, steps: int, loss: jax.Array) -> dict[str, Any]:
+  """Prints the test results after training against those before; returns them."""
+  print(
+    f"{head}: after {steps} steps: test loss {after['loss']:.4f} "
+    f"(accuracy {before['accuracy']:.4f} -> {after['accuracy']:.4f}; last training loss "
+    f"{float(loss):.4f})"
+  )
+  return {"before": before, "after": after, "steps": steps}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--head", choices=HEADS, default="zo_sam")
@@ -172,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
   train_images, train_labels = load(args, "train", args.train_subset)
   test_images, test_labels = load(args, "test", args.test_subset)
-  steps_per_epoch, total_steps = schedule(args, len(train_labels))
+  _, total_steps = schedule(args, len(train_labels))
 
   model = CNN()
   init = jax.jit(lambda key, x: model.init(key, x, train=False))  # one compile, not one per op
@@ -188,19 +215,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
   before = evaluate(state, test_images, test_labels)
   print(f"{args.head}: before training: test loss {before['loss']:.4f}", flush=True)
-  rng = np.random.default_rng(args.seed)
-  for step in range(total_steps):
-    if step % steps_per_epoch == 0:
-      order = rng.permutation(len(train_labels))
-    rows = order[(step % steps_per_epoch) * args.batch_size :][: args.batch_size]
+  for rows in shuffled_batches(args, len(train_labels), total_steps):
     state, loss = train_step(state, train_images[rows], train_labels[rows])
   after = evaluate(state, test_images, test_labels)
-  print(
-    f"{args.head}: after {total_steps} steps: test loss {after['loss']:.4f} "
-    f"(accuracy {before['accuracy']:.4f} -> {after['accuracy']:.4f}; last training loss "
-    f"{float(loss):.4f})"
-  )
-  return {"before": before, "after": after, "steps": total_steps}
+  return report(args.head, before, after, total_steps, loss)
 
 
 if __name__ == "__main__":

@@ -21,14 +21,16 @@ Against the plain-SGD version of this script, these lines differ (marked ``# hea
   - optimizer.update(model, grads)
   + loss, _ = flax_utils.nnx_apply_loss(optimizer, model, loss_fn, **extra)
 
-``make_head`` (shared with ``examples/flax_linen.py``) and ``extra`` (empty except for ESAM,
-which also takes per-example losses) are the additions. The head computes its gradients from
+``make_head`` (shared with ``examples/flax_linen.py``, as are the data, the shuffled batches, the
+evaluation loop and the report) and ``extra`` (empty except for ESAM, which also takes
+per-example losses) are the additions. The head computes its gradients from
 ``loss_fn`` itself; the model's BatchNorm statistics and RNG state follow its exact-gradient pass
 (at ``theta + eps`` for the SAM family), and zeroth-order probes never move them.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -37,7 +39,15 @@ import numpy as np
 import optax
 from flax import nnx
 
-from examples.flax_linen import load, make_head, parse_args, schedule
+from examples.flax_linen import (
+  evaluate_in_batches,
+  load,
+  make_head,
+  parse_args,
+  report,
+  schedule,
+  shuffled_batches,
+)
 from zosam_jax import flax_utils
 
 
@@ -92,19 +102,16 @@ def eval_step(model: CNN, images: jax.Array, labels: jax.Array):
 
 def evaluate(model: CNN, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   model.eval()  # BatchNorm reads its running statistics
-  loss, correct = 0.0, 0
-  for i in range(0, len(labels), 500):
-    batch_loss, batch_correct = eval_step(model, images[i : i + 500], labels[i : i + 500])
-    loss, correct = loss + float(batch_loss), correct + int(batch_correct)
+  result = evaluate_in_batches(functools.partial(eval_step, model), images, labels)
   model.train()
-  return {"loss": loss / len(labels), "accuracy": correct / len(labels)}
+  return result
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
   train_images, train_labels = load(args, "train", args.train_subset)
   test_images, test_labels = load(args, "test", args.test_subset)
-  steps_per_epoch, total_steps = schedule(args, len(train_labels))
+  _, total_steps = schedule(args, len(train_labels))
 
   head = make_head(args.head, args, total_steps)
   tx = optax.chain(head, optax.sgd(args.learning_rate, momentum=0.9))  # head
@@ -119,19 +126,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
   before = evaluate(model, test_images, test_labels)
   print(f"{args.head}: before training: test loss {before['loss']:.4f}", flush=True)
-  rng = np.random.default_rng(args.seed)
-  for step in range(total_steps):
-    if step % steps_per_epoch == 0:
-      order = rng.permutation(len(train_labels))
-    rows = order[(step % steps_per_epoch) * args.batch_size :][: args.batch_size]
+  for rows in shuffled_batches(args, len(train_labels), total_steps):
     loss = train_step(model, optimizer, train_images[rows], train_labels[rows])
   after = evaluate(model, test_images, test_labels)
-  print(
-    f"{args.head}: after {total_steps} steps: test loss {after['loss']:.4f} "
-    f"(accuracy {before['accuracy']:.4f} -> {after['accuracy']:.4f}; last training loss "
-    f"{float(loss):.4f})"
-  )
-  return {"before": before, "after": after, "steps": total_steps}
+  return report(args.head, before, after, total_steps, loss)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from experiments import cli
+from experiments.cli import UsageError
+
 PARTS = ("hessian", "spectrum", "landscape", "variance", "ascent", "corrupted")
 ASCENT_DIRECTIONS = (1, 4, 16)
 NUM_EIGENVALUES = 5
@@ -63,10 +66,6 @@ BATCH_NORM = {
 # times a matrix (see conv_as_matmul); the forward-only parts keep XLA's convolution.
 DIFFERENTIATED_PARTS = ("hessian", "spectrum", "variance")
 CONV_MODES = ("auto", "lax", "im2col")
-
-
-class UsageError(ValueError):
-  """Bad command-line input or an unusable workdir."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,14 +326,10 @@ def subset_loss(model, params, batch_stats, data):
 def batch_loss(model, params, batch_stats, batch, dropout_key):
   """Mean cross-entropy of one training batch, BatchNorm in training mode (as the trainer's
   loss; the updated running statistics are discarded)."""
+  from experiments import steps
+
   variables = {"params": params, "batch_stats": batch_stats}
-  logits, _ = model.apply(
-    variables,
-    batch["image"],
-    train=True,
-    mutable=["batch_stats"],
-    rngs={"dropout": dropout_key},
-  )
+  logits, _ = steps.training_logits(model, variables, batch["image"], dropout_key)
   return _cross_entropy(logits, batch["label"]).mean()
 
 
@@ -848,22 +843,24 @@ def write_comparison(results: Sequence[dict[str, Any]], out_dir: str) -> list[st
     )
     ax.set_title("Hessian trace (Hutchinson, +- standard error)")
     files.append(_save(fig, os.path.join(out_dir, "trace.png")))
-  spec = having("spectrum", "nodes")
-  if spec:
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for lab, sp in spec:
-      plot_spectrum(ax, sp, lab)
-    ax.legend(fontsize=8)
-    ax.set_title("Hessian eigenvalue density (SLQ)")
-    files.append(_save(fig, os.path.join(out_dir, "spectral_density.png")))
-  land = having("landscape", "one_dimensional")
-  if land:
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for lab, la in land:
-      plot_landscape_1d(ax, la, lab)
-    ax.legend(fontsize=8)
-    ax.set_title("1-D filter-normalised loss landscapes")
-    files.append(_save(fig, os.path.join(out_dir, "landscape_1d.png")))
+  for key, field, draw, title, name in (
+    ("spectrum", "nodes", plot_spectrum, "Hessian eigenvalue density (SLQ)", "spectral_density"),
+    (
+      "landscape",
+      "one_dimensional",
+      plot_landscape_1d,
+      "1-D filter-normalised loss landscapes",
+      "landscape_1d",
+    ),
+  ):
+    curves = having(key, field)
+    if curves:  # One curve per run on one axis.
+      fig, ax = plt.subplots(figsize=(6, 3.8))
+      for lab, data in curves:
+        draw(ax, data, lab)
+      ax.legend(fontsize=8)
+      ax.set_title(title)
+      files.append(_save(fig, os.path.join(out_dir, f"{name}.png")))
   var = having("gradient_variance", "heads")
   if var:
     heads = list(var[0][1]["heads"])
@@ -1071,27 +1068,9 @@ def parse_args(argv: Sequence[str]) -> tuple[list[str], Settings, str | None]:
     )
   if not (math.isfinite(args.span) and args.span > 0):
     raise UsageError(f"--span must be a finite number > 0, got {args.span}")
-  settings = Settings(
-    step=args.step,
-    examples=args.examples,
-    landscape_examples=args.landscape_examples,
-    landscape_points=args.landscape_points,
-    landscape_points_2d=args.landscape_points_2d,
-    span=args.span,
-    batches=args.batches,
-    iterations=args.iterations,
-    trace_samples=args.trace_samples,
-    spectrum_vectors=args.spectrum_vectors,
-    ascent_samples=args.ascent_samples,
-    ascent_directions=ascent_directions,
-    chunk_size=args.chunk_size,
-    conv=args.conv,
-    seed=args.seed,
-    skip=skip,
-    corruptions=args.corruptions,
-    severities=args.severities,
-    progress_bar=args.progress_bar,
-  )
+  # Every field of Settings is a flag of the same name; two are parsed above.
+  flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
+  settings = Settings(**{**flags, "ascent_directions": ascent_directions, "skip": skip})
   return list(args.workdirs), settings, args.out
 
 
@@ -1135,12 +1114,7 @@ def run(argv: Sequence[str] | None = None) -> int:
   from experiments.errors import ConfigError
 
   argv = sys.argv[1:] if argv is None else list(argv)
-  try:
-    main(argv)
-  except (UsageError, ConfigError, input_pipeline.DataMissingError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return cli.exit_status(lambda: main(argv), ConfigError, input_pipeline.DataMissingError)
 
 
 if __name__ == "__main__":

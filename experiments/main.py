@@ -28,11 +28,9 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from experiments.cli import UsageError
+
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "fashion_mnist_default.py")
-
-
-class UsageError(ValueError):
-  """Bad command-line input."""
 
 
 def _config_file(argv: Sequence[str]) -> str | None:

@@ -49,6 +49,36 @@ def _bn(train: bool, name: str | None = None, *, dtype: Any, **kwargs: Any) -> n
   )
 
 
+def _conv(features: int, kernel: int, stride: int = 1, *, dtype: Any, **kwargs: Any) -> nn.Conv:
+  """A bias-free ``kernel x kernel`` convolution with He (fan-out) initialisation, as every conv
+  of the ResNets and the CNN; ``kwargs``: ``padding``, ``name``."""
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    (stride, stride),
+    use_bias=False,
+    kernel_init=_conv_init,
+    dtype=dtype,
+    **kwargs,
+  )
+
+
+def _classifier(x: jax.Array, num_classes: int, dtype: Any) -> jax.Array:
+  """Global average pooling and the linear ``head``; float32 logits."""
+  x = jnp.mean(x, axis=(1, 2))
+  return nn.Dense(num_classes, name="head", dtype=dtype)(x).astype(jnp.float32)
+
+
+def _stages(x: jax.Array, train: bool, block: Callable[..., nn.Module], widths, depths, dtype):
+  """Residual stages: stage ``s`` is ``depths[s]`` blocks of ``widths[s]`` features, the first
+  block of every stage but the first with stride 2; blocks are named ``stage{s}_block{b}``."""
+  for stage, (features, blocks) in enumerate(zip(widths, depths, strict=True)):
+    for b in range(blocks):
+      stride = 2 if stage > 0 and b == 0 else 1
+      x = block(features, stride, name=f"stage{stage}_block{b}", dtype=dtype)(x, train)
+  return x
+
+
 class SmallCNN(nn.Module):
   """conv(16)-BN-ReLU-pool, conv(32)-BN-ReLU-pool, dense(128)-ReLU, dense(classes)."""
 
@@ -59,9 +89,7 @@ class SmallCNN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     for i, features in enumerate((self.width, 2 * self.width)):
-      x = nn.Conv(
-        features, (3, 3), use_bias=False, kernel_init=_conv_init, name=f"conv{i}", dtype=self.dtype
-      )(x)
+      x = _conv(features, 3, name=f"conv{i}", dtype=self.dtype)(x)
       x = nn.relu(_bn(train, name=f"bn{i}", dtype=self.dtype)(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
@@ -69,28 +97,27 @@ class SmallCNN(nn.Module):
     return nn.Dense(self.num_classes, name="head", dtype=self.dtype)(x).astype(jnp.float32)
 
 
-class CifarBasicBlock(nn.Module):
-  """Post-activation basic block with an option-A (parameter-free) shortcut."""
+class _Block(nn.Module):
+  """A residual block: ``features`` channels, ``stride`` on its strided convolution."""
 
   features: int
   stride: int = 1
   dtype: Any = jnp.float32
 
+  def convs(self, x: jax.Array, train: bool) -> jax.Array:
+    """The basic and wide blocks' branch: 3x3 conv (strided), BN, ReLU, 3x3 conv. Called
+    from a compact ``__call__``, so its layers are that call's submodules."""
+    y = _conv(self.features, 3, self.stride, padding=1, dtype=self.dtype)(x)
+    y = nn.relu(_bn(train, dtype=self.dtype)(y))
+    return _conv(self.features, 3, padding=1, dtype=self.dtype)(y)
+
+
+class CifarBasicBlock(_Block):
+  """Post-activation basic block with an option-A (parameter-free) shortcut."""
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    y = nn.Conv(
-      self.features,
-      (3, 3),
-      (self.stride, self.stride),
-      padding=1,
-      use_bias=False,
-      kernel_init=_conv_init,
-      dtype=self.dtype,
-    )(x)
-    y = nn.relu(_bn(train, dtype=self.dtype)(y))
-    y = nn.Conv(
-      self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
-    )(y)
+    y = self.convs(x, train)  # before the BN: layers are named in the order they are built
     y = _bn(train, dtype=self.dtype)(y)
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.features:
@@ -112,70 +139,38 @@ class CifarResNet(nn.Module):
     if (self.depth - 2) % 6:
       raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {self.depth}")
     n = (self.depth - 2) // 6
-    x = nn.Conv(
-      16, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, name="stem", dtype=self.dtype
-    )(x)
+    x = _conv(16, 3, padding=1, name="stem", dtype=self.dtype)(x)
     x = nn.relu(_bn(train, name="stem_bn", dtype=self.dtype)(x))
-    for stage, features in enumerate((16, 32, 64)):
-      for block in range(n):
-        stride = 2 if stage > 0 and block == 0 else 1
-        x = CifarBasicBlock(features, stride, name=f"stage{stage}_block{block}", dtype=self.dtype)(
-          x, train
-        )
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, name="head", dtype=self.dtype)(x).astype(jnp.float32)
+    x = _stages(x, train, CifarBasicBlock, (16, 32, 64), (n, n, n), self.dtype)
+    return _classifier(x, self.num_classes, self.dtype)
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(_Block):
   """ResNet-18/34 basic block with a 1x1-conv projection shortcut."""
-
-  features: int
-  stride: int = 1
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    s = (self.stride, self.stride)
-    y = nn.Conv(
-      self.features, (3, 3), s, padding=1, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
-    )(x)
-    y = nn.relu(_bn(train, dtype=self.dtype)(y))
-    y = nn.Conv(
-      self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
-    )(y)
+    y = self.convs(x, train)
     y = _bn(train, scale_init=nn.initializers.zeros, dtype=self.dtype)(y)
     if self.stride != 1 or x.shape[-1] != self.features:
-      x = nn.Conv(
-        self.features, (1, 1), s, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
-      )(x)
+      x = _conv(self.features, 1, self.stride, dtype=self.dtype)(x)
       x = _bn(train, dtype=self.dtype)(x)
     return nn.relu(x + y)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
   """ResNet-50 bottleneck block (stride on the 3x3 conv), expansion 4."""
-
-  features: int
-  stride: int = 1
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    s = (self.stride, self.stride)
-    y = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=_conv_init, dtype=self.dtype)(x)
+    y = _conv(self.features, 1, dtype=self.dtype)(x)
     y = nn.relu(_bn(train, dtype=self.dtype)(y))
-    y = nn.Conv(
-      self.features, (3, 3), s, padding=1, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
-    )(y)
+    y = _conv(self.features, 3, self.stride, padding=1, dtype=self.dtype)(y)
     y = nn.relu(_bn(train, dtype=self.dtype)(y))
-    y = nn.Conv(
-      4 * self.features, (1, 1), use_bias=False, kernel_init=_conv_init, dtype=self.dtype
-    )(y)
+    y = _conv(4 * self.features, 1, dtype=self.dtype)(y)
     y = _bn(train, scale_init=nn.initializers.zeros, dtype=self.dtype)(y)
     if self.stride != 1 or x.shape[-1] != 4 * self.features:
-      x = nn.Conv(
-        4 * self.features, (1, 1), s, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
-      )(x)
+      x = _conv(4 * self.features, 1, self.stride, dtype=self.dtype)(x)
       x = _bn(train, dtype=self.dtype)(x)
     return nn.relu(x + y)
 
@@ -192,57 +187,27 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     if self.cifar_stem:
-      x = nn.Conv(
-        64, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, name="stem", dtype=self.dtype
-      )(x)
+      x = _conv(64, 3, padding=1, name="stem", dtype=self.dtype)(x)
       x = nn.relu(_bn(train, name="stem_bn", dtype=self.dtype)(x))
     else:
-      x = nn.Conv(
-        64,
-        (7, 7),
-        (2, 2),
-        padding=3,
-        use_bias=False,
-        kernel_init=_conv_init,
-        name="stem",
-        dtype=self.dtype,
-      )(x)
+      x = _conv(64, 7, 2, padding=3, name="stem", dtype=self.dtype)(x)
       x = nn.relu(_bn(train, name="stem_bn", dtype=self.dtype)(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    for stage, blocks in enumerate(self.stage_sizes):
-      for b in range(blocks):
-        stride = 2 if stage > 0 and b == 0 else 1
-        x = self.block(64 * 2**stage, stride, name=f"stage{stage}_block{b}", dtype=self.dtype)(
-          x, train
-        )
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, name="head", dtype=self.dtype)(x).astype(jnp.float32)
+    widths = [64 * 2**stage for stage in range(len(self.stage_sizes))]
+    x = _stages(x, train, self.block, widths, self.stage_sizes, self.dtype)
+    return _classifier(x, self.num_classes, self.dtype)
 
 
-class WideBlock(nn.Module):
+class WideBlock(_Block):
   """Pre-activation wide block (BN-ReLU-conv x2) with a 1x1 projection when shapes change."""
-
-  features: int
-  stride: int = 1
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    s = (self.stride, self.stride)
     out = nn.relu(_bn(train, dtype=self.dtype)(x))
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.features:
-      shortcut = nn.Conv(
-        self.features, (1, 1), s, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
-      )(out)
-    y = nn.Conv(
-      self.features, (3, 3), s, padding=1, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
-    )(out)
-    y = nn.relu(_bn(train, dtype=self.dtype)(y))
-    y = nn.Conv(
-      self.features, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, dtype=self.dtype
-    )(y)
-    return y + shortcut
+      shortcut = _conv(self.features, 1, self.stride, dtype=self.dtype)(out)
+    return self.convs(out, train) + shortcut
 
 
 class WideResNet(nn.Module):
@@ -256,16 +221,11 @@ class WideResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     n = (self.depth - 4) // 6
-    x = nn.Conv(
-      16, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init, name="stem", dtype=self.dtype
-    )(x)
-    for stage, features in enumerate((16 * self.width, 32 * self.width, 64 * self.width)):
-      for b in range(n):
-        stride = 2 if stage > 0 and b == 0 else 1
-        x = WideBlock(features, stride, name=f"stage{stage}_block{b}", dtype=self.dtype)(x, train)
+    x = _conv(16, 3, padding=1, name="stem", dtype=self.dtype)(x)
+    widths = (16 * self.width, 32 * self.width, 64 * self.width)
+    x = _stages(x, train, WideBlock, widths, (n, n, n), self.dtype)
     x = nn.relu(_bn(train, name="final_bn", dtype=self.dtype)(x))
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, name="head", dtype=self.dtype)(x).astype(jnp.float32)
+    return _classifier(x, self.num_classes, self.dtype)
 
 
 class VGG(nn.Module):
@@ -283,8 +243,7 @@ class VGG(nn.Module):
       else:
         x = nn.Conv(int(item), (3, 3), padding=1, kernel_init=_conv_init, dtype=self.dtype)(x)
         x = nn.relu(_bn(train, dtype=self.dtype)(x))
-    x = jnp.mean(x, axis=(1, 2))  # 1x1 spatial on 32x32 inputs.
-    return nn.Dense(self.num_classes, name="head", dtype=self.dtype)(x).astype(jnp.float32)
+    return _classifier(x, self.num_classes, self.dtype)  # 1x1 spatial on 32x32 inputs.
 
 
 class EncoderBlock(nn.Module):

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 
-from experiments import train
+from experiments import cli, train
 
 
 def plot_workdirs(workdirs: Sequence[str], out: str, labels: Sequence[str] | None = None) -> str:
@@ -54,16 +53,15 @@ def run(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--out", default="curves.png")
   parser.add_argument("--labels", default="", help="comma-separated, one per workdir")
   args = parser.parse_args(argv)
-  try:
+
+  def main():
     for w in args.workdirs:
       if not os.path.exists(os.path.join(w, "metrics.jsonl")):
-        raise ValueError(f"{w} has no metrics.jsonl")
+        raise cli.UsageError(f"{w} has no metrics.jsonl")
     labels = args.labels.split(",") if args.labels else None
     print(plot_workdirs(args.workdirs, args.out, labels))
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+
+  return cli.exit_status(main, ValueError)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,15 @@ def initial_state(params: Any, opt_state: Any, batch_stats: Any) -> dict[str, An
   }
 
 
+def training_logits(model: Any, variables: dict, images: jax.Array, dropout_rng: jax.Array):
+  """``(logits, new batch_stats)`` of the trainer's loss: training mode, BatchNorm on the batch's
+  statistics (``{}`` without BatchNorm), dropout from ``dropout_rng``."""
+  logits, new_vars = model.apply(
+    variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng}
+  )
+  return logits, new_vars.get("batch_stats", {})
+
+
 def probe_size(batch_size: int, probe_fraction: float) -> int:
   """Examples the probes see: ``max(1, round(probe_fraction * batch_size))``."""
   return max(1, int(round(probe_fraction * batch_size)))
@@ -93,14 +102,7 @@ def make_train_step(
       if not train:
         logits, new_stats = model.apply(variables, sub_batch["image"], train=False), {}
       else:
-        logits, new_vars = model.apply(
-          variables,
-          sub_batch["image"],
-          train=True,
-          mutable=["batch_stats"],
-          rngs={"dropout": dropout_rng},
-        )
-        new_stats = new_vars.get("batch_stats", {})
+        logits, new_stats = training_logits(model, variables, sub_batch["image"], dropout_rng)
       labels = sub_batch["label"]
       losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
       aux = {

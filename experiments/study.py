@@ -609,14 +609,19 @@ def _begin_attempt(cell: Cell, resume: bool) -> dict[str, Any]:
   return attempt
 
 
-def _end_attempt(cell: Cell, attempt: dict[str, Any], returncode: int | None) -> None:
+def _finish_attempt(path: str, attempt: dict[str, Any], returncode: int | None) -> None:
+  """Records how ``attempt`` (the last one of the state file ``path``) ended: its wall time, its
+  return code and ``ok`` / ``interrupted`` (no return code) / ``failed``."""
   attempt["wall_s"] = time.time() - attempt["started"]
   attempt["returncode"] = returncode
   attempt["status"] = "ok" if returncode == 0 else "interrupted" if returncode is None else "failed"
-  path = os.path.join(cell.workdir, STATE_FILE)
   state = _read_json(path) or {"attempts": [attempt]}
   state["attempts"] = state.get("attempts", [])[:-1] + [attempt]
   _write_json(path, state)
+
+
+def _end_attempt(cell: Cell, attempt: dict[str, Any], returncode: int | None) -> None:
+  _finish_attempt(os.path.join(cell.workdir, STATE_FILE), attempt, returncode)
   if returncode == 0:
     attempts = _attempts(cell.workdir)
     _write_json(
@@ -675,13 +680,7 @@ def _begin_analysis(job: AnalysisJob) -> dict[str, Any]:
 
 def _end_analysis(job: AnalysisJob, attempt: dict[str, Any], returncode: int | None) -> None:
   """Records the attempt; exit 0 writes ``ANALYZED.json`` (the marker that it is done)."""
-  attempt["wall_s"] = time.time() - attempt["started"]
-  attempt["returncode"] = returncode
-  attempt["status"] = "ok" if returncode == 0 else "interrupted" if returncode is None else "failed"
-  path = os.path.join(job.out_dir, ANALYZE_STATE_FILE)
-  state = _read_json(path) or {"attempts": [attempt]}
-  state["attempts"] = state.get("attempts", [])[:-1] + [attempt]
-  _write_json(path, state)
+  _finish_attempt(os.path.join(job.out_dir, ANALYZE_STATE_FILE), attempt, returncode)
   if returncode == 0:
     _write_json(
       os.path.join(job.out_dir, ANALYZED_FILE),

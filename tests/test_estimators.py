@@ -31,6 +31,11 @@ def quadratic(p):
   return 0.5 * x @ A @ x - B @ x
 
 
+def _rge_of_quadratic(key, **options):
+  """``rge`` of the quadratic at ``THETA`` (its exact gradient is ``A theta - b``)."""
+  return zj.rge(quadratic, THETA, key, **options)
+
+
 TRUE_GRAD = np.asarray(A @ _vec(THETA) - B)
 
 
@@ -44,9 +49,7 @@ def many_estimates():
       fn = jax.jit(
         jax.vmap(
           lambda k, dist=dist, m=m: _vec(
-            zj.rge(
-              quadratic,
-              THETA,
+            _rge_of_quadratic(
               k,
               zeroth_order=zj.ZerothOrderOptions(
                 num_directions=m, smoothing=0.1, distribution=dist
@@ -91,9 +94,7 @@ def test_variance_falls_like_one_over_m(many_estimates):
 def test_central_difference_is_exact_for_quadratics(dist):
   key = jax.random.PRNGKey(3)
   # A large smoothing radius changes nothing for a quadratic along each direction.
-  est = zj.rge(
-    quadratic,
-    THETA,
+  est = _rge_of_quadratic(
     key,
     zeroth_order=zj.ZerothOrderOptions(num_directions=3, smoothing=0.7, distribution=dist),
   )
@@ -106,9 +107,7 @@ def test_central_difference_is_exact_for_quadratics(dist):
 
 def test_forward_scheme_has_the_second_order_term():
   key, delta = jax.random.PRNGKey(4), 0.5
-  est = zj.rge(
-    quadratic,
-    THETA,
+  est = _rge_of_quadratic(
     key,
     zeroth_order=zj.ZerothOrderOptions(num_directions=2, smoothing=delta, scheme="forward"),
   )
@@ -160,9 +159,7 @@ def test_mask_keeps_estimate_exactly_zero_and_directions_on_mask():
   mask = {"w": jnp.array([1, 0, 1, 0]), "v": jnp.array([0, 1])}
   key = jax.random.PRNGKey(7)
   for dist in ("gaussian", "rademacher", "sphere"):
-    est = zj.rge(
-      quadratic,
-      THETA,
+    est = _rge_of_quadratic(
       key,
       zeroth_order=zj.ZerothOrderOptions(num_directions=5, smoothing=1e-2, distribution=dist),
       weight_mask=mask,
@@ -181,9 +178,7 @@ def test_mask_keeps_estimate_exactly_zero_and_directions_on_mask():
   ids=["pytree", "callable"],
 )
 def test_perturb_leaves_draws_nothing_for_unselected_leaves(perturb_leaves):
-  est = zj.rge(
-    quadratic,
-    THETA,
+  est = _rge_of_quadratic(
     jax.random.PRNGKey(8),
     num_directions=4,
     smoothing=1e-2,
@@ -329,9 +324,7 @@ def test_sparse_draw_is_unbiased_for_the_masked_gradient():
   fn = jax.jit(
     jax.vmap(
       lambda k: _vec(
-        zj.rge(
-          quadratic,
-          THETA,
+        _rge_of_quadratic(
           k,
           num_directions=1,
           smoothing=0.1,
@@ -361,9 +354,7 @@ def test_sparse_draw_is_unbiased_for_the_masked_gradient():
 )
 def test_bad_mask_counts_raise(counts, mask, match):
   with pytest.raises(ValueError, match=match):
-    zj.rge(
-      quadratic,
-      THETA,
+    _rge_of_quadratic(
       jax.random.PRNGKey(0),
       num_directions=1,
       smoothing=1e-3,

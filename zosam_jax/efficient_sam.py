@@ -38,6 +38,7 @@ Heads without probes refuse it. Their states' ``gradient`` field is ``None`` unl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -47,10 +48,10 @@ import jax.numpy as jnp
 import optax
 
 from zosam_jax import estimators
-from zosam_jax._src import control_flow, gradient_slot, losses, options, trees, validation
+from zosam_jax._src import control_flow, heads, losses, options, trees, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
-from zosam_jax.sharpness import LeafSelection, SharpnessAwareState, check_rho, init_state
+from zosam_jax.sharpness import LeafSelection, check_rho, init_state
 
 PyTree = Any
 
@@ -128,39 +129,18 @@ def looksam(
   zo = _check_ascent(ascent, zeroth_order, guidance)
 
   def init_fn(params):
-    return LookSAMState(
-      count=jnp.zeros([], jnp.int32),
-      key=jax.random.PRNGKey(seed),
-      value=jnp.zeros([], jnp.float32),
-      aux=None,
+    return heads.new_state(
+      LookSAMState,
+      seed,
       reused=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params),
       prior=perturb.initial_prior(params, guidance),
     )
 
-  def update_fn(
-    updates,
-    state,
-    params=None,
-    *,
-    loss_fn=None,
-    weight_mask=None,
-    weight_mask_counts=None,
-    probe_loss_fn=None,
-    **extra,
-  ):
-    del updates, extra
-    losses.require_loss_fn("looksam", loss_fn, params)
-    if ascent == "exact":
-      losses.refuse_probe_loss_fn("looksam(ascent='exact')", probe_loss_fn)
-    selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+  def step(state, inputs):
+    params = inputs.params
     key, probe_key = jax.random.split(state.key)
-    vag = jax.value_and_grad(loss_fn, has_aux=has_aux)
+    vag = jax.value_and_grad(inputs.loss_fn, has_aux=has_aux)
     is_refresh = state.count % update_every == 0
-
-    def eps_from(direction):
-      return perturb.perturbation(
-        params, direction, rho=rho, selection=selection, weight_mask=weight_mask
-      )
 
     def with_reused(g, v):
       """``g + alpha ||g||/||v|| v``, the update between refreshes."""
@@ -175,7 +155,7 @@ def looksam(
       out_plain, g = vag(params)
 
       def refresh():
-        out_s, g_s = vag(trees.add(params, eps_from(g)))
+        out_s, g_s = inputs.exact_pass(g, rho=rho)
         return out_s, g_s, trees.orthogonal(g_s, g), g_s
 
       def reuse():
@@ -188,19 +168,8 @@ def looksam(
       # in between. Why it matters: XLA:CPU canonicalises convolutions only outside control flow,
       # and a convolution's backward inside a cond ran about 18x slower there (docs/benchmarks).
       def ascent_step(_):
-        direction = perturb.ascent_direction(
-          "zeroth_order",
-          zo,
-          losses.probe_loss(loss_fn, probe_loss_fn),
-          params,
-          probe_key,
-          selection=selection,
-          has_aux=has_aux,
-          weight_mask=weight_mask,
-          weight_mask_counts=weight_mask_counts,
-          prior=state.prior,
-        )
-        return eps_from(direction)
+        direction = inputs.ascent("zeroth_order", zo, probe_key, prior=state.prior)
+        return inputs.perturbation(direction, rho=rho)
 
       def no_step(_):
         shapes = jax.eval_shape(ascent_step, None)
@@ -216,21 +185,19 @@ def looksam(
         lambda: (with_reused(g, trees.orthogonal(state.reused, g)), state.reused),
       )
 
-    value, aux = losses.split_value_aux(out, has_aux)
-    # g, not grads: the raw exact gradient of this step's pass (grads may add the reused part).
-    prior = perturb.next_prior(guidance, g, selection=selection, weight_mask=weight_mask)
-    new_state = LookSAMState(
-      optax.safe_increment(state.count),
-      key,
-      value,
-      aux,
-      kept,
-      prior,
-      gradient_slot.keep(state.gradient, raw),
-    )
-    return grads, new_state
+    # raw, not grads: the exact gradient of this step's pass (grads may add the reused part); it
+    # fills the gradient slot and, guided (ZO ascent only, where raw is g), seeds the next prior.
+    return grads, inputs.advance(state, out, gradient=raw, key=key, reused=kept)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return heads.transform(
+    init_fn,
+    step,
+    name=f"looksam(ascent={ascent!r})",
+    perturb_leaves=perturb_leaves,
+    probes=ascent != "exact",
+    has_aux=has_aux,
+    guidance=guidance,
+  )
 
 
 # ----------------------------------------------------------------------------- GSAM
@@ -302,24 +269,18 @@ def gsam(
       jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32), None, jnp.float32(rho_max)
     )
 
-  def update_fn(updates, state, params=None, *, loss_fn=None, weight_mask=None, **extra):
-    del updates
-    losses.require_loss_fn("gsam", loss_fn, params)
-    losses.refuse_probe_loss_fn("gsam", extra.get("probe_loss_fn"))
-    selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
-    _, g = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
+  def step(state, inputs):
+    _, g = jax.value_and_grad(inputs.loss_fn, has_aux=has_aux)(inputs.params)
     rho = rho_at(state.count)
-    out, g_p = perturb.value_and_grad_at_perturbed(
-      loss_fn, params, g, has_aux=has_aux, rho=rho, selection=selection, weight_mask=weight_mask
-    )
+    out, g_p = inputs.exact_pass(g, rho=rho)
     g_perp = trees.orthogonal(g, g_p)
     update = jax.tree.map(lambda a, b: a.astype(jnp.float32) - alpha * b, g_p, g_perp)
-    value, aux = losses.split_value_aux(out, has_aux)
-    return trees.cast_like(update, params), GSAMState(
-      optax.safe_increment(state.count), value, aux, rho, gradient_slot.keep(state.gradient, g_p)
-    )
+    new_state = inputs.advance(state, out, gradient=g_p, rho=rho)
+    return trees.cast_like(update, inputs.params), new_state
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return heads.transform(
+    init_fn, step, name="gsam", perturb_leaves=perturb_leaves, probes=False, has_aux=has_aux
+  )
 
 
 # ----------------------------------------------------------------------------- ESAM
@@ -397,38 +358,30 @@ def esam(
       per_example, aux = out if has_aux else (out, None)
       return jnp.mean(per_example), (per_example, aux)
 
+    def train_loss(p):  # the batch mean, in the loss_fn convention of the other heads
+      mean, (_, aux) = mean_loss(p, batch)
+      return (mean, aux) if has_aux else mean
+
+    inputs = heads.StepInputs(
+      params,
+      train_loss,
+      selection,
+      weight_mask,
+      weight_mask_counts,
+      probe_loss_fn,
+      has_aux=has_aux,
+      guidance=guidance,
+    )
     if ascent == "exact":
       (_, (losses0, _)), g = jax.value_and_grad(mean_loss, has_aux=True)(params, batch)
     else:
-      probe = lambda p: mean_loss(p, batch)[0]  # noqa: E731
-      if probe_loss_fn is not None:
-        probe = losses.scalar_loss(losses.probe_loss(probe, probe_loss_fn), has_aux)
-      g = perturb.ascent_direction(
-        "zeroth_order",
-        zo,
-        probe,
-        params,
-        probe_key,
-        selection=selection,
-        has_aux=False,
-        weight_mask=weight_mask,
-        weight_mask_counts=weight_mask_counts,
-        prior=state.prior,
-      )
+      g = inputs.ascent("zeroth_order", zo, probe_key, prior=state.prior)
       losses0 = mean_loss(params, batch)[1][0] if gamma < 1.0 else None
 
     leaves, treedef = jax.tree.flatten(params)
     joins = jax.random.bernoulli(swp_key, beta, (len(leaves),))
     swp = jax.tree.unflatten(treedef, [joins[i] for i in range(len(leaves))])
-    eps = perturb.perturbation(
-      params,
-      g,
-      rho=rho / beta,
-      selection=selection,
-      weight_mask=weight_mask,
-      perturbation_mask=swp,
-    )
-    adv = trees.add(params, eps)
+    adv = trees.add(params, inputs.perturbation(g, rho=rho / beta, perturbation_mask=swp))
     chosen = batch
     if gamma < 1.0:
       size = {x.shape[0] for x in jax.tree.leaves(batch)}
@@ -442,16 +395,8 @@ def esam(
       _, idx = jax.lax.top_k(rise, keep)
       chosen = jax.tree.map(lambda x: x[idx], batch)
     (value, (_, aux)), grads = jax.value_and_grad(mean_loss, has_aux=True)(adv, chosen)
-    prior = perturb.next_prior(guidance, grads, selection=selection, weight_mask=weight_mask)
-    return grads, SharpnessAwareState(
-      optax.safe_increment(state.count),
-      key,
-      jnp.asarray(value, jnp.float32),
-      aux,
-      None,
-      prior,
-      gradient_slot.keep(state.gradient, grads),
-    )
+    out = (value, aux) if has_aux else value
+    return grads, inputs.advance(state, out, gradient=grads, key=key)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -534,57 +479,33 @@ def adaptive_zo_sam(
   perturb.check_guidance(guidance, "zeroth_order")
   validation.check_interval("noise_decay", noise_decay, 0.0, 1.0, low_open=False, high_open=True)
   validation.check_int("seed", seed)
+  # The probe loop always has max_directions steps; the state's num_directions of them run.
+  probe_options = dataclasses.replace(zo, num_directions=max_directions)
 
   def init_fn(params):
-    return AdaptiveZOSAMState(
-      count=jnp.zeros([], jnp.int32),
-      key=jax.random.PRNGKey(seed),
-      value=jnp.zeros([], jnp.float32),
-      aux=None,
+    return heads.new_state(
+      AdaptiveZOSAMState,
+      seed,
       num_directions=jnp.int32(min_directions),
       noise=jnp.zeros([], jnp.float32),
       prior=perturb.initial_prior(params, guidance),
     )
 
-  def update_fn(
-    updates,
-    state,
-    params=None,
-    *,
-    loss_fn=None,
-    weight_mask=None,
-    weight_mask_counts=None,
-    probe_loss_fn=None,
-    **extra,
-  ):
-    del updates, extra
-    losses.require_loss_fn("adaptive_zo_sam", loss_fn, params)
-    selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+  def step(state, inputs):
     key, probe_key = jax.random.split(state.key)
     g_hat, info = estimators.dynamic_estimate(
-      losses.probe_loss(loss_fn, probe_loss_fn),
-      params,
+      losses.probe_loss(inputs.loss_fn, inputs.probe_loss_fn),
+      inputs.params,
       probe_key,
-      max_directions=max_directions,
+      probe_options,
       num_active=state.num_directions,
-      smoothing=zo.smoothing,
-      distribution=zo.distribution,
-      weight_mask=weight_mask,
-      weight_mask_counts=weight_mask_counts,
-      selection=selection,
-      has_aux=has_aux,
-      prior=None if guidance is None else state.prior,
+      weight_mask=inputs.weight_mask,
+      weight_mask_counts=inputs.weight_mask_counts,
+      selection=inputs.selection,
+      has_aux=inputs.has_aux,
+      prior=state.prior,
     )
-    out, grads = perturb.value_and_grad_at_perturbed(
-      loss_fn,
-      params,
-      g_hat,
-      has_aux=has_aux,
-      rho=rho,
-      selection=selection,
-      weight_mask=weight_mask,
-    )
-    value, aux = losses.split_value_aux(out, has_aux)
+    out, grads = inputs.exact_pass(g_hat, rho=rho)
 
     m = state.num_directions.astype(jnp.float32)
     noise_power = jnp.sum(info.second_differences**2) / m / 3.0
@@ -594,16 +515,21 @@ def adaptive_zo_sam(
     m_next = jnp.clip(
       jnp.round(min_directions * (1.0 + noise)), min_directions, max_directions
     ).astype(jnp.int32)
-    prior = perturb.next_prior(guidance, grads, selection=selection, weight_mask=weight_mask)
-    return grads, AdaptiveZOSAMState(
-      optax.safe_increment(state.count),
-      key,
-      value,
-      aux,
-      m_next,
-      noise,
-      prior,
-      gradient_slot.keep(state.gradient, grads),
+    return grads, inputs.advance(
+      state,
+      out,
+      gradient=grads,
+      key=key,
+      num_directions=m_next,
+      noise=noise,
     )
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return heads.transform(
+    init_fn,
+    step,
+    name="adaptive_zo_sam",
+    perturb_leaves=perturb_leaves,
+    probes=True,
+    has_aux=has_aux,
+    guidance=guidance,
+  )

@@ -219,17 +219,15 @@ def rge_dynamic(
   probes are (see :class:`ProbeInfo`). Probes one direction at a time. ``prior`` as in
   :func:`rge` (direction 0 along it, the others orthogonal to it).
   """
-  ZerothOrderOptions(max_directions, smoothing, distribution)  # validates, names the field
+  options = ZerothOrderOptions(max_directions, smoothing, distribution)  # validates the fields
   selection = _checked_flat_inputs(params, weight_mask, perturb_leaves)
   validation.check_mask_like("prior", prior, params)
   return dynamic_estimate(
     loss_fn,
     params,
     key,
-    max_directions=max_directions,
+    options,
     num_active=num_active,
-    smoothing=smoothing,
-    distribution=distribution,
     weight_mask=weight_mask,
     weight_mask_counts=weight_mask_counts,
     selection=selection,
@@ -239,31 +237,27 @@ def rge_dynamic(
 
 
 def dynamic_estimate(
-  loss_fn,
-  params,
-  key,
+  loss_fn: LossFn,
+  params: PyTree,
+  key: jax.Array,
+  options: ZerothOrderOptions,
   *,
-  max_directions,
-  num_active,
-  smoothing,
-  distribution,
-  weight_mask,
-  weight_mask_counts,
-  selection,
-  has_aux,
-  prior=None,
+  num_active: jax.Array,
+  weight_mask: PyTree | None,
+  weight_mask_counts: PyTree | None,
+  selection: list[bool],
+  has_aux: bool,
+  prior: PyTree | None = None,
 ) -> tuple[PyTree, ProbeInfo]:
-  """:func:`rge_dynamic` without the checks (heads call it with checked inputs); ``prior`` as in
-  :func:`rge`."""
+  """:func:`rge_dynamic` without the checks (heads call it with checked inputs), at most
+  ``options.num_directions`` directions; ``prior`` as in :func:`rge`."""
   flat = trees.flatten(params, weight_mask, selection, weight_mask_counts)
   total, coefficients, second = probing.probe_dynamic(
     losses.scalar_loss(loss_fn, has_aux),
     flat,
     key,
-    max_directions=max_directions,
+    options,
     num_active=num_active,
-    smoothing=smoothing,
-    distribution=distribution,
     prior=None if prior is None else probing.guide(flat, prior),
   )
   count = jnp.maximum(num_active, 1).astype(jnp.float32)

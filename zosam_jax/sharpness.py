@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import optax
 
 from zosam_jax import perturbation_masks as pmasks
-from zosam_jax._src import gradient_slot, groups, implicit, losses, options, validation
+from zosam_jax._src import groups, heads, implicit, losses, options, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
 
@@ -114,26 +114,14 @@ def _sam_family_gradient(
   validation.check_mask_like("weight_mask", weight_mask, params)
   validation.check_mask_like("perturbation_mask", perturbation_mask, params)
   selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
-  ascent = perturb.ascent_direction(
-    kind,
-    zo,
-    losses.probe_loss(loss_fn, probe_loss_fn),
-    params,
-    key,
-    selection=selection,
-    has_aux=has_aux,
-    weight_mask=weight_mask,
+  inputs = heads.StepInputs(
+    params, loss_fn, selection, weight_mask, probe_loss_fn=probe_loss_fn, has_aux=has_aux
   )
-  return perturb.value_and_grad_at_perturbed(
-    loss_fn,
-    params,
-    ascent,
-    has_aux=has_aux,
+  return inputs.exact_pass(
+    inputs.ascent(kind, zo, key),
     rho=rho,
-    selection=selection,
     adaptive=adaptive,
     adaptive_eta=adaptive_eta,
-    weight_mask=weight_mask,
     perturbation_mask=perturbation_mask,
   )
 
@@ -275,13 +263,7 @@ class SharpnessAwareState(NamedTuple):
 def init_state(seed: int, perturbation_mask: Any = None) -> SharpnessAwareState:
   """A fresh :class:`SharpnessAwareState` (shared by the heads of ``efficient_sam``)."""
   validation.check_int("seed", seed)
-  return SharpnessAwareState(
-    count=jnp.zeros([], jnp.int32),
-    key=jax.random.PRNGKey(seed),
-    value=jnp.zeros([], jnp.float32),
-    aux=None,
-    perturbation_mask=perturbation_mask,
-  )
+  return heads.new_state(SharpnessAwareState, seed, perturbation_mask=perturbation_mask)
 
 
 def _selected_shapes(params, selection):
@@ -454,46 +436,20 @@ def sharpness_aware(
       key=key, perturbation_mask=mask, prior=perturb.initial_prior(params, guidance)
     )
 
-  def update_fn(
-    updates,
-    state,
-    params=None,
-    *,
-    loss_fn=None,
-    weight_mask=None,
-    weight_mask_counts=None,
-    probe_loss_fn=None,
-    **extra,
-  ):
-    del updates
-    losses.require_loss_fn("SAM-family heads", loss_fn, params)
-    if ascent != "zeroth_order":
-      losses.refuse_probe_loss_fn(f"a head with ascent={ascent!r}", probe_loss_fn)
-    validation.check_mask_like("weight_mask", weight_mask, params)
-    selection = validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
+  def step(state, inputs):
     key, step_key = jax.random.split(state.key)
     probe_key, mask_key = jax.random.split(step_key)
     implicit_form = mask_spec is not None and mask_spec.form == "implicit"
 
     def dense_ascent():
-      return perturb.ascent_direction(
-        ascent,
-        zo,
-        losses.probe_loss(loss_fn, probe_loss_fn),
-        params,
-        probe_key,
-        selection=selection,
-        has_aux=has_aux,
-        weight_mask=weight_mask,
-        weight_mask_counts=weight_mask_counts,
-        prior=None if guidance is None else state.prior,
-      )
+      return inputs.ascent(ascent, zo, probe_key, prior=state.prior)
 
     # The implicit form refreshes the mask first, then differentiates on it; SSAM-D's refresh then
     # takes its own dense gradient (on refresh steps only).
     ascent_dir = None if implicit_form else dense_ascent()
     mask = state.perturbation_mask
     if mask_spec is not None:
+      extra = inputs.extra
       if mask_spec.method == "fisher" and (
         extra.get("per_example_loss_fn") is None or extra.get("batch") is None
       ):
@@ -501,48 +457,48 @@ def sharpness_aware(
           "sparse_sam(mask_method='fisher') needs the extra arguments per_example_loss_fn= "
           "(params, batch) -> per-example losses [B], and batch= (leading example axis)."
         )
-      parts = _mask_parts(mask, selection)
+      parts = _mask_parts(mask, inputs.selection)
       refresh = lambda: _refresh_mask(  # noqa: E731
         mask_spec,
         parts,
         step=state.count,
         key=mask_key,
-        params=params,
+        params=inputs.params,
         ascent_fn=dense_ascent if implicit_form else lambda: ascent_dir,
-        selection=selection,
+        selection=inputs.selection,
         extra=extra,
       )
       parts = jax.lax.cond(state.count % mask_spec.update_every == 0, refresh, lambda: parts)
-      mask = _mask_tree(params, selection, parts)
+      mask = _mask_tree(inputs.params, inputs.selection, parts)
     if implicit_form:
-      ascent_dir = _implicit_ascent(loss_fn, params, mask, selection, mask_spec, has_aux)
+      ascent_dir = _implicit_ascent(
+        inputs.loss_fn, inputs.params, mask, inputs.selection, mask_spec, has_aux
+      )
 
-    out, grads = perturb.value_and_grad_at_perturbed(
-      loss_fn,
-      params,
+    out, grads = inputs.exact_pass(
       ascent_dir,
-      has_aux=has_aux,
       rho=rho,
-      selection=selection,
       adaptive=adaptive,
       adaptive_eta=adaptive_eta,
-      weight_mask=weight_mask,
       perturbation_mask=mask,
     )
-    value, aux = losses.split_value_aux(out, has_aux)
-    prior = perturb.next_prior(guidance, grads, selection=selection, weight_mask=weight_mask)
-    new_state = SharpnessAwareState(
-      optax.safe_increment(state.count),
-      key,
-      value,
-      aux,
-      mask,
-      prior,
-      gradient_slot.keep(state.gradient, grads),
+    return grads, inputs.advance(
+      state,
+      out,
+      gradient=grads,
+      key=key,
+      perturbation_mask=mask,
     )
-    return grads, new_state
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return heads.transform(
+    init_fn,
+    step,
+    name=f"sharpness_aware(ascent={ascent!r})",
+    perturb_leaves=perturb_leaves,
+    probes=ascent == "zeroth_order",
+    has_aux=has_aux,
+    guidance=guidance,
+  )
 
 
 def exact_gradient(*, has_aux: bool = False) -> optax.GradientTransformationExtraArgs:
@@ -556,20 +512,13 @@ def exact_gradient(*, has_aux: bool = False) -> optax.GradientTransformationExtr
     del params
     return init_state(0)
 
-  def update_fn(updates, state, params=None, *, loss_fn=None, **extra):
-    del updates
-    losses.require_loss_fn("exact_gradient", loss_fn, params)
-    losses.refuse_probe_loss_fn("exact_gradient", extra.get("probe_loss_fn"))
-    out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
-    value, aux = losses.split_value_aux(out, has_aux)
-    return grads, state._replace(
-      count=optax.safe_increment(state.count),
-      value=value,
-      aux=aux,
-      gradient=gradient_slot.keep(state.gradient, grads),
-    )
+  def step(state, inputs):
+    out, grads = jax.value_and_grad(inputs.loss_fn, has_aux=has_aux)(inputs.params)
+    return grads, inputs.advance(state, out, gradient=grads)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return heads.transform(
+    init_fn, step, name="exact_gradient", perturb_leaves=None, probes=False, has_aux=has_aux
+  )
 
 
 def sam(

@@ -11,18 +11,20 @@ PY=${PYTHON:-.venv/bin/python}
 W=${1:-workdirs}
 KEEP=(--config.checkpoint_every_steps=390 --config.keep_checkpoints=8)
 study() { $PY -m experiments.study "experiments/studies/$1.py" --workdirs "$W" "${@:2}"; }
+# The T1 cells of each sparsity group given in turn, seed by seed.
+t1_groups() {
+  for group in "$@"; do
+    for s in 0 1 2; do study t1_accuracy --cells "${group}-*-s${s}-*" "${KEEP[@]}"; done
+  done
+}
 
 study rho_tuning
 study rho_tuning_low
-for group in rigl-0.9 rigl-0.98; do
-  for s in 0 1 2; do study t1_accuracy --cells "${group}-*-s${s}-*" "${KEEP[@]}"; done
-done
+t1_groups rigl-0.9 rigl-0.98
 study t1_small_rho
 study t5_t7_final
 study t7_guided
-for group in mest-0.9 mest-0.98; do
-  for s in 0 1 2; do study t1_accuracy --cells "${group}-*-s${s}-*" "${KEEP[@]}"; done
-done
+t1_groups mest-0.9 mest-0.98
 study t4_variance
 study t2_methods
 study t3_convergence

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
@@ -21,6 +23,7 @@ needs_fashion_mnist = pytest.mark.skipif(
 )
 
 SUBSET = {"train": 512, "test": 256}
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def write_idx(path: str, array: np.ndarray) -> None:
@@ -77,21 +80,42 @@ def data_dir(tmp_path_factory, fmnist_subset_dir) -> str:
 
 
 def tiny_config(data_dir: str, source_dir: str, **overrides) -> ml_collections.ConfigDict:
-  """Small CNN, 512 real Fashion-MNIST images, batch 64 (8 steps/epoch), no progress bar."""
+  """Small CNN, 512 real Fashion-MNIST images, batch 64 (8 steps/epoch), no progress bar.
+
+  ``overrides``: more settings, nested fields joined by ``__`` (``optimizer__name="sam"``).
+  """
+  settings = {
+    "dataset__data_dir": data_dir,
+    "dataset__source_dir": source_dir,
+    "model__name": "cnn",
+    "batch_size": 64,
+    "eval_batch_size": 128,
+    "num_epochs": 1,
+    "log_every_steps": 4,
+    "checkpoint_every_steps": 3,
+    "progress_bar": False,
+    **overrides,
+  }
   config = default.get_config()
-  config.dataset.data_dir = data_dir
-  config.dataset.source_dir = source_dir
-  config.model.name = "cnn"
-  config.batch_size = 64
-  config.eval_batch_size = 128
-  config.num_epochs = 1
-  config.log_every_steps = 4
-  config.checkpoint_every_steps = 3
-  config.progress_bar = False
-  for key, value in overrides.items():
+  for key, value in settings.items():
     node = config
     *parents, leaf = key.split("__")
     for part in parents:
       node = node[part]
     node[leaf] = value
   return config
+
+
+def cli_error(module: str, *args: str, env: dict | None = None, timeout: int = 300) -> list[str]:
+  """Runs ``python -m module args`` in a fresh process, which must exit with status 2 (a usage
+  error, before any compile); returns the lines it wrote to stderr."""
+  proc = subprocess.run(
+    [sys.executable, "-m", module, *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env={**(os.environ if env is None else env), "PYTHONPATH": REPO},
+  )
+  assert proc.returncode == 2, proc.stdout + proc.stderr
+  return proc.stderr.strip().splitlines()

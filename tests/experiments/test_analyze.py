@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,9 +13,8 @@ import optax
 import pytest
 
 from experiments import analyze, train
-from tests.experiments.conftest import tiny_config
+from tests.experiments.conftest import cli_error, tiny_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PNG = b"\x89PNG\r\n\x1a\n"
 SMALL = [
   "--examples", "128", "--iterations", "8", "--trace-samples", "4", "--batches", "3",
@@ -313,15 +310,7 @@ def test_bad_workdirs_fail_before_compiling(tmp_path, capsys, runs, no_compile):
 
 
 def test_cli_exit_status_in_a_fresh_process(tmp_path):
-  proc = subprocess.run(
-    [sys.executable, "-m", "experiments.analyze", str(tmp_path / "missing")],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    env={**os.environ, "PYTHONPATH": REPO},
-  )
-  assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines() == [
-    f"error: workdir {tmp_path / 'missing'} does not exist"
+  missing = tmp_path / "missing"
+  assert cli_error("experiments.analyze", str(missing)) == [
+    f"error: workdir {missing} does not exist"
   ]

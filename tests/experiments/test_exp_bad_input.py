@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 
 import jax
 import pytest
 
 from experiments import main as cli
 from experiments import optimizers, train
-from tests.experiments.conftest import tiny_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.experiments.conftest import cli_error, tiny_config
 
 
 @pytest.fixture
@@ -244,22 +240,8 @@ def test_existing_workdir_needs_resume_and_same_config(
 
 
 def test_cli_exit_status_in_a_fresh_process(tmp_path):
-  proc = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.main",
-      f"--workdir={tmp_path / 'w'}",
-      "--config.optimizer.name=adam",
-    ],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    env={**os.environ, "PYTHONPATH": REPO},
-  )
-  assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines() == [
+  workdir = tmp_path / "w"
+  assert cli_error("experiments.main", f"--workdir={workdir}", "--config.optimizer.name=adam") == [
     "error: unknown optimizer 'adam'; valid: " + ", ".join(optimizers.HEADS)
   ]
   assert not (tmp_path / "w").exists()

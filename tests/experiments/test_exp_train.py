@@ -14,9 +14,7 @@ import pytest
 
 from experiments import train
 from experiments.workdir import Checkpoints
-from tests.experiments.conftest import SUBSET, tiny_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.experiments.conftest import REPO, SUBSET, cli_error, tiny_config
 
 
 def _without_timing(records):
@@ -87,21 +85,28 @@ def test_one_epoch_zo_sam_with_rigl(rigl_run):
   assert 0.05 < density < 0.15  # 90% sparse over the prunable kernels.
 
 
-@pytest.mark.slow
-def test_one_epoch_zo_sam_with_rigl_2_4(tmp_path, data_dir, fmnist_subset_dir):
-  # 2:4 on every kernel but the stem (one input channel: no block of 4 along its input axis).
+def _rigl_pattern_run(tmp_path, data_dir, source_dir, pattern, min_accuracy=0.3, **overrides):
+  """A checked one-epoch ZO-SAM + RigL run with ``pattern`` at 50% sparsity; its params."""
   workdir, result = _run(
     tmp_path,
     data_dir,
-    fmnist_subset_dir,
+    source_dir,
     "w",
-    sparse__pattern="n:m",
+    sparse__pattern=pattern,
     sparse__sparsity=0.5,
-    sparse__dense_layers="conv0",
+    **overrides,
     **RIGL,
   )
-  _check_run(workdir, result)
-  params = result["params"]
+  _check_run(workdir, result, min_accuracy)
+  return result["params"]
+
+
+@pytest.mark.slow
+def test_one_epoch_zo_sam_with_rigl_2_4(tmp_path, data_dir, fmnist_subset_dir):
+  # 2:4 on every kernel but the stem (one input channel: no block of 4 along its input axis).
+  params = _rigl_pattern_run(
+    tmp_path, data_dir, fmnist_subset_dir, "n:m", sparse__dense_layers="conv0"
+  )
   for name in ("conv1", "fc0", "head"):
     kernel = np.asarray(params[name]["kernel"])
     moved = np.moveaxis(kernel, kernel.ndim - 2, -1)
@@ -112,20 +117,17 @@ def test_one_epoch_zo_sam_with_rigl_2_4(tmp_path, data_dir, fmnist_subset_dir):
 
 @pytest.mark.slow
 def test_one_epoch_zo_sam_with_rigl_channels(tmp_path, data_dir, fmnist_subset_dir):
-  workdir, result = _run(
+  params = _rigl_pattern_run(
     tmp_path,
     data_dir,
     fmnist_subset_dir,
-    "w",
-    sparse__pattern="channel",
-    sparse__sparsity=0.5,
+    "channel",
+    min_accuracy=0.2,
     sparse__sparsity_distribution="uniform",  # ERK would keep the small stem dense
     sparse__dense_layers="head",
-    **RIGL,
   )
-  _check_run(workdir, result, min_accuracy=0.2)
   for name in ("conv0", "conv1", "fc0"):
-    kernel = np.asarray(result["params"][name]["kernel"])
+    kernel = np.asarray(params[name]["kernel"])
     alive = (kernel != 0).reshape(-1, kernel.shape[-1]).any(0)
     assert alive.sum() <= round(0.5 * kernel.shape[-1]), name  # whole channels pruned
 
@@ -210,22 +212,8 @@ def test_four_devices_match_one_device(tmp_path, data_dir, fmnist_subset_dir, zo
   for a, b in zip(jax.tree.leaves(ref["params"])[:2], out["first_leaves"], strict=True):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-4)
   # The same 4 devices refuse a batch they cannot split evenly, before compiling.
-  proc = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.main",
-      f"--workdir={tmp_path / 'bad'}",
-      "--config.batch_size=66",
-    ],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines() == [
+  bad = tmp_path / "bad"
+  assert cli_error("experiments.main", f"--workdir={bad}", "--config.batch_size=66", env=env) == [
     "error: batch_size 66 is not divisible by the 4 devices; use a multiple of 4"
   ]
   assert not os.path.exists(tmp_path / "bad")

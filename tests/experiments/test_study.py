@@ -18,8 +18,8 @@ import time
 import pytest
 
 from experiments import study
+from tests.experiments.conftest import REPO, cli_error
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = "experiments/configs/default.py"
 
 
@@ -736,15 +736,10 @@ def test_bad_command_line_exits_2(tmp_path, capsys, args, expected):
 
 
 def test_missing_study_file_from_the_command_line(tmp_path):
-  result = subprocess.run(
-    [sys.executable, "-m", "experiments.study", str(tmp_path / "none.py")],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=60,
-  )
-  assert result.returncode == 2
-  assert result.stderr.strip() == f"error: study config {tmp_path / 'none.py'} does not exist"
+  missing = tmp_path / "none.py"
+  assert cli_error("experiments.study", str(missing), timeout=60) == [
+    f"error: study config {missing} does not exist"
+  ]
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -83,6 +83,16 @@ def _check_layout(mask, params, kw, *, per_leaf_channels=None, total_channels=No
       assert sum(kept) == total_channels
 
 
+def _dynamic_sgd(name, params, learning_rate, **kw):
+  """Dynamic method ``name`` (uniform layout, constant drop fraction 0.5) around SGD with
+  momentum, and its initial state."""
+  method = sparse.get_method(
+    name, sparsity_distribution="uniform", drop_fraction=0.5, drop_schedule="constant", **kw
+  )
+  tx = method.wrap(optax.sgd(learning_rate, momentum=0.9), params)
+  return tx, tx.init(params)
+
+
 def _uniform_channels(sparsity):
   return [int(round((1 - sparsity) * 8)), int(round((1 - sparsity) * 4))]
 
@@ -93,18 +103,8 @@ def test_dynamic_methods_keep_exact_group_counts_after_every_step(name, kind, kw
   x, y = _data()
   loss_fn = _loss_fn(x, y)
   params = _cnn_params(jax.random.PRNGKey(0))
-  method = sparse.get_method(
-    name,
-    sparsity_distribution="uniform",
-    update_every=2,
-    end_step=16,
-    drop_fraction=0.5,
-    drop_schedule="constant",
-    **(dict(threshold_init=0.05) if name == "dsr" else {}),  # so that DSR prunes early on
-    **kw,
-  )
-  tx = method.wrap(optax.sgd(0.2, momentum=0.9), params)
-  state = tx.init(params)
+  dsr = dict(threshold_init=0.05) if name == "dsr" else {}  # so that DSR prunes early on
+  tx, state = _dynamic_sgd(name, params, 0.2, update_every=2, end_step=16, **dsr, **kw)
 
   @jax.jit
   def step(p, s):
@@ -223,16 +223,7 @@ def test_grown_groups_start_at_zero_with_reset_moments(kind, kw):
   x, y = _data()
   loss_fn = _loss_fn(x, y)
   params = _cnn_params(jax.random.PRNGKey(0))
-  method = sparse.rigl(
-    sparsity_distribution="uniform",
-    update_every=3,
-    end_step=3,
-    drop_fraction=0.5,
-    drop_schedule="constant",
-    **kw,
-  )
-  tx = method.wrap(optax.sgd(0.1, momentum=0.9), params)
-  state = tx.init(params)
+  tx, state = _dynamic_sgd("rigl", params, 0.1, update_every=3, end_step=3, **kw)
   step = jax.jit(lambda p, s: tx.update(jax.grad(loss_fn)(p), s, p, loss_fn=loss_fn))
   for _ in range(3):  # steps 0-2: no mask update, momentum builds up on active weights
     u, state = step(params, state)

@@ -1,5 +1,5 @@
-"""SAM's perturbation and the one exact pass at ``theta + eps`` that every SAM-family step ends
-with; and the ascent directions the perturbation can be built from."""
+"""SAM's perturbation, and the ascent directions it can be built from (the exact pass at
+``theta + eps`` that every SAM-family step ends with is ``heads.StepInputs.exact_pass``)."""
 
 from __future__ import annotations
 
@@ -116,14 +116,6 @@ def perturbation(
       e = e * jnp.asarray(m_leaves[i], jnp.float32)
     out.append(e)
   return jax.tree.unflatten(treedef, out)
-
-
-def value_and_grad_at_perturbed(
-  loss_fn: Callable, params: PyTree, ascent: PyTree, *, has_aux: bool, **perturbation_kwargs
-):
-  """The one exact forward-backward of a SAM-family step, at ``theta + eps(ascent)``."""
-  eps = perturbation(params, ascent, **perturbation_kwargs)
-  return jax.value_and_grad(loss_fn, has_aux=has_aux)(trees.add(params, eps))
 
 
 def ascent_direction(

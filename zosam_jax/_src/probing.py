@@ -240,20 +240,24 @@ def probe_dynamic(
   loss: Loss,
   flat: trees.Flat,
   key: jax.Array,
+  options: ZerothOrderOptions,
   *,
-  max_directions: int,
   num_active: jax.Array,
-  smoothing: float,
-  distribution: str,
   prior: Guide | None = None,
 ):
-  """Central probes of the first ``num_active`` (traced) of ``max_directions`` directions.
+  """Central probes of the first ``num_active`` (traced) of ``options.num_directions`` directions
+  (the most; ``options.smoothing`` and ``options.distribution`` as in :func:`probe`).
 
   The loop has the fixed length ``max_directions`` (a changing count never retraces); directions
   ``i >= num_active`` are skipped by ``lax.cond``. One extra forward at ``theta`` gives each
   direction's second difference. With ``prior``, directions as in :func:`probe`. Returns
   ``(total, coefficients, second_differences)``.
   """
+  max_directions, smoothing, distribution = (
+    options.num_directions,
+    options.smoothing,
+    options.distribution,
+  )
   base = loss(trees.unflatten(flat))
   keys = jax.random.split(key, max_directions)
 

@@ -448,21 +448,9 @@ class DSR(DynamicMethod):
     return kept, n_grow, new_threshold.astype(jnp.float32)
 
 
-def set_(sparsity: float | None = None, **kwargs: Any) -> SET:
-  """SET (``"set"`` in the registry). See :class:`SET` and :class:`DynamicMethod`."""
-  return SET(sparsity=sparsity, **kwargs)
-
-
-def rigl(sparsity: float | None = None, **kwargs: Any) -> RigL:
-  """RigL. See :class:`RigL` and :class:`DynamicMethod`."""
-  return RigL(sparsity=sparsity, **kwargs)
-
-
-def mest(sparsity: float | None = None, **kwargs: Any) -> MEST:
-  """MEST. See :class:`MEST` and :class:`DynamicMethod`."""
-  return MEST(sparsity=sparsity, **kwargs)
-
-
-def dsr(sparsity: float | None = None, **kwargs: Any) -> DSR:
-  """DSR. See :class:`DSR` and :class:`DynamicMethod`."""
-  return DSR(sparsity=sparsity, **kwargs)
+# Lowercase factories, optax style: the classes themselves (``sparsity`` is their first field),
+# e.g. ``rigl(0.9, update_every=100, end_step=30_000)``. ``set_``: ``"set"`` in the registry.
+set_ = SET
+rigl = RigL
+mest = MEST
+dsr = DSR

@@ -275,16 +275,7 @@ class LTH(_Static):
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params_k, mask)
 
 
-def snip(sparsity: float | None = None, **kwargs: Any) -> SNIP:
-  """SNIP. See :class:`SNIP`."""
-  return SNIP(sparsity=sparsity, **kwargs)
-
-
-def grasp(sparsity: float | None = None, **kwargs: Any) -> GraSP:
-  """GraSP. See :class:`GraSP`."""
-  return GraSP(sparsity=sparsity, **kwargs)
-
-
-def lth(sparsity: float | None = None, **kwargs: Any) -> LTH:
-  """LTH. See :class:`LTH`."""
-  return LTH(sparsity=sparsity, **kwargs)
+# Lowercase factories, optax style: the classes themselves (``sparsity`` is their first field).
+snip = SNIP
+grasp = GraSP
+lth = LTH
