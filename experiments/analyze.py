@@ -145,6 +145,7 @@ def check_workdir(workdir: str, step: int | None) -> Run:
       config = ml_collections.ConfigDict(json.load(f))
   except (OSError, ValueError) as e:
     raise UsageError(f"cannot read {path}: {e}") from None
+  config = workdir_lib.with_defaults(config)  # Fields added since the run was written.
   checks.validate_config(config)
   steps = workdir_lib.checkpoint_steps(workdir)
   if not steps:
@@ -397,7 +398,10 @@ class Analysis:
     )
     ckpt = workdir_lib.Checkpoints(run.workdir, config)
     try:
-      self.state = ckpt.restore(state, step=run.step)
+      try:
+        self.state = ckpt.restore(state, step=run.step)
+      except Exception:  # Another optimizer-state layout: the weights are all an analysis reads.
+        self.state = ckpt.restore_weights(state, run.step)
     except Exception as e:  # Orbax raises several types for a checkpoint that does not fit.
       raise UsageError(
         f"cannot restore step {run.step} of {run.workdir} into the model its config builds "

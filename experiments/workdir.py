@@ -8,6 +8,7 @@ state and the training data's position) and, with ``config.tensorboard``, ``tens
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from typing import Any
@@ -197,6 +198,36 @@ class Checkpoints:
       return self._ocp.CheckpointManager(self.path, options=self._options).restore(step, args=args)
     return self.manager.restore(step, args=self._ocp.args.Composite(state=args))["state"]
 
+  def restore_raw(self, step: int) -> Any:
+    """The train state of ``step`` as saved (nested dicts of arrays), whatever today's layout."""
+    args = self._ocp.args.StandardRestore()
+    if self._unnamed(step):
+      return self._ocp.CheckpointManager(self.path, options=self._options).restore(step, args=args)
+    return self.manager.restore(step, args=self._ocp.args.Composite(state=args))["state"]
+
+  def restore_weights(self, state: Any, step: int) -> Any:
+    """``state`` with the parameters, BatchNorm statistics and sparse ``weight_mask`` of ``step``
+    and everything else as given: reads a checkpoint whose optimizer state has another layout
+    (an earlier version of a head), for what only needs the weights (``experiments.analyze``)."""
+    import jax
+    import numpy as np
+    import optax
+
+    raw = self.restore_raw(step)
+
+    def put(like: Any, saved: Any) -> Any:
+      return jax.tree.map(
+        lambda a, x: jax.device_put(np.asarray(x, a.dtype), a.sharding), like, saved
+      )
+
+    out = {**state, "params": put(state["params"], raw["params"])}
+    out["batch_stats"] = put(state["batch_stats"], raw["batch_stats"])
+    mask = optax.tree_utils.tree_get(state["opt_state"], "weight_mask")
+    if mask is not None:
+      saved = put(mask, optax.tree_utils.tree_get(raw["opt_state"], "weight_mask"))
+      out["opt_state"] = optax.tree_utils.tree_set(state["opt_state"], weight_mask=saved)
+    return out
+
   def restore_data(self, step: int) -> dict[str, Any] | None:
     """The data position saved at ``step``; None for a checkpoint without one."""
     if self._unnamed(step):
@@ -213,3 +244,22 @@ class Checkpoints:
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
+
+
+def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A saved config with the fields added to ``configs/default.py`` since it was written filled
+  in at their defaults (which keep earlier behaviour), so older workdirs stay readable."""
+  from experiments.configs import default
+
+  def fill(saved: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> None:
+    for key, value in defaults.items():
+      if key not in saved:
+        saved[key] = copy.deepcopy(value)
+      elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+        saved[key], ml_collections.ConfigDict
+      ):
+        fill(saved[key], value)
+
+  config = ml_collections.ConfigDict(config.to_dict())
+  fill(config, default.get_config())
+  return config
