@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+from tests.conftest import xla_flags
+
 SCRIPT = textwrap.dedent(
   """
   import jax, jax.numpy as jnp, numpy as np, optax
@@ -53,7 +55,9 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sharded_update_equals_single_device_update():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  env = dict(
+    os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"), JAX_PLATFORMS="cpu"
+  )
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
   result = subprocess.run(

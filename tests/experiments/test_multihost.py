@@ -21,6 +21,7 @@ import pytest
 from experiments import main as cli
 from experiments import train
 from experiments.workdir import checkpoint_steps
+from tests.conftest import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT_S = 420  # For a whole launch; a hung process must not hang CI.
@@ -58,9 +59,9 @@ def _flags(data_dir: str, source_dir: str, workdir: str, method: dict = ZO_SAM_R
 
 
 def _env(devices: int) -> dict[str, str]:
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COORDINATOR", "XLA_FLAGS"))}
+  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COORDINATOR")}
   env.update(
-    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}"),
     JAX_PLATFORMS="cpu",
     JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",  # jax's default; explicit for older versions.
     PYTHONPATH=REPO,

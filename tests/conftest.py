@@ -1,0 +1,25 @@
+"""Settings of every test session: pytest imports this before any test module, so before JAX
+starts a backend (XLA reads ``XLA_FLAGS`` then)."""
+
+from __future__ import annotations
+
+import os
+
+# The tests compile hundreds of small programs and run each for milliseconds, so most of their
+# CPU time is XLA:CPU's LLVM code generation. At LLVM optimisation level 0 that costs 25-60% less
+# per test file (docs/testing.md). XLA's own (HLO) passes -- fusion, layouts, buffer assignment --
+# still run, so what is computed is the same; values may differ from the default level's in
+# float32 rounding (1e-6 after 20 SAM/ZO-SAM steps of a small CNN), which the tests' comparisons
+# of two computations tolerate. A level set in XLA_FLAGS is kept: XLA_FLAGS=
+# --xla_backend_optimization_level=3 (XLA's default) runs the tests as programs normally compile.
+OPT_LEVEL_FLAG = "--xla_backend_optimization_level=0"
+
+
+def xla_flags(*extra: str) -> str:
+  """``XLA_FLAGS`` for a subprocess of a test: this session's flags, then ``extra`` (XLA takes
+  the last value of a flag given twice)."""
+  return " ".join([os.environ.get("XLA_FLAGS", ""), *extra]).strip()
+
+
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = xla_flags(OPT_LEVEL_FLAG)
