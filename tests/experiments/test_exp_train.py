@@ -14,6 +14,7 @@ import pytest
 
 from experiments import train
 from experiments.workdir import Checkpoints
+from tests.conftest import xla_flags
 from tests.experiments.conftest import REPO, SUBSET, cli_error, tiny_config
 
 
@@ -177,12 +178,16 @@ def test_same_seed_same_metrics(tmp_path, data_dir, fmnist_subset_dir, zo_sam_ru
   )
 
 
+# Slow: in the default suite test_multihost runs the trainer on 4 devices (one process) against
+# 2 processes, test_data_parallel checks a sharded step against a single-device one, and
+# test_exp_bad_input the refusal of a batch the devices cannot split.
+@pytest.mark.slow
 def test_four_devices_match_one_device(tmp_path, data_dir, fmnist_subset_dir, zo_sam_run):
   ref_dir, ref = zo_sam_run
   workdir = str(tmp_path / "four")
   env = {
     **os.environ,
-    "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4"),
     "JAX_PLATFORMS": "cpu",
     "PYTHONPATH": REPO,
   }
