@@ -355,7 +355,13 @@ DECREASE = {  # name: (lr, scheme, {d: max f(x_100) / f(x_0)})
 }
 
 
-@pytest.mark.parametrize("d", synthetic.DIMENSIONS)
+# The default suite runs the smallest dimension (the same code at every d, only the bounds
+# differ); the larger ones run with -m slow.
+@pytest.mark.parametrize(
+  "d",
+  [synthetic.DIMENSIONS[0]]
+  + [pytest.param(d, marks=pytest.mark.slow) for d in synthetic.DIMENSIONS[1:]],
+)
 @pytest.mark.parametrize("name", synthetic.NAMES)
 def test_zosa_decreases_every_synthetic_function(name, d):
   p = synthetic.make_problem(name, d)
