@@ -283,7 +283,17 @@ SLOW_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name", ["mezo", "zo_sgd", "zosa"])
+# The trainer's path is the same for the three (the head sees loss values only); ZOSA, the one
+# with an ascent, runs in the default suite and MeZO and ZO-SGD with the other heads' one-epoch
+# runs (slow). tests/test_zosa.py tests each of them in the library.
+@pytest.mark.parametrize(
+  "name",
+  [
+    pytest.param("mezo", marks=pytest.mark.slow),
+    pytest.param("zo_sgd", marks=pytest.mark.slow),
+    "zosa",
+  ],
+)
 def test_fully_zeroth_order_training_from_the_trainer(tmp_path, data_dir, fmnist_subset_dir, name):
   """Black-box training is one flag: the head sees loss values only (state protocol: its value
   and aux feed the metrics like any head's)."""
