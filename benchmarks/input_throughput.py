@@ -238,7 +238,7 @@ def main() -> None:
   args = parser.parse_args()
   if min(args.workers) < 0 or min(args.batch_size, args.batches, args.rounds, args.pool) < 1:
     parser.error("--workers must be >= 0; --batch-size, --batches, --rounds, --pool >= 1")
-  from benchmarks.step_cost import device_line
+  from benchmarks.timing import device_line
 
   device = f"{device_line()} | {os.cpu_count()} CPU cores"
   print(device, flush=True)
