@@ -193,17 +193,17 @@ class Checkpoints:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
     )
     step = self.manager.latest_step() if step is None else step
-    args = self._ocp.args.StandardRestore(abstract)
+    return self._restore_state(step, self._ocp.args.StandardRestore(abstract))
+
+  def _restore_state(self, step: int, args: Any) -> Any:
+    """The ``state`` item of ``step`` (or the one unnamed item of the earlier layout)."""
     if self._unnamed(step):
       return self._ocp.CheckpointManager(self.path, options=self._options).restore(step, args=args)
     return self.manager.restore(step, args=self._ocp.args.Composite(state=args))["state"]
 
   def restore_raw(self, step: int) -> Any:
     """The train state of ``step`` as saved (nested dicts of arrays), whatever today's layout."""
-    args = self._ocp.args.StandardRestore()
-    if self._unnamed(step):
-      return self._ocp.CheckpointManager(self.path, options=self._options).restore(step, args=args)
-    return self.manager.restore(step, args=self._ocp.args.Composite(state=args))["state"]
+    return self._restore_state(step, self._ocp.args.StandardRestore())
 
   def restore_weights(self, state: Any, step: int) -> Any:
     """``state`` with the parameters, BatchNorm statistics and sparse ``weight_mask`` of ``step``
