@@ -1,7 +1,8 @@
 """The trainer's own config checks: names of datasets, models, heads and sparse methods, sizes.
 
 Values that belong to the library (radii, directions, sparsities, intervals) are checked by the
-library when the run builds its optimizer (``train.build``), with messages naming the argument.
+library when the run builds its optimizer (:func:`configure`, before any data is read), with
+messages naming the argument.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from experiments import input_pipeline, models, optimizers
@@ -139,3 +141,29 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
     size = input_pipeline.SPECS[config.dataset.name].image_shape[0]
     if size % config.model.patch_size:
       raise ConfigError(f"model.patch_size {config.model.patch_size} does not divide {size}")
+
+
+def configure(
+  config: ml_collections.ConfigDict, spec: input_pipeline.DatasetSpec, steps_per_epoch: int
+) -> tuple[Any, Any, Any]:
+  """``(model, chain, method)``: the model (not initialised), the optimizer chain and the sparse
+  method, with the library's values and the sparsity layouts checked against the model's kernel
+  shapes (``jax.eval_shape``: nothing is compiled or read).
+
+  Raises ``ConfigError`` for a value the library refuses (its message names the argument).
+  """
+  kwargs = {"patch_size": config.model.patch_size} if config.model.name.startswith("deit") else {}
+  model = models.create_model(
+    config.model.name, spec.num_classes, dtype=config.model.dtype, **kwargs
+  )
+  dummy = jnp.zeros((1, *spec.image_shape), jnp.float32)
+  try:
+    chain, method = optimizers.create_optimizer(config, steps_per_epoch)
+    shapes = jax.eval_shape(lambda k: model.init(k, dummy, train=False), jax.random.key(0))
+    optimizers.check_sparse_layout(config, method, shapes["params"])
+    optimizers.check_perturbation_layout(config, shapes["params"])
+  except ValueError as e:
+    raise ConfigError(
+      f"optimizer.name={config.optimizer.name}, sparse.method={config.sparse.method}: {e}"
+    ) from None
+  return model, chain, method

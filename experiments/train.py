@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from experiments import input_pipeline, metrics, models, multihost, optimizers, steps
-from experiments.checks import validate_config
+from experiments.checks import configure, validate_config
 from experiments.errors import ConfigError
 from experiments.evaluation import evaluate, evaluate_corrupted, to_global
 from experiments.workdir import (
@@ -60,23 +60,10 @@ def build(
   """``(model, tx, state)``: the model initialised from ``config.seed`` (or to ``initial``, its
   variables ``{"params", "batch_stats"}``) and its optimizer.
 
-  Raises ``ConfigError`` for a value the library refuses (its message names the argument).
+  Raises ``ConfigError`` for a value the library refuses (see ``checks.configure``).
   """
-  kwargs = {"patch_size": config.model.patch_size} if config.model.name.startswith("deit") else {}
-  model = models.create_model(
-    config.model.name, spec.num_classes, dtype=config.model.dtype, **kwargs
-  )
+  model, chain, method = configure(config, spec, steps_per_epoch)
   dummy = jnp.zeros((1, *spec.image_shape), jnp.float32)
-  try:
-    chain, method = optimizers.create_optimizer(config, steps_per_epoch)
-    # The sparsity pattern against the model's kernels, from shapes only (nothing compiled).
-    shapes = jax.eval_shape(lambda k: model.init(k, dummy, train=False), jax.random.key(0))
-    optimizers.check_sparse_layout(config, method, shapes["params"])
-    optimizers.check_perturbation_layout(config, shapes["params"])
-  except ValueError as e:
-    raise ConfigError(
-      f"optimizer.name={config.optimizer.name}, sparse.method={config.sparse.method}: {e}"
-    ) from None
   variables = jax.jit(lambda k: model.init(k, dummy, train=False), out_shardings=sharding)(
     jax.random.key(config.seed)
   )
@@ -151,6 +138,9 @@ def train_run(
   """
   config = ml_collections.ConfigDict(config.to_dict())  # A private copy.
   validate_config(config)
+  # The library's checks before any data is read (ImageNet's loader takes minutes). The
+  # schedule's length changes none of them, so one step per epoch stands in for the real count.
+  configure(config, input_pipeline.SPECS[config.dataset.name], steps_per_epoch=1)
   has_ckpt = check_workdir(config, workdir, resume)
   # Every process has read the workdir before process 0 writes to it.
   multihost.barrier("check_workdir")

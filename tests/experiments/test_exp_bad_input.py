@@ -34,14 +34,12 @@ def _snapshot(path):
 
 
 @pytest.fixture
-def small_data(data_dir, fmnist_subset_dir):
-  """Flags pointing the run at the 512-image subset: a value the library refuses is found when
-  the run builds its optimizer, after the data is read, and reading the full dataset (70000
-  images) would cost seconds per case."""
-  return [
-    f"--config.dataset.data_dir={data_dir}",
-    f"--config.dataset.source_dir={fmnist_subset_dir}",
-  ]
+def no_data(tmp_path):
+  """Flags pointing the run at an empty folder: every refusal must come before any data is read
+  (a run that reads data here fails with a different message, that the data is missing)."""
+  empty = tmp_path / "no_data"
+  empty.mkdir()
+  return [f"--config.dataset.data_dir={empty}", f"--config.dataset.source_dir={empty}"]
 
 
 def _fails(capsys, argv, expected):
@@ -73,9 +71,9 @@ def _fails(capsys, argv, expected):
     ("sparse.sparsity_distribution=random", "sparsity_distribution must be one of"),
   ],
 )
-def test_bad_config_values(tmp_path, capsys, no_compile, small_data, override, expected):
+def test_bad_config_values(tmp_path, capsys, no_compile, no_data, override, expected):
   workdir = tmp_path / "w"
-  _fails(capsys, [f"--workdir={workdir}", *small_data, f"--config.{override}"], expected)
+  _fails(capsys, [f"--workdir={workdir}", *no_data, f"--config.{override}"], expected)
   assert not workdir.exists()
 
 
@@ -178,10 +176,10 @@ def test_bad_config_values(tmp_path, capsys, no_compile, small_data, override, e
   ],
 )
 def test_bad_method_values_name_their_argument(
-  tmp_path, capsys, no_compile, small_data, overrides, expected
+  tmp_path, capsys, no_compile, no_data, overrides, expected
 ):
   workdir = tmp_path / "w"
-  argv = [f"--workdir={workdir}", *small_data, *(f"--config.{o}" for o in overrides)]
+  argv = [f"--workdir={workdir}", *no_data, *(f"--config.{o}" for o in overrides)]
   _fails(capsys, argv, expected)
   assert not workdir.exists()
 
