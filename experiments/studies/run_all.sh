@@ -22,8 +22,8 @@ study rho_tuning
 study rho_tuning_low
 t1_groups rigl-0.9 rigl-0.98
 study t1_small_rho
-study t5_t7_final
 study t7_guided
+study t5_t7_final
 t1_groups mest-0.9 mest-0.98
 study t4_variance
 study t2_methods
