@@ -1209,6 +1209,14 @@ def render_summary(
       f"{counts[s]} {s}" for s in ("done", "failed", "incomplete", "missing") if counts[s]
     )
     + ")",
+  ]
+  walls = [r["wall_time_s"] for r in rows if r["status"] == "done" and r["wall_time_s"] is not None]
+  if walls and not study.workdirs_of:  # An analysis study's rows carry the other study's time.
+    md.append(
+      f"* Machine time: {sum(walls) / 3600:.2f} h of wall time over {len(walls)} finished runs "
+      "(their wall times summed; each run uses the whole machine it ran on)"
+    )
+  md += [
     "",
     "Mean ± sample standard deviation (ddof=1) over the finished seeds of each group, at the "
     "final epoch (no ± when n=1); `n` counts finished runs (`2 of 3` when some are not "

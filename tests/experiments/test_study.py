@@ -424,6 +424,7 @@ def test_workdirs_of_analyses_the_other_studys_finished_cells_and_never_trains(t
   assert {r["analysis@final"] for r in runs.values()} == {"done", "waiting"}
   md = (tmp_path / "res" / "acc_hessian" / "summary.md").read_text()
   assert "those of study `acc`" in md
+  assert "Machine time" not in md  # The analysed runs' training time is the other study's.
   assert "| 0.6 | 2 | 60.5 ± 0.71 |" in md and "| 0.8 | 0 of 2 | - |" in md
 
 
@@ -609,6 +610,8 @@ def test_aggregation_mean_std_by_hand(tmp_path):
   assert "84.00 | -1.00 |" in md and "Table 1 of the paper" in md
   assert "optimizer.name=sam: n=2 of 3" in md
   assert "2 of 2 done" not in md and "5 done, 1 incomplete" in md
+  # Finished runs only: 100 + 101 + 102 (SGD) + 100 + 100 (SAM) seconds.
+  assert f"* Machine time: {503 / 3600:.2f} h of wall time over 5 finished runs" in md
   for name in ("curves_test_accuracy.png", "curves_test_loss.png"):
     assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"]({name})" in md
