@@ -14,7 +14,7 @@ study() { $PY -m experiments.study "experiments/studies/$1.py" --workdirs "$W" "
 # The T1 cells of each sparsity group given in turn, seed by seed.
 t1_groups() {
   for group in "$@"; do
-    for s in 0 1 2; do study t1_accuracy --cells "${group}-*-s${s}-*" "${KEEP[@]}"; done
+    for s in 0 1 2; do study t1_accuracy --cells "${group}-[a-z]*-s${s}-*" "${KEEP[@]}"; done
   done
 }
 
