@@ -39,8 +39,8 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from experiments import input_pipeline, multihost, optimizers, train
-from experiments.checks import validate_config
+from experiments import input_pipeline, multihost, train
+from experiments.checks import configure, validate_config
 from experiments.errors import ConfigError
 from experiments.workdir import check_workdir, read_metrics, write_config
 
@@ -137,6 +137,9 @@ def train_lottery(
   """
   config = ml_collections.ConfigDict(config.to_dict())  # A private copy.
   validate_config(config)
+  # The library's values before any data is read (as in ``train.train_run``; LTH's method does
+  # not depend on the number of steps).
+  method = configure(config, input_pipeline.SPECS[config.dataset.name], steps_per_epoch=1)[2]
   check_workdir(config, workdir, resume)
   multihost.barrier("check_workdir")  # Every process has read the workdir before 0 writes.
   data_dir = config.dataset.data_dir or input_pipeline.default_data_dir()
@@ -148,12 +151,6 @@ def train_lottery(
   )[3]
   total_steps = config.num_epochs * batches.steps_per_epoch
   k = rewind_step(config, total_steps)
-  try:
-    method = optimizers.create_optimizer(config, batches.steps_per_epoch)[1]
-  except ValueError as e:
-    raise ConfigError(
-      f"optimizer.name={config.optimizer.name}, sparse.method={config.sparse.method}: {e}"
-    ) from None
 
   is_main = multihost.is_main()
   os.makedirs(workdir, exist_ok=True)

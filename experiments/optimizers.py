@@ -375,7 +375,7 @@ def create_optimizer(
     "sparsity": sp.sparsity,
     "sparsity_distribution": sp.sparsity_distribution,
     "pattern": sp.pattern,
-    "n_m": tuple(sp.n_m),  # a list after a JSON round trip (resumed runs)
+    "n_m": _pair(sp.n_m),
     "prunable": prunable_leaves(sp.dense_layers),
   }
   if sp.method == "grasp":

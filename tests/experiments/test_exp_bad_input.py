@@ -159,6 +159,9 @@ def test_bad_config_values(tmp_path, capsys, no_compile, no_data, override, expe
       ["sparse.method=mest", "sparse.pattern=channel", "sparse.dense_layers=head,stem"],
       "sparse.dense_layers names ['stem'], not top-level modules of the model (valid: bn0",
     ),
+    # LTH runs rounds of training: its values are checked before the rounds' data, too.
+    (["sparse.method=lth", "sparse.sparsity=1.0"], "sparsity must be in [0, 1), got 1.0"),
+    (["sparse.method=lth", "optimizer.rho=-1"], "rho must be a finite number >= 0, got -1"),
     (["optimizer.name=zo_sam", "optimizer.probe_fraction=0"], "probe_fraction must be in (0, 1]"),
     (["optimizer.name=zo_sam", "optimizer.probe_fraction=1.5"], "probe_fraction must be in (0,"),
     (
