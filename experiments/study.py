@@ -31,6 +31,11 @@ checkpoint is skipped with a note. ``workdirs_of: OTHER`` makes the cells those 
 (same ids and hashes, workdirs ``WORKDIRS/OTHER/<cell id>``): such a study trains nothing, it
 only analyses the finished ones.
 
+Shared cells (``shares_cells_with: [OTHER, ...]``): a cell that has no workdir yet and whose
+config hash is that of a finished cell in ``WORKDIRS/OTHER/`` becomes a symbolic link to that
+workdir instead of training the same run again (``runs.csv``'s ``shared_from``; its wall time is
+counted in OTHER's machine time, not here). Both studies must run the same code.
+
 Aggregation (after running, or alone with ``--only-aggregate``) writes ``RESULTS/<name>/``:
 ``runs.csv``, ``summary.csv``, ``summary.md`` (mean +- sample std over the finished seeds of each
 group, ``n=2 of 3`` when some are not finished; with a dict ``analyze``, also the analysis
@@ -84,6 +89,8 @@ STUDY_KEYS = {
   "each finished cell at these checkpoint steps (True: the final one, no metrics)",
   "workdirs_of": "name of another study whose cells these are: analyse its workdirs "
   "(WORKDIRS/<workdirs_of>/<cell id>), never train (needs analyze)",
+  "shares_cells_with": "[name of another study]: a cell with no workdir yet whose config hash "
+  "is that of a finished cell of such a study links to that workdir instead of training",
   "target_accuracy": "number: report epochs and training seconds to reach it",
   "target_metric": "the eval key compared with target_accuracy (default test_accuracy)",
   "description": "free text, shown at the top of summary.md",
@@ -185,6 +192,7 @@ class Study:
   description: str
   path: str
   workdirs_of: str | None = None
+  shares_cells_with: list[str] = dataclasses.field(default_factory=list)
 
   @property
   def workdirs_name(self) -> str:
@@ -384,6 +392,7 @@ def parse_study(raw: Any, path: str = "<study>") -> Study:
         "workdirs_of needs 'analyze' (True or a dict): a study over another study's workdirs "
         "trains nothing and only analyses them"
       )
+  shares = _parse_shares(raw.get("shares_cells_with", []), name, workdirs_of)
   target = raw.get("target_accuracy")
   if target is not None and (
     isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target)
@@ -413,11 +422,29 @@ def parse_study(raw: Any, path: str = "<study>") -> Study:
     description=description,
     path=path,
     workdirs_of=workdirs_of,
+    shares_cells_with=shares,
   )
   if raw.get("paper") is not None:
     study.paper = _parse_paper(raw["paper"], study)
   study.expand("")  # Raises on duplicate cells.
   return study
+
+
+def _parse_shares(shares: Any, name: str, workdirs_of: str | None) -> list[str]:
+  """``shares_cells_with``: a study name or a list of them, not this study's own."""
+  names = [shares] if isinstance(shares, str) else shares
+  if not isinstance(names, list) or not all(isinstance(n, str) and NAME_RE.match(n) for n in names):
+    raise StudyError(
+      f"shares_cells_with must be a list of other studies' names (letters, digits, ._-), "
+      f"got {shares!r}"
+    )
+  if name in names:
+    raise StudyError(f"shares_cells_with names this study itself ({name!r}); leave it out")
+  if names and workdirs_of:
+    raise StudyError(
+      "shares_cells_with and workdirs_of exclude each other (workdirs_of trains nothing)"
+    )
+  return list(dict.fromkeys(names))
 
 
 def _parse_analyze(analyze: Any) -> AnalysisSpec | None:
@@ -589,6 +616,44 @@ def cell_status(cell: Cell) -> str:
   return "incomplete"
 
 
+def finished_by_hash(folder: str) -> dict[str, str]:
+  """``{config hash: workdir}`` of the finished cells under a study's workdirs folder."""
+  found: dict[str, str] = {}
+  for entry in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+    done = _read_json(os.path.join(folder, entry, DONE_FILE))
+    if done and isinstance(done.get("config_hash"), str):
+      found.setdefault(done["config_hash"], os.path.join(folder, entry))
+  return found
+
+
+def shared_source(study: Study, cell: Cell) -> str | None:
+  """The finished workdir of a ``shares_cells_with`` study with ``cell``'s config hash, if any."""
+  root = os.path.dirname(os.path.dirname(cell.workdir))
+  for other in study.shares_cells_with:
+    source = finished_by_hash(os.path.join(root, other)).get(cell.config_hash)
+    if source is not None:
+      return source
+  return None
+
+
+def link_shared_cell(study: Study, cell: Cell) -> str | None:
+  """Makes a missing ``cell`` a relative symbolic link to its shared source; returns the source."""
+  if os.path.lexists(cell.workdir):
+    return None
+  source = shared_source(study, cell)
+  if source is not None:
+    os.makedirs(os.path.dirname(cell.workdir), exist_ok=True)
+    os.symlink(os.path.relpath(source, os.path.dirname(cell.workdir)), cell.workdir)
+  return source
+
+
+def shared_from(cell: Cell) -> str:
+  """The study a linked cell's run belongs to (``''`` for a cell trained here)."""
+  if not os.path.islink(cell.workdir):
+    return ""
+  return os.path.basename(os.path.dirname(os.path.realpath(cell.workdir)))
+
+
 def _has_previous_run(workdir: str) -> bool:
   return bool(_attempts(workdir)) or any(
     os.path.exists(os.path.join(workdir, name)) for name in ("config.json", "checkpoints")
@@ -750,6 +815,7 @@ class RunReport:
   skipped: list[str] = dataclasses.field(default_factory=list)
   failed: dict[str, str] = dataclasses.field(default_factory=dict)  # cell_id -> last error
   waiting: list[str] = dataclasses.field(default_factory=list)  # workdirs_of: not finished there
+  shared: list[str] = dataclasses.field(default_factory=list)  # linked to another study's run
   analyzed: list[str] = dataclasses.field(default_factory=list)  # "cell_id@label"
   analyze_failed: dict[str, str] = dataclasses.field(default_factory=dict)  # "cell_id@label" ->
   no_checkpoint: dict[str, str] = dataclasses.field(default_factory=dict)  # "cell_id@label" ->
@@ -821,6 +887,10 @@ def run_cells(
   pending: collections.deque[tuple[str, Cell, AnalysisJob | None]] = collections.deque()
   for cell in cells:
     status = cell_status(cell)
+    if status == "missing" and not study.workdirs_of and link_shared_cell(study, cell):
+      status = cell_status(cell)
+      report.shared.append(cell.cell_id)
+      log(f"shared {cell.cell_id}: the finished run of {shared_from(cell)}")
     if status == "done":
       report.skipped.append(cell.cell_id)
       pending.extend(("analyze", cell, job) for job in analyses_to_run(cell))
@@ -1038,6 +1108,8 @@ def collect_runs(study: Study, cells: Sequence[Cell]) -> list[dict[str, Any]]:
         row["_analysis"][job.label] = info = _analysis_info(job, study.analyze.metrics)
         row[f"analysis@{job.label}"] = info["status"]
         row.update({f"{c}@{job.label}": info["values"].get(c) for c, _ in study.analyze.metrics})
+    if study.shares_cells_with:
+      row["shared_from"] = shared_from(cell)
     row["error"] = _last_error(os.path.join(cell.workdir, LOG_FILE)) if status == "failed" else ""
     row["_evals"] = evals
     row["_group"] = study.group_key(cell)
@@ -1210,11 +1282,18 @@ def render_summary(
     )
     + ")",
   ]
-  walls = [r["wall_time_s"] for r in rows if r["status"] == "done" and r["wall_time_s"] is not None]
+  finished = [r for r in rows if r["status"] == "done" and r["wall_time_s"] is not None]
+  walls = [r["wall_time_s"] for r in finished if not r.get("shared_from")]
+  shared = collections.Counter(r["shared_from"] for r in finished if r.get("shared_from"))
   if walls and not study.workdirs_of:  # An analysis study's rows carry the other study's time.
     md.append(
       f"* Machine time: {sum(walls) / 3600:.2f} h of wall time over {len(walls)} finished runs "
       "(their wall times summed; each run uses the whole machine it ran on)"
+    )
+  for other, n in sorted(shared.items()):
+    md.append(
+      f"* Shared runs: {n} finished run(s) are study `{other}`'s (the same config hash, linked "
+      "rather than trained again; `shared_from` in runs.csv); their time is counted there"
     )
   md += [
     "",
@@ -1543,8 +1622,11 @@ def run(
     base = os.path.abspath(_resolve(study.base_config) or study.base_config)
     for cell in chosen:
       status = cell_status(cell)
+      source = shared_source(study, cell) if status == "missing" else None
       log(f"{status:10s} {cell.cell_id}")
-      if status != "done" and study.workdirs_of:
+      if source is not None and not study.workdirs_of:
+        log(f"           would share {source}")
+      elif status != "done" and study.workdirs_of:
         log(f"           waiting for {study.workdirs_of}")
       elif status != "done":
         resume = os.path.isdir(cell.workdir) and _has_previous_run(cell.workdir)

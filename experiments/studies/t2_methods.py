@@ -2,7 +2,9 @@
 
 {LTH, SNIP, GraSP, SET, DSR, RigL, MEST} x {SGD, ZO-SAM (m=1)}, 3 seeds, the shared protocol
 (``protocol.py``), rho from ``rho_tuning``. LTH runs its rounds inside one cell (each round the
-full schedule, so an LTH cell costs ``rounds + 1`` times the others).
+full schedule, so an LTH cell costs ``rounds + 1`` times the others). The RigL and MEST cells
+are T1's runs (same config hash, same code): ``shares_cells_with`` links T1's finished workdirs
+instead of training them again.
 """
 
 from experiments.studies import protocol
@@ -26,4 +28,5 @@ def get_study():
     "seeds": protocol.SEEDS,
     "group_by": ["sparse.method", "optimizer.name"],
     "metrics": ["test_accuracy", "test_loss"],
+    "shares_cells_with": ["t1_accuracy"],
   }

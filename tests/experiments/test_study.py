@@ -428,6 +428,56 @@ def test_workdirs_of_analyses_the_other_studys_finished_cells_and_never_trains(t
   assert "| 0.6 | 2 | 60.5 ± 0.71 |" in md and "| 0.8 | 0 of 2 | - |" in md
 
 
+def test_shared_cells_link_the_other_studys_finished_runs_and_train_the_rest(tmp_path):
+  # acc trains 0.6 (both seeds) and 0.8 seed 0 only; 0.8 seed 1 is left killed (incomplete).
+  code, _ = run_fake(tmp_path, ACC, "--cells=0.6-*,0.8-s0-*")
+  assert code == 0
+  acc_cells = study.parse_study(ACC).expand(str(tmp_path / "wd"))
+  killed = next(c for c in acc_cells if c.cell_id.startswith("0.8-s1-"))
+  os.makedirs(killed.workdir)
+  methods = {
+    **ACC,
+    "name": "methods",
+    "grid": {"fake.acc": [0.6, 0.8, 0.7]},
+    "group_by": ["fake.acc"],
+    "shares_cells_with": ["acc"],
+  }
+  cells = {c.cell_id: c for c in study.parse_study(methods).expand(str(tmp_path / "wd"))}
+  code, lines = run_fake(tmp_path, methods, "--dry-run")
+  assert code == 0 and sum("would share" in line for line in lines) == 3
+
+  launched = []
+
+  def command(cell, resume, extra):
+    launched.append(cell.cell_id)
+    return fake_command(cell, resume, extra)
+
+  code, lines = run_fake(tmp_path, methods, command=command)
+  assert code == 0, lines
+  by_hash = {c.config_hash: c for c in acc_cells}
+  shared = [c for c in cells.values() if c.config_hash in by_hash and c.cell_id != killed.cell_id]
+  assert len(shared) == 3  # Same fixed fields and values as acc's finished cells: same hashes.
+  for cell in shared:
+    assert os.path.islink(cell.workdir)
+    assert os.path.realpath(cell.workdir) == os.path.realpath(by_hash[cell.config_hash].workdir)
+    assert not os.path.isabs(os.readlink(cell.workdir))  # The workdirs root can move.
+    assert f"shared {cell.cell_id}: the finished run of acc" in lines
+    assert len(calls(cell.workdir)) == 1  # Trained once, by acc.
+  # The unfinished acc cell is not shared: methods trains its own; so are the new 0.7 cells.
+  assert sorted(launched) == sorted(set(cells) - {c.cell_id for c in shared})
+  assert not any(os.path.islink(cells[i].workdir) for i in launched)
+  assert len(launched) == 3
+
+  runs = {r["cell_id"]: r for r in read_csv(tmp_path / "res" / "methods" / "runs.csv")}
+  assert {i for i, r in runs.items() if r["shared_from"] == "acc"} == {c.cell_id for c in shared}
+  assert {r["status"] for r in runs.values()} == {"done"}
+  md = (tmp_path / "res" / "methods" / "summary.md").read_text()
+  assert "over 3 finished runs" in md  # Machine time counts only the runs trained here.
+  assert "* Shared runs: 3 finished run(s) are study `acc`'s" in md
+  code, lines = run_fake(tmp_path, methods, command=command)
+  assert code == 0 and "6 cell(s) already done, 0 to run" in lines and len(launched) == 3
+
+
 def test_analysis_aggregation_mean_std_by_hand(tmp_path):
   raw = {
     **TWO,
@@ -704,6 +754,13 @@ def test_aggregate_of_an_empty_study(tmp_path):
     ({**TWO, "workdirs_of": "other", "analyze": False}, "workdirs_of needs 'analyze'"),
     ({**TWO, "workdirs_of": "two", "analyze": True}, "workdirs_of names this study itself"),
     ({**TWO, "workdirs_of": "a/b", "analyze": True}, "workdirs_of must be the name of another"),
+    ({**TWO, "shares_cells_with": "two"}, "shares_cells_with names this study itself"),
+    ({**TWO, "shares_cells_with": [3]}, "shares_cells_with must be a list of other studies'"),
+    ({**TWO, "shares_cells_with": ["a/b"]}, "shares_cells_with must be a list of other studies'"),
+    (
+      {**TWO, "shares_cells_with": ["t1"], "workdirs_of": "t1", "analyze": True},
+      "shares_cells_with and workdirs_of exclude each other",
+    ),
   ],
 )
 def test_bad_study_exits_2_before_anything_runs(tmp_path, capsys, raw, expected):
