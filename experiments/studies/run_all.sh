@@ -25,7 +25,8 @@ study t1_small_rho
 study t7_guided
 study t5_t7_final
 t1_groups mest-0.9 mest-0.98
-study t4_variance
+# T2 before T4: the final-checkpoint variance is already in t5_t7_final, T2 is a new claim.
 study t2_methods
+study t4_variance
 study t3_convergence
 study t8_sparse_sam
