@@ -100,6 +100,12 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
     "keep_checkpoints",
   ):
     _check(name, config[name], lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+  _check(
+    "eval_every_steps",
+    config.eval_every_steps,
+    lambda v: isinstance(v, int) and v >= 0,
+    "an integer >= 0 (0: evaluate at epoch ends only)",
+  )
   for name in ("train_subset", "test_subset", "validation_size", "workers"):
     _check(
       f"dataset.{name}",

@@ -1056,16 +1056,20 @@ def time_to_target(
 ) -> tuple[Any, float | None]:
   """(epoch, training seconds) of the first eval with ``metric >= target``, else (None, None).
 
-  The seconds are the sum of ``train_epoch_time_s`` up to that epoch (compilation and
-  evaluation excluded); None when a record lacks it.
+  ``evals`` are in epoch order. A record at a whole epoch closes that epoch; one at a fractional
+  epoch (``eval_every_steps``) is inside it, and its ``train_epoch_time_s`` is the epoch's time
+  so far. The seconds are the closed epochs' times plus the crossing record's own (compilation
+  and evaluation excluded); None when a record lacks it.
   """
-  seconds: float | None = 0.0
+  closed: float | None = 0.0
   for record in evals:
     t = record.get("train_epoch_time_s")
-    seconds = None if seconds is None or t is None else seconds + float(t)
+    seconds = None if closed is None or t is None else closed + float(t)
     value = record.get(metric)
     if isinstance(value, (int, float)) and value >= target:
       return record["epoch"], seconds
+    if float(record["epoch"]).is_integer():
+      closed = seconds
   return None, None
 
 

@@ -204,7 +204,7 @@ def train_run(
       flush=True,
     )
 
-  def evaluate_at(step: int, epoch: int) -> dict[str, Any]:
+  def evaluate_at(step: int, epoch: float) -> dict[str, Any]:
     return {
       "kind": "eval",
       "step": step,
@@ -252,6 +252,14 @@ def train_run(
           bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
         state = {**state, "acc": jax.device_put(steps.zero_accumulators(), replicated)}
         window_start, window_steps = time.perf_counter(), 0
+      if config.eval_every_steps and step % config.eval_every_steps == 0 and step != epoch_end:
+        jax.block_until_ready(state)  # The steps dispatched so far count as training time.
+        t_eval = time.perf_counter()
+        interim = evaluate_at(step, round(step / steps_per_epoch, 6))
+        interim["train_epoch_time_s"] = epoch_time + t_eval - window_start  # The epoch so far.
+        interim["eval_time_s"] = time.perf_counter() - t_eval
+        window_start += interim["eval_time_s"]  # Evaluation is not training time.
+        writer.write(interim)
       if step == epoch_end:
         t_eval = time.perf_counter()
         last_eval = {**evaluate_at(step, epoch + 1), "train_epoch_time_s": epoch_time}

@@ -152,6 +152,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 500
   config.num_epochs = 3
   config.log_every_steps = 50
+  # Also evaluate every N steps inside an epoch (0: at epoch ends only). Those eval records have
+  # a fractional epoch (step / steps per epoch) and the epoch's training seconds so far: time
+  # to a target accuracy at a finer grain than an epoch (experiments.study's target_accuracy).
+  config.eval_every_steps = 0
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2
   config.progress_bar = True

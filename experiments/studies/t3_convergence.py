@@ -5,6 +5,12 @@ Seconds are training seconds (``train_epoch_time_s``, compilation and evaluation
 only mean something when the machine runs nothing else: run this study alone (``--jobs 1``).
 The paper (ZO-SAM, seed 000) reports epochs to 90% on CIFAR-10: SGD 104, ESAM 75, LookSAM 79,
 GSAM 84, ZO-SAM 70.
+
+The target is 0.89, chosen from T1's SGD runs (RigL 90%) before any T3 run: SGD first reaches
+it at epoch 2-3 of 5, about half of training, as the paper's SGD reaches its 90% at about half
+of its schedule; 0.90 is half a point below SGD's final 0.905, and T1's runs of every arm
+first cross it anywhere from epoch 3 to 5, so that crossing says little about speed. Runs evaluate every quarter epoch (``eval_every_steps``
+117 of 468 steps), so epochs to the target are read at that grain.
 """
 
 from experiments.studies import protocol
@@ -14,9 +20,9 @@ def get_study():
   return {
     "name": "t3_convergence",
     "description": (
-      "Epochs and training seconds to 90% test accuracy on real Fashion-MNIST (small CNN, RigL "
-      f"90%, {protocol.NUM_EPOCHS} epochs), rho = {protocol.tuned_rho()}. Seconds are only "
-      "comparable within one quiet machine."
+      "Epochs and training seconds to 89% test accuracy on real Fashion-MNIST (small CNN, RigL "
+      f"90%, {protocol.NUM_EPOCHS} epochs, evaluated every quarter epoch), rho = "
+      f"{protocol.tuned_rho()}. Seconds are only comparable within one quiet machine."
     ),
     "base_config": protocol.BASE_CONFIG,
     "fixed": {
@@ -24,6 +30,7 @@ def get_study():
       "optimizer.rho": protocol.tuned_rho(),
       "sparse.method": "rigl",
       "sparse.sparsity": 0.9,
+      "eval_every_steps": 117,
     },
     "grid": {
       "optimizer.name": [
@@ -40,5 +47,5 @@ def get_study():
     "seeds": protocol.SEEDS,
     "group_by": ["optimizer.name"],
     "metrics": ["test_accuracy"],
-    "target_accuracy": 0.90,
+    "target_accuracy": 0.89,
   }

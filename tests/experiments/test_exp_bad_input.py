@@ -60,6 +60,7 @@ def _fails(capsys, argv, expected):
     ("sparse.method=magic", "unknown sparse method 'magic'; valid: dense, "),
     ("optimizer.schedule=step", "unknown learning-rate schedule 'step'; valid: cosine, constant"),
     ("batch_size=0", "batch_size must be an integer >= 1, got 0"),
+    ("eval_every_steps=-1", "eval_every_steps must be an integer >= 0 (0: evaluate at epoch"),
     ("no_such_field=1", "unknown config field 'no_such_field'"),
     ("optimizer.rho=abc", "--config.optimizer.rho=abc: could not convert string to float"),
     # Library rules, checked by the library (the message names the argument).

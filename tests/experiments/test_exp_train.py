@@ -51,6 +51,18 @@ def _check_run(workdir, result, min_accuracy=0.3):
 def test_one_epoch_sgd(tmp_path, data_dir, fmnist_subset_dir):
   workdir, result = _run(tmp_path, data_dir, fmnist_subset_dir, "sgd", optimizer__name="sgd")
   _check_run(workdir, result)
+  # eval_every_steps=3 adds evaluations inside the epoch and changes nothing else.
+  steps = SUBSET["train"] // 64
+  other, again = _run(
+    tmp_path, data_dir, fmnist_subset_dir, "w3", optimizer__name="sgd", eval_every_steps=3
+  )
+  records, plain = train.read_metrics(other), train.read_metrics(workdir)
+  evals = [r for r in records if r["kind"] == "eval"]
+  assert [(r["step"], r["epoch"]) for r in evals] == [(3, 3 / steps), (6, 6 / steps), (steps, 1)]
+  assert _without_timing([r for r in records if r not in evals[:2]]) == _without_timing(plain)
+  assert again["test_accuracy"] == result["test_accuracy"]
+  seconds = [r["train_epoch_time_s"] for r in evals]
+  assert 0 < seconds[0] < seconds[1] < seconds[2]  # The epoch's training time so far.
 
 
 def test_held_out_run_names_its_evaluation_split(tmp_path, data_dir, fmnist_subset_dir, capsys):

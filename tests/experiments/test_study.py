@@ -677,6 +677,21 @@ def test_epochs_and_seconds_to_target(tmp_path):
   assert study.time_to_target(evals, "test_accuracy", 0.9) == (3, 33.0)
   assert study.time_to_target(evals, "test_accuracy", 0.5) == (1, 10.0)
   assert study.time_to_target(evals, "test_accuracy", 0.99) == (None, None)
+  # eval_every_steps: records inside an epoch carry that epoch's time so far.
+  interim = [
+    {"epoch": 0.5, "test_accuracy": 0.3, "train_epoch_time_s": 4.0},
+    evals[0],
+    {"epoch": 1.25, "test_accuracy": 0.6, "train_epoch_time_s": 3.0},
+    {"epoch": 1.5, "test_accuracy": 0.8, "train_epoch_time_s": 6.0},
+    evals[1],
+    {"epoch": 2.5, "test_accuracy": 0.92, "train_epoch_time_s": 5.5},
+    evals[2],
+  ]
+  assert study.time_to_target(interim, "test_accuracy", 0.3) == (0.5, 4.0)
+  assert study.time_to_target(interim, "test_accuracy", 0.55) == (1.25, 13.0)
+  assert study.time_to_target(interim, "test_accuracy", 0.8) == (1.5, 16.0)
+  assert study.time_to_target(interim, "test_accuracy", 0.85) == (2, 21.0)
+  assert study.time_to_target(interim, "test_accuracy", 0.9) == (2.5, 26.5)
 
   cells = study.parse_study(AGG).expand(str(tmp_path / "wd"))
   fabricate(cells[0], [0.5, 0.81, 0.9], epoch_time=10.0)  # 0.8 at epoch 2: 11 + 12 s.
