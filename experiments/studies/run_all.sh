@@ -30,3 +30,4 @@ study t2_methods
 study t4_variance
 study t3_convergence
 study t8_sparse_sam
+study t8_flatness
