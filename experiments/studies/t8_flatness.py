@@ -5,13 +5,9 @@ Hessian eigenvalue, lambda_1/lambda_5 and Hutchinson's trace of the training los
 training examples. The SSAM paper (seed 002) reports flatter Hessian spectra for SSAM than SGD.
 """
 
-from experiments.studies import t8_sparse_sam
+from experiments.studies import t5_t7_final, t8_sparse_sam
 
-METRICS = {
-  "lambda_1": "hessian.eigenvalues.0",
-  "lambda_1_over_5": "hessian.lambda1_over_lambda5",
-  "trace": "hessian.trace",
-}
+METRICS = {k: t5_t7_final.METRICS[k] for k in ("lambda_1", "lambda_1_over_5", "trace")}
 
 
 def get_study():
