@@ -815,7 +815,6 @@ class RunReport:
   skipped: list[str] = dataclasses.field(default_factory=list)
   failed: dict[str, str] = dataclasses.field(default_factory=dict)  # cell_id -> last error
   waiting: list[str] = dataclasses.field(default_factory=list)  # workdirs_of: not finished there
-  shared: list[str] = dataclasses.field(default_factory=list)  # linked to another study's run
   analyzed: list[str] = dataclasses.field(default_factory=list)  # "cell_id@label"
   analyze_failed: dict[str, str] = dataclasses.field(default_factory=dict)  # "cell_id@label" ->
   no_checkpoint: dict[str, str] = dataclasses.field(default_factory=dict)  # "cell_id@label" ->
@@ -887,9 +886,8 @@ def run_cells(
   pending: collections.deque[tuple[str, Cell, AnalysisJob | None]] = collections.deque()
   for cell in cells:
     status = cell_status(cell)
-    if status == "missing" and not study.workdirs_of and link_shared_cell(study, cell):
+    if status == "missing" and link_shared_cell(study, cell):  # Never with workdirs_of.
       status = cell_status(cell)
-      report.shared.append(cell.cell_id)
       log(f"shared {cell.cell_id}: the finished run of {shared_from(cell)}")
     if status == "done":
       report.skipped.append(cell.cell_id)
@@ -1628,7 +1626,7 @@ def run(
       status = cell_status(cell)
       source = shared_source(study, cell) if status == "missing" else None
       log(f"{status:10s} {cell.cell_id}")
-      if source is not None and not study.workdirs_of:
+      if source is not None:
         log(f"           would share {source}")
       elif status != "done" and study.workdirs_of:
         log(f"           waiting for {study.workdirs_of}")
