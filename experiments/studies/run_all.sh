@@ -28,6 +28,7 @@ t1_groups mest-0.9 mest-0.98
 # T2 before T4: the final-checkpoint variance is already in t5_t7_final, T2 is a new claim.
 study t2_methods
 study t4_variance
-study t3_convergence
+# T3 last and alone: its training seconds are the measurement, and it spans sessions.
 study t8_sparse_sam
 study t8_flatness
+study t3_convergence
