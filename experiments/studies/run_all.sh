@@ -28,7 +28,9 @@ t1_groups mest-0.9 mest-0.98
 # T2 before T4: the final-checkpoint variance is already in t5_t7_final, T2 is a new claim.
 study t2_methods
 study t4_variance
-# T3 last and alone: its training seconds are the measurement, and it spans sessions.
 study t8_sparse_sam
 study t8_flatness
-study t3_convergence
+# T3 last and alone: its training seconds are the measurement, and it spans sessions.
+# Checkpoints on epoch ends (468 steps), so a resumed cell restarts an epoch whole and
+# every epoch's train_epoch_time_s covers all of its steps.
+study t3_convergence --config.checkpoint_every_steps=468
