@@ -1057,11 +1057,12 @@ def time_to_target(
   ``evals`` are in epoch order. A record at a whole epoch closes that epoch; one at a fractional
   epoch (``eval_every_steps``) is inside it, and its ``train_epoch_time_s`` is the epoch's time
   so far. The seconds are the closed epochs' times plus the crossing record's own (compilation
-  and evaluation excluded); None when a record lacks it.
+  and evaluation excluded); None when a record lacks it or timed only part of its epoch (a run
+  resumed mid-epoch: ``train_epoch_time_partial``).
   """
   closed: float | None = 0.0
   for record in evals:
-    t = record.get("train_epoch_time_s")
+    t = None if record.get("train_epoch_time_partial") else record.get("train_epoch_time_s")
     seconds = None if closed is None or t is None else closed + float(t)
     value = record.get(metric)
     if isinstance(value, (int, float)) and value >= target:

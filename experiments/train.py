@@ -45,7 +45,16 @@ __all__ = [
   "validate_config",
 ]
 
-TIMING_KEYS = frozenset({"images_per_sec", "train_epoch_time_s", "eval_time_s", "compile_time_s"})
+# Measured, not computed: they differ between a run and its resumption, or between two machines.
+TIMING_KEYS = frozenset(
+  {
+    "images_per_sec",
+    "train_epoch_time_s",
+    "train_epoch_time_partial",
+    "eval_time_s",
+    "compile_time_s",
+  }
+)
 
 
 def build(
@@ -233,6 +242,8 @@ def train_run(
         desc=f"epoch {epoch + 1}/{config.num_epochs}",
       )
     epoch_time, window_start, window_steps = 0.0, time.perf_counter(), 0
+    # A run resumed mid-epoch times only the steps after its checkpoint: say so in the records.
+    timing = {"train_epoch_time_partial": step != epoch * steps_per_epoch}
     while step < epoch_end:
       state = train_step(state, to_global(next(data), batch_sharding))
       step, window_steps = step + 1, window_steps + 1
@@ -257,12 +268,13 @@ def train_run(
         t_eval = time.perf_counter()
         interim = evaluate_at(step, round(step / steps_per_epoch, 6))
         interim["train_epoch_time_s"] = epoch_time + t_eval - window_start  # The epoch so far.
+        interim.update(timing)
         interim["eval_time_s"] = time.perf_counter() - t_eval
         window_start += interim["eval_time_s"]  # Evaluation is not training time.
         writer.write(interim)
       if step == epoch_end:
         t_eval = time.perf_counter()
-        last_eval = {**evaluate_at(step, epoch + 1), "train_epoch_time_s": epoch_time}
+        last_eval = {**evaluate_at(step, epoch + 1), "train_epoch_time_s": epoch_time, **timing}
         last_eval["eval_time_s"] = time.perf_counter() - t_eval
         writer.write(last_eval)
         if bar is not None:

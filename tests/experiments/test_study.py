@@ -692,6 +692,11 @@ def test_epochs_and_seconds_to_target(tmp_path):
   assert study.time_to_target(interim, "test_accuracy", 0.8) == (1.5, 16.0)
   assert study.time_to_target(interim, "test_accuracy", 0.85) == (2, 21.0)
   assert study.time_to_target(interim, "test_accuracy", 0.9) == (2.5, 26.5)
+  # A run resumed mid-epoch 2 timed only part of it: no seconds from there on, epochs still.
+  resumed = [*interim[:4], {**evals[1], "train_epoch_time_partial": True}, *interim[5:]]
+  assert study.time_to_target(resumed, "test_accuracy", 0.8) == (1.5, 16.0)
+  assert study.time_to_target(resumed, "test_accuracy", 0.85) == (2, None)
+  assert study.time_to_target(resumed, "test_accuracy", 0.9) == (2.5, None)
 
   cells = study.parse_study(AGG).expand(str(tmp_path / "wd"))
   fabricate(cells[0], [0.5, 0.81, 0.9], epoch_time=10.0)  # 0.8 at epoch 2: 11 + 12 s.
