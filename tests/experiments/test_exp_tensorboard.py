@@ -56,12 +56,13 @@ def read_events(logdir: str) -> tuple[dict[str, list[tuple[int, float]]], list[l
 
 def expected_series(records) -> dict[str, list[tuple[int, float]]]:
   """The scalars the JSONL records should give: ``<kind>/<field>`` (``corrupted/<name>/<field>``)
-  for every numeric field but the step and epoch, as float32 (TensorBoard's precision)."""
+  for every numeric field but the step and epoch, as float32 (TensorBoard's precision); flags
+  (``train_epoch_time_partial``) are not scalars."""
   out: dict[str, list[tuple[int, float]]] = {}
   for r in records:
     prefix = r["kind"] + (f"/{r['name']}" if "name" in r else "")
     for key, value in r.items():
-      if key not in ("kind", "step", "epoch", "name"):
+      if key not in ("kind", "step", "epoch", "name") and not isinstance(value, bool):
         out.setdefault(f"{prefix}/{key}", []).append((r["step"], float(np.float32(value))))
   return out
 
