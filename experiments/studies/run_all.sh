@@ -34,3 +34,5 @@ study t8_flatness
 # Checkpoints on epoch ends (468 steps), so a resumed cell restarts an epoch whole and
 # every epoch's train_epoch_time_s covers all of its steps.
 study t3_convergence --config.checkpoint_every_steps=468
+# After T3: whether LookSAM's gap in T3 follows its reuse weight (one seed, a diagnostic).
+study t3_looksam_alpha
