@@ -4,8 +4,8 @@ In T3, LookSAM (the paper's ``k = 5``, ``alpha = 0.7``, at the shared rho) ended
 below SGD and SAM and never reached 89%. Between refreshes LookSAM steps along
 ``g + alpha ||g||/||g_v|| g_v``: the reused component's norm is ``alpha ||g||`` however small the
 measured ``g_v`` was. This study asks whether the gap follows ``alpha``. With ``alpha = 0``,
-LookSAM is a SAM step every ``k`` steps and plain gradient steps in between, so it should land
-between SGD and SAM if the implementation is sound.
+LookSAM is a SAM step every ``k`` steps and plain gradient steps in between, so if the
+implementation is sound it should end within the seed spread of SGD and SAM.
 
 One seed, not a tuned arm: T3's table keeps the paper's defaults, as every arm keeps its own.
 Same cell as T3's LookSAM seed 0 except ``optimizer.looksam.alpha``.
