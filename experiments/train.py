@@ -241,6 +241,10 @@ def train_run(
         leave=False,
         desc=f"epoch {epoch + 1}/{config.num_epochs}",
       )
+    # Training time is wall time from the epoch's start to its last step's completion, less
+    # evaluations and checkpoints: windows are contiguous (a log's host work counts in the next
+    # one) and every clock read at a boundary first waits for the steps dispatched so far, so
+    # the figure does not depend on log_every_steps (JAX dispatches asynchronously).
     epoch_time, window_start, window_steps = 0.0, time.perf_counter(), 0
     # A run resumed mid-epoch times only the steps after its checkpoint: say so in the records.
     timing = {"train_epoch_time_partial": step != epoch * steps_per_epoch}
@@ -254,7 +258,9 @@ def train_run(
       if step_hook is not None:
         step_hook(step)
       if (step - epoch * steps_per_epoch) % config.log_every_steps == 0 or step == epoch_end:
-        elapsed = time.perf_counter() - window_start
+        jax.block_until_ready(state)
+        now = time.perf_counter()
+        elapsed = now - window_start
         epoch_time += elapsed
         lr, images_per_sec = float(schedule(step - 1)), window_steps * config.batch_size / elapsed
         record = metrics.train_record(state, step, steps_per_epoch, lr, images_per_sec)
@@ -262,7 +268,7 @@ def train_run(
         if bar is not None:
           bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
         state = {**state, "acc": jax.device_put(steps.zero_accumulators(), replicated)}
-        window_start, window_steps = time.perf_counter(), 0
+        window_start, window_steps = now, 0
       if config.eval_every_steps and step % config.eval_every_steps == 0 and step != epoch_end:
         jax.block_until_ready(state)  # The steps dispatched so far count as training time.
         t_eval = time.perf_counter()
@@ -285,7 +291,10 @@ def train_run(
           )
           print(line, flush=True)
       if step % config.checkpoint_every_steps == 0 or step == total_steps:
+        jax.block_until_ready(state)  # The steps so far are training time, the save is not.
+        t_save = time.perf_counter()
         ckpt.save(step, state, data.get_state())
+        window_start += time.perf_counter() - t_save
   data.close()  # Stops its worker processes (after an exception, grain's finaliser does).
   ckpt.wait()
 
