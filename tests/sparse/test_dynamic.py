@@ -136,7 +136,8 @@ def test_set_drops_smallest_and_grows_at_random():
     act = active_set(state.weight_mask["w"])
     assert len(act) == 3 and {1, 3} <= act  # 1 and 3 survive: index 2 is the smallest
     new = (act - {1, 3}).pop()
-    assert np.asarray(p["w"]).ravel()[new] == 0.0
+    # A new connection starts at 0; index 2 dropped and regrown keeps its value (lr 0).
+    assert np.asarray(p["w"]).ravel()[new] == (0.3 if new == 2 else 0.0)
     grown_seen.add(new)
   # the grown weight is any of the inactive {0, 2, 4, 5} (2 may be regrown): random, not fixed
   assert grown_seen <= {0, 2, 4, 5} and len(grown_seen) >= 3
@@ -318,3 +319,79 @@ def test_mask_update_runs_inside_jit_without_retrace():
   assert len(traces) == 1
   changed = [i for i in range(1, 9) if (masks[i] != masks[i - 1]).any()]
   assert changed == [2, 4, 6, 8]  # updates at steps 2, 4, 6, 8 (= end_step) only
+
+
+def test_rigl_weight_dropped_and_regrown_keeps_value_and_momentum():
+  # As the RigL reference: only weights inactive BEFORE an update are new connections.
+  # SGD lr 0.1, momentum 0.9, constant g = [0, 1, 5, 0, 2, -3]. Step 0 (no update):
+  # w1 = -0.5 - 0.1 = -0.6, w2 = 0.3 - 0.5 = -0.2, w3 = 0.9; traces g. Step 1 drops w2
+  # (|-0.2| smallest of {1, 2, 3}) and grows the largest |g| of the inactive {0, 2, 4, 5}:
+  # |g| = [0, 5, 2, 3], w2 again. So w2 is active before and after: it keeps its trace,
+  # 5 + 0.9 * 5 = 9.5, and its value moves by the step, -0.2 - 0.1 * 9.5 = -1.15.
+  g = {"w": jnp.array([[0.0, 1.0, 5.0], [0.0, 2.0, -3.0]]), "b": jnp.zeros(3)}
+  (_, _), (p1, s1) = _one_update_case(sparse.rigl(**_kw(end_step=1)), g, lr=0.1, momentum=0.9)
+  assert active_set(s1.weight_mask["w"]) == {1, 2, 3}
+  w1 = np.asarray(p1["w"]).ravel()
+  trace = np.asarray(s1.inner_state[0].trace["w"]).ravel()
+  np.testing.assert_allclose(trace[[1, 2, 3]], [1.9, 9.5, 0.0], rtol=1e-6)
+  np.testing.assert_allclose(w1[[1, 2, 3]], [-0.5 - 0.1 - 0.19, -1.15, 0.9], rtol=1e-6)
+
+
+def test_rigl_channel_dropped_and_regrown_keeps_its_weights():
+  # pattern="channel": output channels (columns) c0 = (0.1, 0.9), c1 = (-0.5, -0.2),
+  # c2 = (0.3, 0.05); mean |w| 0.5, 0.35, 0.175, so 2 of 3 channels keep {c0, c1}. lr 0
+  # (weights fixed), momentum 0.9, g = 4 on c1, 1 on c2. Step 1 drops c1 (lowest mean |w| of
+  # the kept) and grows the highest mean |g| of {c1, c2}: c1. It keeps its weights and trace
+  # (4 + 0.9 * 4 = 7.6).
+  g = {"w": jnp.array([[0.0, 4.0, 1.0], [0.0, 4.0, 1.0]]), "b": jnp.zeros(3)}
+  method = sparse.rigl(**_kw(end_step=1, sparsity=1 / 3, pattern="channel", drop_fraction=0.5))
+  (_, s0), (p1, s1) = _one_update_case(method, g, lr=0.0, momentum=0.9)
+  assert active_set(s0.weight_mask["w"]) == active_set(s1.weight_mask["w"]) == {0, 1, 3, 4}
+  np.testing.assert_array_equal(p1["w"], np.float32([[0.1, -0.5, 0.0], [0.9, -0.2, 0.0]]))
+  np.testing.assert_allclose(s1.inner_state[0].trace["w"][:, 1], [7.6, 7.6], rtol=1e-6)
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "channel"])
+@pytest.mark.parametrize("name", ["set_", "rigl", "mest", "dsr"])
+def test_update_changes_only_weights_it_prunes_or_newly_grows(name, pattern):
+  # Derived from the wrapper's rule: the inner step is computed on the mask before the update,
+  # so on weights active before and after an update the parameters and momentum equal those of
+  # the same run without that update; weights newly active are 0 with zero momentum; pruned
+  # weights are 0.
+  params = mlp_params(jax.random.PRNGKey(3))
+  x = jax.random.normal(jax.random.PRNGKey(4), (16, 6))
+  y = jnp.arange(16) % 3
+
+  def loss_fn(p):
+    return xent(mlp_apply(p, x), y)
+
+  kw = dict(sparsity=0.5, sparsity_distribution="uniform", pattern=pattern, drop_fraction=0.5)
+  runs = []
+  for update_every in (2, 100):  # an update at step 2, or none before step 100
+    extra = {"threshold_init": 0.3} if name == "dsr" else {}  # DSR: a threshold that prunes.
+    method = getattr(sparse, name)(update_every=update_every, end_step=200, seed=1, **kw, **extra)
+    tx = method.wrap(optax.sgd(0.1, momentum=0.9), params)
+    state, p = tx.init(params), params
+    step = jax.jit(lambda p, s, tx=tx: tx.update(jax.grad(loss_fn)(p), s, p, loss_fn=loss_fn))
+    for _ in range(3):
+      u, state = step(p, state)
+      p = optax.apply_updates(p, u)
+    runs.append((p, state))
+  (p_up, s_up), (p_plain, s_plain) = runs
+  old, new = s_plain.weight_mask, s_up.weight_mask
+  changed = False
+  for o, n, a, b, ta, tb in zip(
+    jax.tree.leaves(old),
+    jax.tree.leaves(new),
+    jax.tree.leaves(p_up),
+    jax.tree.leaves(p_plain),
+    jax.tree.leaves(s_up.inner_state[0].trace),
+    jax.tree.leaves(s_plain.inner_state[0].trace),
+    strict=True,
+  ):
+    o, n, a, b, ta, tb = map(np.asarray, (o, n, a, b, ta, tb))
+    np.testing.assert_array_equal(a[o & n], b[o & n])
+    np.testing.assert_array_equal(ta[o & n], tb[o & n])
+    assert np.all(a[~n] == 0.0) and np.all(a[n & ~o] == 0.0) and np.all(ta[n & ~o] == 0.0)
+    changed |= bool(np.any(n != o))
+  assert changed  # the update moved the mask

@@ -233,8 +233,7 @@ def test_grown_groups_start_at_zero_with_reset_moments(kind, kw):
   params = optax.apply_updates(params, u)
   grown_any, kept_traces = False, []
   trace = state.inner_state[0].trace
-  # (Weights dropped and regrown by the same update also restart; the before/after masks cannot
-  # show them, so only the newly active ones are checked.)
+  # Newly active groups restart; groups dropped and regrown keep theirs (test_dynamic.py).
   for old, new, p, tr in zip(
     _kernels(before), _kernels(state.weight_mask), _kernels(params), _kernels(trace), strict=True
   ):

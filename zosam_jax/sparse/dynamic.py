@@ -22,9 +22,11 @@ drops some active weights and grows as many inactive ones:
   (capped by each leaf's free slots; rounding by largest remainder). Per-leaf
   counts move; the total stays exact.
 
-Grown weights start at exactly 0 and their optimizer moments are zeroed (see
-``wrapper``). Per-leaf counts (SET, RigL, MEST) and the total (DSR) are exact after
-every update: selections rank by index, ties cannot change a count.
+Growth ranks every weight inactive after the drop, the ones just dropped included. Weights
+inactive before the update and grown by it start at exactly 0 with zeroed optimizer moments; a
+weight dropped and grown back by the same update keeps its value and moments (see ``wrapper``).
+Per-leaf counts (SET, RigL, MEST) and the total (DSR) are exact after every update: selections
+rank by index, ties cannot change a count.
 
 Patterns (``pattern=``, see :class:`~zosam_jax.sparse.SparseMethod`): under ``"channel"`` every
 rule above runs on whole output channels, with a channel's score the mean of its weights' scores

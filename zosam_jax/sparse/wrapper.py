@@ -8,20 +8,23 @@ At every step, with current mask ``m`` and parameters ``theta``:
    the masked parameters ``m * theta``, with ``weight_mask=m`` and every extra
    argument (``loss_fn``, ``probe_loss_fn`` ...) passed through;
 2. if the step is a mask-update step, the method computes a new mask ``m'``
-   (inside ``jax.lax.cond``: no retrace, no host round trip) and the set ``G`` of
-   weights it grew; otherwise ``m' = m`` and ``G`` is empty. A method that reads the
-   dense gradient (RigL, MEST) takes the one step 1 already computed: the head's
+   (inside ``jax.lax.cond``: no retrace, no host round trip); otherwise ``m' = m``. A method
+   that reads the dense gradient (RigL, MEST) takes the one step 1 already computed: the head's
    (its state's ``gradient`` slot, requested by ``init``), else the incoming
    gradients; only a chain with neither (a fully zeroth-order head) makes the
    wrapper compute ``jax.grad(loss_fn)`` itself, inside the cond;
-3. the returned update is ``u_i`` (from ``tx``) on kept weights ``m'_i and i not in G``
-   and ``-theta_i`` elsewhere, so that after ``optax.apply_updates`` every pruned
-   weight is exactly 0 and every grown weight starts at exactly 0;
+3. the returned update is ``u_i`` (from ``tx``) on the kept set ``K = m and m'`` (weights
+   active before and after the update) and ``-theta_i`` elsewhere, so that after
+   ``optax.apply_updates`` every pruned weight is exactly 0 and every new connection
+   (``m'_i and not m_i``) starts at exactly 0;
 4. on mask-update steps every array of the inner state shaped like a parameter
-   (momentum ``trace``, Adam ``mu``/``nu``, ...) is zeroed outside the kept set,
-   so grown weights start with fresh optimizer moments.
+   (momentum ``trace``, Adam ``mu``/``nu``, ...) is zeroed outside ``K``, so new
+   connections start with fresh optimizer moments.
 
-The kept set lies in both masks, so on it the update is the one ``tx`` computed on
+A weight that an update drops and grows back (growth ranks every weight inactive after the
+drop, the dropped ones included) is in ``K``: it keeps its value and its moments, as in the
+RigL reference implementation, which treats only weights inactive before the update as new
+connections. ``K`` lies in both masks, so on it the update is the one ``tx`` computed on
 the network of mask ``m``: on a mask-update step the same pass gives the step and
 the growth gradient (as in RigL implementations that step, then update the mask).
 Because step 3 applies from the first call, a dense initial ``params`` becomes
@@ -76,8 +79,10 @@ class MaskUpdate(NamedTuple):
 
   Attributes:
     weight_mask: the new mask.
-    grown: bool pytree, ``True`` on weights activated by this update (they restart
-      at 0 with zero optimizer moments).
+    grown: bool pytree, ``True`` on the weights the update's growth selected (among those
+      inactive after its drop, so it may hold weights it dropped). The wrapper does not read
+      it: it restarts the weights inactive before the update and active after (at 0, with
+      zero optimizer moments), and only those.
     method_state: the method's new state.
   """
 
@@ -246,7 +251,8 @@ def sparse_wrapper(
           if has_aux:
             grads = grads[0]
         res = update_mask(step, mask_, inner_params, grads, key, mstate_)
-        keep_ = jax.tree.map(lambda m, g: m & ~g, res.weight_mask, res.grown)
+        # Active before and after: dropped-and-regrown weights keep value and moments.
+        keep_ = jax.tree.map(jnp.logical_and, res.weight_mask, mask_)
         return res.weight_mask, keep_, rng_, res.method_state
 
       def _skip(operand):
