@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from experiments import input_pipeline, models, optimizers
+from experiments import input_pipeline, label_noise, models, optimizers
 from experiments.errors import ConfigError
 from zosam_jax import sparse
 
@@ -112,6 +112,16 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
       config.dataset[name],
       lambda v: isinstance(v, int) and v >= 0,
       "an integer >= 0",
+    )
+  problem = label_noise.check(
+    config.dataset.label_noise, config.dataset.label_noise_kind, config.dataset.name
+  )
+  if problem:
+    raise ConfigError(problem)
+  if config.dataset.label_noise and not input_pipeline.SPECS[config.dataset.name].in_memory:
+    raise ConfigError(
+      f"dataset.label_noise needs an in-memory dataset, not {config.dataset.name}; valid: "
+      f"{', '.join(n for n, s in input_pipeline.SPECS.items() if s.in_memory)}"
     )
   _check(
     "accumulation_steps",

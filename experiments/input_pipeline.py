@@ -31,6 +31,7 @@ import grain
 import numpy as np
 
 from experiments import corruptions as corruption_lib
+from experiments import label_noise
 from experiments.errors import ConfigError
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet2012")
@@ -243,6 +244,8 @@ class Split:
   images: np.ndarray | None = None  # uint8 [N, H, W, C] when in memory.
   labels: np.ndarray | None = None  # int32 [N] when in memory.
   source: Sequence[dict] | None = None
+  # With label noise: the true labels, where ``labels`` holds the ones the run trains on.
+  clean_labels: np.ndarray | None = None
 
   def get(self, indices: np.ndarray) -> tuple[Any, np.ndarray]:
     """Images (array, or list of arrays for sources) and labels at ``indices``."""
@@ -442,7 +445,10 @@ class _BatchMaker:
     rng = np.random.default_rng([self.seed, 1, step])
     draws = {k: v[self.rows] for k, v in _draw(rng, len(indices), self.spec, self.augment).items()}
     images, labels = self.split.get(indices[self.rows])
-    return {"image": _train_images(images, self.spec, self.augment, draws), "label": labels}
+    batch = {"image": _train_images(images, self.spec, self.augment, draws), "label": labels}
+    if self.split.clean_labels is not None:  # Label noise: the step counts flipped examples.
+      batch["clean_label"] = self.split.clean_labels[indices[self.rows]]
+    return batch
 
 
 def shuffle_seed(seed: int) -> int:
@@ -584,7 +590,9 @@ class TrainIterator:
 
 def load_run_data(config: Any, data_dir: str, process_index: int = 0, process_count: int = 1):
   """``(spec, train_split, eval_split, batches)`` of a run's config: the eval split is the test
-  split, or the held-out last ``dataset.validation_size`` training examples.
+  split, or the held-out last ``dataset.validation_size`` training examples. With
+  ``dataset.label_noise`` the training split's labels are flipped (``label_noise.flip_labels``;
+  its ``clean_labels`` keeps the true ones) and the eval split is left as it is.
 
   Raises ``DataMissingError``, or ``ConfigError`` for sizes the data cannot serve (before anything
   is written).
@@ -597,6 +605,18 @@ def load_run_data(config: Any, data_dir: str, process_index: int = 0, process_co
   try:
     if ds.validation_size:  # Tuning: evaluate on held-out training examples, not the test set.
       train_split, test_split = hold_out(train_split, ds.validation_size)
+    if ds.label_noise:
+      noisy = label_noise.flip_labels(
+        train_split.labels,
+        ds.label_noise,
+        ds.label_noise_kind,
+        spec.num_classes,
+        config.seed,
+        ds.name,
+      )
+      train_split = dataclasses.replace(
+        train_split, labels=noisy.labels, clean_labels=train_split.labels
+      )
     batches = TrainBatches(
       train_split,
       spec,

@@ -76,14 +76,28 @@ def train_record(
 ) -> dict[str, Any]:
   """The ``train`` record of the log window ending at ``step``: mean loss and accuracy of its
   steps (``state["acc"]``), the learning rate of the last step, throughput, and
-  :func:`optimizer_scalars`."""
+  :func:`optimizer_scalars`.
+
+  With label noise also ``accuracy_clean`` (examples whose label was not flipped),
+  ``accuracy_flipped`` (flipped examples predicted as their given, wrong label: memorisation) and
+  ``accuracy_flipped_true`` (flipped examples predicted as their true label).
+  """
   acc = jax.device_get(state["acc"])
-  return {
+  record = {
     "kind": "train",
     "step": step,
     "epoch": step / steps_per_epoch,
     "loss": float(acc["loss_sum"]) / int(acc["steps"]),
     "accuracy": float(acc["correct"]) / max(int(acc["count"]), 1),
+  }
+  if "count_flipped" in acc:
+    flipped = int(acc["count_flipped"])
+    clean = int(acc["count"]) - flipped
+    record["accuracy_clean"] = (int(acc["correct"]) - int(acc["correct_flipped"])) / max(clean, 1)
+    record["accuracy_flipped"] = int(acc["correct_flipped"]) / max(flipped, 1)
+    record["accuracy_flipped_true"] = int(acc["true_flipped"]) / max(flipped, 1)
+  return {
+    **record,
     "learning_rate": learning_rate,
     "images_per_sec": images_per_sec,
     **optimizer_scalars(state["opt_state"]),

@@ -30,28 +30,37 @@ import jax.numpy as jnp
 import optax
 
 ACCUMULATORS = ("loss_sum", "correct", "count", "steps")
+# With label noise (batches carry "clean_label"), counted over the flipped examples of a batch:
+# predictions equal to the given (flipped) label, i.e. memorised; equal to the true label; count.
+NOISE_COUNTS = ("correct_flipped", "true_flipped", "count_flipped")
 
 
-def zero_accumulators() -> dict[str, jax.Array]:
+def _counters(label_noise: bool) -> dict[str, jax.Array]:
+  names = ("correct", "count", *(NOISE_COUNTS if label_noise else ()))
+  return {name: jnp.zeros([], jnp.int32) for name in names}
+
+
+def zero_accumulators(label_noise: bool = False) -> dict[str, jax.Array]:
   return {
     "loss_sum": jnp.zeros([], jnp.float32),
-    "correct": jnp.zeros([], jnp.int32),
-    "count": jnp.zeros([], jnp.int32),
+    **_counters(label_noise),
     "steps": jnp.zeros([], jnp.int32),
   }
 
 
-def initial_state(params: Any, opt_state: Any, batch_stats: Any) -> dict[str, Any]:
+def initial_state(
+  params: Any, opt_state: Any, batch_stats: Any, label_noise: bool = False
+) -> dict[str, Any]:
   """The train state at step 0: parameters, BatchNorm statistics, the optimizer state (its
-  ``aux`` slot seeded with empty counters and the statistics) and zeroed metric accumulators."""
-  zero = jnp.zeros([], jnp.int32)
-  aux = {"correct": zero, "count": zero, "batch_stats": batch_stats}
+  ``aux`` slot seeded with empty counters and the statistics) and zeroed metric accumulators.
+  ``label_noise``: the batches carry ``clean_label`` (the counters of ``NOISE_COUNTS`` too)."""
+  aux = {**_counters(label_noise), "batch_stats": batch_stats}
   return {
-    "step": zero,
+    "step": jnp.zeros([], jnp.int32),
     "params": params,
     "batch_stats": batch_stats,
     "opt_state": optax.tree_utils.tree_set(opt_state, aux=aux),
-    "acc": zero_accumulators(),
+    "acc": zero_accumulators(label_noise),
   }
 
 
@@ -105,11 +114,19 @@ def make_train_step(
         logits, new_stats = training_logits(model, variables, sub_batch["image"], dropout_rng)
       labels = sub_batch["label"]
       losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      predicted = jnp.argmax(logits, -1)
       aux = {
-        "correct": jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.int32),
+        "correct": jnp.sum(predicted == labels).astype(jnp.int32),
         "count": jnp.asarray(labels.shape[0], jnp.int32),
         "batch_stats": new_stats,
       }
+      if "clean_label" in sub_batch:
+        flipped = labels != sub_batch["clean_label"]
+        aux["correct_flipped"] = jnp.sum(flipped & (predicted == labels)).astype(jnp.int32)
+        aux["true_flipped"] = jnp.sum(flipped & (predicted == sub_batch["clean_label"])).astype(
+          jnp.int32
+        )
+        aux["count_flipped"] = jnp.sum(flipped).astype(jnp.int32)
       return losses, aux
 
     def loss_fn(params):
@@ -146,7 +163,7 @@ def make_train_step(
       params, batch_stats, opt_state, loss, aux = micro_step(
         state["params"], state["batch_stats"], state["opt_state"], batch, dropout_rng
       )
-      correct, count = aux["correct"], aux["count"]
+      counts = {k: v for k, v in aux.items() if k != "batch_stats"}
     else:
       k = accumulation_steps
       # [B, ...] -> [k, B/k, ...] with micro-batch j = rows j, j + k, ...: a device's rows of
@@ -160,13 +177,14 @@ def make_train_step(
         params, batch_stats, opt_state, loss, aux = micro_step(
           *carry, micro_batch, jax.random.fold_in(dropout_rng, j)
         )
-        return (params, batch_stats, opt_state), (loss, aux["correct"], aux["count"])
+        counts = {k: v for k, v in aux.items() if k != "batch_stats"}
+        return (params, batch_stats, opt_state), (loss, counts)
 
       carry = (state["params"], state["batch_stats"], state["opt_state"])
-      (params, batch_stats, opt_state), (losses, corrects, counts) = jax.lax.scan(
+      (params, batch_stats, opt_state), (losses, counts) = jax.lax.scan(
         body, carry, (micro, jnp.arange(k))
       )
-      loss, correct, count = jnp.mean(losses), jnp.sum(corrects), jnp.sum(counts)
+      loss, counts = jnp.mean(losses), jax.tree.map(jnp.sum, counts)
     acc = state["acc"]
     return {
       "step": state["step"] + 1,
@@ -175,8 +193,7 @@ def make_train_step(
       "opt_state": opt_state,
       "acc": {
         "loss_sum": acc["loss_sum"] + loss,
-        "correct": acc["correct"] + correct,
-        "count": acc["count"] + count,
+        **{k: acc[k] + v for k, v in counts.items()},
         "steps": acc["steps"] + 1,
       },
     }

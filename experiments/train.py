@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from experiments import input_pipeline, metrics, models, multihost, optimizers, steps
+from experiments import input_pipeline, label_noise, metrics, models, multihost, optimizers, steps
 from experiments.checks import configure, validate_config
 from experiments.errors import ConfigError
 from experiments.evaluation import evaluate, evaluate_corrupted, to_global
@@ -96,7 +96,10 @@ def build(
   tx = optimizers.sparse_chain(chain, method, params, weight_mask=weight_mask, **scoring)
   opt_state = tx.init(params)
 
-  state = jax.jit(steps.initial_state, out_shardings=sharding)(params, opt_state, batch_stats)
+  noisy = bool(config.dataset.label_noise)
+  state = jax.jit(
+    lambda p, o, b: steps.initial_state(p, o, b, label_noise=noisy), out_shardings=sharding
+  )(params, opt_state, batch_stats)
   return model, tx, state
 
 
@@ -181,6 +184,11 @@ def train_run(
       print(f"Resumed from step {start_step} of {total_steps} in {workdir}", flush=True)
   elif is_main:  # A new run, or a resumed one killed before its first checkpoint: start over.
     write_config(config, workdir)
+  if is_main and train_split.clean_labels is not None:  # Which examples the run's noise flipped.
+    noisy = label_noise.NoisyLabels(
+      train_split.labels, np.flatnonzero(train_split.labels != train_split.clean_labels)
+    )
+    label_noise.write_record(workdir, config, train_split.clean_labels, noisy)
   writer.truncate_after(start_step)
   t0 = time.perf_counter()  # Compile ahead of time so timings exclude compilation.
   example = to_global(batches.batch(start_step % max(total_steps, 1)), batch_sharding)
@@ -267,7 +275,8 @@ def train_run(
         writer.write(record)
         if bar is not None:
           bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}")
-        state = {**state, "acc": jax.device_put(steps.zero_accumulators(), replicated)}
+        zeros = steps.zero_accumulators(label_noise=bool(config.dataset.label_noise))
+        state = {**state, "acc": jax.device_put(zeros, replicated)}
         window_start, window_steps = now, 0
       if config.eval_every_steps and step % config.eval_every_steps == 0 and step != epoch_end:
         jax.block_until_ready(state)  # The steps dispatched so far count as training time.

@@ -27,6 +27,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Hold out the last N training examples and evaluate on them instead of the test set (0 = off;
   # metrics are then named validation_accuracy/validation_loss). For tuning.
   config.dataset.validation_size = 0
+  # Flip this fraction of the training labels (after validation_size is held out; the evaluation
+  # split stays clean), drawn from the seed alone so every arm of a seed sees the same flips
+  # (experiments/label_noise.py; WORKDIR/label_noise.json lists them). 0 = off.
+  config.dataset.label_noise = 0.0
+  config.dataset.label_noise_kind = "symmetric"  # symmetric | pairs (Fashion-MNIST's class pairs)
   config.dataset.random_crop = False  # Zero-pad by crop_padding and crop back.
   config.dataset.crop_padding = 4
   config.dataset.flip = False
