@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The evidence round (issue 26), resumably: finished cells are skipped, so a killed chain
+# continues where it stopped when started again.
+#   nohup bash experiments/studies/run_evidence.sh [WORKDIRS] > evidence.log 2>&1 &
+# Cells run one at a time (each process uses both cores of the 2-core CPU). The studies of the
+# first round (run_all.sh) are not rerun here.
+set -u
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-.venv/bin/python}
+W=${1:-workdirs}
+study() { $PY -m experiments.study "experiments/studies/$1.py" --workdirs "$W" "${@:2}"; }
+
+# P0: where SAM's gain is real (label noise), seed 0, on held-out data. 0.4 first.
+study p0_label_noise --cells '0.4-*'
+study p0_label_noise
