@@ -437,7 +437,15 @@ def write_csv(path: str, comparisons: Sequence[dict[str, Any]]) -> None:
     writer = csv.DictWriter(f, fieldnames=fields)
     writer.writeheader()
     for r in rows:
-      writer.writerow({k: "" if r.get(k) is None else r[k] for k in fields})
+      writer.writerow({k: _csv_value(r.get(k)) for k in fields})
+
+
+def _csv_value(value: Any) -> Any:
+  if value is None:
+    return ""
+  if isinstance(value, float):
+    return f"{value:.12g}"  # Drops the float noise of a difference (0.0029, not 0.00290000...137).
+  return value
 
 
 def replace_section(markdown: str, section: Sequence[str]) -> str:
