@@ -39,7 +39,8 @@ counted in OTHER's machine time, not here). Both studies must run the same code.
 Aggregation (after running, or alone with ``--only-aggregate``) writes ``RESULTS/<name>/``:
 ``runs.csv``, ``summary.csv``, ``summary.md`` (mean +- sample std over the finished seeds of each
 group, ``n=2 of 3`` when some are not finished; with a dict ``analyze``, also the analysis
-metrics per step) and ``curves_<metric>.png``.
+metrics per step; each arm minus SGD and SAM per seed, ``experiments.stats``), ``paired.csv`` and
+``curves_<metric>.png``.
 
 Extra ``--config.FIELD=VALUE`` arguments are passed to every cell but are not part of the cell
 id or hash: they are for machine-local settings (``dataset.data_dir``, ``progress_bar``), not
@@ -70,6 +71,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from experiments import stats
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STUDY_KEYS = {
@@ -83,7 +86,8 @@ STUDY_KEYS = {
   "group_by": "[FIELD]: one summary row per combination (default: every grid/cells field)",
   "metrics": "[key of the eval records]: reported at the final epoch (default test_accuracy)",
   "paper": "{'source': str, 'metric': str, 'scale': float, 'values': {group tuple: number}} "
-  "(or just the values mapping)",
+  "(or just the values mapping); 'comparable': bool; 'effect': 'difference' | 'relative_error' | "
+  "'none' (how the paper's gain becomes the effect tested in the paired differences)",
   "analyze": "False (default) | True | {'args': [flag], 'steps': [int or 'final'], "
   "'metrics': {column: dotted path in analysis.json}}: run `python -m experiments.analyze` on "
   "each finished cell at these checkpoint steps (True: the final one, no metrics)",
@@ -95,7 +99,7 @@ STUDY_KEYS = {
   "target_metric": "the eval key compared with target_accuracy (default test_accuracy)",
   "description": "free text, shown at the top of summary.md",
 }
-PAPER_KEYS = {"source", "metric", "scale", "values", "comparable"}
+PAPER_KEYS = {"source", "metric", "scale", "values", "comparable", "effect"}
 ANALYZE_KEYS = {
   "args": "[str]: extra flags of experiments.analyze (not --step/--out; default [])",
   "steps": "[int >= 0 or 'final']: checkpoint steps to analyse (default ['final'])",
@@ -537,6 +541,11 @@ def _parse_paper(paper: Any, study: Study) -> dict[str, Any]:
   metric = paper.get("metric", study.metrics[0])
   scale = paper.get("scale", 1.0)
   comparable = paper.get("comparable", True)
+  effect = paper.get("effect")
+  if effect is not None and effect not in stats.EFFECT_MODES:
+    raise StudyError(
+      f"paper['effect'] must be one of {', '.join(stats.EFFECT_MODES)}, got {effect!r}"
+    )
   if not isinstance(comparable, bool):
     raise StudyError(f"paper['comparable'] must be True or False, got {comparable!r}")
   if not isinstance(source, str):
@@ -564,6 +573,7 @@ def _parse_paper(paper: Any, study: Study) -> dict[str, Any]:
     "scale": float(scale),
     "values": values,
     "comparable": comparable,
+    "effect": effect,
   }
 
 
@@ -1347,6 +1357,7 @@ def render_summary(
         "**The paper's numbers look 100x ours: percent? Set `paper['scale'] = 100`.**",
         "",
       ]
+  md += _paired_section(study, rows)
   if study.target_accuracy is not None:
     md += [
       f"## Time to reach {study.target_metric} ≥ {study.target_accuracy:g}",
@@ -1382,6 +1393,23 @@ def render_summary(
   if plots:
     md += ["## Curves", ""] + [f"![{os.path.splitext(p)[0]}]({p})" for p in plots] + [""]
   return "\n".join(md)
+
+
+def _paired(study: Study, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Each arm minus SGD and SAM of its cell group, per seed, on the first metric."""
+  return stats.compare(rows, study.group_by, study.metrics[0], paper=study.paper)
+
+
+def _paired_section(study: Study, rows: Sequence[dict[str, Any]]) -> list[str]:
+  arms = stats.default_arm_fields(study.group_by)
+  metric = study.metrics[0]
+  return stats.render_section(
+    _paired(study, rows),
+    [f for f in study.group_by if f not in arms],
+    metric,
+    unit=stats.default_unit(metric, study.paper),
+    mode=stats.effect_mode(study.paper) if study.paper else None,
+  )
 
 
 def _render_analysis(study: Study, groups: Sequence[dict[str, Any]]) -> list[str]:
@@ -1545,12 +1573,14 @@ def _write_csv(path: str, dicts: Sequence[dict[str, Any]]) -> None:
 
 
 def aggregate(study: Study, cells: Sequence[Cell], out_dir: str) -> dict[str, Any]:
-  """Writes ``runs.csv``, ``summary.csv``, ``summary.md`` and ``curves_*.png`` to ``out_dir``."""
+  """Writes ``runs.csv``, ``summary.csv``, ``paired.csv``, ``summary.md`` and ``curves_*.png``
+  to ``out_dir``."""
   os.makedirs(out_dir, exist_ok=True)
   rows = collect_runs(study, cells)
   groups = summarize(study, rows)
   _write_csv(os.path.join(out_dir, "runs.csv"), rows)
   _write_csv(os.path.join(out_dir, "summary.csv"), groups)
+  stats.write_csv(os.path.join(out_dir, stats.PAIRED_CSV), _paired(study, rows))
   plots = plot_curves(study, rows, groups, out_dir)
   with open(os.path.join(out_dir, "summary.md"), "w") as f:
     f.write(render_summary(study, rows, groups, plots))

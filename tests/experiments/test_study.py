@@ -11,6 +11,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -748,6 +749,10 @@ def test_aggregate_of_an_empty_study(tmp_path):
     ({**TWO, "fixed": {"fake.acc": 1}}, "both fixed and varied"),
     ({**TWO, "group_by": ["nope"]}, "group_by field(s) nope are not in"),
     ({**TWO, "paper": {("a", "b"): 1.0}}, "has 2 value(s); group_by has 1"),
+    (
+      {**TWO, "paper": {"values": {(0.6,): 1.0}, "effect": "ratio"}},
+      "paper['effect'] must be one of difference, relative_error, none, got 'ratio'",
+    ),
     ({**TWO, "cells": [{"fake.acc": 0.6}]}, "are the same run"),
     ({**TWO, "target_accuracy": "high"}, "target_accuracy must be a number"),
     ({**TWO, "analyze": "yes"}, "analyze must be True, False or a dict with keys args, steps"),
@@ -868,8 +873,10 @@ def test_curves_split_into_panels_for_many_groups(tmp_path):
   assert code == 0
   out = tmp_path / "res" / "t1"
   assert (out / "curves_test_accuracy.png").stat().st_size > 10_000
-  md = (out / "summary.md").read_text()
+  md, paired = (out / "summary.md").read_text().split("## Paired differences")
   assert md.count("\n| rigl |") + md.count("\n| mest |") == 16
+  # Against SGD, 3 arms in each of 4 cell groups; against SAM, 2 (SGD is not compared again).
+  assert paired.count("\n| rigl |") + paired.count("\n| mest |") == 12 + 8
   rows = [line for line in md.splitlines() if line.startswith(("| rigl", "| mest"))]
   assert [r.split(" | ")[:3] for r in rows[:5]] == [
     ["| rigl", "0.9", o] for o in ("sgd", "sam", "zo_sam", "random_perturbation")
@@ -943,3 +950,94 @@ def test_analysis_study_end_to_end(tmp_path, data_dir, fmnist_subset_dir):
     assert (out / "ANALYZED.json").exists() and (out / "analysis.json").exists()
   md = (tmp_path / "res" / "tiny_hessian" / "summary.md").read_text()
   assert "### final: the final checkpoint" in md and "| sgd | 1 |" in md
+
+
+PAIRED = {
+  "name": "paired",
+  "base_config": BASE,
+  "fixed": {"num_epochs": 1},
+  "grid": {"sparse.sparsity": [0.9, 0.98], "optimizer.name": ["sgd", "sam", "zo_sam"]},
+  "seeds": [0, 1, 2],
+  "group_by": ["sparse.sparsity", "optimizer.name"],
+  "metrics": ["test_accuracy", "test_loss"],
+  "paper": {
+    "scale": 100,
+    "comparable": True,
+    "values": {(0.9, "sgd"): 90.0, (0.9, "zo_sam"): 91.0},
+  },
+}
+
+
+def test_paired_section_is_the_runs_csv_rows_minus_sgd_and_sam(tmp_path):
+  """summary.md's paired differences and paired.csv are runs.csv's rows subtracted seed by seed,
+  and ``python -m experiments.stats --write`` re-renders the same section from runs.csv."""
+  from experiments import stats
+
+  cells = study.parse_study(PAIRED).expand(str(tmp_path / "wd"))
+  finals = {
+    (0.9, "sgd"): [0.900, 0.902, 0.904],
+    (0.9, "sam"): [0.905, 0.903, 0.910],
+    (0.9, "zo_sam"): [0.901, 0.904, None],  # Seed 2 unfinished: pairs on seeds 0 and 1 only.
+    (0.98, "sgd"): [0.850, 0.860, 0.855],
+    (0.98, "sam"): [0.851, 0.858, 0.860],
+    (0.98, "zo_sam"): [0.849, 0.865, 0.870],
+  }
+  for cell in cells:
+    final = finals[(cell.value("sparse.sparsity"), cell.value("optimizer.name"))][cell.seed]
+    fabricate(cell, [0.5] if final is None else [final], done=final is not None)
+  code, lines = run_fake(tmp_path, PAIRED, "--only-aggregate")
+  assert code == 0, lines
+  out = tmp_path / "res" / "paired"
+  runs = read_csv(out / "runs.csv")
+  acc = {
+    (r["sparse.sparsity"], r["optimizer.name"], r["seed"]): float(r["test_accuracy"])
+    for r in runs
+    if r["status"] == "done"
+  }
+
+  paired = read_csv(out / "paired.csv")
+  assert [(r["sparse.sparsity"], r["arm"], r["reference"]) for r in paired] == [
+    ("0.9", "sam", "sgd"),
+    ("0.9", "zo_sam", "sgd"),
+    ("0.98", "sam", "sgd"),
+    ("0.98", "zo_sam", "sgd"),
+    ("0.9", "zo_sam", "sam"),
+    ("0.98", "zo_sam", "sam"),
+  ]
+  t2 = 4.302652729749464  # t_{0.975, 2}: 3 paired seeds.
+  for r in paired:
+    seeds = ["0", "1"] if (r["sparse.sparsity"], r["arm"]) == ("0.9", "zo_sam") else ["0", "1", "2"]
+    diffs = [
+      acc[(r["sparse.sparsity"], r["arm"], s)] - acc[(r["sparse.sparsity"], r["reference"], s)]
+      for s in seeds
+    ]
+    assert int(r["n"]) == len(seeds)
+    assert [float(r[f"diff_s{s}"]) for s in seeds] == pytest.approx(diffs)
+    assert float(r["mean"]) == pytest.approx(sum(diffs) / len(diffs))
+    if len(seeds) == 3:
+      half = t2 * statistics.stdev(diffs) / math.sqrt(3)
+      assert float(r["half_width"]) == pytest.approx(half)
+      assert float(r["ci_low"]) == pytest.approx(sum(diffs) / 3 - half)
+  # ZO-SAM at 90%: the paper's +1 point (comparable: its own difference) against 2 seeds.
+  zo = paired[1]
+  assert zo["diff_s2"] == "" and float(zo["effect"]) == pytest.approx(0.01)
+  half = 12.706204736174696 * statistics.stdev([0.001, 0.002]) / math.sqrt(2)  # t_{0.975, 1}
+  assert float(zo["half_width"]) == pytest.approx(half)
+  assert zo["verdict"] == "not reproduced"  # Includes 0, short of +1 point.
+
+  md = (out / "summary.md").read_text()
+  assert "## Paired differences" in md and "Student t over the n paired seeds" in md
+  assert md.index("## Paired differences") < md.index("## Curves")
+  sam = [acc[("0.9", "sam", s)] - acc[("0.9", "sgd", s)] for s in "012"]
+  mean = sum(sam) / 3
+  half = t2 * statistics.stdev(sam) / math.sqrt(3)
+  cells_md = [f"{100 * d:+.2f}" for d in sam]
+  expected = f"{100 * mean:+.2f} [{100 * (mean - half):+.2f}, {100 * (mean + half):+.2f}]"
+  assert f"| 0.9 | sam | {' | '.join(cells_md)} | {expected} | - | " in md
+  assert "| 0.9 | zo_sam | +0.10 | +0.20 | - | +0.15 [" in md
+
+  before = md
+  assert (
+    stats.main([str(out / "runs.csv"), "--study", write_study(tmp_path, PAIRED), "--write"]) == 0
+  )
+  assert (out / "summary.md").read_text() == before
