@@ -84,7 +84,8 @@ STUDY_KEYS = {
   "seeds": "[int]: every cell is run once per seed (default [0])",
   "seed_field": "the config field the seed goes to (default 'seed')",
   "group_by": "[FIELD]: one summary row per combination (default: every grid/cells field)",
-  "metrics": "[key of the eval records]: reported at the final epoch (default test_accuracy)",
+  "metrics": "[key of the eval records]: reported at the final epoch (default test_accuracy); "
+  "'max:KEY' / 'min:KEY': over all epochs (the peak, optimistic)",
   "paper": "{'source': str, 'metric': str, 'scale': float, 'values': {group tuple: number}} "
   "(or just the values mapping); 'comparable': bool; 'effect': 'difference' | 'relative_error' | "
   "'none' (how the paper's gain becomes the effect tested in the paired differences)",
@@ -382,6 +383,9 @@ def parse_study(raw: Any, path: str = "<study>") -> Study:
   metrics = raw.get("metrics", ["test_accuracy"])
   if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
     raise StudyError(f"metrics must be a non-empty list of eval-record keys, got {metrics!r}")
+  for m in metrics:
+    if ":" in m and m.split(":", 1)[0] not in ("max", "min"):
+      raise StudyError(f"metric {m!r}: the prefix must be 'max:' or 'min:' (the peak over epochs)")
   analyze = _parse_analyze(raw.get("analyze", False))
   workdirs_of = raw.get("workdirs_of")
   if workdirs_of is not None:
@@ -1082,6 +1086,17 @@ def time_to_target(
   return None, None
 
 
+def metric_value(evals: Sequence[dict[str, Any]], metric: str) -> float | None:
+  """A study metric of a run's eval records: ``KEY`` at the last one, ``max:KEY``/``min:KEY``
+  over all of them (the peak over epochs: an optimistic figure, since picking the epoch uses the
+  evaluation data)."""
+  op, _, key = metric.rpartition(":")
+  values = [r[key] for r in evals if r.get(key) is not None]
+  if not values:
+    return None
+  return {"": values[-1], "max": max(values), "min": min(values)}[op]
+
+
 def collect_runs(study: Study, cells: Sequence[Cell]) -> list[dict[str, Any]]:
   """One row per cell (see ``runs.csv``)."""
   rows = []
@@ -1108,7 +1123,7 @@ def collect_runs(study: Study, cells: Sequence[Cell]) -> list[dict[str, Any]]:
       }
     )
     for metric in study.metrics:
-      row[metric] = evals[-1].get(metric) if evals else None
+      row[metric] = metric_value(evals, metric)
     if study.target_accuracy is not None:
       epoch, seconds = time_to_target(evals, study.target_metric, study.target_accuracy)
       row["epochs_to_target"] = epoch

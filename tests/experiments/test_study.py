@@ -1041,3 +1041,14 @@ def test_paired_section_is_the_runs_csv_rows_minus_sgd_and_sam(tmp_path):
     stats.main([str(out / "runs.csv"), "--study", write_study(tmp_path, PAIRED), "--write"]) == 0
   )
   assert (out / "summary.md").read_text() == before
+
+
+def test_metric_value_final_and_peak():
+  evals = [{"a": 0.5}, {"a": 0.9}, {"b": 1.0}, {"a": 0.7}]
+  assert study.metric_value(evals, "a") == 0.7
+  assert study.metric_value(evals, "max:a") == 0.9
+  assert study.metric_value(evals, "min:a") == 0.5
+  assert study.metric_value(evals, "c") is None and study.metric_value([], "max:a") is None
+  spec = {"name": "x", "base_config": "experiments/configs/default.py", "grid": {"f": [1]}}
+  with pytest.raises(study.StudyError, match="prefix must be 'max:' or 'min:'"):
+    study.parse_study({**spec, "metrics": ["p:a"]})
