@@ -13,3 +13,9 @@ study() { $PY -m experiments.study "experiments/studies/$1.py" --workdirs "$W" "
 # P0: where SAM's gain is real (label noise), seed 0, on held-out data. 0.4 first.
 study p0_label_noise --cells '0.4-*'
 study p0_label_noise
+
+# T9's channel cells with the reference regrowth rule (issue 25, item 5): ~20 min.
+study t9_channel_regrowth
+# T3 with the corrected trainer seconds (issue 25, item 2), alone on the machine: ~2.5 h.
+# Epoch-end checkpoints, so a resumed cell restarts an epoch whole.
+study t3_convergence --config.checkpoint_every_steps=468
