@@ -72,12 +72,12 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int | None 
       "keep it dense with sparse.dense_layers=head (comma-separate more names)"
     )
   _check("optimizer.probe_fraction", opt.probe_fraction, lambda v: 0 < v <= 1, "in (0, 1]")
-  if opt.probe_fraction != 1 and not optimizers.HEADS[opt.name].probes(opt):
-    probing = [n for n, h in optimizers.HEADS.items() if h.probes(opt) and n != "sparse_sam"]
+  if opt.probe_fraction != 1 and not optimizers.HEADS[opt.name].sub_batch_ascent(opt):
+    probing = [n for n, h in optimizers.HEADS.items() if h.sub_batch_ascent(opt)]
     raise ConfigError(
-      f"optimizer.probe_fraction must be 1 for optimizer.name={opt.name}, which has no "
-      f"zeroth-order ascent (heads with one: {', '.join(probing)}, sparse_sam with "
-      f"optimizer.sparse_sam.ascent=zeroth_order), got {opt.probe_fraction!r}"
+      f"optimizer.probe_fraction must be 1 for optimizer.name={opt.name}, whose ascent cannot "
+      f"see a sub-batch (heads whose ascent can: {', '.join(probing)}), got "
+      f"{opt.probe_fraction!r}"
     )
   if config.sparse.method in optimizers.ROUND_BASED_SPARSE:  # The run's length is checked later.
     lth = config.sparse.lth

@@ -61,13 +61,19 @@ class HeadContext:
 class Head:
   """A registry entry: the factory, which per-example inputs its ``update`` needs (``None``;
   ``"per_example"`` as ESAM, in training mode; ``"fisher"`` as SSAM-F, BatchNorm in inference
-  mode), and whether its ascent is zeroth-order under this config (then its ``update`` takes
-  ``probe_loss_fn=`` and ``guidance``, which ``optimizer.probe_fraction`` and
-  ``optimizer.guidance`` set; both are refused for the other heads)."""
+  mode), whether its ascent is zeroth-order under this config (``probes``: then it takes
+  ``guidance``, which ``optimizer.guidance`` sets), and whether its ascent may see a sub-batch
+  (``sub_batch_ascent``: its ``update`` takes ``probe_loss_fn=``, which
+  ``optimizer.probe_fraction`` sets; every zeroth-order ascent, and SAM's exact one). Both are
+  refused for the other heads."""
 
   build: Callable[[ml_collections.ConfigDict, HeadContext], optax.GradientTransformationExtraArgs]
   batch_losses: Callable[[ml_collections.ConfigDict], str | None] = lambda opt: None
   probes: Callable[[ml_collections.ConfigDict], bool] = lambda opt: False
+  sub_batch: Callable[[ml_collections.ConfigDict], bool] | None = None  # None: same as probes
+
+  def sub_batch_ascent(self, opt: ml_collections.ConfigDict) -> bool:
+    return (self.sub_batch or self.probes)(opt)
 
 
 HEADS: dict[str, Head] = {}
@@ -146,7 +152,9 @@ def _zosa(opt, ctx):
 
 for _name, _head in {
   "sgd": Head(lambda opt, ctx: zj.exact_gradient(has_aux=True)),
-  "sam": Head(lambda opt, ctx: zj.sam(opt.rho, adaptive=opt.adaptive, has_aux=True)),
+  "sam": Head(
+    lambda opt, ctx: zj.sam(opt.rho, adaptive=opt.adaptive, has_aux=True), sub_batch=_always
+  ),
   "zo_sam": Head(
     lambda opt, ctx: zj.zo_sam(
       opt.rho,
@@ -164,6 +172,7 @@ for _name, _head in {
     _sparse_sam,
     lambda opt: "fisher" if opt.sparse_sam.mask_method == "fisher" else None,
     probes=lambda opt: opt.sparse_sam.ascent == "zeroth_order",
+    sub_batch=_always,
   ),
   "looksam": Head(_looksam),
   "zo_looksam": Head(_looksam, probes=_always),

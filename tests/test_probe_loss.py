@@ -1,4 +1,5 @@
-"""``probe_loss_fn=``: the zeroth-order probes evaluate it, the exact pass keeps ``loss_fn``.
+"""``probe_loss_fn=``: the zeroth-order probes evaluate it (SAM's exact ascent differentiates it),
+the exact pass keeps ``loss_fn``.
 
 Every evaluation is recorded at run time (``jax.debug.callback``) with the point it was made at,
 so the tests see which function each probe called and can rebuild the estimate from the RGE
@@ -192,10 +193,22 @@ def test_the_pure_function_takes_probe_loss_fn_too():
   assert np.abs(np.asarray(today[1]["w"]) - np.asarray(other[1]["w"])).max() > 1e-2
 
 
+def test_sam_exact_ascent_differentiates_probe_loss_fn():
+  # The ascent is g = grad other_loss(theta) = theta + C, eps = rho g / ||g||; the update is the
+  # exact gradient of train_loss at theta + eps, A (theta + eps) - B.
+  theta = THETA["w"]
+  g = theta + C
+  expected = A @ (theta + RHO * g / jnp.linalg.norm(g)) - B
+  for tx in (zj.sam(RHO), zj.sparse_sam(RHO, 0.0, mask_method="random")):
+    updates, state = tx.update(
+      None, tx.init(THETA), THETA, loss_fn=train_loss, probe_loss_fn=other_loss
+    )
+    np.testing.assert_allclose(updates["w"], expected, rtol=1e-5)
+    np.testing.assert_allclose(state.value, train_loss({"w": theta + RHO * g / jnp.linalg.norm(g)}))
+
+
 NO_PROBES = {
-  "sam": lambda: zj.sam(RHO),
   "random_perturbation": lambda: zj.random_perturbation(RHO),
-  "sparse_sam exact": lambda: zj.sparse_sam(RHO, 0.5, mask_method="random"),
   "exact_gradient": lambda: zj.exact_gradient(),
   "looksam exact": lambda: zj.looksam(RHO),
   "gsam": lambda: zj.gsam(RHO),

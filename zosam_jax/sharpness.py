@@ -381,9 +381,12 @@ def sharpness_aware(
   * ``per_example_loss_fn`` ``(params, batch) -> losses[B]`` (or ``(losses, aux)``, aux
     ignored) and ``batch``: needed by ``mask_spec.method == "fisher"`` (see
     :func:`zosam_jax.perturbation_masks.empirical_fisher`).
-  * ``probe_loss_fn``: ``ascent="zeroth_order"`` only (refused otherwise): what the probes
-    evaluate instead of ``loss_fn``, with its signature; typically ``loss_fn`` closed over a part
-    of the batch. The exact pass at ``theta + eps`` still uses ``loss_fn``.
+  * ``probe_loss_fn``: ``ascent="zeroth_order"`` or ``"exact"`` (refused with ``"random"``, which
+    evaluates no loss): what the ascent evaluates instead of ``loss_fn``, with its signature;
+    typically ``loss_fn`` closed over a part of the batch. The zeroth-order probes evaluate it;
+    the exact ascent differentiates it, ``g = grad probe_loss_fn(theta)`` (SAM whose ascent sees
+    a fraction ``f`` of the batch: a step costs about ``(1 + f)`` forward-backwards instead of
+    2). The exact pass at ``theta + eps`` still uses ``loss_fn``.
 
   Args:
     rho: perturbation radius ``>= 0``.
@@ -472,7 +475,12 @@ def sharpness_aware(
       mask = _mask_tree(inputs.params, inputs.selection, parts)
     if implicit_form:
       ascent_dir = _implicit_ascent(
-        inputs.loss_fn, inputs.params, mask, inputs.selection, mask_spec, has_aux
+        losses.probe_loss(inputs.loss_fn, inputs.probe_loss_fn),
+        inputs.params,
+        mask,
+        inputs.selection,
+        mask_spec,
+        has_aux,
       )
 
     out, grads = inputs.exact_pass(
@@ -495,7 +503,7 @@ def sharpness_aware(
     step,
     name=f"sharpness_aware(ascent={ascent!r})",
     perturb_leaves=perturb_leaves,
-    probes=ascent == "zeroth_order",
+    probes=ascent != "random",  # The exact ascent may see a sub-batch too.
     has_aux=has_aux,
     guidance=guidance,
   )

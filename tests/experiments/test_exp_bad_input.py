@@ -166,12 +166,14 @@ def test_bad_config_values(tmp_path, capsys, no_compile, no_data, override, expe
     (["optimizer.name=zo_sam", "optimizer.probe_fraction=0"], "probe_fraction must be in (0, 1]"),
     (["optimizer.name=zo_sam", "optimizer.probe_fraction=1.5"], "probe_fraction must be in (0,"),
     (
-      ["optimizer.name=sam", "optimizer.probe_fraction=0.25"],
-      "optimizer.probe_fraction must be 1 for optimizer.name=sam, which has no zeroth-order",
+      ["optimizer.name=gsam", "optimizer.probe_fraction=0.25"],
+      "optimizer.probe_fraction must be 1 for optimizer.name=gsam, whose ascent cannot see a "
+      "sub-batch (heads whose ascent can: sam, zo_sam, sparse_sam, zo_looksam, zo_esam, "
+      "adaptive_zo_sam), got 0.25",
     ),
     (
-      ["optimizer.name=sparse_sam", "optimizer.probe_fraction=0.5"],
-      "optimizer.probe_fraction must be 1 for optimizer.name=sparse_sam",
+      ["optimizer.name=looksam", "optimizer.probe_fraction=0.5"],
+      "optimizer.probe_fraction must be 1 for optimizer.name=looksam",
     ),
     (
       ["optimizer.name=zosa", "optimizer.probe_fraction=0.5"],

@@ -129,11 +129,12 @@ def test_full_fraction_passes_no_probe_loss_fn():
 
 
 @pytest.mark.slow
-def test_one_epoch_zo_sam_rigl_with_quarter_batch_probes(tmp_path, data_dir, fmnist_subset_dir):
+@pytest.mark.parametrize("name", ["zo_sam", "sam"])  # SAM: its exact ascent on the sub-batch.
+def test_one_epoch_rigl_with_quarter_batch_ascent(tmp_path, data_dir, fmnist_subset_dir, name):
   config = tiny_config(
     data_dir,
     fmnist_subset_dir,
-    optimizer__name="zo_sam",
+    optimizer__name=name,
     optimizer__probe_fraction=0.25,
     sparse__method="rigl",
     sparse__update_every=2,

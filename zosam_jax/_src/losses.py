@@ -36,10 +36,11 @@ def require_loss_fn(name: str, loss_fn: Any, params: Any) -> None:
     )
 
 
-# Heads whose ascent is zeroth-order, the only ones that accept ``probe_loss_fn``.
+# The heads that accept ``probe_loss_fn``: zeroth-order ascents, and the plain exact ascent of
+# sharpness_aware (SAM's ascent on a sub-batch).
 PROBING_HEADS = (
-  "zo_sam / sharpness_aware(ascent='zeroth_order'), sparse_sam, looksam and esam with "
-  "ascent='zeroth_order', adaptive_zo_sam"
+  "sam, zo_sam / sharpness_aware(ascent='exact' or 'zeroth_order'), sparse_sam, looksam and "
+  "esam with ascent='zeroth_order', adaptive_zo_sam"
 )
 
 
