@@ -118,16 +118,25 @@ def paired_times(
   )
 
 
-def compiled_cost(fn: Any, *args: Any) -> dict[str, float]:
-  """XLA's cost analysis of ``fn`` compiled for ``args`` (``flops``, ``bytes accessed``, ...);
-  empty where the backend gives none (best effort)."""
+def cost_analysis(compiled: Any) -> dict[str, float]:
+  """XLA's cost analysis of a compiled program (``flops``, ``bytes accessed``, ...); empty where
+  the backend gives none (best effort)."""
   try:
-    analysis = fn.lower(*args).compile().cost_analysis()
+    analysis = compiled.cost_analysis()
   except Exception:  # noqa: BLE001 - cost analysis is best effort on some backends
     return {}
   if isinstance(analysis, list | tuple):  # older jax: one dict per computation
     analysis = analysis[0] if analysis else {}
   return dict(analysis or {})
+
+
+def compiled_cost(fn: Any, *args: Any) -> dict[str, float]:
+  """XLA's cost analysis of ``fn`` compiled for ``args`` (see :func:`cost_analysis`)."""
+  try:
+    compiled = fn.lower(*args).compile()
+  except Exception:  # noqa: BLE001 - kept best effort, as before
+    return {}
+  return cost_analysis(compiled)
 
 
 def temp_bytes(fn: Any, *args: Any) -> int | None:

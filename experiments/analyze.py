@@ -85,7 +85,7 @@ class Settings:
   ascent_samples: int = 8
   ascent_directions: tuple[int, ...] = ASCENT_DIRECTIONS
   chunk_size: int = 1024
-  conv: str = "auto"  # auto (im2col on CPU) | lax | im2col; see conv_as_matmul.
+  conv: str = "auto"  # auto (im2col in the CPU lowering) | lax | im2col; see conv_as_matmul.
   seed: int = 0
   skip: frozenset[str] = frozenset()
   corruptions: str = ""  # "" = the run's config.dataset.corruptions.
@@ -257,10 +257,30 @@ def im2col_conv(
   )
 
 
+def im2col_on_cpu_conv(lhs: Any, rhs: Any, window_strides: Any, padding: Any, **kwargs: Any) -> Any:
+  """:func:`im2col_conv` where the computation is lowered for the CPU, XLA's convolution where it
+  is lowered for any other platform: the choice is made per platform at lowering
+  (``lax.platform_dependent``), so an export for an accelerator made on a CPU host, or a
+  multi-platform export, keeps XLA's convolution for the accelerator. Both give the same shapes
+  and dtypes (the same function)."""
+  import functools
+
+  import jax
+
+  args = dict(window_strides=window_strides, padding=padding, **kwargs)
+  return jax.lax.platform_dependent(
+    lhs,
+    rhs,
+    cpu=functools.partial(im2col_conv, **args),
+    default=functools.partial(jax.lax.conv_general_dilated, **args),
+  )
+
+
 @contextlib.contextmanager
-def conv_as_matmul(enabled: bool = True) -> Iterator[None]:
-  """While active, Flax's ``nn.Conv`` calls :func:`im2col_conv` instead of
-  ``lax.conv_general_dilated``; trace (jit) inside it.
+def conv_as_matmul(mode: str = "im2col") -> Iterator[None]:
+  """While active, Flax's ``nn.Conv`` calls :func:`im2col_conv` (``mode="im2col"``) or
+  :func:`im2col_on_cpu_conv` (``"auto"``) instead of ``lax.conv_general_dilated``; ``"lax"``
+  changes nothing. Trace (jit) inside it.
 
   Why: XLA:CPU rewrites convolutions into the layout its fast (Eigen) kernels take only in the
   top-level computation, not inside loop bodies. The gradient of a convolution (JAX's transposed
@@ -270,7 +290,9 @@ def conv_as_matmul(enabled: bool = True) -> Iterator[None]:
   0.8 s inside a loop with this substitution (forward alone: 0.06 s lax, 0.16 s im2col, so
   forward-only parts keep lax). Same values up to float32 rounding (2e-6 relative on that HVP).
   """
-  if not enabled:
+  if mode not in CONV_MODES:
+    raise ValueError(f"conv mode {mode!r}; valid: {', '.join(CONV_MODES)}")
+  if mode == "lax":
     yield
     return
   from unittest import mock
@@ -283,7 +305,7 @@ def conv_as_matmul(enabled: bool = True) -> Iterator[None]:
       return getattr(jax.lax, name)
 
   proxy = _Lax("jax.lax")
-  proxy.conv_general_dilated = im2col_conv
+  proxy.conv_general_dilated = im2col_conv if mode == "im2col" else im2col_on_cpu_conv
   with mock.patch.object(flax_linear, "lax", proxy):
     yield
 
@@ -419,10 +441,7 @@ class Analysis:
     else:
       self.active = int(sum(int(np.sum(np.asarray(m))) for m in jax.tree.leaves(self.weight_mask)))
     keys = jax.random.split(jax.random.PRNGKey(settings.seed), 6)
-    conv = settings.conv
-    if conv == "auto":
-      conv = "im2col" if jax.default_backend() == "cpu" else "lax"
-    self.conv = conv
+    self.conv = settings.conv  # "auto" is resolved per platform when the parts are lowered.
     names = ("hessian", "trace", "spectrum", "landscape", "variance", "ascent")
     self.keys = dict(zip(names, keys, strict=True))
     self.dropout_key = jax.random.fold_in(jax.random.key(config.seed), run.step)
@@ -929,6 +948,19 @@ def write_comparison(results: Sequence[dict[str, Any]], out_dir: str) -> list[st
 # ----------------------------------------------------------------------------- driver
 
 
+def _convolution_note(mode: str, platform: str) -> str:
+  """analysis.json's account of the convolutions for ``--conv mode``, on devices of ``platform``
+  (the analysis's own, so the platform ``auto`` is lowered for)."""
+  used = mode if mode != "auto" else ("im2col" if platform == "cpu" else "lax")
+  label = used if mode != "auto" else f"{used} (auto, lowered for {platform})"
+  if used == "lax":
+    return f"{label}: XLA's convolution in every part"
+  return (
+    f"{label}: hessian, spectrum and variance run convolutions as im2col (patches times kernel), "
+    "the other parts with XLA's convolution"
+  )
+
+
 def analyze_run(run: Run, settings: Settings, out_dir: str) -> dict[str, Any]:
   """Every requested part on ``run``; writes ``out_dir/analysis.json`` and the PNGs."""
   from tqdm.auto import tqdm
@@ -966,12 +998,7 @@ def analyze_run(run: Run, settings: Settings, out_dir: str) -> dict[str, Any]:
     "active_coordinates": analysis.active,
     "weight_mask": "dense (no mask)" if analysis.weight_mask is None else "opt_state weight_mask",
     "batch_norm": dict(BATCH_NORM),
-    "convolution": (
-      f"{analysis.conv}: hessian, spectrum and variance run convolutions as im2col (patches "
-      "times kernel), the other parts with XLA's convolution"
-      if analysis.conv == "im2col"
-      else "lax: XLA's convolution in every part"
-    ),
+    "convolution": _convolution_note(analysis.conv, analysis.mesh.devices.flat[0].platform),
   }
   keys = {"hessian": "hessian", "variance": "gradient_variance"}
   for part in PARTS:
@@ -983,7 +1010,7 @@ def analyze_run(run: Run, settings: Settings, out_dir: str) -> dict[str, Any]:
       continue
     bar.set_postfix_str(part)
     t0 = time.perf_counter()
-    with conv_as_matmul(analysis.conv == "im2col" and part in DIFFERENTIATED_PARTS):
+    with conv_as_matmul(analysis.conv if part in DIFFERENTIATED_PARTS else "lax"):
       result[key] = getattr(analysis, part)()
     timings[part] = time.perf_counter() - t0
     bar.update(1)
@@ -1050,7 +1077,8 @@ def parse_args(argv: Sequence[str]) -> tuple[list[str], Settings, str | None]:
   p.add_argument("--chunk-size", type=_positive("chunk-size"), default=d.chunk_size,
                  help="examples per chunk of the subset loss")  # fmt: skip
   p.add_argument("--conv", choices=CONV_MODES, default=d.conv,
-                 help="convolutions of the differentiated parts: auto = im2col on CPU")  # fmt: skip
+                 help="convolutions of the differentiated parts: auto = im2col in the CPU "
+                 "lowering")  # fmt: skip
   p.add_argument("--seed", type=_positive("seed", 0), default=d.seed)
   p.add_argument("--skip", default="", help=f"comma-separated parts of: {', '.join(PARTS)}")
   p.add_argument("--corruptions", default="", help="default: the run's config.dataset.corruptions")

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -57,6 +58,12 @@ TIMING_KEYS = frozenset(
 )
 
 
+def _init_fn(model, spec) -> Callable[[jax.Array], dict[str, Any]]:
+  """``key -> variables``: the model's initialisation on a one-image dummy batch."""
+  dummy = jnp.zeros((1, *spec.image_shape), jnp.float32)
+  return lambda key: model.init(key, dummy, train=False)
+
+
 def build(
   config: ml_collections.ConfigDict,
   spec,
@@ -72,10 +79,7 @@ def build(
   Raises ``ConfigError`` for a value the library refuses (see ``checks.configure``).
   """
   model, chain, method = configure(config, spec, steps_per_epoch)
-  dummy = jnp.zeros((1, *spec.image_shape), jnp.float32)
-  variables = jax.jit(lambda k: model.init(k, dummy, train=False), out_shardings=sharding)(
-    jax.random.key(config.seed)
-  )
+  variables = jax.jit(_init_fn(model, spec), out_shardings=sharding)(jax.random.key(config.seed))
   if initial is not None:  # An LTH round's rewound weights (tree.map checks the structure).
     variables = jax.tree.map(lambda a, b: jnp.asarray(b, a.dtype), variables, initial)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
@@ -101,6 +105,44 @@ def build(
     lambda p, o, b: steps.initial_state(p, o, b, label_noise=noisy), out_shardings=sharding
   )(params, opt_state, batch_stats)
   return model, tx, state
+
+
+def build_abstract(
+  config: ml_collections.ConfigDict, spec: input_pipeline.DatasetSpec, steps_per_epoch: int = 1
+) -> tuple[Any, optax.GradientTransformationExtraArgs, dict[str, Any]]:
+  """``(model, tx, state)`` as :func:`build` makes them, with the state as shapes and dtypes
+  (``jax.ShapeDtypeStruct``) only: nothing is initialised or compiled. For lowering, exporting
+  or costing the step (:func:`train_step_fn`) without the data.
+
+  Raises ``ConfigError`` as :func:`build`, and ``ValueError`` for the sparse methods whose mask
+  is computed from the initial weights (SNIP, GraSP, LTH's rounds), which need :func:`build`.
+  """
+  method_name = config.sparse.method
+  if method_name in optimizers.STATIC_SPARSE or method_name in optimizers.ROUND_BASED_SPARSE:
+    raise ValueError(f"sparse.method={method_name} computes its mask from the weights: use build")
+  model, chain, method = configure(config, spec, steps_per_epoch)
+  variables = jax.eval_shape(_init_fn(model, spec), jax.random.key(config.seed))
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  tx = optimizers.sparse_chain(chain, method, params)
+  state = jax.eval_shape(lambda p, b: steps.initial_state(p, tx.init(p), b), params, batch_stats)
+  return model, tx, state
+
+
+def train_step_fn(
+  config: ml_collections.ConfigDict, model, tx: optax.GradientTransformationExtraArgs
+) -> Callable[[dict, dict], dict]:
+  """The run's training step ``(state, batch) -> state``, not jitted (``train_run`` compiles
+  it with its shardings): the head's per-example inputs, accumulation and probe fraction from
+  ``config``."""
+  batch_losses = optimizers.HEADS[config.optimizer.name].batch_losses(config.optimizer)
+  return steps.make_train_step(
+    model,
+    tx,
+    config.seed,
+    batch_losses,
+    config.accumulation_steps,
+    probe_fraction=config.optimizer.probe_fraction,
+  )
 
 
 def train_and_evaluate(
@@ -192,17 +234,9 @@ def train_run(
   writer.truncate_after(start_step)
   t0 = time.perf_counter()  # Compile ahead of time so timings exclude compilation.
   example = to_global(batches.batch(start_step % max(total_steps, 1)), batch_sharding)
-  batch_losses = optimizers.HEADS[config.optimizer.name].batch_losses(config.optimizer)
   train_step = (
     jax.jit(
-      steps.make_train_step(
-        model,
-        tx,
-        config.seed,
-        batch_losses,
-        config.accumulation_steps,
-        probe_fraction=config.optimizer.probe_fraction,
-      ),
+      train_step_fn(config, model, tx),
       in_shardings=(replicated, batch_sharding),
       out_shardings=replicated,
       donate_argnums=0,
