@@ -30,7 +30,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from benchmarks import timing
-from experiments import input_pipeline, multihost, optimizers, steps, train
+from experiments import input_pipeline, multihost, train
 from experiments.configs import fashion_mnist_default
 from experiments.evaluation import to_global
 
@@ -54,12 +54,7 @@ def step_time(config: ml_collections.ConfigDict, block: int, rounds: int) -> flo
   replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
   model, tx, state = train.build(config, spec, train_split, batches.steps_per_epoch, replicated)
   batch = to_global(batches.batch(0), batch_sharding)
-  batch_losses = optimizers.HEADS[config.optimizer.name].batch_losses(config.optimizer)
-  step = jax.jit(
-    steps.make_train_step(model, tx, config.seed, batch_losses),
-    out_shardings=replicated,
-    donate_argnums=0,
-  )
+  step = jax.jit(train.train_step_fn(config, model, tx), out_shardings=replicated, donate_argnums=0)
   times = []
   for r in range(rounds + 1):  # The first block compiles and warms up.
     t0 = time.perf_counter()

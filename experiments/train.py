@@ -124,7 +124,10 @@ def build_abstract(
   variables = jax.eval_shape(_init_fn(model, spec), jax.random.key(config.seed))
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   tx = optimizers.sparse_chain(chain, method, params)
-  state = jax.eval_shape(lambda p, b: steps.initial_state(p, tx.init(p), b), params, batch_stats)
+  noisy = bool(config.dataset.label_noise)
+  state = jax.eval_shape(
+    lambda p, b: steps.initial_state(p, tx.init(p), b, label_noise=noisy), params, batch_stats
+  )
   return model, tx, state
 
 
