@@ -230,8 +230,9 @@ def report(head: str, before: dict, after: dict, steps: int, loss: jax.Array) ->
   return {"before": before, "after": after, "steps": steps}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None, doc: str = __doc__) -> argparse.Namespace:
+  """The flags; ``doc``: the docstring whose first line ``--help`` shows."""
+  parser = argparse.ArgumentParser(description=doc.split("\n")[0])
   parser.add_argument("--head", choices=HEADS, default="zo_sam")
   parser.add_argument("--steps", type=int, default=0, help="training steps (0: one epoch)")
   parser.add_argument("--train_subset", type=int, default=10_000, help="first N training images")

@@ -109,7 +109,7 @@ def evaluate(model: CNN, images: np.ndarray, labels: np.ndarray) -> dict[str, fl
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-  args = parse_args(argv)
+  args = parse_args(argv, __doc__)
   train_images, train_labels, test_images, test_labels = load_data(args)
   _, total_steps = schedule(args, len(train_labels))
 
