@@ -5,11 +5,14 @@ jitted training step, an epoch over shuffled batches, an evaluation. Only the op
 different: a head (``--head``, e.g. ``zo_sam``) first in the optax chain, and the step calls
 ``zosam_jax.flax_utils.apply_loss(state, loss_fn)`` where plain SGD calls
 ``state.apply_gradients(grads=...)``. By default it trains one epoch on the first 10,000
-Fashion-MNIST training images (offline: Debian's ``dataset-fashion-mnist``, as the trainer in
-``experiments/`` reads it) and prints the test loss before and after.
+Fashion-MNIST training images and prints the test loss before and after.
 
-  python -m examples.flax_linen --head zo_sam      # from the repository root
-  python -m examples.flax_linen --head sam --steps 20
+  python examples/flax_linen.py --head zo_sam
+  python examples/flax_linen.py --head sam --steps 20 --data_dir FOLDER
+
+It needs only zosam_jax, optax and Flax. The data are the four Fashion-MNIST idx ``.gz`` files
+of ``--data_dir`` (default: the folder of Debian's ``dataset-fashion-mnist`` package); where
+they are missing it says so and trains on synthetic images instead (a noisy template per class).
 
 Against the plain-SGD version of this script, these lines differ (marked ``# head``):
 
@@ -29,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gzip
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -39,8 +44,15 @@ import optax
 from flax.training import train_state
 
 import zosam_jax as zj
-from experiments import input_pipeline
 from zosam_jax import flax_utils
+
+# Where Debian's dataset-fashion-mnist package puts the idx files.
+DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+IDX_FILES = {
+  "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+  "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST's pixel mean and deviation (of values in [0, 1])
 
 HEADS = (
   "sgd",
@@ -140,13 +152,51 @@ def evaluate_in_batches(eval_fn, images: np.ndarray, labels: np.ndarray) -> dict
   return {"loss": loss / len(labels), "accuracy": correct / len(labels)}
 
 
-def load(args: argparse.Namespace, split: str, subset: int) -> tuple[np.ndarray, np.ndarray]:
-  """Normalised images ``[N, 28, 28, 1]`` and labels of the first ``subset`` examples."""
-  data = input_pipeline.load_split(
-    "fashion_mnist", split, args.data_dir, args.source_dir, subset=subset
-  )
-  spec = input_pipeline.SPECS["fashion_mnist"]
-  return input_pipeline.normalize_eval(data.images, spec), data.labels
+def read_idx(path: str, count: int) -> np.ndarray:
+  """The first ``count`` entries of a gzipped idx file of unsigned bytes.
+
+  Layout: two zero bytes, the type code 0x08, the number of dimensions, one big-endian int32 per
+  dimension, then the values.
+  """
+  with gzip.open(path, "rb") as f:
+    data = f.read()
+  if data[:3] != b"\x00\x00\x08":
+    raise SystemExit(f"{path} is not an idx file of unsigned bytes")
+  shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(data[3])]
+  array = np.frombuffer(data, np.uint8, offset=4 + 4 * len(shape)).reshape(shape)
+  return array[:count]
+
+
+def synthetic(split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+  """``count`` images ``[28, 28]`` in [0, 255]: one fixed random template per class plus noise
+  (learnable in a few steps, unlike pure noise); the two splits draw different noise."""
+  templates = np.random.default_rng(0).uniform(0, 255, (10, 28, 28))
+  rng = np.random.default_rng(1 if split == "train" else 2)
+  labels = rng.integers(0, 10, count).astype(np.uint8)
+  images = templates[labels] + rng.normal(0, 64, (count, 28, 28))
+  return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+def load_data(args: argparse.Namespace) -> tuple[np.ndarray, ...]:
+  """Train images, train labels, test images, test labels: the first ``--train_subset`` and
+  ``--test_subset`` examples, images normalised to ``[N, 28, 28, 1]``."""
+  names = [name for split in ("train", "test") for name in IDX_FILES[split]]
+  missing = [name for name in names if not os.path.isfile(os.path.join(args.data_dir, name))]
+  if missing:
+    lacks = "no Fashion-MNIST idx files" if len(missing) == len(names) else ", ".join(missing)
+    print(
+      f"note: {args.data_dir}: {lacks} (apt-get install dataset-fashion-mnist, or --data_dir "
+      "FOLDER); training on synthetic data",
+      flush=True,
+    )
+  out = []
+  for split, count in (("train", args.train_subset), ("test", args.test_subset)):
+    if missing:
+      images, labels = synthetic(split, count)
+    else:
+      images, labels = (read_idx(os.path.join(args.data_dir, n), count) for n in IDX_FILES[split])
+    out += [((images.astype(np.float32) / 255.0 - MEAN) / STD)[..., None], labels.astype(np.int32)]
+  return tuple(out)
 
 
 def schedule(args: argparse.Namespace, num_train: int) -> tuple[int, int]:
@@ -180,25 +230,29 @@ def report(head: str, before: dict, after: dict, steps: int, loss: jax.Array) ->
   return {"before": before, "after": after, "steps": steps}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None, doc: str = __doc__) -> argparse.Namespace:
+  """The flags; ``doc``: the docstring whose first line ``--help`` shows."""
+  parser = argparse.ArgumentParser(description=doc.split("\n")[0])
   parser.add_argument("--head", choices=HEADS, default="zo_sam")
   parser.add_argument("--steps", type=int, default=0, help="training steps (0: one epoch)")
-  parser.add_argument("--train_subset", type=int, default=10_000)
-  parser.add_argument("--test_subset", type=int, default=2_000)
+  parser.add_argument("--train_subset", type=int, default=10_000, help="first N training images")
+  parser.add_argument("--test_subset", type=int, default=2_000, help="first N test images")
   parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--learning_rate", type=float, default=0.05)
   parser.add_argument("--rho", type=float, default=0.05)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--data_dir", default=input_pipeline.default_data_dir())
-  parser.add_argument("--source_dir", default="", help="idx files ('' = Debian's folder)")
-  return parser.parse_args(argv)
+  parser.add_argument(
+    "--data_dir", "--data-dir", default=DEBIAN_DIR, help="folder of the Fashion-MNIST idx files"
+  )
+  args = parser.parse_args(argv)
+  if min(args.train_subset, args.test_subset) < 1:
+    parser.error("--train_subset and --test_subset must be >= 1")
+  return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
-  train_images, train_labels = load(args, "train", args.train_subset)
-  test_images, test_labels = load(args, "test", args.test_subset)
+  train_images, train_labels, test_images, test_labels = load_data(args)
   _, total_steps = schedule(args, len(train_labels))
 
   model = CNN()

@@ -5,12 +5,12 @@ training step, an epoch over shuffled batches, an evaluation. Only the optimizer
 head (``--head``, e.g. ``zo_sam``) first in the optax chain, and the step calls
 ``zosam_jax.flax_utils.nnx_apply_loss(optimizer, model, loss)`` where plain SGD takes
 ``nnx.value_and_grad`` and calls ``optimizer.update(model, grads)``. By default it trains one
-epoch on the first 10,000 Fashion-MNIST training images (offline: Debian's
-``dataset-fashion-mnist``, as the trainer in ``experiments/`` reads it) and prints the test loss
-before and after.
+epoch on the first 10,000 Fashion-MNIST training images and prints the test loss before and
+after. The data, the flags and the menu of heads are those of ``flax_linen.py``, which must sit
+beside this file (a script's own folder is on its import path).
 
-  python -m examples.flax_nnx --head zo_sam      # from the repository root
-  python -m examples.flax_nnx --head sam --steps 20
+  python examples/flax_nnx.py --head zo_sam
+  python examples/flax_nnx.py --head sam --steps 20 --data_dir FOLDER
 
 Against the plain-SGD version of this script, these lines differ (marked ``# head``):
 
@@ -21,7 +21,7 @@ Against the plain-SGD version of this script, these lines differ (marked ``# hea
   - optimizer.update(model, grads)
   + loss, _ = flax_utils.nnx_apply_loss(optimizer, model, loss_fn, **extra)
 
-``make_head`` (shared with ``examples/flax_linen.py``, as are the data, the shuffled batches, the
+``make_head`` (imported from ``flax_linen.py``, as are the data, the shuffled batches, the
 evaluation loop and the report) and ``extra`` (empty except for ESAM, which also takes
 per-example losses) are the additions. The head computes its gradients from
 ``loss_fn`` itself; the model's BatchNorm statistics and RNG state follow its exact-gradient pass
@@ -39,16 +39,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from examples.flax_linen import (
+from zosam_jax import flax_utils
+
+from flax_linen import (
   evaluate_in_batches,
-  load,
+  load_data,
   make_head,
   parse_args,
   report,
   schedule,
   shuffled_batches,
 )
-from zosam_jax import flax_utils
 
 
 class CNN(nnx.Module):
@@ -108,9 +109,8 @@ def evaluate(model: CNN, images: np.ndarray, labels: np.ndarray) -> dict[str, fl
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-  args = parse_args(argv)
-  train_images, train_labels = load(args, "train", args.train_subset)
-  test_images, test_labels = load(args, "test", args.test_subset)
+  args = parse_args(argv, __doc__)
+  train_images, train_labels, test_images, test_labels = load_data(args)
   _, total_steps = schedule(args, len(train_labels))
 
   head = make_head(args.head, args, total_steps)

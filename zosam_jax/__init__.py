@@ -55,7 +55,9 @@ from zosam_jax.sharpness import (
 )
 from zosam_jax.zeroth_order import ZerothOrderState, mezo, zo_adam, zo_sgd, zosa
 
-__version__ = "0.2.0"
+# The one version source: the build reads this literal without importing the package
+# (pyproject.toml, [tool.setuptools.dynamic]), so it must stay a plain string.
+__version__ = "0.3.0"
 
 __all__ = [
   "AdaptiveZOSAMState",
