@@ -50,8 +50,9 @@ import optax
 from zosam_jax import estimators
 from zosam_jax._src import control_flow, heads, losses, options, trees, validation
 from zosam_jax._src import perturbation as perturb
+from zosam_jax._src.heads import init_state
 from zosam_jax._src.options import ZerothOrderOptions
-from zosam_jax.sharpness import LeafSelection, check_rho, init_state
+from zosam_jax._src.validation import LeafSelection, check_rho
 
 PyTree = Any
 
