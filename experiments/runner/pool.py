@@ -284,8 +284,10 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 def print_line(text: str) -> None:
+  """The default ``log``: a line on stdout, flushed (the runner's output is often a log file)."""
   print(text, flush=True)
 
 
 def in_main_thread() -> bool:
+  """Whether signal handlers may be set here (only the main thread can)."""
   return threading.current_thread() is threading.main_thread()

@@ -217,6 +217,8 @@ def resolve_config(path: str) -> str | None:
 
 
 def analyze_available() -> bool:
+  """Whether ``experiments.analyze`` is there to run (without it, analyses are skipped with a
+  note and its flags are not checked)."""
   try:
     return importlib.util.find_spec(ANALYZE_MODULE) is not None
   except ImportError:

@@ -270,7 +270,7 @@ def _check_analyze_args(args: Sequence[str]) -> None:
   """Refuses flags ``experiments.analyze`` does not take, and those the runner sets."""
   if not args or not spec.analyze_available():
     return
-  from experiments import analyze as analyze_lib
+  from experiments import analyze as analyze_lib  # Optional (analyze_available), so here.
 
   try:
     workdirs, settings, out = analyze_lib.parse_args(["WORKDIR", *args])
