@@ -50,9 +50,9 @@ import optax
 from zosam_jax import estimators
 from zosam_jax._src import control_flow, heads, losses, options, trees, validation
 from zosam_jax._src import perturbation as perturb
-from zosam_jax._src.heads import init_state
 from zosam_jax._src.options import ZerothOrderOptions
 from zosam_jax._src.validation import LeafSelection, check_rho
+from zosam_jax.sharpness import SharpnessAwareState  # ZO-ESAM's state: the public type
 
 PyTree = Any
 
@@ -328,7 +328,8 @@ def esam(
   zo = _check_ascent(ascent, zeroth_order, guidance)
 
   def init_fn(params):
-    return init_state(seed)._replace(prior=perturb.initial_prior(params, guidance))
+    state = heads.init_state(SharpnessAwareState, seed, perturbation_mask=None)
+    return state._replace(prior=perturb.initial_prior(params, guidance))
 
   def update_fn(
     updates,

@@ -40,7 +40,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,8 +49,6 @@ import optax
 from zosam_jax import perturbation_masks as pmasks
 from zosam_jax._src import groups, heads, implicit, losses, options, validation
 from zosam_jax._src import perturbation as perturb
-from zosam_jax._src.heads import SharpnessAwareState as SharpnessAwareState  # This module's heads'.
-from zosam_jax._src.heads import init_state
 from zosam_jax._src.options import ZerothOrderOptions
 from zosam_jax._src.validation import LeafSelection, check_rho
 
@@ -228,6 +226,38 @@ def zo_sam_gradient(
 
 
 # ----------------------------------------------------------------------------- transforms
+
+
+class SharpnessAwareState(NamedTuple):
+  """State of every head transform in this module (and of ZO-ESAM in ``efficient_sam``).
+
+  Attributes:
+    count: number of updates taken (int32).
+    key: PRNG key (raw uint32 key data, checkpoint-friendly), split every step.
+    value: float32 loss of the exact-gradient pass of the last step (at ``theta + eps``).
+    aux: aux output of that same pass when ``has_aux=True``; ``None`` after ``init``. For a
+      jit-stable state structure set it once with
+      ``optax.tree_utils.tree_set(tx.init(params), aux=example_aux)``.
+    perturbation_mask: Sparse SAM's bool mask, a pytree like params (``None`` otherwise).
+    prior: with ``guidance="previous_gradient"``, the last exact gradient (float32 tree like
+      params, restricted to ``weight_mask`` and the perturbed leaves; zeros after ``init``), the
+      direction the next zeroth-order ascent probes first; ``None`` otherwise.
+    gradient: ``None`` unless requested (the sparse wrapper of RigL/MEST does): then the dense
+      exact gradient of the last step's update pass, a float tree like params.
+  """
+
+  count: jax.Array
+  key: jax.Array
+  value: jax.Array
+  aux: Any
+  perturbation_mask: Any
+  prior: Any = None
+  gradient: Any = None
+
+
+def init_state(seed: int, perturbation_mask: Any = None) -> SharpnessAwareState:
+  """A fresh :class:`SharpnessAwareState` (``seed`` checked)."""
+  return heads.init_state(SharpnessAwareState, seed, perturbation_mask=perturbation_mask)
 
 
 def _selected_shapes(params, selection):

@@ -168,34 +168,7 @@ def new_state(state_type: type, seed: int, **fields: Any) -> Any:
   )
 
 
-class SharpnessAwareState(NamedTuple):
-  """State of the heads of ``sharpness`` (and of ZO-ESAM in ``efficient_sam``).
-
-  Attributes:
-    count: number of updates taken (int32).
-    key: PRNG key (raw uint32 key data, checkpoint-friendly), split every step.
-    value: float32 loss of the exact-gradient pass of the last step (at ``theta + eps``).
-    aux: aux output of that same pass when ``has_aux=True``; ``None`` after ``init``. For a
-      jit-stable state structure set it once with
-      ``optax.tree_utils.tree_set(tx.init(params), aux=example_aux)``.
-    perturbation_mask: Sparse SAM's bool mask, a pytree like params (``None`` otherwise).
-    prior: with ``guidance="previous_gradient"``, the last exact gradient (float32 tree like
-      params, restricted to ``weight_mask`` and the perturbed leaves; zeros after ``init``), the
-      direction the next zeroth-order ascent probes first; ``None`` otherwise.
-    gradient: ``None`` unless requested (the sparse wrapper of RigL/MEST does): then the dense
-      exact gradient of the last step's update pass, a float tree like params.
-  """
-
-  count: jax.Array
-  key: jax.Array
-  value: jax.Array
-  aux: Any
-  perturbation_mask: Any
-  prior: Any = None
-  gradient: Any = None
-
-
-def init_state(seed: int, perturbation_mask: Any = None) -> SharpnessAwareState:
-  """A fresh :class:`SharpnessAwareState` (``seed`` checked)."""
+def init_state(state_type: type, seed: int, **fields: Any) -> Any:
+  """:func:`new_state` with ``seed`` checked first (for heads whose factory leaves it to init)."""
   validation.check_int("seed", seed)
-  return new_state(SharpnessAwareState, seed, perturbation_mask=perturbation_mask)
+  return new_state(state_type, seed, **fields)
