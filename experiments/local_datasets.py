@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from experiments import corruptions
+from experiments import image_corruptions
 
 IDX_FILES = {
   "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -133,7 +133,7 @@ class FashionMnistCorrupted(_LocalIdxBuilder, skip_registration=True):
   """Fashion-MNIST-C: the Fashion-MNIST test split under one corruption at one severity.
 
   Read back as ``fashion_mnist_corrupted/<corruption>_<severity>``; images are corrupted by
-  ``experiments.corruptions.corrupt`` with seed ``corruptions.BUILD_SEED``, labels are the
+  ``experiments.image_corruptions.corrupt`` with seed ``BUILD_SEED``, labels are the
   clean test labels, order is the idx files' order.
   """
 
@@ -141,8 +141,8 @@ class FashionMnistCorrupted(_LocalIdxBuilder, skip_registration=True):
   RELEASE_NOTES = {"1.0.0": "18 corruptions x 5 severities, see experiments/corruptions.py."}
   BUILDER_CONFIGS = [
     tfds.core.BuilderConfig(name=f"{c}_{s}", description=f"{c}, severity {s}")
-    for c in corruptions.FASHION_MNIST_CORRUPTIONS
-    for s in corruptions.CORRUPTION_SEVERITIES
+    for c in image_corruptions.FASHION_MNIST_CORRUPTIONS
+    for s in image_corruptions.CORRUPTION_SEVERITIES
   ]
   DESCRIPTION = "Fashion-MNIST-C: the 10k Fashion-MNIST test images, corrupted."
   SPLITS = ("test",)
@@ -150,7 +150,9 @@ class FashionMnistCorrupted(_LocalIdxBuilder, skip_registration=True):
   def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
     images, labels = self._read_split(split)
     corruption, severity = self.builder_config.name.rsplit("_", 1)
-    corrupted = corruptions.corrupt(images, corruption, int(severity), corruptions.BUILD_SEED)
+    corrupted = image_corruptions.corrupt(
+      images, corruption, int(severity), image_corruptions.BUILD_SEED
+    )
     yield from _examples(corrupted, labels)
 
 

@@ -12,7 +12,7 @@ Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al
   round ``r + 1`` trains ``rewind(step-k weights, mask)`` with that mask fixed, with round 0's
   data order, optimizer and (restarted) schedule.
 
-Each round is an ordinary run folder (``train.train_run``), so a killed study resumes at the
+Each round is an ordinary run folder (``trainer.train_run``), so a killed study resumes at the
 round and step where it stopped::
 
   WORKDIR/config.json     the run's config
@@ -39,7 +39,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from experiments import input_pipeline, multihost, train
+from experiments import input_pipeline, multihost, trainer
 from experiments.checks import configure, validate_config
 from experiments.errors import ConfigError
 from experiments.workdir import check_workdir, read_metrics, write_config
@@ -128,16 +128,16 @@ def train_lottery(
 ) -> dict[str, Any]:
   """LTH's rounds (see the module docstring) in ``workdir``.
 
-  Args and errors as ``train.train_run``'s (``step_hook`` sees each round's steps); ``rounds``
+  Args and errors as ``trainer.train_run``'s (``step_hook`` sees each round's steps); ``rounds``
   and ``rewind_step`` are checked before anything is compiled or written.
 
   Returns:
-    The final round's result (``train.train_run``'s) with ``round`` (``R``) and its
+    The final round's result (``trainer.train_run``'s) with ``round`` (``R``) and its
     ``weight_mask``.
   """
   config = ml_collections.ConfigDict(config.to_dict())  # A private copy.
   validate_config(config)
-  # The library's values before any data is read (as in ``train.train_run``; LTH's method does
+  # The library's values before any data is read (as in ``trainer.train_run``; LTH's method does
   # not depend on the number of steps).
   method = configure(config, input_pipeline.SPECS[config.dataset.name], steps_per_epoch=1)[2]
   check_workdir(config, workdir, resume)
@@ -190,7 +190,7 @@ def train_lottery(
       variables = load_tree(rewind_path)
       variables["params"] = method.rewind(variables["params"], mask)
       start = {"initial": variables, "weight_mask": mask}
-    result = train.train_run(round_config, rdir, resume=True, step_hook=step_hook, **start)
+    result = trainer.train_run(round_config, rdir, resume=True, step_hook=step_hook, **start)
     if is_main:
       _merge_metrics(workdir, rounds)
   return {**result, "round": rounds, "weight_mask": mask}

@@ -23,6 +23,11 @@ the parameters (and BatchNorm's running statistics) stay float32 (Flax ``dtype``
 on float32 master weights, and each layer casts them to bfloat16 when it runs. Logits are
 returned in float32 so the loss is reduced in float32 (see docs/flax.md on why zeroth-order
 differences need it). ``dtype="float32"`` (the default) computes exactly as before.
+
+Convolutions: every model takes ``conv_general_dilated_cls``, handed to each of its ``nn.Conv``
+layers (Flax's hook: a zero-argument callable returning the convolution function). ``None``, the
+default, is ``lax.conv_general_dilated``; ``experiments.analyze`` swaps in an im2col convolution
+where XLA:CPU's is slow (``model.clone(conv_general_dilated_cls=...)``; same parameters).
 """
 
 from __future__ import annotations
@@ -49,9 +54,12 @@ def _bn(train: bool, name: str | None = None, *, dtype: Any, **kwargs: Any) -> n
   )
 
 
-def _conv(features: int, kernel: int, stride: int = 1, *, dtype: Any, **kwargs: Any) -> nn.Conv:
+def _conv(
+  features: int, kernel: int, stride: int = 1, *, dtype: Any, conv_cls: Any, **kwargs: Any
+) -> nn.Conv:
   """A bias-free ``kernel x kernel`` convolution with He (fan-out) initialisation, as every conv
-  of the ResNets and the CNN; ``kwargs``: ``padding``, ``name``."""
+  of the ResNets and the CNN, computed by ``conv_cls`` (None: lax's); ``kwargs``: ``padding``,
+  ``name``."""
   return nn.Conv(
     features,
     (kernel, kernel),
@@ -59,6 +67,7 @@ def _conv(features: int, kernel: int, stride: int = 1, *, dtype: Any, **kwargs: 
     use_bias=False,
     kernel_init=_conv_init,
     dtype=dtype,
+    conv_general_dilated_cls=conv_cls,
     **kwargs,
   )
 
@@ -69,13 +78,18 @@ def _classifier(x: jax.Array, num_classes: int, dtype: Any) -> jax.Array:
   return nn.Dense(num_classes, name="head", dtype=dtype)(x).astype(jnp.float32)
 
 
-def _stages(x: jax.Array, train: bool, block: Callable[..., nn.Module], widths, depths, dtype):
+def _stages(
+  x: jax.Array, train: bool, block: Callable[..., nn.Module], widths, depths, dtype, conv_cls
+):
   """Residual stages: stage ``s`` is ``depths[s]`` blocks of ``widths[s]`` features, the first
   block of every stage but the first with stride 2; blocks are named ``stage{s}_block{b}``."""
   for stage, (features, blocks) in enumerate(zip(widths, depths, strict=True)):
     for b in range(blocks):
       stride = 2 if stage > 0 and b == 0 else 1
-      x = block(features, stride, name=f"stage{stage}_block{b}", dtype=dtype)(x, train)
+      name = f"stage{stage}_block{b}"
+      x = block(features, stride, name=name, dtype=dtype, conv_general_dilated_cls=conv_cls)(
+        x, train
+      )
   return x
 
 
@@ -85,11 +99,13 @@ class SmallCNN(nn.Module):
   num_classes: int = 10
   width: int = 16
   dtype: Any = jnp.float32  # computation dtype of every layer (parameters: float32)
+  conv_general_dilated_cls: Any = None  # nn.Conv's hook (None: lax's convolution)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     for i, features in enumerate((self.width, 2 * self.width)):
-      x = _conv(features, 3, name=f"conv{i}", dtype=self.dtype)(x)
+      conv_cls = self.conv_general_dilated_cls
+      x = _conv(features, 3, name=f"conv{i}", dtype=self.dtype, conv_cls=conv_cls)(x)
       x = nn.relu(_bn(train, name=f"bn{i}", dtype=self.dtype)(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
@@ -103,13 +119,20 @@ class _Block(nn.Module):
   features: int
   stride: int = 1
   dtype: Any = jnp.float32
+  conv_general_dilated_cls: Any = None
+
+  def conv(self, features: int, kernel: int, stride: int = 1, **kwargs: Any) -> nn.Conv:
+    """:func:`_conv` in this block's dtype and convolution."""
+    return _conv(
+      features, kernel, stride, dtype=self.dtype, conv_cls=self.conv_general_dilated_cls, **kwargs
+    )
 
   def convs(self, x: jax.Array, train: bool) -> jax.Array:
     """The basic and wide blocks' branch: 3x3 conv (strided), BN, ReLU, 3x3 conv. Called
     from a compact ``__call__``, so its layers are that call's submodules."""
-    y = _conv(self.features, 3, self.stride, padding=1, dtype=self.dtype)(x)
+    y = self.conv(self.features, 3, self.stride, padding=1)(x)
     y = nn.relu(_bn(train, dtype=self.dtype)(y))
-    return _conv(self.features, 3, padding=1, dtype=self.dtype)(y)
+    return self.conv(self.features, 3, padding=1)(y)
 
 
 class CifarBasicBlock(_Block):
@@ -133,15 +156,17 @@ class CifarResNet(nn.Module):
   depth: int = 32
   num_classes: int = 10
   dtype: Any = jnp.float32
+  conv_general_dilated_cls: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     if (self.depth - 2) % 6:
       raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {self.depth}")
     n = (self.depth - 2) // 6
-    x = _conv(16, 3, padding=1, name="stem", dtype=self.dtype)(x)
+    conv_cls = self.conv_general_dilated_cls
+    x = _conv(16, 3, padding=1, name="stem", dtype=self.dtype, conv_cls=conv_cls)(x)
     x = nn.relu(_bn(train, name="stem_bn", dtype=self.dtype)(x))
-    x = _stages(x, train, CifarBasicBlock, (16, 32, 64), (n, n, n), self.dtype)
+    x = _stages(x, train, CifarBasicBlock, (16, 32, 64), (n, n, n), self.dtype, conv_cls)
     return _classifier(x, self.num_classes, self.dtype)
 
 
@@ -153,7 +178,7 @@ class BasicBlock(_Block):
     y = self.convs(x, train)
     y = _bn(train, scale_init=nn.initializers.zeros, dtype=self.dtype)(y)
     if self.stride != 1 or x.shape[-1] != self.features:
-      x = _conv(self.features, 1, self.stride, dtype=self.dtype)(x)
+      x = self.conv(self.features, 1, self.stride)(x)
       x = _bn(train, dtype=self.dtype)(x)
     return nn.relu(x + y)
 
@@ -163,14 +188,14 @@ class Bottleneck(_Block):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    y = _conv(self.features, 1, dtype=self.dtype)(x)
+    y = self.conv(self.features, 1)(x)
     y = nn.relu(_bn(train, dtype=self.dtype)(y))
-    y = _conv(self.features, 3, self.stride, padding=1, dtype=self.dtype)(y)
+    y = self.conv(self.features, 3, self.stride, padding=1)(y)
     y = nn.relu(_bn(train, dtype=self.dtype)(y))
-    y = _conv(4 * self.features, 1, dtype=self.dtype)(y)
+    y = self.conv(4 * self.features, 1)(y)
     y = _bn(train, scale_init=nn.initializers.zeros, dtype=self.dtype)(y)
     if self.stride != 1 or x.shape[-1] != 4 * self.features:
-      x = _conv(4 * self.features, 1, self.stride, dtype=self.dtype)(x)
+      x = self.conv(4 * self.features, 1, self.stride)(x)
       x = _bn(train, dtype=self.dtype)(x)
     return nn.relu(x + y)
 
@@ -183,18 +208,20 @@ class ResNet(nn.Module):
   num_classes: int = 1000
   cifar_stem: bool = False
   dtype: Any = jnp.float32
+  conv_general_dilated_cls: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    conv_cls = self.conv_general_dilated_cls
     if self.cifar_stem:
-      x = _conv(64, 3, padding=1, name="stem", dtype=self.dtype)(x)
+      x = _conv(64, 3, padding=1, name="stem", dtype=self.dtype, conv_cls=conv_cls)(x)
       x = nn.relu(_bn(train, name="stem_bn", dtype=self.dtype)(x))
     else:
-      x = _conv(64, 7, 2, padding=3, name="stem", dtype=self.dtype)(x)
+      x = _conv(64, 7, 2, padding=3, name="stem", dtype=self.dtype, conv_cls=conv_cls)(x)
       x = nn.relu(_bn(train, name="stem_bn", dtype=self.dtype)(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     widths = [64 * 2**stage for stage in range(len(self.stage_sizes))]
-    x = _stages(x, train, self.block, widths, self.stage_sizes, self.dtype)
+    x = _stages(x, train, self.block, widths, self.stage_sizes, self.dtype, conv_cls)
     return _classifier(x, self.num_classes, self.dtype)
 
 
@@ -206,7 +233,7 @@ class WideBlock(_Block):
     out = nn.relu(_bn(train, dtype=self.dtype)(x))
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.features:
-      shortcut = _conv(self.features, 1, self.stride, dtype=self.dtype)(out)
+      shortcut = self.conv(self.features, 1, self.stride)(out)
     return self.convs(out, train) + shortcut
 
 
@@ -217,13 +244,15 @@ class WideResNet(nn.Module):
   width: int = 10
   num_classes: int = 10
   dtype: Any = jnp.float32
+  conv_general_dilated_cls: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     n = (self.depth - 4) // 6
-    x = _conv(16, 3, padding=1, name="stem", dtype=self.dtype)(x)
+    conv_cls = self.conv_general_dilated_cls
+    x = _conv(16, 3, padding=1, name="stem", dtype=self.dtype, conv_cls=conv_cls)(x)
     widths = (16 * self.width, 32 * self.width, 64 * self.width)
-    x = _stages(x, train, WideBlock, widths, (n, n, n), self.dtype)
+    x = _stages(x, train, WideBlock, widths, (n, n, n), self.dtype, conv_cls)
     x = nn.relu(_bn(train, name="final_bn", dtype=self.dtype)(x))
     return _classifier(x, self.num_classes, self.dtype)
 
@@ -234,6 +263,7 @@ class VGG(nn.Module):
   layers: Sequence[int | str] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
   num_classes: int = 10
   dtype: Any = jnp.float32
+  conv_general_dilated_cls: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
@@ -241,7 +271,14 @@ class VGG(nn.Module):
       if item == "M":
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       else:
-        x = nn.Conv(int(item), (3, 3), padding=1, kernel_init=_conv_init, dtype=self.dtype)(x)
+        x = nn.Conv(
+          int(item),
+          (3, 3),
+          padding=1,
+          kernel_init=_conv_init,
+          dtype=self.dtype,
+          conv_general_dilated_cls=self.conv_general_dilated_cls,
+        )(x)
         x = nn.relu(_bn(train, dtype=self.dtype)(x))
     return _classifier(x, self.num_classes, self.dtype)  # 1x1 spatial on 32x32 inputs.
 
@@ -283,12 +320,19 @@ class VisionTransformer(nn.Module):
   num_classes: int = 1000
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  conv_general_dilated_cls: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     p = self.patch_size
     x = nn.Conv(
-      self.hidden_dim, (p, p), (p, p), padding="VALID", name="patch_embed", dtype=self.dtype
+      self.hidden_dim,
+      (p, p),
+      (p, p),
+      padding="VALID",
+      name="patch_embed",
+      dtype=self.dtype,
+      conv_general_dilated_cls=self.conv_general_dilated_cls,
     )(x)
     n, h, w, c = x.shape
     x = x.reshape((n, h * w, c))

@@ -13,7 +13,8 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from experiments import cli, train
+from experiments import cli
+from experiments.workdir import read_metrics
 
 
 def plot_workdirs(workdirs: Sequence[str], out: str, labels: Sequence[str] | None = None) -> str:
@@ -28,7 +29,7 @@ def plot_workdirs(workdirs: Sequence[str], out: str, labels: Sequence[str] | Non
     raise ValueError(f"{len(labels)} labels for {len(workdirs)} workdirs")
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   for workdir, label in zip(workdirs, labels, strict=True):
-    records = train.read_metrics(workdir)
+    records = read_metrics(workdir)
     tr = [r for r in records if r["kind"] == "train"]
     ev = [r for r in records if r["kind"] == "eval"]
     axes[0].plot([r["epoch"] for r in tr], [r["loss"] for r in tr], label=label)

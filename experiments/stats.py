@@ -22,6 +22,10 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+# The values of a study's paper['effect'], and its reader for --study (the spec is below this).
+from experiments.runner.spec import EFFECT_MODES
+from experiments.runner.validate import load_study
+
 NAME_FIELD = "optimizer.name"
 REFERENCES = ("sgd", "sam")
 LEVEL = 0.95
@@ -33,9 +37,6 @@ SMALLER = "reproduced (smaller than the paper's effect)"
 NOT_REPRODUCED = "not reproduced"
 OPPOSITE = "not reproduced (opposite effect)"
 INCONCLUSIVE = "inconclusive"
-
-# How the paper's own difference becomes the effect tested here (``paper['effect']``).
-EFFECT_MODES = ("difference", "relative_error", "none")
 
 
 # ----------------------------------------------------------------------------- values
@@ -505,8 +506,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   group_by, metric, paper = _fields(args.group_by), args.metric, None
   if args.study:
-    from experiments.study import load_study  # The spec's public reader, only for --study.
-
     spec = load_study(args.study)
     group_by = group_by or spec.group_by
     metric = metric or spec.metrics[0]

@@ -149,9 +149,22 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """All records of ``workdir/metrics.jsonl``."""
+  """All records of ``workdir/metrics.jsonl``.
+
+  A last line that is not JSON is left out: a run killed while appending a record leaves it cut
+  short (the records are appended one line at a time, so only the last can be). Any other line
+  that is not JSON raises ``ValueError``.
+  """
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  records = []
+  for i, line in enumerate(lines):
+    try:
+      records.append(json.loads(line))
+    except ValueError:
+      if i < len(lines) - 1:
+        raise
+  return records
 
 
 class Checkpoints:

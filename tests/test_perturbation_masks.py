@@ -140,6 +140,19 @@ def test_cosine_drop_fraction_schedule():
   np.testing.assert_allclose([f(0), f(50), f(100), f(150)], [0.4, 0.2, 0.0, 0.0], atol=1e-7)
 
 
+@pytest.mark.parametrize("end_step", [7, 100, 293])
+def test_cosine_drop_fraction_is_ssams_formula_bit_for_bit(end_step):
+  """It is optax's cosine decay; the float32 values are those of eq. 9 written out."""
+
+  def formula(t):
+    t = jnp.minimum(t.astype(jnp.float32), float(end_step))
+    return 0.5 * 0.3 * (1.0 + jnp.cos(jnp.pi * t / end_step))
+
+  steps = jnp.arange(end_step + 5, dtype=jnp.int32)
+  got = jax.jit(lambda t: pm.cosine_drop_fraction(t, 0.3, end_step))(steps)
+  np.testing.assert_array_equal(got, jax.jit(formula)(steps))
+
+
 def _model():
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
   params = {"kernel": jax.random.normal(k1, (8, 4)), "bias": jnp.zeros(4)}

@@ -1,11 +1,12 @@
-"""End-to-end run of studies/zosa/compare.py in its tiny --quick mode (slow: compiles)."""
+"""End-to-end run of experiments/standalone/zosa/compare.py in its tiny --quick mode (slow:
+compiles)."""
 
 import csv
 import os
 
 import pytest
 
-from studies.zosa import compare as zosa_compare
+from experiments.standalone.zosa import compare as zosa_compare
 
 
 @pytest.mark.slow

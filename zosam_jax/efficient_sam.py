@@ -51,7 +51,8 @@ from zosam_jax import estimators
 from zosam_jax._src import control_flow, heads, losses, options, trees, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
-from zosam_jax.sharpness import LeafSelection, check_rho, init_state
+from zosam_jax._src.validation import LeafSelection, check_rho
+from zosam_jax.sharpness import SharpnessAwareState  # ZO-ESAM's state: the public type
 
 PyTree = Any
 
@@ -327,7 +328,8 @@ def esam(
   zo = _check_ascent(ascent, zeroth_order, guidance)
 
   def init_fn(params):
-    return init_state(seed)._replace(prior=perturb.initial_prior(params, guidance))
+    state = heads.init_state(SharpnessAwareState, seed, perturbation_mask=None)
+    return state._replace(prior=perturb.initial_prior(params, guidance))
 
   def update_fn(
     updates,

@@ -35,10 +35,10 @@ import jax.numpy as jnp
 
 from zosam_jax._src import losses, options, probing, trees, validation
 from zosam_jax._src.options import ZerothOrderOptions
+from zosam_jax._src.validation import LeafSelection
 
 PyTree = Any
 LossFn = Callable[[PyTree], Any]
-LeafSelection = PyTree | Callable[[PyTree], PyTree] | None
 
 
 def _checked_flat_inputs(params, weight_mask, perturb_leaves):

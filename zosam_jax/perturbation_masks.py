@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from zosam_jax._src import groups
 
@@ -66,24 +67,11 @@ def check_n_m_shapes(shapes: list[tuple[int, ...]], n_m: tuple[int, int]) -> Non
     )
 
 
-def _unstructured_topk(scores: list[jax.Array], kept: int) -> list[jax.Array]:
-  flat = jnp.concatenate([s.reshape(-1) for s in scores])
-  _, idx = jax.lax.top_k(flat, kept)
-  chosen = jnp.zeros(flat.shape, bool).at[idx].set(True)
-  out, start = [], 0
-  for s in scores:
-    out.append(chosen[start : start + s.size].reshape(s.shape))
-    start += s.size
-  return out
-
-
 def _channel_topk(score: jax.Array, sparsity: float) -> jax.Array:
   if score.ndim == 0:
     return jnp.ones((), bool)  # a scalar leaf is always perturbed
   per_channel = groups.channel_scores(score)
-  channels = per_channel.shape[0]
-  _, idx = jax.lax.top_k(per_channel, num_kept(channels, sparsity))
-  keep = jnp.zeros((channels,), bool).at[idx].set(True)
+  keep = groups.keep_top_k(per_channel, num_kept(per_channel.shape[0], sparsity))
   return groups.expand_channels(keep, score.shape)
 
 
@@ -93,7 +81,9 @@ def top_k_mask(
   """Keeps the highest-scoring coordinates under ``pattern``; returns bool masks like ``scores``."""
   if pattern == "unstructured":
     total = sum(s.size for s in scores)
-    return _unstructured_topk([s.astype(jnp.float32) for s in scores], num_kept(total, sparsity))
+    return groups.keep_top_k_jointly(
+      [s.astype(jnp.float32) for s in scores], num_kept(total, sparsity)
+    )
   if pattern == "channel":
     return [_channel_topk(s.astype(jnp.float32), sparsity) for s in scores]
   return [groups.top_n_per_block(s, *n_m) for s in scores]
@@ -114,9 +104,9 @@ def random_mask(
 
 
 def cosine_drop_fraction(step: jax.Array, drop_fraction: float, end_step: int) -> jax.Array:
-  """SSAM eq. 9: ``alpha/2 (1 + cos(pi t / T))``, held at 0 after ``T``."""
-  t = jnp.minimum(step.astype(jnp.float32), float(end_step))
-  return 0.5 * drop_fraction * (1.0 + jnp.cos(jnp.pi * t / end_step))
+  """SSAM eq. 9: ``alpha/2 (1 + cos(pi t / T))``, held at 0 after ``T``: optax's cosine decay
+  (the same float32 values as the formula, bit for bit)."""
+  return optax.cosine_decay_schedule(drop_fraction, end_step)(step)
 
 
 def drop_and_regrow(

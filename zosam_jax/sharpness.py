@@ -50,16 +50,11 @@ from zosam_jax import perturbation_masks as pmasks
 from zosam_jax._src import groups, heads, implicit, losses, options, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
+from zosam_jax._src.validation import LeafSelection, check_rho
 
 PyTree = Any
-LeafSelection = PyTree | Callable[[PyTree], PyTree] | None
 
 ASCENTS = perturb.ASCENTS
-
-
-def check_rho(name: str, rho: Any, adaptive_eta: float = 0.01) -> None:
-  validation.check_nonnegative(name, rho)
-  validation.check_nonnegative("adaptive_eta", adaptive_eta)
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -234,7 +229,7 @@ def zo_sam_gradient(
 
 
 class SharpnessAwareState(NamedTuple):
-  """State of every head transform in this module.
+  """State of every head transform in this module (and of ZO-ESAM in ``efficient_sam``).
 
   Attributes:
     count: number of updates taken (int32).
@@ -261,9 +256,8 @@ class SharpnessAwareState(NamedTuple):
 
 
 def init_state(seed: int, perturbation_mask: Any = None) -> SharpnessAwareState:
-  """A fresh :class:`SharpnessAwareState` (shared by the heads of ``efficient_sam``)."""
-  validation.check_int("seed", seed)
-  return heads.new_state(SharpnessAwareState, seed, perturbation_mask=perturbation_mask)
+  """A fresh :class:`SharpnessAwareState` (``seed`` checked)."""
+  return heads.init_state(SharpnessAwareState, seed, perturbation_mask=perturbation_mask)
 
 
 def _selected_shapes(params, selection):

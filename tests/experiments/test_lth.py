@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import lottery, train
+from experiments import lottery, train, trainer
 from experiments import main as cli
 from tests.experiments.conftest import tiny_config
 from zosam_jax import sparse
@@ -42,10 +42,10 @@ def _leaves(tree):
 @pytest.fixture(scope="module")
 def lth_run(tmp_path_factory, data_dir, fmnist_subset_dir):
   """One uninterrupted LTH run, and the params of every (round, step), captured by wrapping the
-  rounds' ``train.train_run`` with a ``state_hook`` (step 0: the state a round starts from)."""
+  rounds' ``trainer.train_run`` with a ``state_hook`` (step 0: the state a round starts from)."""
   workdir = str(tmp_path_factory.mktemp("lth") / "run")
   seen = {}
-  real = train.train_run
+  real = trainer.train_run
 
   def spy(config, rdir, **kwargs):
     r = int(os.path.basename(rdir).removeprefix("round_"))
@@ -59,7 +59,7 @@ def lth_run(tmp_path_factory, data_dir, fmnist_subset_dir):
     return real(config, rdir, **{**kwargs, "state_hook": hook})
 
   patch = pytest.MonkeyPatch()
-  patch.setattr(train, "train_run", spy)
+  patch.setattr(trainer, "train_run", spy)  # Where lottery calls it.
   try:
     result = train.train_and_evaluate(tiny_config(data_dir, fmnist_subset_dir, **LTH), workdir)
   finally:

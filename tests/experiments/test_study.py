@@ -19,6 +19,7 @@ import time
 import pytest
 
 from experiments import study
+from experiments.runner import spec as runner_spec
 from tests.experiments.conftest import REPO, cli_error
 
 BASE = "experiments/configs/default.py"
@@ -286,7 +287,7 @@ def test_analyze_true_analyses_the_final_checkpoint_or_is_skipped_with_a_note(
 ):
   raw = {**TWO, "analyze": True}
   with monkeypatch.context() as m:
-    m.setattr(study, "analyze_available", lambda: False)
+    m.setattr(runner_spec, "analyze_available", lambda: False)  # Where the runner reads it.
     code, lines = run_fake(tmp_path, raw)
   assert code == 0
   assert any("experiments.analyze not found" in line for line in lines)
@@ -609,6 +610,22 @@ def fabricate(cell, accuracies, *, done=True, epoch_time=10.0, wall=100.0):
   if done:
     with open(os.path.join(cell.workdir, "DONE.json"), "w") as f:
       json.dump({"wall_time_s": wall, "attempts": 1}, f)
+
+
+def test_eval_records_skip_a_last_line_cut_by_a_kill_but_not_a_bad_line_before(tmp_path):
+  cell = study.parse_study(TWO).expand(str(tmp_path / "wd"))[0]
+  assert study.read_evals(cell.workdir) == []  # Not started.
+  fabricate(cell, [0.5, 0.6])
+  path = os.path.join(cell.workdir, "metrics.jsonl")
+  with open(path, "a") as f:
+    f.write('{"kind": "eval", "step": 30, "epo')  # Killed while writing epoch 3's record.
+  assert [r["epoch"] for r in study.read_evals(cell.workdir)] == [1, 2]
+  with open(path) as f:
+    lines = f.readlines()
+  with open(path, "w") as f:
+    f.writelines([lines[0], "not json\n", *lines[1:]])
+  with pytest.raises(ValueError):
+    study.read_evals(cell.workdir)
 
 
 AGG = {

@@ -139,6 +139,31 @@ def from_blocks(blocks: jax.Array, shape: Sequence[int]) -> jax.Array:
   return jnp.moveaxis(blocks.reshape(moved_shape), -1, axis)
 
 
+def keep_top_k(scores: jax.Array, k: int) -> jax.Array:
+  """Bool array shaped like ``scores`` with exactly ``k`` entries set: the largest.
+
+  ``k`` is a static Python int. Ties are broken by index (``lax.top_k``), so the
+  count is exact whatever the scores.
+  """
+  flat = jnp.ravel(scores)
+  n = flat.shape[0]
+  k = int(k)
+  if not 0 <= k <= n:
+    raise ValueError(f"`k` must be in [0, {n}], got {k}.")
+  if k == n:
+    return jnp.ones(jnp.shape(scores), dtype=jnp.bool_)
+  if k == 0:
+    return jnp.zeros(jnp.shape(scores), dtype=jnp.bool_)
+  _, idx = jax.lax.top_k(flat, k)
+  return jnp.zeros((n,), dtype=jnp.bool_).at[idx].set(True).reshape(jnp.shape(scores))
+
+
+def keep_top_k_jointly(scores: Sequence[jax.Array], k: int) -> list[jax.Array]:
+  """:func:`keep_top_k` over all of ``scores`` at once (one global ranking); masks like them."""
+  kept = keep_top_k(jnp.concatenate([jnp.ravel(s) for s in scores]), k)
+  return split_like(kept, scores)
+
+
 def top_n_per_block(score: jax.Array, n: int, m: int) -> jax.Array:
   """Bool like ``score``: in every block of ``m`` along the input axis, the ``n`` highest."""
   blocks = to_blocks(jnp.asarray(score, jnp.float32), m)

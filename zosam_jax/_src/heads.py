@@ -166,3 +166,9 @@ def new_state(state_type: type, seed: int, **fields: Any) -> Any:
     aux=None,
     **fields,
   )
+
+
+def init_state(state_type: type, seed: int, **fields: Any) -> Any:
+  """:func:`new_state` with ``seed`` checked first (for heads whose factory leaves it to init)."""
+  validation.check_int("seed", seed)
+  return new_state(state_type, seed, **fields)

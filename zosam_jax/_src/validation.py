@@ -15,6 +15,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+# What ``perturb_leaves=`` (and the like) accept: a bool pytree, ``params -> bool pytree``, or
+# None (see ``resolve_leaf_selection``).
+LeafSelection = Any | Callable[[Any], Any] | None
+
 DIRECTION_DISTRIBUTIONS = ("gaussian", "rademacher", "sphere")
 SCHEMES = ("central", "forward", "jvp")
 
@@ -36,6 +40,12 @@ def check_bool(name: str, value: Any) -> None:
 def check_nonnegative(name: str, value: Any) -> None:
   if not (_is_number(value) and value >= 0 and math.isfinite(value)):
     raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+
+
+def check_rho(name: str, rho: Any, adaptive_eta: float = 0.01) -> None:
+  """A SAM radius and ASAM's ``adaptive_eta``: finite and >= 0."""
+  check_nonnegative(name, rho)
+  check_nonnegative("adaptive_eta", adaptive_eta)
 
 
 def check_positive(name: str, value: Any) -> None:

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from zosam_jax._src import trees, validation
+from zosam_jax._src.curvature import hessian_vector_product  # Public here; GraSP shares it.
 
 PyTree = Any
 LossFn = Callable[[PyTree], Any]
@@ -48,39 +49,6 @@ BREAKDOWN_TOL = 1e-5
 # A restart vector that keeps less than this fraction of its norm after orthogonalisation means
 # the whole active subspace is spanned: later iterations are void.
 _EXHAUSTED_TOL = 1e-4
-
-
-def hessian_vector_product(
-  loss_fn: LossFn, params: PyTree, vector: PyTree, *, has_aux: bool = False
-) -> PyTree:
-  r"""``H(theta) v``: the Hessian of ``loss_fn`` at ``params`` times ``vector``.
-
-  Forward-over-reverse: ``jax.jvp`` of ``jax.grad``,
-
-  .. math:: H v = \frac{d}{dt} \nabla L(\theta + t v) \Big|_{t=0},
-
-  exact (no finite difference). Cost: one forward-mode pass through a forward-backward, about two
-  forward-backwards in time and the memory of one forward-backward plus its tangents.
-
-  Args:
-    loss_fn: ``params -> scalar`` (or ``(scalar, aux)`` with ``has_aux=True``; aux discarded).
-    params: the point ``theta``; a pytree of floating-point arrays.
-    vector: ``v``, a pytree like ``params`` (cast to each leaf's dtype).
-    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
-
-  Returns:
-    ``H v`` as a pytree like ``params`` (each leaf in the parameter's dtype).
-
-  References:
-    Pearlmutter, Neural Computation 1994.
-  """
-  tangent = jax.tree.map(lambda p, v: jnp.asarray(v, jnp.result_type(p)), params, vector)
-
-  def grad_fn(p):
-    grads = jax.grad(loss_fn, has_aux=has_aux)(p)
-    return grads[0] if has_aux else grads
-
-  return jax.jvp(grad_fn, (params,), (tangent,))[1]
 
 
 # ----------------------------------------------------------------------------- flat operator

@@ -29,6 +29,9 @@ PyTree = Any
 # None, an optax.masked-style bool pytree, or a callable params -> bool pytree.
 Prunable = Any
 
+# The one exact top-k of the library (Sparse SAM's masks use it too).
+keep_top_k = groups.keep_top_k
+
 __all__ = [
   "count_active",
   "default_prunable",
@@ -117,25 +120,6 @@ def count_active(mask: PyTree) -> jax.Array:
   """Total number of active (``True``/nonzero) entries of a weight mask."""
   leaves = jax.tree.leaves(mask)
   return sum(jnp.count_nonzero(m) for m in leaves)
-
-
-def keep_top_k(scores: jax.Array, k: int) -> jax.Array:
-  """Bool array shaped like ``scores`` with exactly ``k`` entries set: the largest.
-
-  ``k`` is a static Python int. Ties are broken by index (``lax.top_k``), so the
-  count is exact whatever the scores.
-  """
-  flat = jnp.ravel(scores)
-  n = flat.shape[0]
-  k = int(k)
-  if not 0 <= k <= n:
-    raise ValueError(f"`k` must be in [0, {n}], got {k}.")
-  if k == n:
-    return jnp.ones(jnp.shape(scores), dtype=jnp.bool_)
-  if k == 0:
-    return jnp.zeros(jnp.shape(scores), dtype=jnp.bool_)
-  _, idx = jax.lax.top_k(flat, k)
-  return jnp.zeros((n,), dtype=jnp.bool_).at[idx].set(True).reshape(jnp.shape(scores))
 
 
 def select_lowest(scores: jax.Array, eligible: jax.Array, count: jax.Array | int) -> jax.Array:

@@ -26,20 +26,30 @@ def method_names() -> tuple[str, ...]:
   return tuple(_REGISTRY)
 
 
+def _key(name: Any) -> Any:
+  """Names are case-insensitive: ``"RigL"`` and ``"rigl"`` are one method."""
+  return name.lower() if isinstance(name, str) else name
+
+
 def get_method(name: str, **kwargs: Any) -> SparseMethod:
-  """Builds the sparse method called ``name`` with its keyword arguments.
+  """Builds the sparse method called ``name`` (any case) with its keyword arguments.
 
   Raises:
     ValueError: if ``name`` is not one of :func:`method_names`.
   """
-  key = name.lower() if isinstance(name, str) else name
-  if key not in _REGISTRY:
+  if _key(name) not in _REGISTRY:
     raise ValueError(f"`name` must be one of {method_names()}, got {name!r}.")
-  return _REGISTRY[key](**kwargs)
+  return _REGISTRY[_key(name)](**kwargs)
 
 
 def register_method(name: str, factory: Callable[..., SparseMethod]) -> None:
-  """Adds a method to the registry (raises ``ValueError`` if the name is taken)."""
-  if name in _REGISTRY:
+  """Adds a method to the registry under ``name`` (any case; listed in lower case).
+
+  Raises:
+    ValueError: if ``name`` is not a non-empty string, or is taken (in any case).
+  """
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"`name` must be a non-empty string, got {name!r}.")
+  if _key(name) in _REGISTRY:
     raise ValueError(f"`name` {name!r} is already registered.")
-  _REGISTRY[name] = factory
+  _REGISTRY[_key(name)] = factory

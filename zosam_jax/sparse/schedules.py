@@ -82,6 +82,8 @@ class UpdateSchedule:
     progress = jnp.clip((step - self.start_step) / span, 0.0, 1.0).astype(jnp.float32)
     alpha = jnp.float32(self.drop_fraction)
     if self.drop_schedule == "cosine":
+      # Not optax.cosine_decay_schedule: it rounds pi t / T in another order, so about one step
+      # in five would get a fraction one float32 ulp away, and a drop count could change.
       return 0.5 * alpha * (1.0 + jnp.cos(jnp.pi * progress))
     if self.drop_schedule == "linear":
       return alpha * (1.0 - progress)

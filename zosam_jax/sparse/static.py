@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from zosam_jax.diagnostics import hessian_vector_product
+from zosam_jax._src import curvature
 from zosam_jax.sparse import masks as mask_lib
 from zosam_jax.sparse.wrapper import SparseMethod, sparse_wrapper
 
@@ -60,14 +60,9 @@ __all__ = [
 ]
 
 
-def _grad(loss_fn: Callable[..., Any], params: PyTree, has_aux: bool) -> PyTree:
-  grads = jax.grad(loss_fn, has_aux=has_aux)(params)
-  return grads[0] if has_aux else grads
-
-
 def snip_scores(loss_fn: Callable[..., Any], params: PyTree, *, has_aux: bool = False) -> PyTree:
   """Connection sensitivity ``|theta ⊙ grad L(theta)|`` (pytree like ``params``)."""
-  grads = _grad(loss_fn, params, has_aux)
+  grads = curvature.gradient(loss_fn, params, has_aux)
   return jax.tree.map(lambda p, g: jnp.abs(p * g), params, grads)
 
 
@@ -77,8 +72,8 @@ def grasp_scores(loss_fn: Callable[..., Any], params: PyTree, *, has_aux: bool =
   ``loss_fn`` should already include the logit temperature (see :meth:`GraSP.compute_mask`).
   High scores are removed first.
   """
-  g = jax.lax.stop_gradient(_grad(loss_fn, params, has_aux))
-  hg = hessian_vector_product(loss_fn, params, g, has_aux=has_aux)
+  g = jax.lax.stop_gradient(curvature.gradient(loss_fn, params, has_aux))
+  hg = curvature.hessian_vector_product(loss_fn, params, g, has_aux=has_aux)
   return jax.tree.map(lambda p, v: -p * v, params, hg)
 
 

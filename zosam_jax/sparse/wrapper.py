@@ -442,13 +442,12 @@ class SparseMethod:
         out[i] = groups.top_n_per_block(score_leaves[i], n, self.n_m[1])
     elif self.sparsity_distribution == "global":
       units = [groups.to_groups(jnp.asarray(score_leaves[i], jnp.float32), pattern) for i in pr]
-      kept = mask_lib.keep_top_k(jnp.concatenate([jnp.ravel(u) for u in units]), counts)
-      for i, piece in zip(pr, mask_lib.split_like(kept, units), strict=True):
+      for i, piece in zip(pr, groups.keep_top_k_jointly(units, counts), strict=True):
         out[i] = groups.from_groups(piece, np.shape(leaves[i]), pattern)
     else:
       for i, k in zip(pr, counts, strict=True):
         units = groups.to_groups(jnp.asarray(score_leaves[i], jnp.float32), pattern)
-        out[i] = groups.from_groups(mask_lib.keep_top_k(units, k), np.shape(leaves[i]), pattern)
+        out[i] = groups.from_groups(groups.keep_top_k(units, k), np.shape(leaves[i]), pattern)
     return jax.tree.unflatten(treedef, out)
 
   def target_counts(self, params: PyTree) -> list[int] | int:

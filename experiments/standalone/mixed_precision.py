@@ -21,7 +21,8 @@ float32 model; bfloat16 model with the loss reduced in float32; bfloat16 model w
 reduced in bfloat16. It also reports SAM's loss rise ``L(theta + eps) - L(theta)`` at
 ``rho = 0.05`` in each set-up. Results: docs/flax.md.
 
-  python -m studies.mixed_precision [--batch 128] [--directions 64] [--source_dir DIR]
+  python -m experiments.standalone.mixed_precision [--batch 128] [--directions 64]
+      [--source_dir DIR]
 """
 
 from __future__ import annotations

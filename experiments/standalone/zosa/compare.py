@@ -19,7 +19,7 @@ all at once (``probe_batch_size=None``) except by MeZO, which probes one at a ti
 
 Tasks: the four synthetic functions of :mod:`zosam_jax.synthetic` at d = 100, 1 000, 10 000
 (budgets 2 000, 10 000, 30 000 queries) and the black-box adaptation task of
-:mod:`studies.zosa.blackbox` (d = 100, 64 support images, budget 800 queries).
+:mod:`experiments.standalone.zosa.blackbox` (d = 100, 64 support images, budget 800 queries).
 
 Ablation: ``zosa_no_sam`` (= FZOO, ZOSA's base optimizer), ``zosa_no_sigma`` (inner radius
 ``rho g/||g||``), ``zosa_no_adaptive_lr`` (outer step ``-lr g'``).
@@ -27,7 +27,7 @@ Ablation: ``zosa_no_sam`` (= FZOO, ZOSA's base optimizer), ``zosa_no_sigma`` (in
 Outputs in ``--out``: ``runs.csv`` (one row per task, optimizer, seed), ``summary.csv`` and
 ``summary.md`` (mean +- std), ``curves.json``, ``curves_queries.png`` and ``curves_seconds.png``.
 
-  python -m studies.zosa.compare --out /tmp/zosa_compare --workdir /tmp/zosa_bb
+  python -m experiments.standalone.zosa.compare --out /tmp/zosa_compare --workdir /tmp/zosa_bb
 
 ``--quick`` runs a tiny version (d = 100 only, small budgets, 2 seeds) for tests.
 """
@@ -269,7 +269,7 @@ def synthetic_tasks(dims, names, budgets) -> list[Task]:
 
 
 def blackbox_task(workdir: str, data_dir: str, budget: int, dim: int) -> Task:
-  from studies.zosa import blackbox
+  from experiments.standalone.zosa import blackbox
 
   bb = blackbox.make_task(workdir, data_dir, dim=dim, num_adapt=64, contrast=0.6, noise_std=0.15)
   return Task(f"blackbox-fmnist-d{dim}", bb.loss_fn, bb.z0, budget, bb.eval_fn, bb.info)

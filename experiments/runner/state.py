@@ -1,0 +1,215 @@
+"""What a cell's workdir says about it: status, attempts, shared cells, analysis markers.
+
+Every file the runner writes into a workdir is here: ``study_cell.json`` (the attempts, with their
+wall time and exit status), ``DONE.json`` (the cell finished), ``log.txt``, and per analysed
+checkpoint ``study_analysis.json``, ``analyze_log.txt`` and ``ANALYZED.json``. JSON files are
+written whole (a temporary file, then a rename), so a killed runner never leaves half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from experiments import workdir as workdir_lib
+from experiments.runner.spec import FINAL, AnalysisJob, Cell, Study, format_value
+
+STATE_FILE = "study_cell.json"
+DONE_FILE = "DONE.json"
+ANALYZED_FILE = "ANALYZED.json"
+LOG_FILE = "log.txt"
+ANALYZE_LOG_FILE = "analyze_log.txt"
+ANALYZE_STATE_FILE = "study_analysis.json"
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(data, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def read_attempts(workdir: str) -> list[dict[str, Any]]:
+  """The recorded attempts; one left open by a killed runner gets its wall time estimated from
+  the last write to ``log.txt``."""
+  state = read_json(os.path.join(workdir, STATE_FILE)) or {}
+  attempts = state.get("attempts", [])
+  for a in attempts:
+    if a.get("wall_s") is None:
+      log = os.path.join(workdir, LOG_FILE)
+      end = os.path.getmtime(log) if os.path.exists(log) else a["started"]
+      a["wall_s"] = max(0.0, end - a["started"])
+      a["status"] = "lost"
+  return attempts
+
+
+def cell_status(cell: Cell) -> str:
+  """``done`` | ``failed`` (the last attempt exited non-zero) | ``incomplete`` | ``missing``."""
+  if os.path.exists(os.path.join(cell.workdir, DONE_FILE)):
+    return "done"
+  if not os.path.isdir(cell.workdir):
+    return "missing"
+  attempts = read_attempts(cell.workdir)
+  if attempts and attempts[-1].get("status") == "failed":
+    return "failed"
+  return "incomplete"
+
+
+def finished_by_hash(folder: str) -> dict[str, str]:
+  """``{config hash: workdir}`` of the finished cells under a study's workdirs folder."""
+  found: dict[str, str] = {}
+  for entry in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+    done = read_json(os.path.join(folder, entry, DONE_FILE))
+    if done and isinstance(done.get("config_hash"), str):
+      found.setdefault(done["config_hash"], os.path.join(folder, entry))
+  return found
+
+
+def shared_source(study: Study, cell: Cell) -> str | None:
+  """The finished workdir of a ``shares_cells_with`` study with ``cell``'s config hash, if any."""
+  root = os.path.dirname(os.path.dirname(cell.workdir))
+  for other in study.shares_cells_with:
+    source = finished_by_hash(os.path.join(root, other)).get(cell.config_hash)
+    if source is not None:
+      return source
+  return None
+
+
+def link_shared_cell(study: Study, cell: Cell) -> str | None:
+  """Makes a missing ``cell`` a relative symbolic link to its shared source; returns the source."""
+  if os.path.lexists(cell.workdir):
+    return None
+  source = shared_source(study, cell)
+  if source is not None:
+    os.makedirs(os.path.dirname(cell.workdir), exist_ok=True)
+    os.symlink(os.path.relpath(source, os.path.dirname(cell.workdir)), cell.workdir)
+  return source
+
+
+def shared_from(cell: Cell) -> str:
+  """The study a linked cell's run belongs to (``''`` for a cell trained here)."""
+  if not os.path.islink(cell.workdir):
+    return ""
+  return os.path.basename(os.path.dirname(os.path.realpath(cell.workdir)))
+
+
+def has_previous_run(workdir: str) -> bool:
+  return bool(read_attempts(workdir)) or any(
+    os.path.exists(os.path.join(workdir, name)) for name in ("config.json", "checkpoints")
+  )
+
+
+def begin_attempt(cell: Cell, resume: bool) -> dict[str, Any]:
+  attempt = {"kind": "train", "started": time.time(), "resume": resume, "wall_s": None}
+  path = os.path.join(cell.workdir, STATE_FILE)
+  state = read_json(path) or {
+    "cell_id": cell.cell_id,
+    "config_hash": cell.config_hash,
+    "overrides": [f"{k}={format_value(v)}" for k, v in cell.overrides],
+    "attempts": [],
+  }
+  state["attempts"] = read_attempts(cell.workdir) + [attempt]
+  write_json(path, state)
+  return attempt
+
+
+def finish_attempt(path: str, attempt: dict[str, Any], returncode: int | None) -> None:
+  """Records how ``attempt`` (the last one of the state file ``path``) ended: its wall time, its
+  return code and ``ok`` / ``interrupted`` (no return code) / ``failed``."""
+  attempt["wall_s"] = time.time() - attempt["started"]
+  attempt["returncode"] = returncode
+  attempt["status"] = "ok" if returncode == 0 else "interrupted" if returncode is None else "failed"
+  state = read_json(path) or {"attempts": [attempt]}
+  state["attempts"] = state.get("attempts", [])[:-1] + [attempt]
+  write_json(path, state)
+
+
+def end_attempt(cell: Cell, attempt: dict[str, Any], returncode: int | None) -> None:
+  finish_attempt(os.path.join(cell.workdir, STATE_FILE), attempt, returncode)
+  if returncode == 0:
+    attempts = read_attempts(cell.workdir)
+    write_json(
+      os.path.join(cell.workdir, DONE_FILE),
+      {
+        "cell_id": cell.cell_id,
+        "config_hash": cell.config_hash,
+        "wall_time_s": sum(a["wall_s"] for a in attempts),
+        "attempts": len(attempts),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+      },
+    )
+
+
+def checkpoint_problem(job: AnalysisJob) -> str | None:
+  """Why ``job``'s checkpoint cannot be analysed (``no checkpoint at step N``), else None."""
+  saved = workdir_lib.checkpoint_steps(job.cell.workdir)
+  if job.step is None:
+    return None if saved else "no checkpoint"
+  if job.step in saved:
+    return None
+  return f"no checkpoint at step {job.step}"
+
+
+def analysis_status(job: AnalysisJob) -> str:
+  """``done`` | ``stale`` (done with other ``args``; run again) | ``waiting`` (the cell is not
+  finished) | ``no checkpoint`` | ``failed`` | ``incomplete`` (interrupted) | ``pending``."""
+  marker = read_json(os.path.join(job.out_dir, ANALYZED_FILE))
+  if marker is not None:
+    return "done" if marker.get("args", []) == list(job.args) else "stale"
+  if cell_status(job.cell) != "done":
+    return "waiting"
+  if checkpoint_problem(job):
+    return "no checkpoint"
+  state = read_json(os.path.join(job.out_dir, ANALYZE_STATE_FILE)) or {}
+  attempts = state.get("attempts", [])
+  if not attempts:
+    return "pending"
+  return "failed" if attempts[-1].get("status") == "failed" else "incomplete"
+
+
+def begin_analysis(job: AnalysisJob) -> dict[str, Any]:
+  os.makedirs(job.out_dir, exist_ok=True)
+  attempt = {"kind": "analyze", "started": time.time(), "wall_s": None}
+  path = os.path.join(job.out_dir, ANALYZE_STATE_FILE)
+  state = read_json(path) or {"attempts": []}
+  state["attempts"] = [a for a in state["attempts"] if a.get("wall_s") is not None] + [attempt]
+  write_json(path, state)
+  return attempt
+
+
+def end_analysis(job: AnalysisJob, attempt: dict[str, Any], returncode: int | None) -> None:
+  """Records the attempt; exit 0 writes ``ANALYZED.json`` (the marker that it is done)."""
+  finish_attempt(os.path.join(job.out_dir, ANALYZE_STATE_FILE), attempt, returncode)
+  if returncode == 0:
+    write_json(
+      os.path.join(job.out_dir, ANALYZED_FILE),
+      {
+        "cell_id": job.cell.cell_id,
+        "step": FINAL if job.step is None else job.step,
+        "args": list(job.args),
+        "wall_s": attempt["wall_s"],
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+      },
+    )
+
+
+def last_error(path: str) -> str:
+  """The last ``error:`` line (else the last non-empty line) of a log."""
+  try:
+    with open(path, errors="replace") as f:
+      lines = [line.strip() for line in f if line.strip()]
+  except OSError:
+    return ""
+  errors = [line for line in lines if line.startswith("error:")]
+  return (errors or lines or [""])[-1][:300]
