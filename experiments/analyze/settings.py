@@ -45,7 +45,7 @@ class Settings:
   ascent_samples: int = 8
   ascent_directions: tuple[int, ...] = ASCENT_DIRECTIONS
   chunk_size: int = 1024
-  conv: str = "auto"  # auto (im2col on CPU) | lax | im2col; see convolution.py.
+  conv: str = "auto"  # auto (im2col in the CPU lowering) | lax | im2col; see convolution.py.
   seed: int = 0
   skip: frozenset[str] = frozenset()
   corruptions: str = ""  # "" = the run's config.dataset.corruptions.
