@@ -32,7 +32,7 @@ import numpy as np
 
 from experiments import corruptions as corruption_lib
 from experiments import label_noise
-from experiments.errors import ConfigError
+from experiments.errors import ConfigError, DataMissingError
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet2012")
 
@@ -80,10 +80,6 @@ SPECS: dict[str, DatasetSpec] = {
         eval_split="validation", in_memory=False,
     ),
 }  # fmt: skip
-
-
-class DataMissingError(RuntimeError):
-  """Data a run needs is not in ``data_dir`` and cannot be fetched; says how to get it."""
 
 
 def _how_to_get(name: str, data_dir: str) -> str:

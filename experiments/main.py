@@ -1,15 +1,8 @@
 """Command line: ``python -m experiments.main [--config=FILE] [--config.FIELD=VALUE ...]``.
 
 Flags are absl flags and the config is an ``ml_collections.config_flags`` config file, as in the
-Flax examples. Examples::
-
-  python -m experiments.main                       # the offline default (Fashion-MNIST)
-  python -m experiments.main --config=experiments/configs/cifar10_resnet32.py \\
-      --config.optimizer.name=sam --workdir=workdirs/c10_sam
-  python -m experiments.main --workdir=workdirs/c10_sam --resume   # config from the workdir
-  # Two processes (hosts), each on its own devices, one run; the workdir must be shared:
-  python -m experiments.main --workdir=W --coordinator_address=HOST0:1234 --num_processes=2 \\
-      --process_id=0   # and --process_id=1 on the other host
+Flax examples. ``--help`` (or ``-h``) prints the flags and examples (:data:`EXAMPLES`) and exits
+with status 0 before JAX is imported.
 
 Errors in the flags, the config, the workdir or the data print one line (``error: ...``) and exit
 with status 2 before anything is compiled or written.
@@ -20,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -31,6 +25,28 @@ from ml_collections import config_flags
 from experiments.cli import UsageError
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "fashion_mnist_default.py")
+HELP_FLAGS = ("-h", "--help")
+USAGE = (
+  "usage: python -m experiments.main [--config=FILE] [--config.FIELD=VALUE ...] [--workdir=DIR]\n"
+  "                                  [--resume] [--coordinator_address=HOST:PORT\n"
+  "                                  --num_processes=N --process_id=I]"
+)
+# The placeholder after '=' in --help, per flag (absl flags have none of their own).
+_METAVARS = {
+  "config": "FILE",
+  "workdir": "DIR",
+  "coordinator_address": "HOST:PORT",
+  "num_processes": "N",
+  "process_id": "I",
+}
+EXAMPLES = """\
+  python -m experiments.main                       # the offline default (Fashion-MNIST)
+  python -m experiments.main --config=experiments/configs/cifar10_resnet32.py \\
+      --config.optimizer.name=sam --workdir=workdirs/c10_sam
+  python -m experiments.main --workdir=workdirs/c10_sam --resume   # config from the workdir
+  # Two processes (hosts), each on its own devices, one run; the workdir must be shared:
+  python -m experiments.main --workdir=W --coordinator_address=HOST0:1234 --num_processes=2 \\
+      --process_id=0   # and --process_id=1 on the other host"""
 
 
 def _config_file(argv: Sequence[str]) -> str | None:
@@ -40,12 +56,18 @@ def _config_file(argv: Sequence[str]) -> str | None:
   return None
 
 
-def _flags(argv: list[str]) -> flags.FlagValues:
-  """A fresh set of flags, parsed from ``argv`` (its first item is the program name)."""
+def _define_flags(argv: list[str]) -> flags.FlagValues:
+  """A fresh set of the command's flags, not parsed yet; the config flag reads its overrides
+  from ``argv`` (its first item is the program name)."""
   fv = flags.FlagValues()
   try:
     config_flags.DEFINE_config_file(
-      "config", DEFAULT_CONFIG, "config file", flag_values=fv, lock_config=True, sys_argv=argv
+      "config",
+      DEFAULT_CONFIG,
+      "config file: a Python file whose get_config() returns the run's ConfigDict",
+      flag_values=fv,
+      lock_config=True,
+      sys_argv=argv,
     )
   except (KeyError, AttributeError) as e:  # An override names a field the config lacks.
     field = str(e).strip("'\"").split("'")[0]
@@ -71,15 +93,88 @@ def _flags(argv: list[str]) -> flags.FlagValues:
     "multi-host: this process's index, 0 to N-1 (default: detected)",
     flag_values=fv,
   )
+  return fv
+
+
+def _flags(argv: list[str]) -> flags.FlagValues:
+  """A fresh set of flags, parsed from ``argv`` (its first item is the program name)."""
+  fv = _define_flags(argv)
   try:
     rest = fv(argv)
   except flags.UnrecognizedFlagError as e:
-    raise UsageError(f"unrecognised argument --{e.flagname}; see the module docstring") from None
+    raise UsageError(f"unrecognised argument --{e.flagname}; see --help") from None
   except flags.Error as e:
     raise UsageError(str(e).splitlines()[0]) from None
   if len(rest) > 1:
-    raise UsageError(f"unrecognised argument {rest[1]}; see the module docstring")
+    raise UsageError(f"unrecognised argument {rest[1]}; see --help")
   return fv
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+  """Whether ``-h`` or ``--help`` is among the flags (before a ``--``, which ends them)."""
+  for item in argv:
+    if item == "--":
+      return False
+    if item in HELP_FLAGS:
+      return True
+  return False
+
+
+def usage() -> str:
+  """What ``--help`` prints. The flags' lines come from their definitions, so they stay in step
+  with what :func:`parse_args` accepts."""
+  fv = _define_flags(["experiments.main"])
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  configs_dir = os.path.dirname(DEFAULT_CONFIG)
+  configs = sorted(
+    name for name in os.listdir(configs_dir) if name.endswith(".py") and name != "__init__.py"
+  )
+  entries = []
+  for name in fv:
+    flag = fv[name]
+    if flag.boolean:
+      entries.append((f"--[no]{name}", f"{flag.help} (default: {str(flag.default).lower()})"))
+      continue
+    text = flag.help
+    if name == "config":  # Its default is an absolute path; the repository's is the same file.
+      text += (
+        f" (default: {os.path.relpath(DEFAULT_CONFIG, repo)}; in "
+        f"{os.path.relpath(configs_dir, repo)}/: {', '.join(configs)})"
+      )
+    elif flag.default is not None:
+      text += f" (default: {flag.default})"
+    entries.append((f"--{name}={_METAVARS.get(name, name.upper())}", text))
+    if name == "config":
+      entries.append(
+        (
+          "--config.FIELD=VALUE",
+          "set one field of the config, e.g. --config.optimizer.name=sam or "
+          "--config.optimizer.zeroth_order.num_directions=4 (repeatable; with --resume, "
+          "applied to the config stored in the workdir)",
+        )
+      )
+  entries.append(("-h, --help", "print this message and exit"))
+  lines = [USAGE, "", "Trains and evaluates one run and writes it to --workdir.", "", "flags:"]
+  for head, text in entries:
+    lines.append(f"  {head}")
+    lines.extend(textwrap.wrap(text, width=98, initial_indent="      ", subsequent_indent="      "))
+  lines += [
+    "",
+    "Config fields: every field a run reads, with its default and what it does, is in",
+    "experiments/configs/default.py (the other configs start from it); docs/pipeline.md describes",
+    "the groups (optimizer.*, sparse.*, dataset.*, ...) and what a run writes.",
+    "",
+    "Multi-host: any of --coordinator_address, --num_processes, --process_id, or",
+    "--config.distributed=true (under Slurm, Open MPI or Cloud TPU, where JAX detects the three),",
+    "makes this process one of a multi-process run; every process needs the same --workdir.",
+    "",
+    "examples:",
+    EXAMPLES,
+    "",
+    "Bad flags, config, workdir or data: one line 'error: ...' on stderr and exit status 2,",
+    "before anything is compiled or written.",
+  ]
+  return "\n".join(lines)
 
 
 class Args(NamedTuple):
@@ -129,6 +224,9 @@ def parse_args(argv: Sequence[str]) -> Args:
 def run(argv: Sequence[str] | None = None) -> int:
   """Entry point; returns the exit status."""
   argv = sys.argv[1:] if argv is None else list(argv)
+  if wants_help(argv):  # Before the imports below: they start JAX (seconds) for nothing here.
+    print(usage())
+    return 0
   from experiments import input_pipeline, train
 
   try:

@@ -13,6 +13,14 @@ import os
 # of two computations tolerate. A level set in XLA_FLAGS is kept: XLA_FLAGS=
 # --xla_backend_optimization_level=3 (XLA's default) runs the tests as programs normally compile.
 OPT_LEVEL_FLAG = "--xla_backend_optimization_level=0"
+# XLA:CPU's fusion emitters (its MLIR code generation of fused operations, on by default) take
+# 2-3 times the compile time of its older LLVM emitters on these small programs, and compiling
+# is most of the suite's time (docs/testing.md). Off, the same computations are compiled by the
+# older emitters; float32 results may differ in rounding, which the tests' comparisons of two
+# computations tolerate. A setting of the flag in XLA_FLAGS is kept: XLA_FLAGS=
+# "--xla_cpu_use_fusion_emitters=true" compiles as programs normally do. (An unknown flag in
+# XLA_FLAGS aborts XLA at start-up: if a jaxlib drops this one, remove it here.)
+FUSION_EMITTERS_FLAG = "--xla_cpu_use_fusion_emitters=false"
 
 
 def xla_flags(*extra: str) -> str:
@@ -21,5 +29,9 @@ def xla_flags(*extra: str) -> str:
   return " ".join([os.environ.get("XLA_FLAGS", ""), *extra]).strip()
 
 
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = xla_flags(OPT_LEVEL_FLAG)
+for name, flag in (
+  ("xla_backend_optimization_level", OPT_LEVEL_FLAG),
+  ("xla_cpu_use_fusion_emitters", FUSION_EMITTERS_FLAG),
+):
+  if name not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = xla_flags(flag)

@@ -190,6 +190,10 @@ def test_resume_with_rigl_matches_bitwise(tmp_path, data_dir, fmnist_subset_dir,
   _resume_matches(tmp_path, data_dir, fmnist_subset_dir, rigl_run, **RIGL)
 
 
+# Slow: test_resume_matches_uninterrupted_run_bitwise trains the same seed again from step 0 (to
+# its kill) and must end with the uninterrupted run's parameters and metrics bit for bit, and
+# test_one_epoch_sgd's two runs of one seed must log the same records.
+@pytest.mark.slow
 def test_same_seed_same_metrics(tmp_path, data_dir, fmnist_subset_dir, zo_sam_run):
   ref_dir, _ = zo_sam_run
   workdir, _ = _run(tmp_path, data_dir, fmnist_subset_dir, "again", optimizer__name="zo_sam")
