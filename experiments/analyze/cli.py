@@ -145,11 +145,11 @@ def main(argv: Sequence[str]) -> list[dict[str, Any]]:
 
 def run(argv: Sequence[str] | None = None) -> int:
   """Command-line entry point; returns the exit status."""
-  from experiments import input_pipeline
-  from experiments.errors import ConfigError
+  # From errors, not input_pipeline: that imports JAX, seconds that --help does not need.
+  from experiments.errors import ConfigError, DataMissingError
 
   argv = sys.argv[1:] if argv is None else list(argv)
-  return cli.exit_status(lambda: main(argv), ConfigError, input_pipeline.DataMissingError)
+  return cli.exit_status(lambda: main(argv), ConfigError, DataMissingError)
 
 
 if __name__ == "__main__":
