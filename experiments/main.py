@@ -136,7 +136,7 @@ def usage() -> str:
       entries.append((f"--[no]{name}", f"{flag.help} (default: {str(flag.default).lower()})"))
       continue
     text = flag.help
-    if name == "config":  # Its default is an absolute path; the repository's is the same file.
+    if name == "config":  # Its default is an absolute path: shown as users would pass it.
       text += (
         f" (default: {os.path.relpath(DEFAULT_CONFIG, repo)}; in "
         f"{os.path.relpath(configs_dir, repo)}/: {', '.join(configs)})"
@@ -149,8 +149,8 @@ def usage() -> str:
         (
           "--config.FIELD=VALUE",
           "set one field of the config, e.g. --config.optimizer.name=sam or "
-          "--config.optimizer.zeroth_order.num_directions=4 (repeatable; with --resume, "
-          "applied to the config stored in the workdir)",
+          "--config.optimizer.zeroth_order.num_directions=4 (repeatable; with --resume and no "
+          "--config, applied to the config stored in the workdir)",
         )
       )
   entries.append(("-h, --help", "print this message and exit"))
