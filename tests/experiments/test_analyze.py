@@ -153,7 +153,8 @@ def _check_variance_and_ascent(result, batches, directions):
   assert asc["sam"]["cosine_mean"] == pytest.approx(1.0, abs=1e-4)
   assert asc["sam"]["increase_ratio"] == pytest.approx(1.0, abs=1e-4)
   for name, d in asc.items():
-    assert abs(d["cosine_mean"]) <= 1 and d["sam_increase"] == asc["sam"]["sam_increase"]
+    # A cosine, up to float32 rounding (SAM's is 1 in exact arithmetic).
+    assert abs(d["cosine_mean"]) <= 1 + 1e-6 and d["sam_increase"] == asc["sam"]["sam_increase"]
     if name != "sam":
       assert d["sqrt_m_over_d"] == pytest.approx(
         np.sqrt(d["num_directions"] / result["active_coordinates"])
