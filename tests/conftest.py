@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 # The tests compile hundreds of small programs and run each for milliseconds, so most of their
 # CPU time is XLA:CPU's LLVM code generation. At LLVM optimisation level 0 that costs 25-60% less
 # per test file (docs/testing.md). XLA's own (HLO) passes -- fusion, layouts, buffer assignment --
@@ -16,11 +18,12 @@ OPT_LEVEL_FLAG = "--xla_backend_optimization_level=0"
 # XLA:CPU's fusion emitters (its MLIR code generation of fused operations, on by default) take
 # 2-3 times the compile time of its older LLVM emitters on these small programs, and compiling
 # is most of the suite's time (docs/testing.md). Off, the same computations are compiled by the
-# older emitters; float32 results may differ in rounding, which the tests' comparisons of two
-# computations tolerate. A setting of the flag in XLA_FLAGS is kept: XLA_FLAGS=
-# "--xla_cpu_use_fusion_emitters=true" compiles as programs normally do. (An unknown flag in
+# older emitters and float32 results may differ in rounding, which the default suite's
+# comparisons tolerate; two slow tests do not (pytest_configure below). (An unknown flag in
 # XLA_FLAGS aborts XLA at start-up: if a jaxlib drops this one, remove it here.)
 FUSION_EMITTERS_FLAG = "--xla_cpu_use_fusion_emitters=false"
+# The marker expression of the default run (pyproject.toml's addopts).
+DEFAULT_SELECTION = "not slow"
 
 
 def xla_flags(*extra: str) -> str:
@@ -29,9 +32,21 @@ def xla_flags(*extra: str) -> str:
   return " ".join([os.environ.get("XLA_FLAGS", ""), *extra]).strip()
 
 
-for name, flag in (
-  ("xla_backend_optimization_level", OPT_LEVEL_FLAG),
-  ("xla_cpu_use_fusion_emitters", FUSION_EMITTERS_FLAG),
-):
-  if name not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = xla_flags(flag)
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = xla_flags(OPT_LEVEL_FLAG)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+  """Turns XLA:CPU's fusion emitters off for the default selection only (before any test module
+  is imported, so before JAX starts a backend).
+
+  With them off, two slow tests fail: ``test_analyze.py::test_every_part_on_two_runs`` (SAM's
+  loss increase, computed alike in separately compiled programs, is no longer the same to the
+  last bit) and ``test_exp_train.py::test_other_optimizers_one_epoch[esam]`` (8 steps end at
+  0.19 test accuracy, under its 0.2). So ``-m slow`` (or any other selection) compiles as
+  programs normally do: the slow tests always run that way, and the default suite passes both
+  ways. A setting of the flag in XLA_FLAGS is kept.
+  """
+  default_run = config.getoption("markexpr") == DEFAULT_SELECTION
+  if default_run and "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = xla_flags(FUSION_EMITTERS_FLAG)
