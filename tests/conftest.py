@@ -19,7 +19,7 @@ OPT_LEVEL_FLAG = "--xla_backend_optimization_level=0"
 # 2-3 times the compile time of its older LLVM emitters on these small programs, and compiling
 # is most of the suite's time (docs/testing.md). Off, the same computations are compiled by the
 # older emitters and float32 results may differ in rounding, which the default suite's
-# comparisons tolerate; two slow tests do not (pytest_configure below). (An unknown flag in
+# comparisons tolerate; one slow test does not (pytest_configure below). (An unknown flag in
 # XLA_FLAGS aborts XLA at start-up: if a jaxlib drops this one, remove it here.)
 FUSION_EMITTERS_FLAG = "--xla_cpu_use_fusion_emitters=false"
 # The marker expression of the default run (pyproject.toml's addopts).
@@ -40,12 +40,11 @@ def pytest_configure(config: pytest.Config) -> None:
   """Turns XLA:CPU's fusion emitters off for the default selection only (before any test module
   is imported, so before JAX starts a backend).
 
-  With them off, two slow tests fail: ``test_analyze.py::test_every_part_on_two_runs`` (SAM's
-  loss increase, computed alike in separately compiled programs, is no longer the same to the
-  last bit) and ``test_exp_train.py::test_other_optimizers_one_epoch[esam]`` (8 steps end at
-  0.19 test accuracy, under its 0.2). So ``-m slow`` (or any other selection) compiles as
-  programs normally do: the slow tests always run that way, and the default suite passes both
-  ways. A setting of the flag in XLA_FLAGS is kept.
+  With them off, ``test_analyze.py::test_every_part_on_two_runs`` (slow) fails: SAM's loss
+  increase, computed alike in the separately compiled program of each direction count, is no
+  longer the same to the last bit. So ``-m slow`` (or any other selection) compiles as programs
+  normally do: the slow tests always run that way, and the default suite passes both ways. A
+  setting of the flag in XLA_FLAGS is kept.
   """
   default_run = config.getoption("markexpr") == DEFAULT_SELECTION
   if default_run and "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
