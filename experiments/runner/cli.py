@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from experiments.runner import archive
 from experiments.runner.pool import (
   AnalyzeFactory,
   CommandFactory,
@@ -98,13 +99,16 @@ def run(
     return 2
   out_dir = os.path.join(args.results, study.name)
 
+  keeps_archive = not study.workdirs_of
   if args.dry_run:
     base = os.path.abspath(resolve_config(study.base_config) or study.base_config)
     for cell in chosen:
       status = cell_status(cell)
       source = shared_source(study, cell) if status == "missing" else None
       log(f"{status:10s} {cell.cell_id}")
-      if source is not None:
+      if status == "missing" and keeps_archive and archive.archived(out_dir, cell):
+        log(f"           would restore {archive.cell_archive(out_dir, cell)}")
+      elif source is not None:
         log(f"           would share {source}")
       elif status != "done" and study.workdirs_of:
         log(f"           waiting for {study.workdirs_of}")
@@ -121,6 +125,11 @@ def run(
     log(f"{len(chosen)} cell(s); results would go to {out_dir}")
     return 0
 
+  # Cells finished on another machine (or before this disk) come back from the results folder.
+  restored = archive.restore(out_dir, cells) if keeps_archive else []
+  if restored:
+    where = os.path.join(out_dir, archive.CELLS_DIR)
+    log(f"restored {len(restored)} finished cell(s) from {where}")
   report = RunReport()
   if not args.only_aggregate:
     previous = signal.getsignal(signal.SIGTERM)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments import stats
+from experiments.runner import archive
 from experiments.runner.collect import collect_runs
 from experiments.runner.markdown import render_summary
 from experiments.runner.plots import plot_curves
@@ -37,8 +38,11 @@ def _write_csv(path: str, dicts: Sequence[dict[str, Any]]) -> None:
 
 def aggregate(study: Study, cells: Sequence[Cell], out_dir: str) -> dict[str, Any]:
   """Writes ``runs.csv``, ``summary.csv``, ``paired.csv``, ``summary.md`` and ``curves_*.png``
-  to ``out_dir``."""
+  to ``out_dir``, and keeps the finished cells' records in ``out_dir/cells/`` (``archive``;
+  not for a study that reads another study's workdirs)."""
   os.makedirs(out_dir, exist_ok=True)
+  if not study.workdirs_of:
+    archive.save(out_dir, cells)
   rows = collect_runs(study, cells)
   groups = summarize(study, rows)
   _write_csv(os.path.join(out_dir, "runs.csv"), rows)

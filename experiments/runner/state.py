@@ -8,13 +8,16 @@ written whole (a temporary file, then a rename), so a killed runner never leaves
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import subprocess
 import time
 from typing import Any
 
+import zosam_jax
 from experiments import workdir as workdir_lib
-from experiments.runner.spec import FINAL, AnalysisJob, Cell, Study, format_value
+from experiments.runner.spec import FINAL, REPO, AnalysisJob, Cell, Study, format_value
 
 STATE_FILE = "study_cell.json"
 DONE_FILE = "DONE.json"
@@ -110,8 +113,36 @@ def has_previous_run(workdir: str) -> bool:
   )
 
 
+@functools.cache
+def code_version() -> dict[str, Any]:
+  """The code the cells run (the runner's checkout; see ``pool.main_command``): the package
+  version, the git commit and whether tracked files differ from it (``git`` None outside a
+  repository)."""
+
+  def git(*args: str) -> str | None:
+    try:
+      out = subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+      return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+  commit = git("rev-parse", "HEAD")
+  dirty = git("status", "--porcelain", "--untracked-files=no")
+  return {
+    "zosam_jax": zosam_jax.__version__,
+    "git": commit,
+    "modified": None if commit is None or dirty is None else bool(dirty),
+  }
+
+
 def begin_attempt(cell: Cell, resume: bool) -> dict[str, Any]:
-  attempt = {"kind": "train", "started": time.time(), "resume": resume, "wall_s": None}
+  attempt = {
+    "kind": "train",
+    "started": time.time(),
+    "resume": resume,
+    "wall_s": None,
+    "code": code_version(),
+  }
   path = os.path.join(cell.workdir, STATE_FILE)
   state = read_json(path) or {
     "cell_id": cell.cell_id,
