@@ -38,7 +38,13 @@ def _key(row: dict) -> tuple:
   return (float(row["dataset.label_noise"]), row["sparse.method"], sparsity and float(sparsity))
 
 
+class P0NotFinished(RuntimeError):
+  """P0 has cells that are not done: the rule is applied once, to all of them."""
+
+
 def read_runs(path: str | None = None) -> list[dict]:
+  """P0's finished runs; raises ``P0NotFinished`` while any of its cells is not done (choosing
+  from part of the grid would let the order of the runs pick the regime)."""
   path = path or os.path.join(protocol.RESULTS, "p0_label_noise", "runs.csv")
   if not os.path.exists(path):
     raise FileNotFoundError(
@@ -46,7 +52,14 @@ def read_runs(path: str | None = None) -> list[dict]:
       "p0_label_noise.py` first (the regime is chosen from its results)"
     )
   with open(path) as f:
-    return [r for r in csv.DictReader(f) if r.get("status") == "done" and r.get(METRIC)]
+    rows = list(csv.DictReader(f))
+  unfinished = [r["cell_id"] for r in rows if r.get("status") != "done" or not r.get(METRIC)]
+  if unfinished:
+    raise P0NotFinished(
+      f"{len(unfinished)} of P0's {len(rows)} cells are not finished in {path} "
+      f"(first: {unfinished[0]}); the regime is chosen once all are"
+    )
+  return rows
 
 
 def gains(rows: list[dict]) -> tuple[dict[tuple, float], dict[tuple, float]]:

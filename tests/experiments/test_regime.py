@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 
 from experiments.studies import regime
@@ -71,3 +73,20 @@ def test_ties_go_to_noise_0_4_and_to_the_smaller_rho():
   )
   chosen = regime.choose(rows)
   assert chosen.label_noise == 0.4 and chosen.rho["dense"] == 0.02
+
+
+def test_no_regime_is_chosen_from_an_unfinished_p0(tmp_path):
+  rows = _rows(_cells(0.4, 0.64, {0.05: 0.73}) | _cells(0.4, 0.74, {0.05: 0.82}, "rigl", 0.9))
+  path = tmp_path / "runs.csv"
+
+  def write(rows):
+    with open(path, "w", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=["cell_id", *rows[0]])
+      writer.writeheader()
+      writer.writerows({"cell_id": f"c{i}", **r} for i, r in enumerate(rows))
+
+  write(rows)
+  assert regime.chosen(str(path)).label_noise == 0.4
+  write(rows + [{**rows[0], "status": "incomplete", "validation_accuracy": "0.7"}])
+  with pytest.raises(regime.P0NotFinished, match="1 of P0's 5 cells are not finished"):
+    regime.chosen(str(path))
