@@ -38,6 +38,11 @@ say() { echo "wheel check [$((SECONDS - start)) s]: $*"; }
 "$WORK/venv/bin/python" -m build -q --outdir "$WORK/dist" "$REPO" >/dev/null
 wheel=$(ls "$WORK"/dist/zosam_jax-*.whl)
 say "built $(cd "$WORK/dist" && echo *)"
+# The sdist: the library and its licence, no tests (MANIFEST.in says why).
+sdist_files=$(tar tzf "$WORK"/dist/zosam_jax-*.tar.gz)
+grep -q '^zosam_jax-[^/]*/LICENSE$' <<<"$sdist_files" || { echo "sdist lacks LICENSE"; exit 1; }
+grep -q '^zosam_jax-[^/]*/zosam_jax/py.typed$' <<<"$sdist_files" || { echo "sdist lacks py.typed"; exit 1; }
+if grep -q '^zosam_jax-[^/]*/tests/' <<<"$sdist_files"; then echo "sdist holds tests/"; exit 1; fi
 # The wheel with its dependencies at the versions requirements.txt pins (PyPI or pip's cache).
 "$WORK/venv/bin/python" -m pip install -q "${wheel}[flax]" "pytest>=8" -c "$REPO/requirements.txt"
 say "installed into $WORK/venv"
