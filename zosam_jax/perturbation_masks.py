@@ -44,8 +44,11 @@ import optax
 
 from zosam_jax._src import groups
 
+#: The mask patterns (single coordinates, whole output channels, N of every M).
 PATTERNS = groups.PATTERNS
+#: The values of ``sparse_sam``'s ``mask_method``.
 MASK_METHODS = ("fisher", "dynamic", "random")
+#: The values of ``sparse_sam``'s ``form``.
 FORMS = ("explicit", "implicit")
 
 

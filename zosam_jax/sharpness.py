@@ -1,6 +1,6 @@
 """The SAM family as pure functions and as optax transforms that head a chain.
 
-Sharpness-aware minimisation takes the gradient at a perturbed point:
+Sharpness-aware minimisation takes the gradient at a perturbed point::
 
   eps     = rho * g_hat / (||g_hat|| + tiny)            (SAM)
   eps     = rho * T^2 g_hat / (||T g_hat|| + tiny),  T = |theta| + eta   (adaptive, ASAM)
@@ -56,6 +56,7 @@ from zosam_jax._src.validation import LeafSelection, check_rho
 
 PyTree = Any
 
+#: The values of :func:`sharpness_aware`'s ``ascent``.
 ASCENTS = perturb.ASCENTS
 
 

@@ -36,7 +36,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+#: The problems :func:`make_problem` builds.
 NAMES = ("quadratic", "rosenbrock", "rastrigin", "ackley")
+#: Reference dimensions ``d`` (the tests run every problem at these).
 DIMENSIONS = (100, 1_000, 10_000)
 
 

@@ -88,9 +88,10 @@ from zosam_jax._src.options import ZerothOrderOptions
 PyTree = Any
 LossFn = Callable[[PyTree], Any]
 
-# ZOSA and the RGE baselines: m = 8 Rademacher directions, forward differences (the paper's).
+#: The options of ZOSA and the RGE baselines (m = 8 Rademacher directions, forward
+#: differences, as in the paper).
 ZOSA_OPTIONS = ZerothOrderOptions(num_directions=8, distribution="rademacher", scheme="forward")
-# MeZO: one Gaussian direction, central differences (SPSA).
+#: The options of MeZO (one Gaussian direction, central differences, i.e. SPSA).
 MEZO_OPTIONS = ZerothOrderOptions(num_directions=1, distribution="gaussian", scheme="central")
 # Why these optimizers refuse ``probe_loss_fn``: a sub-batch for them is a smaller ``loss_fn``.
 PROBES_ARE = "whose probes are the update itself (close loss_fn over the sub-batch instead)"

@@ -33,12 +33,15 @@ class AscentQuality(NamedTuple):
   """Result of :func:`ascent_quality` (float32).
 
   Attributes:
-    cosine_mean, cosine_std: mean and sample standard deviation (ddof=1; 0 for one sample) over
-      the keys of ``cos(d, g)`` between the (masked) direction and the exact (masked) gradient.
-    increase_mean, increase_std: the same for ``L(theta + rho d/||d||) - L(theta)``.
+    cosine_mean: mean over the keys of ``cos(d, g)`` between the (masked) direction and the
+      exact (masked) gradient.
+    cosine_std: its sample standard deviation over the keys (ddof=1; 0 for one sample).
+    increase_mean: the mean over the keys of ``L(theta + rho d/||d||) - L(theta)``.
+    increase_std: its sample standard deviation (ddof=1; 0 for one sample).
     sam_increase: ``L(theta + rho g/||g||) - L(theta)``, SAM's increase.
     increase_ratio: ``increase_mean / sam_increase``.
-    cosines, increases: the per-key values, shape ``(num_samples,)``.
+    cosines: the per-key cosines, shape ``(num_samples,)``.
+    increases: the per-key increases, shape ``(num_samples,)``.
   """
 
   cosine_mean: jax.Array

@@ -27,6 +27,7 @@ import numpy as np
 
 from zosam_jax._src import validation
 
+#: The values of ``sparsity_distribution``.
 SPARSITY_DISTRIBUTIONS = ("uniform", "erk", "global")
 
 __all__ = ["SPARSITY_DISTRIBUTIONS", "erk_densities", "keep_counts", "validate_sparsity"]

@@ -67,6 +67,7 @@ from zosam_jax.sparse.wrapper import MaskUpdate, SparseMethod, sparse_wrapper
 PyTree = Any
 Leaves = list[Any]  # the leaves of a pytree, in flatten order
 
+#: The values of ``init``, the initial mask of a dynamic method.
 INITS = ("random", "magnitude")
 
 __all__ = ["DSR", "MEST", "SET", "RigL", "dsr", "mest", "rigl", "set_"]
@@ -162,7 +163,8 @@ class DynamicMethod(SparseMethod):
     """The function that makes the method's state from the initial mask.
 
     Args:
-      flags: the prunable flags, one per parameter leaf (:meth:`prunable_flags`).
+      flags: the prunable flags, one per parameter leaf
+        (:meth:`~zosam_jax.sparse.SparseMethod.prunable_flags`).
 
     Returns:
       ``mask -> method_state`` for the wrapper's ``init``, or ``None`` (no method state; the
@@ -177,7 +179,7 @@ class DynamicMethod(SparseMethod):
 
     Args:
       tx: any optax transformation or chain, e.g. headed by ``zosam_jax.zo_sam``.
-      params: parameters (or ``jax.ShapeDtypeStruct``s) of the model, used for
+      params: parameters (or ``jax.ShapeDtypeStruct`` objects) of the model, used for
         the prunable leaves and the per-leaf counts.
 
     Returns:

@@ -22,6 +22,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
+#: The values of ``drop_schedule``.
 DROP_SCHEDULES = ("cosine", "linear", "constant")
 
 __all__ = ["DROP_SCHEDULES", "UpdateSchedule"]
