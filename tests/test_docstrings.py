@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import pathlib
 import pkgutil
 import re
 from collections.abc import Iterator
@@ -339,3 +340,15 @@ def test_the_checker_reads_google_sections():
   assert entry_names(found["Args"]) == {"a", "b", "c", "extra"}
   assert found["Returns"] == ["Something."]
   assert "References" not in sections("Body.\n\nReferences: inline, not a section.")
+
+
+API_PAGES = pathlib.Path(__file__).resolve().parents[1] / "docs" / "api"
+
+
+def test_every_public_module_has_an_api_page():
+  """``docs/api`` (the Sphinx reference) has an ``automodule`` of every public module."""
+  if not API_PAGES.is_dir():
+    pytest.skip(f"{API_PAGES} is not here (the wheel check runs without the checkout's docs)")
+  pages = "\n".join(p.read_text() for p in API_PAGES.rglob("*.rst"))
+  documented = set(re.findall(r"^\.\. automodule:: (\S+)$", pages, flags=re.M))
+  assert set(public_modules()) - documented == set()
