@@ -1,7 +1,7 @@
 """Zeroth-order (random) gradient estimators.
 
 The random gradient estimate (RGE) of ``L`` at ``theta`` averages finite differences along ``m``
-random directions ``u_i``:
+random directions ``u_i``::
 
   central:  g = 1/m sum_i [L(theta + d u_i) - L(theta - d u_i)] / (2 d) * u_i   (2m forwards)
   forward:  g = 1/m sum_i [L(theta + d u_i) - L(theta)]         / d       * u_i   (m + 1 forwards)

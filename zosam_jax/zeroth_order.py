@@ -7,7 +7,7 @@ params with ``optax.apply_updates``); the ``scale_by_*`` heads give the descent 
 the learning rate, to put at the head of any ``optax.chain``.
 
 ZOSA (Fu et al., 2025), one step at ``theta`` with ``m`` Rademacher directions and smoothing
-``mu`` (the ``forward`` two-point scheme, as in the paper and in FZOO):
+``mu`` (the ``forward`` two-point scheme, as in the paper and in FZOO)::
 
   l_0 = L(theta),  l_i = L(theta + mu u_i)                            (m + 1 queries)
   g   = 1/m sum_i (l_i - l_0) / mu * u_i                               (random gradient estimate)
