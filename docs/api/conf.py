@@ -52,11 +52,11 @@ autodoc_type_aliases = {
 
 # Every cross-reference to this library's own objects must resolve (a broken one is a warning,
 # so an error in CI); references to other projects (jax, optax, typing), to the type aliases in
-# signatures and to private helpers are not checked (there is no intersphinx: CI is offline).
+# signatures (``PyTree``, a ``Literal``: plain text, see `_resolve_reexport`) and to private helpers
+# are not checked (there is no intersphinx: CI is offline).
 nitpicky = True
 nitpick_ignore_regex = [
   (r"py:.*", r"(jax|jaxlib|numpy|optax|flax|collections|typing)\b.*"),
-  (r"py:.*", r"(PyTree|LossFn|LeafSelection|Leaves|Prunable|GradFn|AscentFn|UpdateMaskFn)"),
   (r"py:class", r"TypeAliasForwardRef"),  # how Sphinx 8 wraps autodoc_type_aliases
   (r"py:.*", r"zosam_jax\._src\..*"),  # private helpers named in a signature
 ]
@@ -127,6 +127,8 @@ def _resolve_reexport(app, env, node, contnode):
     obj = _object(candidate)
     if obj is None or isinstance(obj, int | float | str | bool):
       continue
+    if type(obj).__module__ in ("typing", "types", "collections.abc"):
+      return contnode  # a type alias of this library (PyTree, a Literal): plain text, no page
     name = _documented_name(domain, obj)
     if name is not None:
       for reftype in (node["reftype"], "obj"):
