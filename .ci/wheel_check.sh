@@ -12,7 +12,8 @@
 # library's whole default set (493 tests) 23 min. `--all` runs that whole set:
 # every test under tests/ that imports only zosam_jax, jax, optax, chex, flax, numpy and pytest,
 # i.e. all but tests/experiments/ (the trainer, not in the wheel), test_layering.py (it parses
-# the source tree) and test_zosa_compare.py (it imports studies/).
+# the source tree), test_zosa_compare.py (it imports studies/) and test_readme.py (it runs the
+# checkout's README.md).
 set -euo pipefail
 TESTS=(
   tests/test_sharpness.py tests/test_efficient_sam.py tests/test_estimators.py
@@ -51,7 +52,7 @@ say "installed into $WORK/venv"
 mkdir "$WORK/src"
 cp -r "$REPO/tests" "$REPO/examples" "$REPO/pyproject.toml" "$WORK/src/"
 rm -rf "$WORK/src/tests/experiments" "$WORK/src/tests/test_layering.py" \
-  "$WORK/src/tests/test_zosa_compare.py"
+  "$WORK/src/tests/test_zosa_compare.py" "$WORK/src/tests/test_readme.py"
 find "$WORK/src" -name __pycache__ -prune -exec rm -rf {} +
 cd "$WORK/src"
 unset PYTHONPATH

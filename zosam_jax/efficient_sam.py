@@ -21,10 +21,12 @@ last exact-gradient pass in the state.
 * :func:`adaptive_zo_sam`: ZO-SAM whose number of directions follows the measured probe noise.
 
 References:
-  Liu et al., "Towards Efficient and Scalable Sharpness-Aware Minimization", CVPR 2022.
-  Zhuang et al., "Surrogate Gap Minimization Improves Sharpness-Aware Training", ICLR 2022.
+  Liu, Mai, Chen, Hsieh & You, "Towards Efficient and Scalable Sharpness-Aware Minimization",
+  CVPR 2022 (arXiv 2203.02714).
+  Zhuang et al., "Surrogate Gap Minimization Improves Sharpness-Aware Training", ICLR 2022
+  (arXiv 2203.08065).
   Du et al., "Efficient Sharpness-aware Minimization for Improved Training of Neural Networks",
-  ICLR 2022.
+  ICLR 2022 (arXiv 2110.03141).
   Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115), section on open questions.
 
 Every head here takes the same trailing keywords as :mod:`zosam_jax.sharpness`'s:
@@ -114,14 +116,44 @@ def looksam(
   one forward-backward per step stays outside control flow).
 
   Args:
-    rho: perturbation radius.
-    update_every: ``k``, steps between exact (or ZO) ascents.
-    alpha: weight of the reused component.
+    rho: perturbation radius, ``>= 0`` (default 0.05).
+    update_every: ``k >= 1``, steps between exact (or ZO) ascents; steps ``t`` with
+      ``t % k == 0`` (step 0 included) are refreshes. ``1`` is SAM (ZO-SAM) at every step.
+    alpha: weight ``>= 0`` of the reused component ``g_v`` between refreshes (``0``: plain
+      gradient steps between refreshes).
+    ascent: ``"exact"`` (LookSAM, default) or ``"zeroth_order"`` (ZO-LookSAM).
+    zeroth_order: the estimator's options for ``ascent="zeroth_order"``, a
+      :class:`~zosam_jax.ZerothOrderOptions` (``None``: ``ZerothOrderOptions()``).
     guidance: ``None`` or ``"previous_gradient"`` (ZO-LookSAM only): each refresh probes along
       the exact gradient of the step before it first (see :func:`zosam_jax.sharpness_aware`).
+    perturb_leaves: which leaves are perturbed: ``None`` (every floating-point leaf), an
+      ``optax.masked``-style pytree of bools, or a callable ``params -> bools``.
+    seed: integer seed of the state's PRNG key (zeroth-order refreshes).
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`LookSAMState`.
+
+  Examples:
+    Step 0 is a refresh, a full SAM step (on ``||w||^2 / 2`` with ``||w|| = 5`` and
+    ``rho = 2.5`` the gradient at ``w + eps`` is ``1.5 w``); step 1 reuses its component
+    orthogonal to the plain gradient, here zero:
+
+    >>> import jax.numpy as jnp, zosam_jax as zj
+    >>> params = {"w": jnp.array([3.0, 4.0])}
+    >>> loss_fn = lambda p: 0.5 * jnp.sum(p["w"] ** 2)
+    >>> tx = zj.looksam(rho=2.5, update_every=2, alpha=0.7)
+    >>> state = tx.init(params)
+    >>> grads, state = tx.update(None, state, params, loss_fn=loss_fn)
+    >>> print(grads["w"])
+    [4.5 6. ]
+    >>> grads, state = tx.update(None, state, params, loss_fn=loss_fn)
+    >>> print(grads["w"])
+    [3. 4.]
 
   References:
-    Liu et al., CVPR 2022 (k = 5, alpha = 0.7 by default there too).
+    Liu et al., "Towards Efficient and Scalable Sharpness-Aware Minimization", CVPR 2022
+    (arXiv 2203.02714); ``k = 5`` and ``alpha = 0.7`` are its defaults too.
   """
   check_rho("rho", rho)
   validation.check_positive_int("update_every", update_every)
@@ -205,9 +237,16 @@ def looksam(
 
 
 class GSAMState(NamedTuple):
-  """State of :func:`gsam`: ``count``, ``value``, ``aux`` as in ``SharpnessAwareState``,
-  ``rho``, the radius used at the last step (for logging the schedule), and ``gradient``
-  (``None`` unless requested; then the dense gradient ``g_p`` at ``theta + eps``)."""
+  """State of :func:`gsam`.
+
+  Attributes:
+    count: int32, steps taken.
+    value: float32 loss of the last step's pass at ``theta + eps``.
+    aux: aux of that pass with ``has_aux=True`` (``None`` after init; see
+      :class:`~zosam_jax.SharpnessAwareState`).
+    rho: float32, the radius used at the last step (for logging the schedule).
+    gradient: ``None`` unless requested; then the dense gradient ``g_p`` at ``theta + eps``.
+  """
 
   count: jax.Array
   value: jax.Array
@@ -230,15 +269,28 @@ def gsam(
   """GSAM head: ``g_p - alpha g_perp`` (see the module docstring); two forward-backwards.
 
   Args:
-    rho_max, rho_min: radius bounds; ``rho_min=None`` means a constant ``rho_max``.
-    alpha: weight of the ascent along ``g_perp`` (the paper tunes it in [0.01, 0.3]; 0 is SAM).
+    rho_max: the largest radius, ``>= 0`` (default 0.05); the radius when the learning rate is
+      at ``lr_max``, and the constant radius when ``rho_min`` is ``None``.
+    rho_min: the smallest radius, ``0 <= rho_min <= rho_max``, reached at ``lr_min``;
+      ``None`` (default) means a constant ``rho_max``.
+    alpha: weight ``>= 0`` of the ascent along ``g_perp`` (default 0.1; the paper tunes it in
+      [0.01, 0.3]; 0 is SAM).
     learning_rate: the chain's learning-rate schedule (or constant); ``rho`` follows it linearly
-      between ``(lr_min, rho_min)`` and ``(lr_max, rho_max)``. Needed when ``rho_min != rho_max``.
-    lr_max: defaults to ``learning_rate(0)``.
-    lr_min: defaults to 0 (cosine decay to zero).
+      between ``(lr_min, rho_min)`` and ``(lr_max, rho_max)``, clipped to that range. Needed
+      when ``rho_min != rho_max``, ignored otherwise.
+    lr_max: the learning rate at which ``rho = rho_max``; ``None`` (default) is
+      ``learning_rate(0)``. Must be ``> lr_min``.
+    lr_min: the learning rate at which ``rho = rho_min``; defaults to 0 (cosine decay to zero).
+    perturb_leaves: which leaves are perturbed: ``None`` (every floating-point leaf), an
+      ``optax.masked``-style pytree of bools, or a callable ``params -> bools``.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`GSAMState`.
 
   References:
-    Zhuang et al., ICLR 2022.
+    Zhuang et al., "Surrogate Gap Minimization Improves Sharpness-Aware Training", ICLR 2022
+    (arXiv 2203.08065).
   """
   check_rho("rho_max", rho_max)
   rho_min = rho_max if rho_min is None else rho_min
@@ -319,8 +371,47 @@ def esam(
   ``guidance="previous_gradient"`` (ZO-ESAM only) keeps step (4)'s gradient in the state's
   ``prior`` and probes along it first at the next step (see :func:`zosam_jax.sharpness_aware`).
 
+  Args:
+    rho: perturbation radius, ``>= 0`` (default 0.05); the perturbed leaves' radius is
+      ``rho / beta`` so that its expectation over the leaf draws matches SAM's.
+    beta: probability in ``(0, 1]`` that a parameter leaf joins the perturbation (stochastic
+      weight perturbation; default 0.6). ``1`` perturbs every leaf.
+    gamma: fraction in ``(0, 1]`` of the batch that gets the update's forward-backward
+      (sharpness-sensitive data selection; default 0.5). ``1`` uses the whole batch and skips
+      the selection's extra forward.
+    ascent: ``"exact"`` (ESAM, default) or ``"zeroth_order"`` (ZO-ESAM).
+    zeroth_order: the estimator's options for ``ascent="zeroth_order"``, a
+      :class:`~zosam_jax.ZerothOrderOptions` (``None``: ``ZerothOrderOptions()``).
+    guidance: ``None`` or ``"previous_gradient"`` (ZO-ESAM only; see above).
+    perturb_leaves: which leaves may be perturbed: ``None`` (every floating-point leaf), an
+      ``optax.masked``-style pytree of bools, or a callable ``params -> bools``.
+    seed: integer seed of the state's PRNG key (leaf draws, zeroth-order directions).
+    has_aux: whether ``per_example_loss_fn`` returns ``(losses, aux)``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a
+    :class:`~zosam_jax.SharpnessAwareState`.
+
+  Examples:
+    Least squares on a batch of four examples; the update's pass sees the two whose loss rises
+    most at ``theta + eps``:
+
+    >>> import jax.numpy as jnp, zosam_jax as zj
+    >>> params = {"w": jnp.array([0.5, -0.5])}
+    >>> batch = (jnp.eye(4, 2), jnp.array([1.0, 2.0, 0.0, 0.0]))
+    >>> def per_example_loss_fn(p, b):
+    ...     x, y = b
+    ...     return 0.5 * (x @ p["w"] - y) ** 2
+    >>> tx = zj.esam(rho=0.05, beta=1.0, gamma=0.5)
+    >>> state = tx.init(params)
+    >>> grads, state = tx.update(
+    ...     None, state, params, per_example_loss_fn=per_example_loss_fn, batch=batch)
+    >>> grads["w"].shape
+    (2,)
+
   References:
-    Du et al., ICLR 2022 (beta = 0.6 and gamma = 0.5 are its CIFAR settings).
+    Du et al., "Efficient Sharpness-aware Minimization for Improved Training of Neural
+    Networks", ICLR 2022 (arXiv 2110.03141); beta = 0.6 and gamma = 0.5 are its CIFAR settings.
   """
   check_rho("rho", rho)
   validation.check_interval("beta", beta, 0.0, 1.0, low_open=True, high_open=False)
@@ -410,7 +501,11 @@ class AdaptiveZOSAMState(NamedTuple):
   """State of :func:`adaptive_zo_sam`.
 
   Attributes:
-    count, key, value, aux: as in ``SharpnessAwareState``.
+    count: int32, steps taken.
+    key: PRNG key (raw uint32 key data), split every step.
+    value: float32 loss of the last step's pass at ``theta + eps``.
+    aux: aux of that pass with ``has_aux=True`` (``None`` after init; see
+      :class:`~zosam_jax.SharpnessAwareState`).
     num_directions: int32, the ``m`` the NEXT step will use (log it for the trace of m).
     noise: float32 running average of the relative probe noise ``kappa``.
     prior: with ``guidance="previous_gradient"``, the last exact gradient (as in
@@ -466,6 +561,31 @@ def adaptive_zo_sam(
   so its second difference measures the same noise, while its coefficient is larger (it carries
   ``sqrt(d) |g.p|``); a good prior therefore lowers ``kappa`` and keeps ``m`` small, where extra
   random directions add little to the direction's quality.
+
+  Args:
+    rho: perturbation radius, ``>= 0`` (default 0.05).
+    max_directions: the most directions a step may probe, ``>= m_0`` (default 8); also the
+      length of the probe loop.
+    noise_decay: weight in ``[0, 1)`` of the old average in ``kappa_bar`` (default 0.8; ``0``
+      follows the last step's ``kappa`` alone).
+    zeroth_order: the estimator's options, a :class:`~zosam_jax.ZerothOrderOptions`; its
+      ``num_directions`` is ``m_0``, its scheme must be ``"central"``. ``None``:
+      ``ZerothOrderOptions()`` (``m_0 = 1``).
+    num_directions: short form that overrides ``zeroth_order.num_directions`` (``m_0``).
+    smoothing: short form that overrides ``zeroth_order.smoothing`` (``delta > 0``).
+    guidance: ``None`` (default) or ``"previous_gradient"`` (see above).
+    perturb_leaves: which leaves are probed and perturbed: ``None`` (every floating-point leaf),
+      an ``optax.masked``-style pytree of bools, or a callable ``params -> bools``.
+    seed: integer seed of the state's PRNG key.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is an
+    :class:`AdaptiveZOSAMState` (its ``num_directions`` is the next step's ``m``).
+
+  References:
+    Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115): the ZO-SAM step; the rule for ``m`` is this
+    library's, not the paper's.
   """
   check_rho("rho", rho)
   zo = options.resolve(

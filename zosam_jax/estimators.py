@@ -1,7 +1,7 @@
 """Zeroth-order (random) gradient estimators.
 
 The random gradient estimate (RGE) of ``L`` at ``theta`` averages finite differences along ``m``
-random directions ``u_i``:
+random directions ``u_i``::
 
   central:  g = 1/m sum_i [L(theta + d u_i) - L(theta - d u_i)] / (2 d) * u_i   (2m forwards)
   forward:  g = 1/m sum_i [L(theta + d u_i) - L(theta)]         / d       * u_i   (m + 1 forwards)
@@ -20,7 +20,8 @@ Common random numbers: both probes of a direction call the same ``loss_fn`` clos
 the same batch and the same dropout key; the difference measures the direction, not the noise.
 
 References:
-  Nesterov & Spokoiny, "Random Gradient-Free Minimization of Convex Functions", 2017.
+  Nesterov & Spokoiny, "Random Gradient-Free Minimization of Convex Functions", Foundations of
+  Computational Mathematics, 2017.
   Ji et al., "ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient Sparse Training",
   CVPR 2026 (arXiv 2603.13115).
 """
@@ -60,6 +61,20 @@ def sample_direction(
   ``rge(..., key)`` uses ``jax.random.split(key, num_directions)[i]`` for direction ``i``; passing
   that key here regenerates it exactly. Float32 leaves; zero on masked-out coordinates and on
   unselected leaves.
+
+  Args:
+    key: one direction's key (see above).
+    params: the parameter pytree the direction is shaped like.
+    distribution: ``"gaussian"`` (default, N(0, I)), ``"rademacher"`` (+-1) or ``"sphere"``
+      (uniform on the sphere of radius ``sqrt(d)``, ``d`` the active coordinates).
+    weight_mask: optional 0/1 pytree like ``params``; the direction is drawn on its ones only.
+    weight_mask_counts: optional static ints like ``params``, the ones of each ``weight_mask``
+      leaf (as :func:`rge` takes them; draws only that many values per leaf).
+    perturb_leaves: which leaves get a direction: ``None`` (every floating-point leaf), an
+      ``optax.masked``-style pytree of bools, or a callable ``params -> bools``.
+
+  Returns:
+    The direction, a float32 pytree like ``params``.
   """
   validation.check_choice("distribution", distribution, validation.DIRECTION_DISTRIBUTIONS)
   selection = _checked_flat_inputs(params, weight_mask, perturb_leaves)
@@ -87,6 +102,27 @@ def rge_with_coefficients(
   The coefficients ``c_i`` (the finite-difference directional derivatives, so that the estimate is
   ``1/m sum_i c_i u_i``) are what a variance-adaptive rule or a diagnostic needs; returning them
   costs nothing extra. With ``prior``, ``c_0`` is measured along ``sqrt(d) p`` (see :func:`rge`).
+
+  Args:
+    loss_fn: ``params -> scalar`` (or ``(scalar, aux)`` with ``has_aux=True``), as in
+      :func:`rge`.
+    params: the point ``theta``.
+    key: a ``jax.random`` key.
+    zeroth_order: the estimator's options (``None``: ``ZerothOrderOptions()``).
+    num_directions: short form that overrides ``zeroth_order.num_directions``.
+    smoothing: short form that overrides ``zeroth_order.smoothing``.
+    weight_mask: optional 0/1 pytree like ``params`` (directions on its ones only).
+    weight_mask_counts: optional static ints, the ones of each ``weight_mask`` leaf.
+    perturb_leaves: which leaves are probed (see :func:`rge`).
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+    prior: optional direction to probe first (see :func:`rge`).
+
+  Returns:
+    ``(estimate, coefficients)``: the estimate as :func:`rge` returns it, and a float32 array of
+    the ``m`` coefficients ``c_i``.
+
+  References:
+    Nesterov & Spokoiny, 2017; Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115).
   """
   opts = options.resolve(
     zeroth_order, ZerothOrderOptions(), num_directions=num_directions, smoothing=smoothing
@@ -218,6 +254,30 @@ def rge_dynamic(
   (``L0``) gives every direction's second difference, a direct measurement of how noisy the
   probes are (see :class:`ProbeInfo`). Probes one direction at a time. ``prior`` as in
   :func:`rge` (direction 0 along it, the others orthogonal to it).
+
+  Args:
+    loss_fn: ``params -> scalar`` (or ``(scalar, aux)`` with ``has_aux=True``), as in
+      :func:`rge`.
+    params: the point ``theta``.
+    key: a ``jax.random`` key; direction ``i`` comes from the same key whatever ``num_active``.
+    max_directions: the static length of the probe loop, ``>= 1``.
+    num_active: the number of directions probed, an integer scalar (may be traced) in
+      ``[1, max_directions]``; the average divides by ``max(num_active, 1)``.
+    smoothing: finite-difference step ``delta > 0`` (default 1e-3).
+    distribution: ``"gaussian"`` (default), ``"rademacher"`` or ``"sphere"``.
+    weight_mask: optional 0/1 pytree like ``params`` (directions on its ones only).
+    weight_mask_counts: optional static ints, the ones of each ``weight_mask`` leaf.
+    perturb_leaves: which leaves are probed (see :func:`rge`).
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+    prior: optional direction to probe first (see :func:`rge`).
+
+  Returns:
+    ``(estimate, info)``: a pytree like ``params`` and a :class:`ProbeInfo` with each direction's
+    coefficient and second difference.
+
+  References:
+    Nesterov & Spokoiny, 2017 (the estimator); the second differences as a noise measurement are
+    this library's (used by :func:`zosam_jax.adaptive_zo_sam`).
   """
   options = ZerothOrderOptions(max_directions, smoothing, distribution)  # validates the fields
   selection = _checked_flat_inputs(params, weight_mask, perturb_leaves)
@@ -250,7 +310,24 @@ def dynamic_estimate(
   prior: PyTree | None = None,
 ) -> tuple[PyTree, ProbeInfo]:
   """:func:`rge_dynamic` without the checks (heads call it with checked inputs), at most
-  ``options.num_directions`` directions; ``prior`` as in :func:`rge`."""
+  ``options.num_directions`` directions; ``prior`` as in :func:`rge`.
+
+  Args:
+    loss_fn: ``params -> scalar`` (or ``(scalar, aux)`` with ``has_aux=True``).
+    params: the point ``theta``.
+    key: a ``jax.random`` key.
+    options: the estimator's options; ``options.num_directions`` is the loop's length (the
+      scheme is central whatever ``options.scheme`` says).
+    num_active: the number of directions probed (may be traced).
+    weight_mask: 0/1 pytree like ``params``, or ``None``.
+    weight_mask_counts: static ints, the ones of each ``weight_mask`` leaf, or ``None``.
+    selection: one bool per parameter leaf, the probed leaves (already resolved).
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+    prior: optional direction to probe first.
+
+  Returns:
+    ``(estimate, info)`` as :func:`rge_dynamic` returns them.
+  """
   flat = trees.flatten(params, weight_mask, selection, weight_mask_counts)
   total, coefficients, second = probing.probe_dynamic(
     losses.scalar_loss(loss_fn, has_aux),

@@ -28,8 +28,8 @@ in their state as a pytree shaped like the parameters.
 
 References:
   Mi et al., "Make Sharpness-Aware Minimization Stronger: A Sparsified Perturbation Approach",
-  NeurIPS 2022; Mi et al., "Systematic Investigation of Sparse Perturbed Sharpness-Aware
-  Minimization Optimizer", TPAMI 2025.
+  NeurIPS 2022 (arXiv 2210.05177); Mi et al., "Systematic Investigation of Sparse Perturbed
+  Sharpness-Aware Minimization Optimizer", TPAMI 2025.
 """
 
 from __future__ import annotations
@@ -44,23 +44,49 @@ import optax
 
 from zosam_jax._src import groups
 
+#: The mask patterns (single coordinates, whole output channels, N of every M).
 PATTERNS = groups.PATTERNS
+#: The values of ``sparse_sam``'s ``mask_method``.
 MASK_METHODS = ("fisher", "dynamic", "random")
+#: The values of ``sparse_sam``'s ``form``.
 FORMS = ("explicit", "implicit")
 
 
 def num_kept(total: int, sparsity: float) -> int:
-  """Number of coordinates kept out of ``total`` at ``sparsity`` (round half up)."""
+  """Number of coordinates kept out of ``total`` at ``sparsity`` (round half up).
+
+  Args:
+    total: the number of coordinates, ``>= 0``.
+    sparsity: the fraction not kept, in ``[0, 1)``.
+
+  Returns:
+    ``min(total, floor((1 - sparsity) total + 1/2))``.
+  """
   return min(total, int(math.floor((1.0 - sparsity) * total + 0.5)))
 
 
 def check_pattern(pattern: str, n_m: tuple[int, int]) -> None:
-  """Checks ``pattern`` and ``n_m`` (see ``zosam_jax._src.groups``)."""
+  """Checks ``pattern`` and ``n_m``; raises ``ValueError`` naming the bad one.
+
+  Args:
+    pattern: ``"unstructured"``, ``"channel"`` or ``"n:m"``.
+    n_m: ``(N, M)`` with ``1 <= N <= M``, checked for ``"n:m"`` only.
+  """
   groups.check_pattern(pattern, n_m)
 
 
 def check_n_m_shapes(shapes: list[tuple[int, ...]], n_m: tuple[int, int]) -> None:
-  """Every perturbed leaf's input axis must split into groups of M."""
+  """Checks that every perturbed leaf's input axis splits into blocks of ``M``.
+
+  Args:
+    shapes: the shapes of the perturbed leaves; the input axis is the second-to-last (the only
+      one of a 1-D leaf).
+    n_m: ``(N, M)``.
+
+  Raises:
+    ValueError: naming the first shape that is a scalar or whose input axis is not a multiple
+      of ``M``.
+  """
   for shape in shapes:
     groups.check_n_m_shape(
       shape, n_m, "every perturbed parameter (exclude others with perturb_leaves)"
@@ -78,7 +104,32 @@ def _channel_topk(score: jax.Array, sparsity: float) -> jax.Array:
 def top_k_mask(
   scores: list[jax.Array], *, sparsity: float, pattern: str, n_m: tuple[int, int] = (2, 4)
 ) -> list[jax.Array]:
-  """Keeps the highest-scoring coordinates under ``pattern``; returns bool masks like ``scores``."""
+  """Keeps the highest-scoring coordinates under ``pattern`` (SSAM-F's rule, on any scores).
+
+  Args:
+    scores: one float array per perturbed leaf (e.g. the empirical Fisher's entries).
+    sparsity: fraction of coordinates NOT kept, in ``[0, 1)`` (unused by ``"n:m"``).
+    pattern: ``"unstructured"`` (one top-k over all leaves together), ``"channel"`` (per leaf,
+      the output channels of highest mean score) or ``"n:m"`` (the ``N`` highest of every block
+      of ``M`` along the input axis).
+    n_m: ``(N, M)`` for ``"n:m"`` (default ``(2, 4)``).
+
+  Returns:
+    Bool masks shaped like ``scores``, with the pattern's exact kept count (ties broken by
+    index).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from zosam_jax import perturbation_masks
+    >>> scores = [jnp.array([0.1, 0.9, 0.3, 0.7])]
+    >>> perturbation_masks.top_k_mask(scores, sparsity=0.5, pattern="unstructured")[0]
+    Array([False,  True, False,  True], dtype=bool)
+
+  References:
+    Mi et al., "Make Sharpness-Aware Minimization Stronger: A Sparsified Perturbation
+    Approach", NeurIPS 2022 (arXiv 2210.05177), eq. 5-6 (top-k of the Fisher);
+    Mi et al., TPAMI 2025 (the channel and N:M patterns).
+  """
   if pattern == "unstructured":
     total = sum(s.size for s in scores)
     return groups.keep_top_k_jointly(
@@ -97,7 +148,22 @@ def random_mask(
   pattern: str,
   n_m: tuple[int, int] = (2, 4),
 ) -> list[jax.Array]:
-  """A uniformly random mask with the exact kept count of ``pattern``."""
+  """A uniformly random mask with the exact kept count of ``pattern`` (SSAM's random ablation).
+
+  Args:
+    key: a ``jax.random`` key.
+    shapes: the shapes of the perturbed leaves.
+    sparsity: fraction of coordinates NOT kept, in ``[0, 1)`` (unused by ``"n:m"``).
+    pattern: ``"unstructured"``, ``"channel"`` or ``"n:m"`` (see :func:`top_k_mask`).
+    n_m: ``(N, M)`` for ``"n:m"`` (default ``(2, 4)``).
+
+  Returns:
+    Bool masks of the given shapes (:func:`top_k_mask` of uniform scores).
+
+  References:
+    Mi et al., "Make Sharpness-Aware Minimization Stronger: A Sparsified Perturbation
+    Approach", NeurIPS 2022 (arXiv 2210.05177).
+  """
   keys = jax.random.split(key, max(len(shapes), 1))
   scores = [jax.random.uniform(k, s) for k, s in zip(keys, shapes, strict=False)]
   return top_k_mask(scores, sparsity=sparsity, pattern=pattern, n_m=n_m)
@@ -105,7 +171,20 @@ def random_mask(
 
 def cosine_drop_fraction(step: jax.Array, drop_fraction: float, end_step: int) -> jax.Array:
   """SSAM eq. 9: ``alpha/2 (1 + cos(pi t / T))``, held at 0 after ``T``: optax's cosine decay
-  (the same float32 values as the formula, bit for bit)."""
+  (the same float32 values as the formula, bit for bit).
+
+  Args:
+    step: the step ``t`` (may be traced).
+    drop_fraction: ``alpha``, the fraction at ``t = 0``.
+    end_step: ``T >= 1``.
+
+  Returns:
+    The float32 drop fraction ``f(t)``.
+
+  References:
+    Mi et al., "Make Sharpness-Aware Minimization Stronger: A Sparsified Perturbation
+    Approach", NeurIPS 2022 (arXiv 2210.05177), eq. 9.
+  """
   return optax.cosine_decay_schedule(drop_fraction, end_step)(step)
 
 
@@ -120,6 +199,19 @@ def drop_and_regrow(
 
   ``num_drop`` may be a traced integer (it follows a schedule); the kept count never changes as
   long as ``num_drop`` is at most the number of kept coordinates.
+
+  Args:
+    key: a ``jax.random`` key for the regrowth.
+    mask: the current bool masks, one per perturbed leaf.
+    grads: gradients shaped like ``mask`` (their magnitudes rank the drop).
+    num_drop: how many kept coordinates to drop (and regrow), over all leaves together.
+
+  Returns:
+    The new bool masks, shaped like ``mask``.
+
+  References:
+    Mi et al., "Make Sharpness-Aware Minimization Stronger: A Sparsified Perturbation
+    Approach", NeurIPS 2022 (arXiv 2210.05177), Algorithm 2 (option II).
   """
   kept = jnp.concatenate([m.reshape(-1) for m in mask])
   score = jnp.concatenate([jnp.abs(g.astype(jnp.float32)).reshape(-1) for g in grads])
@@ -154,6 +246,23 @@ def dynamic_update(
 
   Counts are exact after every update: per leaf for ``"channel"`` and ``"n:m"``, in total for
   ``"unstructured"``.
+
+  Args:
+    key: a ``jax.random`` key for the regrowth.
+    mask: the current bool masks, one per perturbed leaf.
+    grads: gradients shaped like ``mask`` (their magnitudes rank the drop).
+    fraction: the drop fraction ``f`` (e.g. :func:`cosine_drop_fraction`; may be traced).
+    sparsity: the mask's sparsity, in ``[0, 1)`` (gives ``k``; unused by ``"n:m"``).
+    pattern: ``"unstructured"``, ``"channel"`` or ``"n:m"``.
+    n_m: ``(N, M)`` for ``"n:m"`` (default ``(2, 4)``).
+
+  Returns:
+    The new bool masks, shaped like ``mask``.
+
+  References:
+    Mi et al., "Make Sharpness-Aware Minimization Stronger: A Sparsified Perturbation
+    Approach", NeurIPS 2022 (arXiv 2210.05177), eq. 7-9 and Algorithm 2;
+    Mi et al., TPAMI 2025 (patterns).
   """
   if pattern == "unstructured":
     kept = num_kept(sum(m.size for m in mask), sparsity)
@@ -204,6 +313,10 @@ def empirical_fisher(
 
   Returns:
     A float32 pytree like ``params``.
+
+  References:
+    Mi et al., "Make Sharpness-Aware Minimization Stronger: A Sparsified Perturbation
+    Approach", NeurIPS 2022 (arXiv 2210.05177), eq. 5.
   """
   leading = {x.shape[0] for x in jax.tree.leaves(batch)}
   if len(leading) != 1 or min(leading) < num_samples:

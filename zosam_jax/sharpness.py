@@ -1,6 +1,6 @@
 """The SAM family as pure functions and as optax transforms that head a chain.
 
-Sharpness-aware minimisation takes the gradient at a perturbed point:
+Sharpness-aware minimisation takes the gradient at a perturbed point::
 
   eps     = rho * g_hat / (||g_hat|| + tiny)            (SAM)
   eps     = rho * T^2 g_hat / (||T g_hat|| + tiny),  T = |theta| + eta   (adaptive, ASAM)
@@ -27,12 +27,14 @@ The transforms replace the incoming updates (which may be ``None``) by the gradi
   updates, opt_state = tx.update(None, opt_state, params, loss_fn=loss_fn)
 
 References:
-  Foret et al., "Sharpness-Aware Minimization for Efficiently Improving Generalization", ICLR 2021.
-  Kwon et al., "ASAM: Adaptive Sharpness-Aware Minimization", ICML 2021.
-  Ji et al., "ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient Sparse Training",
-  CVPR 2026 (arXiv 2603.13115).
+  Foret, Kleiner, Mobahi & Neyshabur, "Sharpness-Aware Minimization for Efficiently Improving
+  Generalization", ICLR 2021 (arXiv 2010.01412).
+  Kwon, Kim, Park & Choi, "ASAM: Adaptive Sharpness-Aware Minimization for Scale-Invariant
+  Learning of Deep Neural Networks", ICML 2021 (arXiv 2102.11600).
+  Ji, Li, Deng, Afghah & Ma, "ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient
+  Sparse Training", CVPR 2026 (arXiv 2603.13115).
   Mi et al., "Make Sharpness-Aware Minimization Stronger: A Sparsified Perturbation Approach",
-  NeurIPS 2022.
+  NeurIPS 2022 (arXiv 2210.05177).
   Bisla et al., "Low-Pass Filtering SGD for Recovering Flat Optima in the Deep Learning
   Optimization Landscape", AISTATS 2022 (random weight perturbation).
 """
@@ -54,6 +56,7 @@ from zosam_jax._src.validation import LeafSelection, check_rho
 
 PyTree = Any
 
+#: The values of :func:`sharpness_aware`'s ``ascent``.
 ASCENTS = perturb.ASCENTS
 
 
@@ -71,9 +74,37 @@ def perturbation(
   perturbation_mask: PyTree | None = None,
   perturb_leaves: LeafSelection = None,
 ) -> PyTree:
-  """The SAM perturbation ``eps`` for ascent direction ``ascent`` (see the module docstring).
+  """The SAM perturbation ``eps`` for the ascent direction ``ascent`` (see the module docstring).
 
-  Returns a float32 pytree like ``params``; leaves that are not selected are zero.
+  ``eps = rho g / ||g||`` with ``g = ascent`` restricted to the active weights of the selected
+  leaves (ASAM: ``rho T^2 g / ||T g||``), then multiplied by ``perturbation_mask``. A zero
+  direction gives ``eps = 0``.
+
+  Args:
+    params: ``theta``, the parameter pytree (for the shapes, and ASAM's ``T = |theta| + eta``).
+    ascent: the ascent direction ``g``, a pytree like ``params`` (an exact gradient, a random
+      gradient estimate, or any direction).
+    rho: perturbation radius, ``>= 0``: ``||eps|| = rho`` over the active coordinates of the
+      perturbed leaves (before a perturbation mask; ASAM's norm is ``||T^-1 eps||``).
+    adaptive: ASAM's element-wise scaling of the ascent by ``T = |theta| + adaptive_eta``;
+      ``False`` (default) is SAM's Euclidean ball.
+    adaptive_eta: ASAM's ``eta >= 0`` (default 0.01), so that zero weights are perturbed too;
+      read only with ``adaptive=True``.
+    weight_mask: optional 0/1 pytree like ``params`` of active weights (sparse training):
+      ``g`` is restricted to them before it is normalised, so pruned weights get ``eps = 0``.
+      ``None``: every weight is active.
+    perturbation_mask: optional 0/1 (or bool) pytree like ``params`` applied to ``eps`` after
+      normalisation (Sparse SAM's mask); ``None``: no mask.
+    perturb_leaves: which leaves are perturbed: ``None`` (every floating-point leaf), an
+      ``optax.masked``-style pytree of bools shaped like ``params``, or a callable
+      ``params -> such a pytree``. Integer leaves are never perturbed.
+
+  Returns:
+    ``eps``, a float32 pytree like ``params``; zero on unselected leaves and pruned weights.
+
+  References:
+    Foret et al., ICLR 2021 (arXiv 2010.01412), eq. 2; Kwon et al., ICML 2021
+    (arXiv 2102.11600), for ``adaptive=True``.
   """
   validation.check_mask_like("weight_mask", weight_mask, params)
   validation.check_mask_like("perturbation_mask", perturbation_mask, params)
@@ -136,16 +167,19 @@ def sam_gradient(
   """SAM: the exact gradient at ``theta + eps``, ``eps`` from the exact gradient at ``theta``.
 
   Args:
-    loss_fn: ``params -> loss`` (or ``(loss, aux)`` with ``has_aux=True``).
-    params: ``theta``.
-    rho: perturbation radius, ``>= 0``.
-    adaptive: ASAM's element-wise ``|theta| + adaptive_eta`` scaling.
-    adaptive_eta: ASAM's ``eta``.
+    loss_fn: ``params -> loss`` (or ``(loss, aux)`` with ``has_aux=True``), closing over one
+      batch; called twice (a forward-backward at ``theta``, one at ``theta + eps``).
+    params: ``theta``, a pytree of arrays.
+    rho: perturbation radius, ``>= 0`` (``0``: the plain gradient at ``theta``).
+    adaptive: ASAM's element-wise ``|theta| + adaptive_eta`` scaling (default ``False``: SAM).
+    adaptive_eta: ASAM's ``eta >= 0`` (default 0.01); read only with ``adaptive=True``.
     weight_mask: optional 0/1 pytree of active weights (sparse training): the perturbation lives
-      on them.
-    perturbation_mask: optional 0/1 pytree applied to ``eps`` after normalisation (Sparse SAM).
-    perturb_leaves: ``optax.masked``-style selection of the leaves that are perturbed at all.
-    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+      on them. ``None``: all weights are active.
+    perturbation_mask: optional 0/1 pytree applied to ``eps`` after normalisation (Sparse SAM);
+      ``None``: no mask.
+    perturb_leaves: which leaves are perturbed at all: ``None`` (every floating-point leaf), an
+      ``optax.masked``-style pytree of bools, or a callable ``params -> bools``.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)`` (default ``False``).
 
   Returns:
     ``(value, grads)`` shaped like ``jax.value_and_grad(loss_fn, has_aux=has_aux)``. Both come from
@@ -153,7 +187,7 @@ def sam_gradient(
     perturbed point, ``grads`` the exact gradient there (dense, not multiplied by ``weight_mask``).
 
   References:
-    Foret et al., ICLR 2021; Kwon et al., ICML 2021.
+    Foret et al., ICLR 2021 (arXiv 2010.01412); Kwon et al., ICML 2021 (arXiv 2102.11600).
   """
   return _sam_family_gradient(
     "exact",
@@ -194,16 +228,34 @@ def zo_sam_gradient(
   against SAM's two forward-backwards. Directions are drawn from ``key`` on the active weights
   (``weight_mask``) of the selected leaves (``perturb_leaves``) only.
 
-  Args: as :func:`sam_gradient`, plus the estimator's options (see :func:`zosam_jax.rge`) and
-    ``probe_loss_fn``: what the probes evaluate instead of ``loss_fn`` (same signature, e.g. the
-    loss on a sub-batch); the exact pass at ``theta + eps`` still uses ``loss_fn``.
+  Args:
+    loss_fn: ``params -> loss`` (or ``(loss, aux)`` with ``has_aux=True``), closing over one
+      batch (and one dropout key: both probes of a direction must see the same function).
+    params: ``theta``, a pytree of arrays.
+    key: a ``jax.random`` key for the directions.
+    rho: perturbation radius, ``>= 0``.
+    zeroth_order: the estimator's options, a :class:`~zosam_jax.ZerothOrderOptions`; ``None``:
+      ``ZerothOrderOptions()`` (one Gaussian direction, central differences, smoothing 1e-3).
+      The maths is :func:`zosam_jax.rge`'s.
+    num_directions: short form that overrides ``zeroth_order.num_directions`` (``m >= 1``).
+    smoothing: short form that overrides ``zeroth_order.smoothing`` (``delta > 0``).
+    adaptive: ASAM's element-wise ``|theta| + adaptive_eta`` scaling of the estimate.
+    adaptive_eta: ASAM's ``eta >= 0`` (default 0.01); read only with ``adaptive=True``.
+    weight_mask: optional 0/1 pytree of active weights: directions are drawn, and the
+      perturbation lives, on them only.
+    perturbation_mask: optional 0/1 pytree applied to ``eps`` after normalisation (Sparse SAM).
+    perturb_leaves: which leaves are probed and perturbed (as in :func:`sam_gradient`).
+    has_aux: whether ``loss_fn`` (and ``probe_loss_fn``) return ``(loss, aux)``.
+    probe_loss_fn: optional; what the probes evaluate instead of ``loss_fn`` (same signature,
+      e.g. the loss on a sub-batch); the exact pass at ``theta + eps`` still uses ``loss_fn``.
 
   Returns:
     ``(value, grads)`` like ``jax.value_and_grad(loss_fn, has_aux)``, both from the single
     forward-backward pass at ``theta + eps``; probe outputs (and their aux) are discarded.
 
   References:
-    Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115).
+    Ji et al., "ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient Sparse Training",
+    CVPR 2026 (arXiv 2603.13115).
   """
   zo = options.resolve(
     zeroth_order, ZerothOrderOptions(), num_directions=num_directions, smoothing=smoothing
@@ -256,7 +308,16 @@ class SharpnessAwareState(NamedTuple):
 
 
 def init_state(seed: int, perturbation_mask: Any = None) -> SharpnessAwareState:
-  """A fresh :class:`SharpnessAwareState` (``seed`` checked)."""
+  """A fresh :class:`SharpnessAwareState`, as the heads' ``init`` makes it.
+
+  Args:
+    seed: integer seed of the state's PRNG key (checked: a ``ValueError`` otherwise).
+    perturbation_mask: the Sparse SAM mask to start from, or ``None``.
+
+  Returns:
+    ``count`` 0, ``key`` ``jax.random.PRNGKey(seed)``, ``value`` 0.0, ``aux`` ``None``, the
+    given ``perturbation_mask``, and no ``prior`` or ``gradient``.
+  """
   return heads.init_state(SharpnessAwareState, seed, perturbation_mask=perturbation_mask)
 
 
@@ -384,9 +445,11 @@ def sharpness_aware(
 
   Args:
     rho: perturbation radius ``>= 0``.
-    ascent: ``"exact"`` (SAM), ``"zeroth_order"`` (ZO-SAM) or ``"random"`` (the control).
-    zeroth_order: the estimator's options for ``ascent="zeroth_order"`` (default
-      ``ZerothOrderOptions()``).
+    ascent: ``"exact"`` (SAM, the default), ``"zeroth_order"`` (ZO-SAM) or ``"random"`` (the
+      control: a Gaussian direction, no loss evaluated).
+    zeroth_order: the estimator's options for ``ascent="zeroth_order"``, a
+      :class:`~zosam_jax.ZerothOrderOptions` (``None``: ``ZerothOrderOptions()``); ignored by the
+      other ascents.
     guidance: ``None`` (plain random directions) or ``"previous_gradient"`` (only with
       ``ascent="zeroth_order"``): the state keeps the last exact gradient (the one at
       ``theta + eps`` the update used, restricted to ``weight_mask`` and the perturbed leaves) and
@@ -397,9 +460,26 @@ def sharpness_aware(
       rest, deliberately not unbiased (see docs/methods.md, "Prior-guided directions"). ``m = 1``
       probes the prior alone; the first step, with no prior yet, is plain ZO-SAM's. Memory: one
       float32 tree like params in the state.
+    adaptive: ASAM's element-wise ``|theta| + adaptive_eta`` scaling of the ascent (default
+      ``False``).
+    adaptive_eta: ASAM's ``eta >= 0`` (default 0.01); read only with ``adaptive=True``.
+    mask_spec: a :class:`~zosam_jax.perturbation_masks.MaskSpec` for a Sparse SAM mask held in
+      the state (built by :func:`sparse_sam`, which checks it), or ``None`` (no mask).
+    perturb_leaves: which leaves are perturbed: ``None`` (every floating-point leaf), an
+      ``optax.masked``-style pytree of bools, or a callable ``params -> bools``.
+    seed: integer seed of the state's PRNG key (directions, mask draws).
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``; the aux of the exact pass is kept in
+      the state's ``aux``.
 
   Per step the state's key is split once; the step key drives the zeroth-order directions and the
   Sparse SAM mask refresh, so two replicas with the same state draw the same directions.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`SharpnessAwareState`.
+
+  References:
+    Foret et al., ICLR 2021 (arXiv 2010.01412); Ji et al., ZO-SAM, CVPR 2026
+    (arXiv 2603.13115); Mi et al., NeurIPS 2022 (arXiv 2210.05177), for ``mask_spec``.
   """
   check_rho("rho", rho, adaptive_eta)
   validation.check_choice("ascent", ascent, ASCENTS)
@@ -507,7 +587,15 @@ def exact_gradient(*, has_aux: bool = False) -> optax.GradientTransformationExtr
   """Head that replaces the updates by ``grad loss_fn(theta)`` (plain SGD/Adam chains).
 
   Gives non-SAM chains the same interface (``loss_fn=`` extra argument, ``value``/``aux`` in the
-  state) so a training script and the sparse-training wrappers treat every chain alike.
+  state) so a training script and the sparse-training wrappers treat every chain alike. One
+  forward-backward per step.
+
+  Args:
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``; the aux is kept in the state's ``aux``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`SharpnessAwareState`
+    (``value``: the loss at ``theta``).
   """
 
   def init_fn(params):
@@ -531,10 +619,46 @@ def sam(
   perturb_leaves: LeafSelection = None,
   has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  """SAM head (two forward-backward passes per step). See :func:`sam_gradient`.
+  """SAM head: the exact gradient at ``theta + eps``, ``eps = rho g/||g||`` with ``g`` the exact
+  gradient at ``theta``.
+
+  Two forward-backward passes per step; :func:`sam_gradient` is the same step as a pure
+  function. ``update(None, state, params, loss_fn=loss_fn)`` returns the gradient at the
+  perturbed point, for the rest of the chain.
+
+  Args:
+    rho: perturbation radius, ``>= 0`` (default 0.05).
+    adaptive: ASAM instead of SAM: the ascent is scaled element-wise by
+      ``T = |theta| + adaptive_eta`` (``eps = rho T^2 g / ||T g||``). Default ``False``.
+    adaptive_eta: ASAM's ``eta >= 0`` (default 0.01); read only with ``adaptive=True``.
+    perturb_leaves: which leaves are perturbed: ``None`` (every floating-point leaf), an
+      ``optax.masked``-style pytree of bools, or a callable ``params -> bools``.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``; the aux of the pass at ``theta + eps``
+      is kept in the state's ``aux``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`SharpnessAwareState`.
+
+  Examples:
+    On ``L(w) = ||w||^2 / 2`` the gradient at ``w + eps`` is ``w (1 + rho/||w||)``:
+
+    >>> import jax.numpy as jnp, optax, zosam_jax as zj
+    >>> params = {"w": jnp.array([3.0, 4.0])}
+    >>> loss_fn = lambda p: 0.5 * jnp.sum(p["w"] ** 2)
+    >>> tx = zj.sam(rho=2.5)  # ||w|| = 5: the gradient at w + eps is 1.5 w
+    >>> state = tx.init(params)
+    >>> grads, state = tx.update(None, state, params, loss_fn=loss_fn)
+    >>> print(grads["w"])
+    [4.5 6. ]
+
+    In a training chain the head comes first and the optimizer after it:
+
+    >>> tx = optax.chain(zj.sam(rho=0.05), optax.sgd(0.1, momentum=0.9))
 
   References:
-    Foret et al., ICLR 2021; Kwon et al., ICML 2021 (``adaptive=True``).
+    Foret et al., "Sharpness-Aware Minimization for Efficiently Improving Generalization",
+    ICLR 2021 (arXiv 2010.01412); Kwon et al., "ASAM", ICML 2021 (arXiv 2102.11600), for
+    ``adaptive=True``.
   """
   return sharpness_aware(
     rho,
@@ -558,14 +682,51 @@ def zo_sam(
   seed: int = 0,
   has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  """ZO-SAM head: zeroth-order ascent direction, exact update gradient. See
-  :func:`zo_sam_gradient`. ``zo_sam(0.05, num_directions=4)`` is short for
+  """ZO-SAM head: zeroth-order ascent direction, exact update gradient.
+
+  ``eps = rho g_hat/||g_hat||`` with ``g_hat`` a random gradient estimate at ``theta``
+  (:func:`zosam_jax.rge`: ``2m`` forward passes with the central scheme), then one
+  forward-backward at ``theta + eps``; :func:`zo_sam_gradient` is the same step as a pure
+  function. ``zo_sam(0.05, num_directions=4)`` is short for
   ``zo_sam(0.05, zeroth_order=ZerothOrderOptions(num_directions=4))``.
-  ``guidance="previous_gradient"`` probes along the last exact gradient first (see
-  :func:`sharpness_aware`).
+
+  Args:
+    rho: perturbation radius, ``>= 0`` (default 0.05).
+    zeroth_order: the estimator's options, a :class:`~zosam_jax.ZerothOrderOptions`; ``None``:
+      ``ZerothOrderOptions()`` (one Gaussian direction, central differences, smoothing 1e-3).
+    num_directions: short form that overrides ``zeroth_order.num_directions`` (``m >= 1``).
+    smoothing: short form that overrides ``zeroth_order.smoothing`` (``delta > 0``).
+    guidance: ``None`` (default: plain random directions) or ``"previous_gradient"``: probe along
+      the last exact gradient first (see :func:`sharpness_aware`).
+    adaptive: ASAM's element-wise ``|theta| + adaptive_eta`` scaling of the estimate.
+    adaptive_eta: ASAM's ``eta >= 0`` (default 0.01); read only with ``adaptive=True``.
+    perturb_leaves: which leaves are probed and perturbed: ``None`` (every floating-point leaf),
+      an ``optax.masked``-style pytree of bools, or a callable ``params -> bools``.
+    seed: integer seed of the state's PRNG key, split once per step for the directions.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``; the aux of the pass at ``theta + eps``
+      is kept in the state's ``aux`` (the probes' aux is discarded).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`SharpnessAwareState`.
+    Its ``update`` also takes ``probe_loss_fn=`` (what the probes evaluate instead of
+    ``loss_fn``, e.g. the loss on a sub-batch).
+
+  Examples:
+    On ``L(w) = ||w||^2 / 2`` the update gradient is ``w + eps`` whatever the direction, so
+    ``||updates - w|| = rho``:
+
+    >>> import jax.numpy as jnp, zosam_jax as zj
+    >>> params = {"w": jnp.array([3.0, 4.0])}
+    >>> loss_fn = lambda p: 0.5 * jnp.sum(p["w"] ** 2)
+    >>> tx = zj.zo_sam(rho=0.5, num_directions=4, seed=0)
+    >>> state = tx.init(params)
+    >>> grads, state = tx.update(None, state, params, loss_fn=loss_fn)
+    >>> print(jnp.linalg.norm(grads["w"] - params["w"]).round(3))
+    0.5
 
   References:
-    Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115).
+    Ji et al., "ZO-SAM: Zero-Order Sharpness-Aware Minimization for Efficient Sparse Training",
+    CVPR 2026 (arXiv 2603.13115).
   """
   return sharpness_aware(
     rho,
@@ -595,8 +756,19 @@ def random_perturbation(
   ZO-SAM with one direction costs, less its two probe forwards. If ZO-SAM does no better than
   this head, the zeroth-order information in its direction is not what helps.
 
+  Args:
+    rho: perturbation radius, ``>= 0`` (default 0.05).
+    perturb_leaves: which leaves are perturbed: ``None`` (every floating-point leaf), an
+      ``optax.masked``-style pytree of bools, or a callable ``params -> bools``.
+    seed: integer seed of the state's PRNG key, split once per step for ``u``.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`SharpnessAwareState`.
+
   References:
-    Bisla et al., AISTATS 2022 (low-pass filtering SGD); Ji et al., ZO-SAM, CVPR 2026.
+    Bisla et al., AISTATS 2022 (low-pass filtering SGD); Ji et al., ZO-SAM, CVPR 2026
+    (arXiv 2603.13115), whose ascent this head controls for.
   """
   return sharpness_aware(
     rho, ascent="random", perturb_leaves=perturb_leaves, seed=seed, has_aux=has_aux
@@ -646,6 +818,8 @@ def sparse_sam(
     end_step: SSAM-D's ``T``, the horizon of its cosine decay (required for ``"dynamic"``).
     ascent: ``"exact"`` (SSAM) or ``"zeroth_order"`` (Sparse ZO-SAM, options in
       ``zeroth_order``).
+    zeroth_order: the estimator's options for ``ascent="zeroth_order"``, a
+      :class:`~zosam_jax.ZerothOrderOptions` (``None``: ``ZerothOrderOptions()``).
     guidance: ``None`` or ``"previous_gradient"`` (Sparse ZO-SAM only; see
       :func:`sharpness_aware`).
     form: where the mask acts (SSAM TPAMI's two forms; ``g = grad L(theta)``, ``m`` the mask):
@@ -660,9 +834,36 @@ def sparse_sam(
         unstructured and N:M masks gain nothing without sparse kernels, so the dense gradient
         times the mask is what runs (``benchmarks/pattern_cost.py`` measures both). On mask
         refresh steps SSAM-D takes the dense gradient it ranks by. Needs ``ascent="exact"``.
+    adaptive: ASAM's element-wise ``|theta| + 0.01`` scaling of the ascent (default ``False``).
+    perturb_leaves: which leaves are perturbed (and masked): ``None`` (every floating-point
+      leaf), an ``optax.masked``-style pytree of bools, or a callable ``params -> bools``. With
+      ``"n:m"`` every selected leaf's input axis must split into blocks of ``M``.
+    seed: integer seed of the state's PRNG key (the initial random mask, SSAM-D's regrowth,
+      zeroth-order directions).
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`SharpnessAwareState`
+    holding the mask in ``perturbation_mask``. With ``mask_method="fisher"`` its ``update`` needs
+    ``per_example_loss_fn=`` and ``batch=`` too (see :func:`sharpness_aware`).
+
+  Examples:
+    A random mask that perturbs half of the coordinates, refreshed every 10 steps:
+
+    >>> import jax.numpy as jnp, zosam_jax as zj
+    >>> params = {"w": jnp.array([1.0, -2.0, 3.0, -4.0])}
+    >>> tx = zj.sparse_sam(rho=0.1, sparsity=0.5, mask_method="random", update_every=10)
+    >>> state = tx.init(params)
+    >>> grads, state = tx.update(
+    ...     None, state, params, loss_fn=lambda p: 0.5 * jnp.sum(p["w"] ** 2))
+    >>> int(state.perturbation_mask["w"].sum())
+    2
 
   References:
-    Mi et al., NeurIPS 2022 (Algorithms 1-2, eq. 5-9); Mi et al., TPAMI 2025 (patterns).
+    Mi et al., "Make Sharpness-Aware Minimization Stronger: A Sparsified Perturbation
+    Approach", NeurIPS 2022 (arXiv 2210.05177; Algorithms 1-2, eq. 5-9); Mi et al.,
+    "Systematic Investigation of Sparse Perturbed Sharpness-Aware Minimization Optimizer",
+    TPAMI 2025 (patterns, the implicit form).
   """
   validation.check_choice("mask_method", mask_method, pmasks.MASK_METHODS)
   pmasks.check_pattern(pattern, n_m)

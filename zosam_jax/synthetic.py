@@ -36,7 +36,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+#: The problems :func:`make_problem` builds.
 NAMES = ("quadratic", "rosenbrock", "rastrigin", "ackley")
+#: Reference dimensions ``d`` (the tests run every problem at these).
 DIMENSIONS = (100, 1_000, 10_000)
 
 
@@ -65,28 +67,69 @@ class Problem(NamedTuple):
 
 
 def quadratic_eigenvalues(dim: int, condition_number: float) -> jax.Array:
-  """``lambda_i = kappa^((i - 1)/(d - 1))``, ``i = 1..d`` (all ones when ``d == 1``)."""
+  """The quadratic's eigenvalues ``lambda_i = kappa^((i - 1)/(d - 1))``, ``i = 1..d``.
+
+  Args:
+    dim: ``d >= 1``.
+    condition_number: ``kappa >= 1``.
+
+  Returns:
+    A float32 array of shape ``[d]``, log-spaced from 1 to ``kappa`` (all ones when ``d == 1``).
+  """
   if dim == 1:
     return jnp.ones([1], jnp.float32)
   return jnp.asarray(condition_number, jnp.float32) ** jnp.linspace(0.0, 1.0, dim)
 
 
 def quadratic(x: jax.Array, condition_number: float = 100.0) -> jax.Array:
+  """``1/2 sum_i lambda_i x_i^2`` with :func:`quadratic_eigenvalues` (see the module docstring).
+
+  Args:
+    x: points, shape ``[..., d]``.
+    condition_number: ``kappa >= 1`` (default 100).
+
+  Returns:
+    The values, shape ``[...]``.
+  """
   lam = quadratic_eigenvalues(x.shape[-1], condition_number)
   return 0.5 * jnp.sum(lam * jnp.square(x), axis=-1)
 
 
 def rosenbrock(x: jax.Array) -> jax.Array:
+  """The chained Rosenbrock function ``sum_{i<d} 100 (x_{i+1} - x_i^2)^2 + (1 - x_i)^2``.
+
+  Args:
+    x: points, shape ``[..., d]`` with ``d >= 2``.
+
+  Returns:
+    The values, shape ``[...]``.
+  """
   a, b = x[..., :-1], x[..., 1:]
   return jnp.sum(100.0 * jnp.square(b - jnp.square(a)) + jnp.square(1.0 - a), axis=-1)
 
 
 def rastrigin(x: jax.Array) -> jax.Array:
+  """Rastrigin's function ``10 d + sum_i (x_i^2 - 10 cos(2 pi x_i))``.
+
+  Args:
+    x: points, shape ``[..., d]``.
+
+  Returns:
+    The values, shape ``[...]``.
+  """
   d = x.shape[-1]
   return 10.0 * d + jnp.sum(jnp.square(x) - 10.0 * jnp.cos(2.0 * jnp.pi * x), axis=-1)
 
 
 def ackley(x: jax.Array) -> jax.Array:
+  """Ackley's function ``-20 exp(-0.2 sqrt(mean_i x_i^2)) - exp(mean_i cos(2 pi x_i)) + 20 + e``.
+
+  Args:
+    x: points, shape ``[..., d]``.
+
+  Returns:
+    The values, shape ``[...]``.
+  """
   rms = jnp.sqrt(jnp.mean(jnp.square(x), axis=-1))
   mean_cos = jnp.mean(jnp.cos(2.0 * jnp.pi * x), axis=-1)
   return -20.0 * jnp.exp(-0.2 * rms) - jnp.exp(mean_cos) + 20.0 + math.e
@@ -94,6 +137,21 @@ def ackley(x: jax.Array) -> jax.Array:
 
 def make_problem(name: str, dim: int, *, condition_number: float = 100.0) -> Problem:
   """The problem ``name`` at dimension ``dim`` (see the module docstring for the table).
+
+  Args:
+    name: one of :data:`NAMES`: ``"quadratic"``, ``"rosenbrock"``, ``"rastrigin"`` or
+      ``"ackley"``.
+    dim: ``d``, an integer ``>= 2``.
+    condition_number: the quadratic's ``kappa >= 1`` (default 100); ignored by the others.
+
+  Returns:
+    A :class:`Problem`.
+
+  Examples:
+    >>> from zosam_jax import synthetic
+    >>> problem = synthetic.make_problem("rosenbrock", 10)
+    >>> float(problem.fn(problem.x0)), float(problem.fn(problem.x_opt))  # d - 1, then f* = 0
+    (9.0, 0.0)
 
   Raises:
     ValueError: unknown ``name``, ``dim`` not an integer >= 2, or ``condition_number < 1``.

@@ -7,7 +7,7 @@ params with ``optax.apply_updates``); the ``scale_by_*`` heads give the descent 
 the learning rate, to put at the head of any ``optax.chain``.
 
 ZOSA (Fu et al., 2025), one step at ``theta`` with ``m`` Rademacher directions and smoothing
-``mu`` (the ``forward`` two-point scheme, as in the paper and in FZOO):
+``mu`` (the ``forward`` two-point scheme, as in the paper and in FZOO)::
 
   l_0 = L(theta),  l_i = L(theta + mu u_i)                            (m + 1 queries)
   g   = 1/m sum_i (l_i - l_0) / mu * u_i                               (random gradient estimate)
@@ -63,10 +63,12 @@ scheme's own ``L(theta)``; one extra, counted query for the central scheme), so 
 reads them like any head's.
 
 References:
-  Fu et al., "Zero-Order Sharpness-Aware Minimization", arXiv 2511.09156 (ZOSA).
+  Fu, Jin, Zhang, Liu, Dai & Ye, "Zero-Order Sharpness-Aware Minimization", arXiv 2511.09156
+  (ZOSA; an ICLR 2026 submission).
   Dang et al., "FZOO: Fast Zeroth-Order Optimizer for Fine-Tuning Large Language Models towards
-  Adam-Scale Speed", arXiv 2506.09034.
-  Malladi et al., "Fine-Tuning Language Models with Just Forward Passes", NeurIPS 2023 (MeZO).
+  Adam-Scale Speed", ICLR 2026 (arXiv 2506.09034).
+  Malladi et al., "Fine-Tuning Language Models with Just Forward Passes", NeurIPS 2023
+  (arXiv 2305.17333; MeZO).
   Chen et al., "ZO-AdaMM: Zeroth-Order Adaptive Momentum Method", NeurIPS 2019.
   Foret et al., "Sharpness-Aware Minimization for Efficiently Improving Generalization", ICLR 2021.
 """
@@ -86,9 +88,10 @@ from zosam_jax._src.options import ZerothOrderOptions
 PyTree = Any
 LossFn = Callable[[PyTree], Any]
 
-# ZOSA and the RGE baselines: m = 8 Rademacher directions, forward differences (the paper's).
+#: The options of ZOSA and the RGE baselines (m = 8 Rademacher directions, forward
+#: differences, as in the paper).
 ZOSA_OPTIONS = ZerothOrderOptions(num_directions=8, distribution="rademacher", scheme="forward")
-# MeZO: one Gaussian direction, central differences (SPSA).
+#: The options of MeZO (one Gaussian direction, central differences, i.e. SPSA).
 MEZO_OPTIONS = ZerothOrderOptions(num_directions=1, distribution="gaussian", scheme="central")
 # Why these optimizers refuse ``probe_loss_fn``: a sub-batch for them is a smaller ``loss_fn``.
 PROBES_ARE = "whose probes are the update itself (close loss_fn over the sub-batch instead)"
@@ -125,7 +128,15 @@ def _zosa_options(
 
 
 def queries_per_estimate(num_directions: int, scheme: str) -> int:
-  """Loss evaluations of one random gradient estimate: ``m + 1`` (forward) or ``2m`` (central)."""
+  """Loss evaluations of one random gradient estimate.
+
+  Args:
+    num_directions: ``m >= 1``.
+    scheme: ``"forward"``, ``"central"`` or ``"jvp"``.
+
+  Returns:
+    ``m + 1`` (forward), ``2m`` (central) or ``m`` (jvp: forward-mode passes).
+  """
   return ZerothOrderOptions(num_directions, scheme=scheme).queries
 
 
@@ -156,8 +167,19 @@ def probe(
 ) -> Probe:
   """The library's probe loop, plus the probe-loss std that the sigma-normalisation needs.
 
-  ``base``: ``L(x)`` when the caller has already evaluated it (the forward scheme then reuses it
-  instead of evaluating it again)."""
+  Args:
+    loss: ``x -> scalar`` on the full parameter pytree (aux already dropped).
+    flat: the point ``x`` in the library's flat form (``zosam_jax._src.trees.Flat``: the leaves,
+      which of them are probed, their masks).
+    key: a ``jax.random`` key for the directions.
+    opts: the estimator's options (scheme ``"forward"`` or ``"central"``).
+    base: ``L(x)`` when the caller has already evaluated it (the forward scheme then reuses it
+      instead of evaluating it again); ``None`` otherwise.
+
+  Returns:
+    A :class:`Probe`: the estimate on the probed leaves, the loss at ``x`` the probes saw and
+    the probe-loss std over the smoothing.
+  """
   result = probing.probe(loss, flat, key, opts, base=base)
   value = result.base if opts.scheme == "forward" else jnp.mean(result.losses)
   flat_losses = result.losses.reshape(-1)
@@ -298,11 +320,23 @@ def spsa_direction(
   direction, one probe point and the accumulator, whatever ``m`` (the price: each direction is
   drawn twice). ``2m`` queries. Options default to :data:`MEZO_OPTIONS` (central only).
 
+  Args:
+    loss_fn: ``params -> scalar`` (or ``(scalar, aux)`` with ``has_aux=True``; aux discarded),
+      closing over one batch.
+    params: the point ``x``; integer leaves are never perturbed.
+    key: a ``jax.random`` key; direction ``i`` is drawn from ``fold_in(key, i)``.
+    zeroth_order: the estimator's options (default :data:`MEZO_OPTIONS`: one Gaussian
+      direction, central differences); the scheme must be ``"central"``.
+    num_directions: short form that overrides ``zeroth_order.num_directions``.
+    smoothing: short form that overrides ``zeroth_order.smoothing`` (MeZO's ``epsilon``).
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
   Returns:
     ``(value, estimate)``: the mean of the ``2m`` probe losses and a pytree like params.
 
   References:
-    Malladi et al., NeurIPS 2023 (MeZO, Algorithm 1); Spall, IEEE TAC 1992 (SPSA).
+    Malladi et al., "Fine-Tuning Language Models with Just Forward Passes", NeurIPS 2023
+    (arXiv 2305.17333; MeZO, Algorithm 1); Spall, IEEE TAC 1992 (SPSA).
   """
   opts = _options(zeroth_order, MEZO_OPTIONS, num_directions, smoothing, spsa=True)
   return _spsa_direction(loss_fn, params, key, opts, has_aux)
@@ -406,6 +440,29 @@ def scale_by_zosa(
 
   Chain it with a learning rate (:func:`zosa` does); ``2(m + 1)`` queries per step (forward),
   ``m + 1`` with ``sam=False``.
+
+  Args:
+    rho: inner radius ``>= 0`` (default 0.01; see the module docstring for its scale under
+      ``sigma_normalize``).
+    zeroth_order: the estimator's options (default :data:`ZOSA_OPTIONS`: 8 Rademacher
+      directions, forward differences); scheme ``"forward"`` or ``"central"``.
+    num_directions: short form that overrides ``zeroth_order.num_directions``; with the
+      forward scheme and a loss std in use, ``>= 2``.
+    smoothing: short form that overrides ``zeroth_order.smoothing`` (``mu > 0``).
+    sam: take the inner (sharpness-aware) step; ``False`` is ZO-SGD's direction at half the
+      cost.
+    sigma_normalize: inner radius ``rho g / s`` (``True``, default) or ``rho g / ||g||``.
+    adaptive_lr: outer direction ``g' / s'`` (``True``, default) or ``g'``.
+    seed: integer seed of the state's PRNG key, split once per step.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``; the aux of ``loss_fn(theta)`` is then
+      kept in the state (one extra query with the central scheme).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`ZerothOrderState`.
+
+  References:
+    Fu et al., "Zero-Order Sharpness-Aware Minimization", arXiv 2511.09156; Dang et al. (FZOO),
+    arXiv 2506.09034, for the loss-std step.
   """
   opts = _zosa_options(
     rho, zeroth_order, num_directions, smoothing, sam, sigma_normalize, adaptive_lr, has_aux
@@ -443,7 +500,21 @@ def scale_by_zo_gradient(
 ) -> optax.GradientTransformationExtraArgs:
   """Head that replaces the updates by the random gradient estimate at ``theta`` (divided by the
   probe-loss std with ``sigma_step=True``, FZOO's step). Same keys as :func:`scale_by_zosa` with
-  ``sam=False``."""
+  ``sam=False``.
+
+  Args:
+    zeroth_order: the estimator's options (default :data:`ZOSA_OPTIONS`: 8 Rademacher
+      directions, forward differences); scheme ``"forward"`` or ``"central"``.
+    num_directions: short form that overrides ``zeroth_order.num_directions``.
+    smoothing: short form that overrides ``zeroth_order.smoothing``.
+    sigma_step: divide the estimate by the probe-loss std over the smoothing (default
+      ``False``).
+    seed: integer seed of the state's PRNG key.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`ZerothOrderState`.
+  """
   return scale_by_zosa(
     0.0,
     zeroth_order=zeroth_order,
@@ -466,7 +537,22 @@ def scale_by_spsa(
   has_aux: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """Head that replaces the updates by MeZO's SPSA estimate (:func:`spsa_direction`), ``2m``
-  queries per step, memory independent of ``m``."""
+  queries per step, memory independent of ``m``.
+
+  Args:
+    zeroth_order: the estimator's options (default :data:`MEZO_OPTIONS`: one Gaussian
+      direction, central differences); the scheme must be ``"central"``.
+    num_directions: short form that overrides ``zeroth_order.num_directions``.
+    smoothing: short form that overrides ``zeroth_order.smoothing``.
+    seed: integer seed of the state's PRNG key.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)`` (one extra query per step for the aux).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`ZerothOrderState`.
+
+  References:
+    Malladi et al., NeurIPS 2023 (arXiv 2305.17333; MeZO).
+  """
   _check_flags(has_aux=has_aux)
   opts = _options(zeroth_order, MEZO_OPTIONS, num_directions, smoothing, spsa=True)
   queries = opts.queries + _extra_queries(opts, has_aux)
@@ -499,12 +585,27 @@ def zosa(
   ``smoothing``, ``sam``, ``sigma_normalize``, ``adaptive_lr``, ``seed``, ``has_aux``).
   ``opt_state[0]`` is the :class:`ZerothOrderState` (``value``, ``aux``, ``sigma``, ``queries``).
 
-  Example::
+  Args:
+    learning_rate: a float or an ``optax`` schedule, ``> 0``.
+    rho: inner radius ``>= 0`` (default 0.01).
+    **kwargs: keyword arguments of :func:`scale_by_zosa`.
 
-    tx = zosam_jax.zosa(learning_rate=1e-2, rho=1e-3, num_directions=8)
-    state = tx.init(params)
-    updates, state = tx.update(None, state, params, loss_fn=loss_fn)
-    params = optax.apply_updates(params, updates)
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` (a chain); ``opt_state[0]`` is its
+    :class:`ZerothOrderState`.
+
+  Examples:
+    A step on ``||w||^2 / 2`` from loss values only; it costs ``2(m + 1) = 10`` evaluations:
+
+    >>> import jax.numpy as jnp, optax, zosam_jax as zj
+    >>> params = {"w": jnp.array([1.0, -2.0, 0.5])}
+    >>> loss_fn = lambda p: 0.5 * jnp.sum(p["w"] ** 2)
+    >>> tx = zj.zosa(learning_rate=0.1, rho=1e-3, num_directions=4)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(None, state, params, loss_fn=loss_fn)
+    >>> params = optax.apply_updates(params, updates)
+    >>> int(zj.zeroth_order.zo_state(state).queries)
+    10
 
   References:
     Fu et al., "Zero-Order Sharpness-Aware Minimization", arXiv 2511.09156.
@@ -525,6 +626,16 @@ def zo_sgd(
   Keyword arguments are :func:`scale_by_zo_gradient`'s; ``sigma_step=True`` divides the estimate
   by the probe-loss std first (FZOO's step; this is ZOSA with ``sam=False``). ``m + 1`` queries
   per step (forward), ``2m`` (central).
+
+  Args:
+    learning_rate: a float or an ``optax`` schedule, ``> 0``.
+    momentum: heavy-ball momentum in ``[0, 1)`` (default 0: none).
+    nesterov: Nesterov momentum instead of heavy ball (default ``False``).
+    **kwargs: keyword arguments of :func:`scale_by_zo_gradient`.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` (a chain); ``opt_state[0]`` is its
+    :class:`ZerothOrderState`.
 
   References:
     Ghadimi & Lan, SIAM J. Optim. 2013; Nesterov & Spokoiny, 2017; Dang et al., arXiv 2506.09034.
@@ -548,10 +659,20 @@ def zo_adam(
 ) -> optax.GradientTransformationExtraArgs:
   """ZO-Adam (ZO-AdaMM without the projection): Adam on the random gradient estimate.
 
-  Keyword arguments are :func:`scale_by_zo_gradient`'s.
+  Args:
+    learning_rate: a float or an ``optax`` schedule, ``> 0``.
+    b1: Adam's first-moment decay in ``[0, 1)`` (default 0.9).
+    b2: Adam's second-moment decay in ``[0, 1)`` (default 0.999).
+    eps: Adam's ``epsilon > 0`` (default 1e-8).
+    **kwargs: keyword arguments of :func:`scale_by_zo_gradient`.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` (a chain); ``opt_state[0]`` is its
+    :class:`ZerothOrderState`.
 
   References:
-    Chen et al., NeurIPS 2019; Kingma & Ba, ICLR 2015.
+    Chen et al., "ZO-AdaMM: Zeroth-Order Adaptive Momentum Method for Black-Box
+    Optimization", NeurIPS 2019; Kingma & Ba, ICLR 2015.
   """
   validation.check_learning_rate(learning_rate)
   validation.check_interval("b1", b1, 0.0, 1.0, low_open=False, high_open=True)
@@ -570,11 +691,32 @@ def mezo(
 ) -> optax.GradientTransformationExtraArgs:
   """MeZO: SGD on the SPSA estimate, directions regenerated from their keys (never stored).
 
-  Keyword arguments are :func:`scale_by_spsa`'s. ``2m`` queries per step; peak memory
-  independent of ``m`` (see :func:`spsa_direction`).
+  ``2m`` queries per step; peak memory independent of ``m`` (see :func:`spsa_direction`).
+
+  Args:
+    learning_rate: a float or an ``optax`` schedule, ``> 0``.
+    momentum: heavy-ball momentum in ``[0, 1)`` (default 0: MeZO's plain SGD).
+    **kwargs: keyword arguments of :func:`scale_by_spsa`.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` (a chain); ``opt_state[0]`` is its
+    :class:`ZerothOrderState`.
+
+  Examples:
+    Two directions, central differences: four loss evaluations per step:
+
+    >>> import jax.numpy as jnp, zosam_jax as zj
+    >>> params = {"w": jnp.array([1.0, -2.0, 0.5])}
+    >>> tx = zj.mezo(learning_rate=1e-2, num_directions=2, seed=0)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(
+    ...     None, state, params, loss_fn=lambda p: 0.5 * jnp.sum(p["w"] ** 2))
+    >>> int(zj.zeroth_order.zo_state(state).queries)
+    4
 
   References:
-    Malladi et al., "Fine-Tuning Language Models with Just Forward Passes", NeurIPS 2023.
+    Malladi et al., "Fine-Tuning Language Models with Just Forward Passes", NeurIPS 2023
+    (arXiv 2305.17333).
   """
   validation.check_learning_rate(learning_rate)
   validation.check_interval("momentum", momentum, 0.0, 1.0, low_open=False, high_open=True)
@@ -583,7 +725,17 @@ def mezo(
 
 def zo_state(opt_state: Any) -> ZerothOrderState:
   """The :class:`ZerothOrderState` inside the state of any optimizer of this module (or a chain
-  holding one), for reading ``value``, ``sigma`` and ``queries``."""
+  holding one), for reading ``value``, ``sigma`` and ``queries``.
+
+  Args:
+    opt_state: a :class:`ZerothOrderState`, or a (nested) tuple of states holding one.
+
+  Returns:
+    The first :class:`ZerothOrderState` found (depth first).
+
+  Raises:
+    ValueError: if ``opt_state`` holds none.
+  """
   if isinstance(opt_state, ZerothOrderState):
     return opt_state
   if isinstance(opt_state, tuple):

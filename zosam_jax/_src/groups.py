@@ -144,6 +144,16 @@ def keep_top_k(scores: jax.Array, k: int) -> jax.Array:
 
   ``k`` is a static Python int. Ties are broken by index (``lax.top_k``), so the
   count is exact whatever the scores.
+
+  Args:
+    scores: an array of any shape (ranked flattened).
+    k: how many entries to keep, a static int in ``[0, scores.size]``.
+
+  Returns:
+    A bool array shaped like ``scores`` with exactly ``k`` ``True`` entries.
+
+  Raises:
+    ValueError: ``k`` outside ``[0, scores.size]``.
   """
   flat = jnp.ravel(scores)
   n = flat.shape[0]

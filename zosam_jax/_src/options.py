@@ -49,7 +49,8 @@ class ZerothOrderOptions:
 
   @property
   def queries(self) -> int:
-    """Loss evaluations of one estimate: ``2m`` (central), ``m + 1`` (forward), ``m`` (jvp)."""
+    """The loss evaluations of one estimate, ``2m`` (central), ``m + 1`` (forward) or ``m``
+    (jvp)."""
     m = self.num_directions
     return {"central": 2 * m, "forward": m + 1, "jvp": m}[self.scheme]
 

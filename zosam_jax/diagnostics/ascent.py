@@ -33,12 +33,15 @@ class AscentQuality(NamedTuple):
   """Result of :func:`ascent_quality` (float32).
 
   Attributes:
-    cosine_mean, cosine_std: mean and sample standard deviation (ddof=1; 0 for one sample) over
-      the keys of ``cos(d, g)`` between the (masked) direction and the exact (masked) gradient.
-    increase_mean, increase_std: the same for ``L(theta + rho d/||d||) - L(theta)``.
+    cosine_mean: mean over the keys of ``cos(d, g)`` between the (masked) direction and the
+      exact (masked) gradient.
+    cosine_std: its sample standard deviation over the keys (ddof=1; 0 for one sample).
+    increase_mean: the mean over the keys of ``L(theta + rho d/||d||) - L(theta)``.
+    increase_std: its sample standard deviation (ddof=1; 0 for one sample).
     sam_increase: ``L(theta + rho g/||g||) - L(theta)``, SAM's increase.
     increase_ratio: ``increase_mean / sam_increase``.
-    cosines, increases: the per-key values, shape ``(num_samples,)``.
+    cosines: the per-key cosines, shape ``(num_samples,)``.
+    increases: the per-key increases, shape ``(num_samples,)``.
   """
 
   cosine_mean: jax.Array
@@ -102,7 +105,8 @@ def ascent_quality(
     ValueError: ``rho <= 0``, ``num_samples < 1`` or a bad ``mask``.
 
   References:
-    Foret et al., ICLR 2021; Ji et al., ZO-SAM, CVPR 2026.
+    Foret et al., ICLR 2021 (arXiv 2010.01412); Ji et al., ZO-SAM, CVPR 2026
+    (arXiv 2603.13115).
   """
   validation.check_positive("rho", rho)
   validation.check_int_at_least("num_samples", num_samples, 1)
@@ -142,6 +146,13 @@ def gradient_ascent_fn(loss_fn: LossFn, *, has_aux: bool = False) -> AscentFn:
   """SAM's ascent direction: ``(params, key) -> grad L(params)`` (the key is ignored).
 
   Cost: one forward-backward per call.
+
+  Args:
+    loss_fn: ``params -> scalar`` (or ``(scalar, aux)`` with ``has_aux=True``).
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
+  Returns:
+    ``ascent_fn(params, key) -> grads``, for :func:`ascent_quality`.
   """
   loss = losses.scalar_loss(loss_fn, has_aux)
 
@@ -169,6 +180,18 @@ def rge_ascent_fn(
   (forward) or ``m`` JVPs (``"jvp"``). With ``prior`` (e.g. a guided head's state ``prior``),
   the guided estimate of ``guidance="previous_gradient"``: direction 0 along the prior, the
   others orthogonal to it.
+
+  Args:
+    loss_fn: ``params -> scalar`` (or ``(scalar, aux)`` with ``has_aux=True``).
+    zeroth_order: the estimator's options (``None``: ``ZerothOrderOptions()``).
+    num_directions: short form that overrides ``zeroth_order.num_directions``.
+    smoothing: short form that overrides ``zeroth_order.smoothing``.
+    weight_mask: optional 0/1 pytree like the parameters (directions on its ones only).
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+    prior: optional direction to probe first (see :func:`zosam_jax.rge`).
+
+  Returns:
+    ``ascent_fn(params, key) -> estimate``, for :func:`ascent_quality`.
   """
   opts = options.resolve(
     zeroth_order, ZerothOrderOptions(), num_directions=num_directions, smoothing=smoothing

@@ -77,7 +77,7 @@ def gradient_variance(
       ``mask``.
 
   References:
-    Ji et al., ZO-SAM, CVPR 2026; McCandlish et al., 2018.
+    Ji et al., ZO-SAM, CVPR 2026 (arXiv 2603.13115); McCandlish et al., 2018.
   """
   validation.check_mask_like("weight_mask", weight_mask, params)
   zeros = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)

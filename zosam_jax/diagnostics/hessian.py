@@ -291,6 +291,14 @@ def hessian_trace(
 
   Cost: ``num_samples`` HVPs (about ``2 N`` forward-backwards), one at a time (``lax.map``).
 
+  Args:
+    loss_fn: ``params -> scalar`` (or ``(scalar, aux)`` with ``has_aux=True``).
+    params: ``theta``, a pytree of floating-point arrays.
+    key: PRNG key for the Rademacher vectors.
+    num_samples: ``N >= 2`` (default 100).
+    weight_mask: optional 0/1 pytree like ``params`` (active coordinates).
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
   Returns:
     ``TraceEstimate(estimate, standard_error)`` (float32 scalars; unpacks as a pair).
 
@@ -345,6 +353,16 @@ def hessian_spectrum(
 
   Cost: ``num_vectors * num_iterations`` HVPs; starts run one after the other (``lax.map``).
 
+  Args:
+    loss_fn: ``params -> scalar`` (or ``(scalar, aux)`` with ``has_aux=True``).
+    params: ``theta``, a pytree of floating-point arrays.
+    key: PRNG key for the start (and restart) vectors.
+    num_iterations: Lanczos steps ``n >= 1`` per start (default 100; capped at the parameter
+      count).
+    num_vectors: number of random starts, ``>= 1`` (default 1).
+    weight_mask: optional 0/1 pytree like ``params`` (active coordinates).
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
   Returns:
     ``(nodes, weights)``, each of shape ``(num_vectors * n,)`` with ``n = min(num_iterations,
     D)``, float32. Feed them to :func:`spectral_density`.
@@ -374,7 +392,12 @@ def hessian_spectrum(
 
 
 class SpectralDensity(NamedTuple):
-  """A smoothed spectral density on a grid: ``density[i]`` at ``grid[i]``."""
+  """A smoothed spectral density on a grid: ``density[i]`` at ``grid[i]``.
+
+  Attributes:
+    grid: float32 ``(num_points,)``, equally spaced eigenvalue positions.
+    density: float32 ``(num_points,)``, the density at each grid point.
+  """
 
   grid: jax.Array
   density: jax.Array
@@ -400,6 +423,17 @@ def spectral_density(
   No numerical renormalisation: the density integrates to ``sum(weights)`` (1 for SLQ) when the
   grid resolves the kernel (grid step well below ``sigma``); PyHessian instead divides by the
   Riemann sum over its 10,000-point grid.
+
+  Args:
+    nodes: the SLQ nodes (:func:`hessian_spectrum`), any shape (flattened).
+    weights: their weights, shaped like ``nodes``; nodes of zero weight are ignored.
+    num_points: grid points, ``>= 2`` (default 1000).
+    sigma_squared: the kernel's variance ``> 0``; ``None`` (default) takes PyHessian's choice
+      above.
+    margin: how far the grid extends beyond the extreme nodes, on each side (default 0.01).
+
+  Returns:
+    A :class:`SpectralDensity`.
 
   Raises:
     ValueError: ``num_points < 2`` or ``sigma_squared <= 0``.

@@ -38,6 +38,11 @@ def filter_normalized_direction(
 
   Cost: one Gaussian draw per leaf; no forward pass.
 
+  Args:
+    key: PRNG key (split into one key per leaf).
+    params: ``theta``, the parameter pytree.
+    weight_mask: optional 0/1 pytree like ``params`` (active weights).
+
   Returns:
     A float32 pytree like ``params``.
 

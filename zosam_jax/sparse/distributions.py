@@ -15,7 +15,8 @@ Three distributions, for a target sparsity ``s`` over prunable leaves with
 References:
   Mocanu et al., 2018, "Scalable training of artificial neural networks with adaptive
   sparse connectivity inspired by network science" (Erdős–Rényi), Nat. Commun. 9.
-  Evci et al., 2020, "Rigging the Lottery: Making All Tickets Winners" (ERK), ICML.
+  Evci, Gale, Menick, Castro & Elsen, 2020, "Rigging the Lottery: Making All Tickets
+  Winners" (ERK), ICML.
 """
 
 from __future__ import annotations
@@ -26,13 +27,25 @@ import numpy as np
 
 from zosam_jax._src import validation
 
+#: The values of ``sparsity_distribution``.
 SPARSITY_DISTRIBUTIONS = ("uniform", "erk", "global")
 
 __all__ = ["SPARSITY_DISTRIBUTIONS", "erk_densities", "keep_counts", "validate_sparsity"]
 
 
 def validate_sparsity(sparsity: float, argname: str = "sparsity") -> float:
-  """Checks ``sparsity`` lies in ``[0, 1)`` and returns it as a float."""
+  """Checks ``sparsity`` lies in ``[0, 1)`` and returns it as a float.
+
+  Args:
+    sparsity: the value to check.
+    argname: the name the error message gives it (default ``"sparsity"``).
+
+  Returns:
+    ``float(sparsity)``.
+
+  Raises:
+    ValueError: if ``sparsity`` is not a number in ``[0, 1)``.
+  """
   validation.check_sparsity(argname, sparsity)
   return float(sparsity)
 
@@ -51,6 +64,18 @@ def erk_densities(
   ``r_l = (sum(shape_l) / prod(shape_l)) ** power``: leaves with ``eps r_l > 1``
   are made dense (``d_l = 1``) one after another, largest ``r_l`` first, and
   ``eps`` is re-solved over the rest until every density is at most 1.
+
+  Args:
+    shapes: shapes of the prunable leaves.
+    sparsity: target fraction of pruned weights over them, in ``[0, 1)``.
+    power: exponent on the raw density (default 1.0, ERK; 0.0 gives uniform densities).
+
+  Returns:
+    One density in ``[0, 1]`` per leaf, as Python floats.
+
+  References:
+    Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020 (ERK); Mocanu et
+    al., Nat. Commun. 2018 (Erdős–Rényi).
 
   Raises:
     ValueError: if ``shapes`` is empty.

@@ -38,12 +38,14 @@ DSR's reallocation between leaves does not apply and MEST's soft memory bound is
 
 References:
   Mocanu et al., 2018, "Scalable training of artificial neural networks with adaptive
-  sparse connectivity inspired by network science", Nat. Commun. 9 (SET).
-  Evci et al., 2020, "Rigging the Lottery: Making All Tickets Winners", ICML (RigL).
+  sparse connectivity inspired by network science", Nat. Commun. 9, 2383
+  (doi:10.1038/s41467-018-04316-3) (SET).
+  Evci, Gale, Menick, Castro & Elsen, 2020, "Rigging the Lottery: Making All Tickets Winners",
+  ICML (RigL).
   Yuan et al., 2021, "MEST: Accurate and Fast Memory-Economic Sparse Training Framework
-  on the Edge", NeurIPS (MEST).
+  on the Edge", NeurIPS (arXiv 2110.14032) (MEST).
   Mostafa & Wang, 2019, "Parameter Efficient Training of Deep Convolutional Neural
-  Networks by Dynamic Sparse Reparameterization", ICML (DSR).
+  Networks by Dynamic Sparse Reparameterization", ICML (arXiv 1902.05967) (DSR).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from zosam_jax.sparse.wrapper import MaskUpdate, SparseMethod, sparse_wrapper
 PyTree = Any
 Leaves = list[Any]  # the leaves of a pytree, in flatten order
 
+#: The values of ``init``, the initial mask of a dynamic method.
 INITS = ("random", "magnitude")
 
 __all__ = ["DSR", "MEST", "SET", "RigL", "dsr", "mest", "rigl", "set_"]
@@ -128,6 +131,7 @@ class DynamicMethod(SparseMethod):
 
   @property
   def schedule(self) -> UpdateSchedule:
+    """The :class:`~zosam_jax.sparse.UpdateSchedule` of this method's fields."""
     return UpdateSchedule(
       update_every=self.update_every,
       end_step=self.end_step,
@@ -137,6 +141,15 @@ class DynamicMethod(SparseMethod):
     )
 
   def initial_mask(self, params: PyTree, key: jax.Array) -> PyTree:
+    """The mask training starts from: random or by magnitude (``init``), at the target counts.
+
+    Args:
+      params: the initial parameters.
+      key: a ``jax.random`` key (used by ``init="random"``).
+
+    Returns:
+      A bool pytree shaped like ``params``.
+    """
     if self.init == "magnitude":
       return self.magnitude_mask(params)
     return self.random_weight_mask(params, key)
@@ -147,7 +160,16 @@ class DynamicMethod(SparseMethod):
     return True
 
   def init_method_state(self, flags: list[bool]) -> Callable[[PyTree], PyTree] | None:
-    """``mask -> method_state`` for the wrapper's ``init`` (``None``: no method state)."""
+    """The function that makes the method's state from the initial mask.
+
+    Args:
+      flags: the prunable flags, one per parameter leaf
+        (:meth:`~zosam_jax.sparse.SparseMethod.prunable_flags`).
+
+    Returns:
+      ``mask -> method_state`` for the wrapper's ``init``, or ``None`` (no method state; the
+      default).
+    """
     return None
 
   def wrap(
@@ -157,8 +179,12 @@ class DynamicMethod(SparseMethod):
 
     Args:
       tx: any optax transformation or chain, e.g. headed by ``zosam_jax.zo_sam``.
-      params: parameters (or ``jax.ShapeDtypeStruct``s) of the model, used for
+      params: parameters (or ``jax.ShapeDtypeStruct`` objects) of the model, used for
         the prunable leaves and the per-leaf counts.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is a
+      :class:`~zosam_jax.sparse.SparseState`; its ``init`` draws the initial mask.
     """
     flags = self.prunable_flags(params)
 
@@ -195,6 +221,18 @@ class DynamicMethod(SparseMethod):
     Groups are weights, or whole output channels under ``"channel"`` (their scores averaged over
     the channel). Under ``"n:m"`` :meth:`drop` works on weights and every block of ``M`` then
     grows back to exactly ``N`` among its own inactive weights.
+
+    Args:
+      flags: the prunable flags, one per parameter leaf.
+      step: the wrapper's step count (traced).
+      mask: the current bool weight mask, shaped like the parameters.
+      params: the masked parameters.
+      grads: the dense gradient, or ``None``.
+      key: a ``jax.random`` key for random growth.
+      method_state: the method's state (see :meth:`init_method_state`).
+
+    Returns:
+      A :class:`~zosam_jax.sparse.MaskUpdate`.
     """
     pattern = self.pattern
     m_leaves, treedef = jax.tree.flatten(mask)
@@ -238,11 +276,27 @@ class DynamicMethod(SparseMethod):
     return MaskUpdate(unflat(treedef, weights(new)), unflat(treedef, weights(grown)), method_state)
 
   def drop_scores(self, params: PyTree, grads: PyTree | None) -> PyTree:
-    """Scores for :meth:`drop`, a pytree like ``params``: ``|theta|`` unless overridden."""
+    """Scores for :meth:`drop`, a pytree like ``params``: ``|theta|`` unless overridden.
+
+    Args:
+      params: the masked parameters.
+      grads: the dense gradient, or ``None``.
+
+    Returns:
+      A pytree like ``params``; low scores are dropped first.
+    """
     return jax.tree.map(jnp.abs, params)
 
   def grow_scores(self, params: PyTree, grads: PyTree | None) -> PyTree | None:
-    """Scores of the inactive weights to grow (highest first); ``None`` grows at random."""
+    """Scores of the inactive weights to grow (highest first); ``None`` grows at random.
+
+    Args:
+      params: the masked parameters.
+      grads: the dense gradient, or ``None``.
+
+    Returns:
+      A pytree like ``params``, or ``None`` (the default: random growth).
+    """
     return None
 
   def drop(
@@ -256,6 +310,17 @@ class DynamicMethod(SparseMethod):
     as many. Under ``pattern="channel"`` the prunable leaves arrive as per-channel views (a bool
     ``(C,)`` mask, mean scores), so "weights" above are channels; under ``"n:m"`` the grow counts
     are not used (each block grows back to ``N``).
+
+    Args:
+      flags: the prunable flags, one per mask leaf.
+      step: the wrapper's step count (traced).
+      masks: the mask's leaves (per-group views of the prunable ones).
+      scores: the leaves of :meth:`drop_scores`, viewed the same way.
+      method_state: the method's state.
+
+    Returns:
+      ``(kept, n_grow, method_state)``: the kept masks per leaf, the number of groups to grow
+      per leaf (0 on non-prunable leaves), and the new method state.
     """
     frac = self.schedule.fraction(step)
     n_drop = [
@@ -269,7 +334,12 @@ class DynamicMethod(SparseMethod):
 class SET(DynamicMethod):
   """Sparse Evolutionary Training: drop smallest ``|theta|``, grow at random.
 
-  Default drop schedule is constant (``drop_fraction=0.3``), as in the paper.
+  Default drop schedule is constant (``drop_fraction=0.3``), as in the paper. The fields are
+  those of :class:`DynamicMethod` and :class:`~zosam_jax.sparse.SparseMethod`.
+
+  References:
+    Mocanu et al., "Scalable training of artificial neural networks with adaptive sparse
+    connectivity inspired by network science", Nat. Commun. 9, 2383 (2018).
   """
 
   drop_schedule: str = "constant"
@@ -284,12 +354,22 @@ class RigL(DynamicMethod):
   follows; see ``docs/sparse_training.md``), else the incoming ``updates`` when the
   caller passes gradients, else ``jax.grad(loss_fn)`` at the masked parameters,
   evaluated only on mask-update steps. Defaults follow the paper: ERK, cosine drop
-  fraction 0.3.
+  fraction 0.3. The fields are those of :class:`DynamicMethod` and
+  :class:`~zosam_jax.sparse.SparseMethod`.
+
+  Usage (``zosam_jax.sparse`` has the whole step)::
+
+    tx = zj.sparse.rigl(sparsity=0.9, update_every=100, end_step=30_000).wrap(tx, params)
+
+  References:
+    Evci, Gale, Menick, Castro & Elsen, "Rigging the Lottery: Making All Tickets Winners",
+    ICML 2020.
   """
 
   needs_gradient = True
 
   def grow_scores(self, params: PyTree, grads: PyTree | None) -> PyTree | None:
+    """RigL grows the inactive weights of largest dense ``|grad L|``: returns ``|grads|``."""
     return jax.tree.map(jnp.abs, grads)
 
 
@@ -306,7 +386,13 @@ class MEST(DynamicMethod):
       after ``end_step``.
 
   The gradient only matters on active weights, so no dense gradient is needed
-  between updates (the gradient at update steps is the one RigL grows from).
+  between updates (the gradient at update steps is the one RigL grows from). The other fields
+  are those of :class:`DynamicMethod` and :class:`~zosam_jax.sparse.SparseMethod`; the default
+  ``drop_schedule`` is linear.
+
+  References:
+    Yuan et al., "MEST: Accurate and Fast Memory-Economic Sparse Training Framework on the
+    Edge", NeurIPS 2021 (arXiv 2110.14032).
   """
 
   drop_schedule: str = "linear"
@@ -325,13 +411,19 @@ class MEST(DynamicMethod):
 
   @property
   def keeps_leaf_counts(self) -> bool:
+    """``False`` with the soft memory bound (it holds extra weights between updates)."""
     return not self.soft_memory_bound  # the soft bound holds extra weights between updates
 
   @property
   def schedule(self) -> UpdateSchedule:
+    """:class:`DynamicMethod`'s schedule, with a final update at ``end_step`` under the soft
+    memory bound (to prune back to the target)."""
     return dataclasses.replace(super().schedule, final_update=self.soft_memory_bound)
 
   def init_method_state(self, flags: list[bool]) -> Callable[[PyTree], PyTree] | None:
+    """With the soft memory bound, the base (target) count of each prunable leaf, in groups,
+    taken from the initial mask; ``None`` otherwise. Arguments as
+    :meth:`DynamicMethod.init_method_state`."""
     if not self.soft_memory_bound:
       return None
 
@@ -349,6 +441,7 @@ class MEST(DynamicMethod):
     return base_counts
 
   def drop_scores(self, params: PyTree, grads: PyTree | None) -> PyTree:
+    """MEST's importance ``|theta| + gamma |grad L|`` (float32), dropped lowest first."""
     gamma = jnp.float32(self.gamma)
     return jax.tree.map(
       lambda p, g: jnp.abs(p).astype(jnp.float32) + gamma * jnp.abs(g).astype(jnp.float32),
@@ -359,6 +452,8 @@ class MEST(DynamicMethod):
   def drop(
     self, flags: list[bool], step: jax.Array, masks: Leaves, scores: Leaves, method_state: PyTree
   ) -> tuple[Leaves, list[Any], PyTree]:
+    """:meth:`DynamicMethod.drop`; with the soft memory bound, prune each leaf back to its base
+    count, then grow ``round(alpha(t) n_l)`` on top (none from ``end_step`` on)."""
     if not self.soft_memory_bound:
       return super().drop(flags, step, masks, scores, method_state)
     # Prune back to the base count n_l, then grow round(alpha(t) n_l) on top (none at end_step).
@@ -401,7 +496,12 @@ class DSR(DynamicMethod):
     threshold_tolerance: ``delta``, tolerance on the prune count (paper: 0.1).
 
   The drop fraction schedule gives the target prune count
-  ``N_p = round(alpha(t) * active)``. The default ``drop_schedule`` is constant.
+  ``N_p = round(alpha(t) * active)``. The default ``drop_schedule`` is constant. The other
+  fields are those of :class:`DynamicMethod` and :class:`~zosam_jax.sparse.SparseMethod`.
+
+  References:
+    Mostafa & Wang, "Parameter Efficient Training of Deep Convolutional Neural Networks by
+    Dynamic Sparse Reparameterization", ICML 2019 (arXiv 1902.05967).
   """
 
   drop_schedule: str = "constant"
@@ -419,16 +519,22 @@ class DSR(DynamicMethod):
 
   @property
   def keeps_leaf_counts(self) -> bool:
+    """``True`` only under ``"n:m"``: otherwise DSR moves weights between leaves."""
     # DSR moves weights between layers, except under "n:m" where each block keeps N.
     return self.pattern == "n:m"
 
   def init_method_state(self, flags: list[bool]) -> Callable[[PyTree], PyTree] | None:
+    """The state is the threshold ``H``, a float32 scalar starting at ``threshold_init``.
+    Arguments as :meth:`DynamicMethod.init_method_state`."""
     value = self.threshold_init
     return lambda mask: jnp.asarray(value, jnp.float32)
 
   def drop(
     self, flags: list[bool], step: jax.Array, masks: Leaves, scores: Leaves, method_state: PyTree
   ) -> tuple[Leaves, list[Any], PyTree]:
+    """DSR's drop: every active weight below the threshold goes; the threshold doubles or
+    halves towards the target prune count, and the freed weights are reallocated to leaves in
+    proportion to their survivors. Arguments and result as :meth:`DynamicMethod.drop`."""
     threshold = method_state
     idx = [i for i, f in enumerate(flags) if f]
     kept = [m & ~(s < threshold) if f else m for f, m, s in zip(flags, masks, scores, strict=True)]

@@ -46,7 +46,14 @@ __all__ = [
 
 
 def leaf_paths(params: PyTree) -> list[str]:
-  """Returns ``"a/b/kernel"``-style names of the leaves of ``params`` in flatten order."""
+  """Names of the leaves of ``params`` in flatten order, ``"a/b/kernel"`` style.
+
+  Args:
+    params: any pytree (dict keys, attribute names and sequence indices make the names).
+
+  Returns:
+    One ``/``-joined path per leaf, in ``jax.tree`` flatten order.
+  """
   flat, _ = jax.tree.flatten_with_path(params)
   names = []
   for path, _ in flat:
@@ -66,6 +73,12 @@ def default_prunable(params: PyTree) -> PyTree:
   """Default leaf mask: leaves with ``ndim >= 2`` (dense and conv kernels).
 
   Biases, BatchNorm/LayerNorm scales and offsets (``ndim <= 1``) are kept dense.
+
+  Args:
+    params: the parameter pytree (arrays or ``jax.ShapeDtypeStruct``).
+
+  Returns:
+    A pytree of Python bools with the structure of ``params``.
   """
   return jax.tree.map(lambda p: bool(np.ndim(p) >= 2), params)
 
@@ -107,17 +120,37 @@ def prunable_leaves(
 
 
 def dense_mask(params: PyTree) -> PyTree:
-  """All-``True`` weight mask shaped like ``params``."""
+  """All-``True`` weight mask shaped like ``params``.
+
+  Args:
+    params: the parameter pytree.
+
+  Returns:
+    A pytree of bool arrays, all ``True``, shaped like ``params``.
+  """
   return jax.tree.map(lambda p: jnp.ones(jnp.shape(p), dtype=jnp.bool_), params)
 
 
 def validate_mask(mask: PyTree, params: PyTree, argname: str = "mask") -> None:
-  """Raises ``ValueError`` unless ``mask`` has the structure and shapes of ``params``."""
+  """Raises ``ValueError`` unless ``mask`` has the structure and shapes of ``params``.
+
+  Args:
+    mask: the weight mask to check.
+    params: the parameter pytree it must match.
+    argname: the name the error message gives ``mask`` (default ``"mask"``).
+  """
   validation.check_mask_like(argname, mask, params)
 
 
 def count_active(mask: PyTree) -> jax.Array:
-  """Total number of active (``True``/nonzero) entries of a weight mask."""
+  """Total number of active (``True``/nonzero) entries of a weight mask.
+
+  Args:
+    mask: a pytree of bool (or 0/1) arrays.
+
+  Returns:
+    An integer scalar array (a traced one under ``jit``).
+  """
   leaves = jax.tree.leaves(mask)
   return sum(jnp.count_nonzero(m) for m in leaves)
 
@@ -129,12 +162,31 @@ def select_lowest(scores: jax.Array, eligible: jax.Array, count: jax.Array | int
   Ineligible entries are ranked after every eligible one; ties break by index.
   NaN scores rank last among the eligible entries. Scores compare as the backend compares
   floats (XLA:CPU treats subnormals as zero). No sort (see ``_src/groups.py``).
+
+  Args:
+    scores: a float array.
+    eligible: a bool array shaped like ``scores``; only its ``True`` entries can be selected.
+    count: how many to select (a Python int or a traced integer scalar).
+
+  Returns:
+    A bool array shaped like ``scores``.
   """
   return groups.select_lowest(scores, eligible, count)
 
 
 def select_highest(scores: jax.Array, eligible: jax.Array, count: jax.Array | int) -> jax.Array:
-  """Exactly ``min(count, #eligible)`` eligible entries with the highest scores."""
+  """Exactly ``min(count, #eligible)`` eligible entries with the highest scores.
+
+  The mirror of :func:`select_lowest` (ties by index, ``count`` may be traced).
+
+  Args:
+    scores: a float array.
+    eligible: a bool array shaped like ``scores``; only its ``True`` entries can be selected.
+    count: how many to select (a Python int or a traced integer scalar).
+
+  Returns:
+    A bool array shaped like ``scores``.
+  """
   return groups.select_highest(scores, eligible, count)
 
 

@@ -22,7 +22,12 @@ _REGISTRY: dict[str, Callable[..., SparseMethod]] = {
 
 
 def method_names() -> tuple[str, ...]:
-  """Names accepted by :func:`get_method`."""
+  """Names accepted by :func:`get_method`.
+
+  Returns:
+    The registered names in lower case, in registration order (the seven built-in methods
+    first: ``lth``, ``snip``, ``grasp``, ``set``, ``dsr``, ``rigl``, ``mest``).
+  """
   return tuple(_REGISTRY)
 
 
@@ -34,6 +39,14 @@ def _key(name: Any) -> Any:
 def get_method(name: str, **kwargs: Any) -> SparseMethod:
   """Builds the sparse method called ``name`` (any case) with its keyword arguments.
 
+  Args:
+    name: a registered name (see :func:`method_names`), in any case.
+    **kwargs: the method's fields (``sparsity=``, ``end_step=``, ...).
+
+  Returns:
+    The :class:`~zosam_jax.sparse.SparseMethod`, e.g. ``get_method("rigl", sparsity=0.9,
+    end_step=1000)`` is ``RigL(sparsity=0.9, end_step=1000)``.
+
   Raises:
     ValueError: if ``name`` is not one of :func:`method_names`.
   """
@@ -44,6 +57,10 @@ def get_method(name: str, **kwargs: Any) -> SparseMethod:
 
 def register_method(name: str, factory: Callable[..., SparseMethod]) -> None:
   """Adds a method to the registry under ``name`` (any case; listed in lower case).
+
+  Args:
+    name: a non-empty string not yet registered (in any case).
+    factory: ``**kwargs -> SparseMethod``, usually the method's class.
 
   Raises:
     ValueError: if ``name`` is not a non-empty string, or is taken (in any case).

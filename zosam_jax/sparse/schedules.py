@@ -22,6 +22,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
+#: The values of ``drop_schedule``.
 DROP_SCHEDULES = ("cosine", "linear", "constant")
 
 __all__ = ["DROP_SCHEDULES", "UpdateSchedule"]
@@ -43,6 +44,10 @@ class UpdateSchedule:
     drop_schedule: ``"cosine"``, ``"linear"`` or ``"constant"`` decay of the fraction.
     final_update: also update at ``end_step`` itself when it is not on the grid
       (used by MEST's soft memory bound to prune back to the target at the end).
+
+  References:
+    Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020 (the cosine
+    decay of the drop fraction).
   """
 
   update_every: int
@@ -69,7 +74,14 @@ class UpdateSchedule:
       )
 
   def is_update_step(self, step: jax.Array) -> jax.Array:
-    """Whether the mask is updated at ``step`` (traceable)."""
+    """Whether the mask is updated at ``step`` (traceable).
+
+    Args:
+      step: the wrapper's step count (an integer, or a traced integer scalar).
+
+    Returns:
+      A bool scalar array.
+    """
     since = step - self.start_step
     on_grid = (since > 0) & (step <= self.end_step) & (since % self.update_every == 0)
     if self.final_update:
@@ -77,7 +89,15 @@ class UpdateSchedule:
     return on_grid
 
   def fraction(self, step: jax.Array) -> jax.Array:
-    """Drop fraction ``alpha(step)`` (float32, traceable)."""
+    """Drop fraction ``alpha(step)`` (float32, traceable).
+
+    Args:
+      step: the wrapper's step count (an integer, or a traced integer scalar); the progress
+        ``(step - start_step) / (end_step - start_step)`` is clipped to ``[0, 1]``.
+
+    Returns:
+      A float32 scalar array.
+    """
     span = float(self.end_step - self.start_step)
     progress = jnp.clip((step - self.start_step) / span, 0.0, 1.0).astype(jnp.float32)
     alpha = jnp.float32(self.drop_fraction)

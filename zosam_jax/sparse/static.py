@@ -21,12 +21,12 @@ highest-scoring weights, and LTH's round ``r`` keeps ``N_r = round(M (N/M)^(r/R)
 geometric schedule of the unstructured rounds, reaching ``N`` at ``r = R``).
 
 References:
-  Lee et al., 2019, "SNIP: Single-shot Network Pruning based on Connection
-  Sensitivity", ICLR.
-  Wang et al., 2020, "Picking Winning Tickets Before Training by Preserving Gradient
-  Flow", ICLR (GraSP).
+  Lee, Ajanthan & Torr, 2019, "SNIP: Single-shot Network Pruning based on Connection
+  Sensitivity", ICLR (arXiv 1810.02340).
+  Wang, Zhang & Grosse, 2020, "Picking Winning Tickets Before Training by Preserving Gradient
+  Flow", ICLR (arXiv 2002.07376) (GraSP).
   Frankle & Carbin, 2019, "The Lottery Ticket Hypothesis: Finding Sparse, Trainable
-  Neural Networks", ICLR; Frankle et al., 2020, "Linear Mode Connectivity and the
+  Neural Networks", ICLR (arXiv 1803.03635); Frankle et al., 2020, "Linear Mode Connectivity and the
   Lottery Ticket Hypothesis", ICML (rewinding to step k).
 """
 
@@ -61,7 +61,20 @@ __all__ = [
 
 
 def snip_scores(loss_fn: Callable[..., Any], params: PyTree, *, has_aux: bool = False) -> PyTree:
-  """Connection sensitivity ``|theta ⊙ grad L(theta)|`` (pytree like ``params``)."""
+  """Connection sensitivity ``|theta ⊙ grad L(theta)|``, SNIP's score.
+
+  Args:
+    loss_fn: ``params -> loss`` (or ``(loss, aux)`` with ``has_aux=True``) on one batch.
+    params: the parameters at initialisation.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
+  Returns:
+    A pytree like ``params``; the highest scores are kept.
+
+  References:
+    Lee et al., "SNIP: Single-shot Network Pruning based on Connection Sensitivity", ICLR 2019
+    (arXiv 1810.02340).
+  """
   grads = curvature.gradient(loss_fn, params, has_aux)
   return jax.tree.map(lambda p, g: jnp.abs(p * g), params, grads)
 
@@ -70,7 +83,19 @@ def grasp_scores(loss_fn: Callable[..., Any], params: PyTree, *, has_aux: bool =
   """GraSP scores ``-theta ⊙ H g`` with ``g = grad L(theta)``.
 
   ``loss_fn`` should already include the logit temperature (see :meth:`GraSP.compute_mask`).
-  High scores are removed first.
+  High scores are removed first. Cost: one gradient and one Hessian-vector product.
+
+  Args:
+    loss_fn: ``params -> loss`` (or ``(loss, aux)`` with ``has_aux=True``) on the scoring batch.
+    params: the parameters at initialisation.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
+  Returns:
+    A pytree like ``params``.
+
+  References:
+    Wang et al., "Picking Winning Tickets Before Training by Preserving Gradient Flow",
+    ICLR 2020 (arXiv 2002.07376).
   """
   g = jax.lax.stop_gradient(curvature.gradient(loss_fn, params, has_aux))
   hg = curvature.hessian_vector_product(loss_fn, params, g, has_aux=has_aux)
@@ -79,6 +104,15 @@ def grasp_scores(loss_fn: Callable[..., Any], params: PyTree, *, has_aux: bool =
 
 def samples_per_class(labels: Any, per_class: int, num_classes: int | None = None) -> np.ndarray:
   """Indices of the first ``per_class`` examples of each class in ``labels`` (host side).
+
+  Args:
+    labels: 1-D integer class ids (anything ``np.asarray`` takes).
+    per_class: examples to take per class, ``>= 1``.
+    num_classes: the classes are ``range(num_classes)``; ``None`` (default) takes the classes
+      present in ``labels``.
+
+  Returns:
+    A 1-D NumPy array of indices into ``labels``, class by class.
 
   Raises:
     ValueError: if a class among ``range(num_classes)`` has fewer than ``per_class``
@@ -123,7 +157,13 @@ class _Static(SparseMethod):
       tx: any optax transformation or chain.
       params: initial parameters.
       mask: a precomputed weight mask (e.g. from :meth:`compute_mask`); if omitted
-        it is computed now with :meth:`compute_mask(params, **mask_kwargs)`.
+        it is computed now with ``compute_mask(params, **mask_kwargs)``.
+      **mask_kwargs: the arguments of :meth:`compute_mask` (SNIP: ``loss_fn=``; GraSP:
+        ``apply_fn=``, ``inputs=``, ``labels=``; LTH: none); refused together with ``mask``.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is a
+      :class:`~zosam_jax.sparse.SparseState`, with the mask held fixed.
     """
     self.prunable_flags(params)  # raises if nothing is prunable
     if mask is None:
@@ -145,14 +185,29 @@ class SNIP(_Static):
 
   Attributes:
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
-  Default sparsity_distribution: ``"global"`` (one threshold, as in the paper).
+
+  The other fields are those of :class:`~zosam_jax.sparse.SparseMethod`; the default
+  ``sparsity_distribution`` is ``"global"`` (one threshold, as in the paper).
+  ``wrap(tx, params, loss_fn=loss_fn)`` computes the mask from one batch's loss.
+
+  References:
+    Lee et al., "SNIP: Single-shot Network Pruning based on Connection Sensitivity", ICLR 2019
+    (arXiv 1810.02340).
   """
 
   sparsity_distribution: str = "global"
   has_aux: bool = False
 
   def compute_mask(self, params: PyTree, *, loss_fn: Callable[..., Any]) -> PyTree:
-    """Mask from one batch's ``loss_fn(params)`` (the batch closed over)."""
+    """Mask from one batch's ``loss_fn(params)`` (the batch closed over).
+
+    Args:
+      params: the parameters at initialisation.
+      loss_fn: ``params -> loss`` (or ``(loss, aux)`` with ``has_aux=True``).
+
+    Returns:
+      A bool weight mask shaped like ``params``, keeping the highest :func:`snip_scores`.
+    """
     scores = jax.jit(lambda p: snip_scores(loss_fn, p, has_aux=self.has_aux))(params)
     return self.mask_from_scores(params, scores)
 
@@ -167,7 +222,14 @@ class GraSP(_Static):
       for CIFAR-10, 5 for CIFAR-100).
     num_classes: number of classes, for :func:`samples_per_class`; ``None`` takes
       the classes present in the labels.
-  Default sparsity_distribution: ``"global"``.
+
+  The other fields are those of :class:`~zosam_jax.sparse.SparseMethod`; the default
+  ``sparsity_distribution`` is ``"global"``. ``wrap(tx, params, apply_fn=..., inputs=...,
+  labels=...)`` computes the mask (see :meth:`scores`).
+
+  References:
+    Wang et al., "Picking Winning Tickets Before Training by Preserving Gradient Flow",
+    ICLR 2020 (arXiv 2002.07376).
   """
 
   sparsity_distribution: str = "global"
@@ -193,9 +255,14 @@ class GraSP(_Static):
     """GraSP scores on ``samples_per_class`` examples per class of ``(inputs, labels)``.
 
     Args:
+      params: the parameters at initialisation.
       apply_fn: ``(params, inputs) -> logits`` (no state updates).
       inputs: a batch of inputs (leading axis = examples).
       labels: integer class ids, shape ``[batch]``.
+
+    Returns:
+      :func:`grasp_scores` of the cross-entropy of ``logits / temperature`` on the chosen
+      examples, a pytree like ``params``.
     """
     idx = samples_per_class(labels, self.samples_per_class, self.num_classes)
     x = jax.tree.map(lambda a: jnp.asarray(a)[idx], inputs)
@@ -208,7 +275,15 @@ class GraSP(_Static):
     return jax.jit(lambda p: grasp_scores(loss_fn, p))(params)
 
   def compute_mask(self, params: PyTree, **kwargs: Any) -> PyTree:
-    """Mask keeping the lowest GraSP scores (arguments as :meth:`scores`)."""
+    """Mask keeping the lowest GraSP scores.
+
+    Args:
+      params: the parameters at initialisation.
+      **kwargs: ``apply_fn``, ``inputs`` and ``labels``, as :meth:`scores` takes them.
+
+    Returns:
+      A bool weight mask shaped like ``params``.
+    """
     s = self.scores(params, **kwargs)
     return self.mask_from_scores(params, jax.tree.map(jnp.negative, s))
 
@@ -219,7 +294,9 @@ class LTH(_Static):
 
   Attributes:
     rounds: number of pruning rounds ``R`` to reach ``sparsity`` (>= 1).
-  Default sparsity_distribution: ``"global"``.
+
+  The other fields are those of :class:`~zosam_jax.sparse.SparseMethod`; the default
+  ``sparsity_distribution`` is ``"global"``.
 
   A training script runs, for ``r = 1..R``::
 
@@ -230,6 +307,11 @@ class LTH(_Static):
       tx = method.wrap(base_tx, params, mask=mask)
 
   ``wrap`` without a mask gives the dense round 0 (a mask of all ones).
+
+  References:
+    Frankle & Carbin, "The Lottery Ticket Hypothesis: Finding Sparse, Trainable Neural
+    Networks", ICLR 2019 (arXiv 1803.03635); Frankle et al., "Linear Mode Connectivity and the
+    Lottery Ticket Hypothesis", ICML 2020 (rewinding to step ``k``).
   """
 
   sparsity_distribution: str = "global"
@@ -241,13 +323,27 @@ class LTH(_Static):
       raise ValueError(f"`rounds` must be an int >= 1, got {self.rounds!r}.")
 
   def round_sparsity(self, round: int) -> float:
-    """``s_r = 1 - (1 - s)^(r / R)``: each round removes the same fraction of survivors."""
+    """``s_r = 1 - (1 - s)^(r / R)``: each round removes the same fraction of survivors.
+
+    Args:
+      round: ``r`` in ``[0, rounds]`` (0: dense).
+
+    Returns:
+      The sparsity of round ``r`` (``sparsity`` at ``r = R``).
+    """
     if not 0 <= round <= self.rounds:
       raise ValueError(f"`round` must be in [0, {self.rounds}], got {round!r}.")
     return 1.0 - (1.0 - self.sparsity) ** (round / self.rounds)
 
   def compute_mask(self, params: PyTree) -> PyTree:
-    """The round-0 (dense) mask."""
+    """The round-0 (dense) mask.
+
+    Args:
+      params: the parameters.
+
+    Returns:
+      An all-``True`` bool pytree shaped like ``params``.
+    """
     return mask_lib.dense_mask(params)
 
   def prune(self, params: PyTree, mask: PyTree | None, round: int) -> PyTree:
@@ -255,6 +351,14 @@ class LTH(_Static):
 
     Only weights active in ``mask`` can survive (their scores are ``|theta|``, the
     others ``-inf``), so masks are nested across rounds.
+
+    Args:
+      params: the trained parameters of the round.
+      mask: the round's current weight mask, or ``None`` (dense).
+      round: ``r`` in ``[0, rounds]``; the new mask has sparsity :meth:`round_sparsity`.
+
+    Returns:
+      The new bool weight mask, shaped like ``params``.
     """
     if mask is None:
       mask = mask_lib.dense_mask(params)
@@ -265,7 +369,15 @@ class LTH(_Static):
     return self.mask_from_scores(params, scores, sparsity=self.round_sparsity(round))
 
   def rewind(self, params_k: PyTree, mask: PyTree) -> PyTree:
-    """Surviving weights take their step-``k`` values; pruned weights are 0."""
+    """Surviving weights take their step-``k`` values; pruned weights are 0.
+
+    Args:
+      params_k: the parameters saved after ``k`` steps.
+      mask: the new weight mask (from :meth:`prune`).
+
+    Returns:
+      The parameters to train the next round from.
+    """
     mask_lib.validate_mask(mask, params_k)
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params_k, mask)
 

@@ -119,6 +119,14 @@ def reset_moments(inner_state: PyTree, keep: PyTree, params: PyTree) -> PyTree:
   A subtree is parameter-shaped when it has the tree structure of ``params``, the
   same leaf shapes and floating dtypes (optax's ``TraceState.trace``,
   ``ScaleByAdamState.mu``/``nu``...); boolean masks (e.g. Sparse SAM's) are left alone.
+
+  Args:
+    inner_state: an optimizer state (any pytree).
+    keep: a bool pytree shaped like ``params``: where moments survive.
+    params: the parameters, for the structure, shapes and dtypes to look for.
+
+  Returns:
+    ``inner_state`` with those subtrees zeroed where ``keep`` is ``False``.
   """
   is_param_like = _param_like(params)
 
@@ -401,9 +409,19 @@ class SparseMethod:
     return counts
 
   def prunable_flags(self, params: PyTree) -> list[bool]:
-    """Flat list of prunable flags; raises if no leaf is prunable, or if the pattern cannot
-    apply to the prunable leaves (``"n:m"``: an input axis not divisible by ``M``;
-    ``"channel"``: a leaf left without a channel)."""
+    """Which leaves this method prunes, checked against the pattern.
+
+    Args:
+      params: the parameters (arrays or ``jax.ShapeDtypeStruct``).
+
+    Returns:
+      One bool per leaf of ``params``, in flatten order.
+
+    Raises:
+      ValueError: if no leaf is prunable, or if the pattern cannot apply to the prunable leaves
+        (``"n:m"``: an input axis not divisible by ``M``; ``"channel"``: a leaf left without a
+        channel).
+    """
     flags, shapes, names = self._layout(params)
     self._group_counts(shapes, names, self.sparsity)
     return flags
@@ -452,13 +470,28 @@ class SparseMethod:
 
   def target_counts(self, params: PyTree) -> list[int] | int:
     """Kept groups per prunable leaf (or in total, for ``"global"``): weights, or output
-    channels under ``"channel"``; under ``"n:m"`` the weights of each leaf, ``N/M`` of it."""
+    channels under ``"channel"``; under ``"n:m"`` the weights of each leaf, ``N/M`` of it.
+
+    Args:
+      params: the parameters (arrays or ``jax.ShapeDtypeStruct``).
+
+    Returns:
+      A list of ints, one per prunable leaf in flatten order, or one int for ``"global"``.
+    """
     _, shapes, names = self._layout(params)
     return self._group_counts(shapes, names, self.sparsity)
 
   def static_mask_counts(self, params: PyTree) -> PyTree | None:
     """Ones per mask leaf as static ints like ``params`` (``None`` for ``"global"``, whose
-    per-leaf counts depend on the data; ``"n:m"`` always has them)."""
+    per-leaf counts depend on the data; ``"n:m"`` always has them).
+
+    Args:
+      params: the parameters (arrays or ``jax.ShapeDtypeStruct``).
+
+    Returns:
+      A pytree of Python ints with the structure of ``params`` (a non-prunable leaf counts all
+      its entries), or ``None``.
+    """
     if self.sparsity_distribution == "global" and self.pattern != "n:m":
       return None
     flags, shapes, _ = self._layout(params)
@@ -472,7 +505,24 @@ class SparseMethod:
     return jax.tree.unflatten(treedef, out)
 
   def random_weight_mask(self, params: PyTree, key: jax.Array) -> PyTree:
-    """Uniformly random mask at the target counts."""
+    """Uniformly random mask at the target counts.
+
+    Args:
+      params: the parameters.
+      key: a ``jax.random`` key.
+
+    Returns:
+      A bool pytree shaped like ``params`` (all ``True`` on non-prunable leaves).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, zosam_jax as zj
+      >>> params = {"kernel": jnp.ones((4, 4)), "bias": jnp.zeros(4)}
+      >>> method = zj.sparse.rigl(
+      ...     sparsity=0.75, sparsity_distribution="uniform", end_step=100)
+      >>> mask = method.random_weight_mask(params, jax.random.PRNGKey(0))
+      >>> int(mask["kernel"].sum()), int(mask["bias"].sum())  # 4 of 16; biases stay dense
+      (4, 4)
+    """
     leaves, treedef = jax.tree.flatten(params)
     flags = self.prunable_flags(params)
     drawn = mask_lib.uniform_like(key, leaves, flags)
@@ -482,5 +532,12 @@ class SparseMethod:
     return self.mask_from_scores(params, jax.tree.unflatten(treedef, scores))
 
   def magnitude_mask(self, params: PyTree) -> PyTree:
-    """Mask keeping the largest ``|theta|`` at the target counts."""
+    """Mask keeping the largest ``|theta|`` at the target counts.
+
+    Args:
+      params: the parameters.
+
+    Returns:
+      A bool pytree shaped like ``params`` (all ``True`` on non-prunable leaves).
+    """
     return self.mask_from_scores(params, jax.tree.map(jnp.abs, params))
