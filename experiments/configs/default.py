@@ -16,6 +16,9 @@ def get_config() -> ml_collections.ConfigDict:
   """Base configuration (Fashion-MNIST, small CNN, dense, plain SGD)."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # Free text naming the run, e.g. a study's arm (the frontier study F1 names its arms with it);
+  # read by nothing else, kept in config.json.
+  config.label = ""
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "fashion_mnist"  # fashion_mnist | mnist | cifar10 | cifar100 | imagenet2012
