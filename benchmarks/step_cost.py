@@ -31,11 +31,24 @@ host); every step is also shown in images per second (batch / step time).
 Peak memory: XLA's compiled temporary-buffer size of each step (``memory_analysis()``), which is
 what grows if directions were stored ``m`` at once.
 
+``--study STUDY`` times instead the arms of a study with a ``frontier`` key (docs/studies.md, "The
+frontier"): for each arm (the values of the frontier's ``arm_field``) its first cell, among those
+``--where FIELD=VALUE`` picks, becomes the config ``experiments.main`` would run (the study's base
+config and overrides; extra ``--config.FIELD=VALUE`` arguments, such as ``dataset.source_dir``,
+are added), and the trainer's compiled training step of that config (``train_step_fn``: the
+head, probe fraction, sparse wrapper and weight decay, on the run's first batch of its data) is
+timed in blocks of ``--block`` consecutive steps fed their own output, every arm once per round.
+``--json PATH`` then also writes ``cost``: each arm's step time over SGD's, the table the study's
+frontier reads. ``--models``, ``--batch-size``, ``--only`` and ``--probe-fraction`` do not apply
+(the study's cells set the model and batch). Run it on a quiet machine.
+
 Usage:
   python -m benchmarks.step_cost                         # ResNet-32, the small CNN and the MLP
   python -m benchmarks.step_cost --models resnet32 --batch-size 128 --rounds 7
   python -m benchmarks.step_cost --models resnet32 --only zo_looksam zo_esam --rounds 9
   python -m benchmarks.step_cost --models resnet32 --probe-fraction 0.25 --only zo_sam zo_looksam
+  python -m benchmarks.step_cost --study experiments/studies/f1_frontier.py \
+      --where sparse.method=dense --json docs/results/f1_frontier/cost.json
 """
 
 from __future__ import annotations
@@ -43,7 +56,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -299,7 +312,99 @@ def report(name, batch_size, med, temp, num_params, ms) -> list[dict]:
   return rows
 
 
-def main() -> None:
+# ----------------------------------------------------------------------------- a study's arms
+
+
+def study_arms(path: str, where: Sequence[str] = ()):
+  """``(study, [(arm label, cell)], SGD's label)``: the arms of a study with a ``frontier``, each
+  with the cell that is timed, its first (in the study's order) among those whose fields equal
+  every ``FIELD=VALUE`` of ``where``.
+
+  Raises:
+    StudyError: a bad study, no ``frontier``, a bad ``where``, no matching cell or no SGD arm.
+  """
+  from experiments import stats
+  from experiments.runner.spec import StudyError, format_value
+  from experiments.runner.validate import load_study
+
+  study = load_study(path)
+  if study.frontier is None:
+    raise StudyError(f"{path} has no 'frontier' key, which names the arms to time")
+  conditions = []
+  for text in where:
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+      raise StudyError(f"--where {text!r}: give FIELD=VALUE")
+    conditions.append((field, value))
+  arm_fields = stats.study_arm_fields(study)
+  arms: dict[tuple, object] = {}
+  for cell in study.expand(""):
+    if all(format_value(cell.value(f)) == v for f, v in conditions):
+      arms.setdefault(tuple(stats.norm(cell.value(f)) for f in arm_fields), cell)
+  if not arms:
+    raise StudyError(f"no cell of {study.name} has {' and '.join(where)}")
+  name_at = arm_fields.index(stats.NAME_FIELD) if stats.NAME_FIELD in arm_fields else None
+  sgd = stats.reference_arms(list(arms), stats.REFERENCES[0], name_at)
+  if len(sgd) != 1:
+    raise StudyError(f"{len(sgd)} SGD arms among the cells chosen; the cost is relative to one")
+  label = lambda arm: ", ".join(map(stats.label, arm))  # noqa: E731
+  return study, [(label(arm), cell) for arm, cell in arms.items()], label(sgd[0])
+
+
+def cell_config(study, cell, extra: Sequence[str] = ()):
+  """The config ``experiments.main`` runs for ``cell`` (plus ``--config.FIELD=VALUE`` ``extra``)."""
+  from experiments import main as main_lib
+  from experiments.runner.spec import resolve_config
+
+  base = resolve_config(study.base_config) or study.base_config
+  return main_lib.parse_args([f"--config={base}", *cell.override_args(), *extra]).config
+
+
+def cost_table(seconds: dict[str, float], sgd: str) -> dict[str, float]:
+  """Each arm's step time over SGD's."""
+  return {arm: t / seconds[sgd] for arm, t in seconds.items()}
+
+
+def run_study(path: str, where: Sequence[str], extra: Sequence[str], rounds: int, block: int):
+  """Times the trainer's step of every arm of the study (see the module docstring); returns
+  ``(rows, cost)``."""
+  from benchmarks import trainer_loop
+
+  study, arms, sgd = study_arms(path, where)
+  configs: dict[str, tuple[Callable, tuple]] = {}
+  batch_sizes = {}
+  for label, cell in arms:
+    config = cell_config(study, cell, extra)
+    step, state, batch = trainer_loop.trainer_step(config)
+    configs[label] = (lambda s, b, step=step: (step(s, b), b), (state, batch))
+    batch_sizes[label] = config.batch_size
+  # Every arm once per round, ``block`` consecutive steps each (LookSAM's period, RigL's updates).
+  med = timing.median_times(configs, rounds, stateful=lambda k: True, calls=lambda k: block)
+  cost = cost_table(med, sgd)
+  cells = dict(arms)
+  print(f"\n## {study.name}: the trainer's step per arm, {' '.join(where) or 'first cells'}")
+  print("| arm | cell | batch | ms | img/s | x SGD |")
+  print("|---|---|---|---|---|---|")
+  rows = []
+  for label, t in med.items():
+    row = dict(
+      arm=label,
+      cell_id=cells[label].cell_id,
+      batch_size=batch_sizes[label],
+      ms=t * 1e3,
+      images_per_s=batch_sizes[label] / t,
+      x_sgd=cost[label],
+    )
+    rows.append(row)
+    print(
+      f"| {label} | {row['cell_id']} | {row['batch_size']} | {row['ms']:.1f} | "
+      f"{row['images_per_s']:.0f} | {row['x_sgd']:.2f} |",
+      flush=True,
+    )
+  return rows, cost
+
+
+def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument(
     "--models",
@@ -333,7 +438,64 @@ def main() -> None:
     "fraction of the batch (e.g. 0.25), against their limit with t_forward on that sub-batch",
   )
   parser.add_argument("--json", help="also write the rows to this JSON file")
-  args = parser.parse_args()
+  parser.add_argument(
+    "--study",
+    help="time the trainer's step of every arm of this study (its 'frontier' names them) instead "
+    "of the heads above; --json then also writes the cost table its frontier reads. Extra "
+    "--config.FIELD=VALUE arguments are added to every arm's config (e.g. dataset.source_dir)",
+  )
+  parser.add_argument(
+    "--where",
+    action="append",
+    default=[],
+    metavar="FIELD=VALUE",
+    help="with --study: time the cells with this value (repeatable), e.g. sparse.method=dense "
+    "(default: each arm's first cell)",
+  )
+  parser.add_argument(
+    "--block",
+    type=int,
+    default=100,
+    help="with --study: consecutive steps per timing (a multiple of LookSAM's k = 5; 100 holds "
+    "one RigL mask update)",
+  )
+  args, extra = parser.parse_known_args(argv)
+  if args.study is None and extra:
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+  if args.study is not None:
+    stray = [a for a in extra if not a.startswith("--config.")]
+    if stray:
+      parser.error(f"unrecognized arguments: {' '.join(stray)} (--study takes --config.F=V)")
+    if args.only or args.probe_fraction != 1.0:
+      parser.error("--only and --probe-fraction do not apply to --study (its cells set them)")
+    if args.block < 1:
+      parser.error(f"--block must be >= 1, got {args.block}")
+    from experiments import input_pipeline, train
+    from experiments.cli import UsageError
+    from experiments.runner.spec import StudyError
+
+    device = timing.device_line()
+    print(device)
+    try:
+      rows, cost = run_study(args.study, args.where, extra, args.rounds, args.block)
+    except (StudyError, UsageError, train.ConfigError, input_pipeline.DataMissingError) as e:
+      parser.error(str(e))
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(
+          {
+            "device": device,
+            "study": args.study,
+            "where": args.where,
+            "rounds": args.rounds,
+            "block": args.block,
+            "rows": rows,
+            "cost": cost,
+          },
+          f,
+          indent=1,
+        )
+    return
   for m in args.models:
     if m not in ("mlp", "cnn") and not (m.startswith("resnet") and m[6:].isdigit()):
       parser.error(f"--models: unknown model {m!r}; use resnet20, resnet32, resnet56, cnn or mlp")

@@ -46,8 +46,10 @@ def config_for(head: str, log_every: int) -> ml_collections.ConfigDict:
   return config
 
 
-def step_time(config: ml_collections.ConfigDict, block: int, rounds: int) -> float:
-  """Seconds per step of the trainer's compiled step alone (see the module docstring)."""
+def trainer_step(config: ml_collections.ConfigDict):
+  """``(step, state, batch)``: the trainer's compiled training step of ``config`` as
+  ``train_run`` builds it (not yet compiled), its initial state and the run's first batch, on the
+  device."""
   data_dir = config.dataset.data_dir or input_pipeline.default_data_dir()
   spec, train_split, _, batches = input_pipeline.load_run_data(config, data_dir)
   mesh = multihost.data_mesh()
@@ -55,6 +57,12 @@ def step_time(config: ml_collections.ConfigDict, block: int, rounds: int) -> flo
   model, tx, state = train.build(config, spec, train_split, batches.steps_per_epoch, replicated)
   batch = to_global(batches.batch(0), batch_sharding)
   step = jax.jit(train.train_step_fn(config, model, tx), out_shardings=replicated, donate_argnums=0)
+  return step, state, batch
+
+
+def step_time(config: ml_collections.ConfigDict, block: int, rounds: int) -> float:
+  """Seconds per step of the trainer's compiled step alone (see the module docstring)."""
+  step, state, batch = trainer_step(config)
   times = []
   for r in range(rounds + 1):  # The first block compiles and warms up.
     t0 = time.perf_counter()

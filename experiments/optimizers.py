@@ -64,8 +64,8 @@ class Head:
   mode), whether its ascent is zeroth-order under this config (``probes``: then it takes
   ``guidance``, which ``optimizer.guidance`` sets), and whether its ascent may see a sub-batch
   (``sub_batch_ascent``: its ``update`` takes ``probe_loss_fn=``, which
-  ``optimizer.probe_fraction`` sets; every zeroth-order ascent, and SAM's exact one). Both are
-  refused for the other heads."""
+  ``optimizer.probe_fraction`` sets; every zeroth-order ascent, and the exact ones of SAM and
+  LookSAM, whose refreshes' ascent gradient it is). Both are refused for the other heads."""
 
   build: Callable[[ml_collections.ConfigDict, HeadContext], optax.GradientTransformationExtraArgs]
   batch_losses: Callable[[ml_collections.ConfigDict], str | None] = lambda opt: None
@@ -174,7 +174,7 @@ for _name, _head in {
     probes=lambda opt: opt.sparse_sam.ascent == "zeroth_order",
     sub_batch=_always,
   ),
-  "looksam": Head(_looksam),
+  "looksam": Head(_looksam, sub_batch=_always),
   "zo_looksam": Head(_looksam, probes=_always),
   "gsam": Head(
     lambda opt, ctx: zj.gsam(

@@ -216,6 +216,16 @@ def default_arm_fields(group_by: Sequence[str]) -> list[str]:
   return [f for f in group_by if f.startswith("optimizer.")]
 
 
+def study_arm_fields(study: Any) -> list[str]:
+  """The fields that make an arm in a study's paired differences: its frontier's ``arm_field``
+  (a field naming each arm, such as ``label``) when it gives one, else
+  :func:`default_arm_fields` of its ``group_by``."""
+  frontier = getattr(study, "frontier", None)
+  if frontier is not None and frontier.arm_field:
+    return [frontier.arm_field]
+  return default_arm_fields(study.group_by)
+
+
 def default_unit(metric: str, paper: Mapping[str, Any] | None = None) -> float:
   """Factor from the metric's units to the displayed ones: the paper's scale for its metric,
   points (x 100) for another accuracy, else 1."""
@@ -233,8 +243,10 @@ def effect_mode(paper: Mapping[str, Any]) -> str:
   return mode
 
 
-def _reference_arms(arms: Sequence[tuple], reference: str, name_at: int | None) -> list[tuple]:
-  """The arms a reference names: its optimiser name, or its whole label (``"zo_sam, 1"``)."""
+def reference_arms(arms: Sequence[tuple], reference: str, name_at: int | None) -> list[tuple]:
+  """The arms (tuples of normalised arm-field values) a reference names: its optimiser name (the
+  value at ``name_at``, when the arm fields hold the name), or its whole label
+  (``"zo_sam, 1"``)."""
   return [
     a
     for a in arms
@@ -288,11 +300,11 @@ def compare(
   out = []
   for i, reference in enumerate(references):
     for cell, arms in cells.items():
-      refs = _reference_arms(list(arms), reference, name_at)
+      refs = reference_arms(list(arms), reference, name_at)
       if len(refs) != 1:
         continue
       (ref,) = refs
-      earlier = {a for r in references[:i] for a in _reference_arms(list(arms), r, name_at)}
+      earlier = {a for r in references[:i] for a in reference_arms(list(arms), r, name_at)}
       where = dict(zip(cell_fields, cell, strict=True))
       for arm in arms:
         if arm == ref or arm in earlier:
@@ -504,21 +516,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     help="write paired.csv and the summary.md section beside the (single) runs.csv",
   )
   args = parser.parse_args(argv)
-  group_by, metric, paper = _fields(args.group_by), args.metric, None
+  group_by, metric, paper, study_arms = _fields(args.group_by), args.metric, None, None
   if args.study:
     spec = load_study(args.study)
     group_by = group_by or spec.group_by
     metric = metric or spec.metrics[0]
     paper = spec.paper
+    study_arms = study_arm_fields(spec) if spec.frontier else None
   if not group_by or not metric:
     parser.error("give --study, or --group-by and --metric")
   if args.write and (len(args.runs) != 1 or args.effect is not None):
     parser.error("--write takes one runs.csv and no --effect (it writes the study's own)")
+  arm_fields = _fields(args.arm) or study_arms
   comparisons = compare(
     read_runs(args.runs),
     group_by,
     metric,
-    arm_fields=_fields(args.arm),
+    arm_fields=arm_fields,
     references=args.reference or REFERENCES,
     paper=paper,
     direction=args.direction,
@@ -528,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for c in comparisons:
       c["effect"] = args.effect
       c["verdict"] = verdict(c["ci_low"], c["ci_high"], args.effect, args.direction)
-  arm_fields = _fields(args.arm) or default_arm_fields(group_by)
+  arm_fields = arm_fields or default_arm_fields(group_by)
   section = render_section(
     comparisons,
     [f for f in group_by if f not in arm_fields],

@@ -11,13 +11,14 @@ the gradient that is applied. Zeroth-order probes
 and SAM's ascent pass never update them. Training loss/accuracy are those of that same pass (so,
 for SAM-family optimizers, measured at the perturbed point).
 
-Sub-batch probes (``optimizer.probe_fraction = f < 1``, heads with a zeroth-order ascent): the
-head gets ``probe_loss_fn``, the same training-mode loss on the first ``max(1, round(f B))``
-examples of the batch, with the same dropout key. Its BatchNorm layers normalise with THAT
-sub-batch's statistics, as the exact pass does with the whole batch's: the probes differentiate
-the same function of the weights as the update, on fewer examples (the m-sharpness regime of
-Foret et al. 2021), where inference mode would probe a different function (running averages
-that lag the weights). The statistics the probes compute are discarded with their aux.
+Sub-batch probes (``optimizer.probe_fraction = f < 1``, heads with a zeroth-order ascent, and the
+exact ascents of SAM and LookSAM): the head gets ``probe_loss_fn``, the same training-mode loss
+on the first ``max(1, round(f B))`` examples of the batch, with the same dropout key. Its
+BatchNorm layers normalise with THAT sub-batch's statistics, as the exact pass does with the whole
+batch's: the probes differentiate the same function of the weights as the update, on fewer
+examples (the m-sharpness regime of Foret et al. 2021), where inference mode would probe a
+different function (running averages that lag the weights). The statistics the probes compute
+are discarded with their aux.
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ def make_train_step(
   move once per micro-batch, and the parameters change once, at the last one. The step's
   training loss is the mean of the micro-batches' losses.
   ``probe_fraction < 1`` passes ``probe_loss_fn``, the loss on the batch's first
-  :func:`probe_size` examples (see the module docstring; only heads with a zeroth-order ascent
-  accept it, which ``checks.validate_config`` enforces).
+  :func:`probe_size` examples (see the module docstring; only heads whose ascent may see a
+  sub-batch accept it, ``optimizers.Head.sub_batch_ascent``, which ``checks.validate_config``
+  enforces).
   """
 
   def micro_step(params, batch_stats, opt_state, batch, dropout_rng):

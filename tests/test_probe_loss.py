@@ -1,5 +1,5 @@
-"""``probe_loss_fn=``: the zeroth-order probes evaluate it (SAM's exact ascent differentiates it),
-the exact pass keeps ``loss_fn``.
+"""``probe_loss_fn=``: the zeroth-order probes evaluate it (SAM's exact ascent, and exact
+LookSAM's on refresh steps, differentiate it), the exact pass keeps ``loss_fn``.
 
 Every evaluation is recorded at run time (``jax.debug.callback``) with the point it was made at,
 so the tests see which function each probe called and can rebuild the estimate from the RGE
@@ -207,10 +207,66 @@ def test_sam_exact_ascent_differentiates_probe_loss_fn():
     np.testing.assert_allclose(state.value, train_loss({"w": theta + RHO * g / jnp.linalg.norm(g)}))
 
 
+ALPHA = 0.3
+
+
+def test_looksam_exact_refresh_ascends_along_probe_loss_fn_and_reuse_steps_are_unchanged():
+  # k = 2: step 1 refreshes, step 2 reuses, step 3 refreshes again. Refresh at theta: the ascent
+  # is g_p = grad other_loss(theta) = theta + C, eps = rho g_p/||g_p||, the update is the full
+  # loss's gradient there, g_s = A (theta + eps) - B, and the kept g_v = g_s - (<g_s, g_p> /
+  # ||g_p||^2) g_p. Reuse at theta2: g = A theta2 - B, update g + alpha ||g||/||g_v|| g_v.
+  tx = zj.looksam(RHO, 2, ALPHA)
+  theta, theta2 = np.asarray(THETA["w"]), np.linspace(0.3, -0.4, D).astype(np.float32)
+  g_p = theta + np.asarray(C)
+  eps = RHO * g_p / np.linalg.norm(g_p)
+  g_s = np.asarray(A) @ (theta + eps) - np.asarray(B)
+  g_v = g_s - (g_s @ g_p) / (g_p @ g_p) * g_p
+  g = np.asarray(A) @ theta2 - np.asarray(B)
+  reuse = g + ALPHA * np.linalg.norm(g) / np.linalg.norm(g_v) * g_v
+
+  state = tx.init(THETA)
+  refresh = (theta, g_s, 1, theta + eps)  # (point, update, probe calls, exact pass at)
+  expected = [refresh, (theta2, reuse, 0, theta2), refresh]
+  for point, update, want_probes, exact_at in expected:
+    probes, exact = [], []
+    step = jax.jit(
+      lambda s, p: tx.update(
+        None,
+        s,
+        p,
+        loss_fn=recorded(train_loss, exact),  # noqa: B023 (called within the iteration)
+        probe_loss_fn=recorded(other_loss, probes),  # noqa: B023
+      )
+    )
+    updates, state = step(state, {"w": jnp.asarray(point)})
+    jax.effects_barrier()
+    assert len(probes) == want_probes  # the sub-batch loss, at theta, on refresh steps only
+    if want_probes:
+      np.testing.assert_allclose(probes[0][0], point, atol=1e-6)
+    assert len(exact) == 1  # one pass of the full loss: at theta + eps, or at theta2
+    np.testing.assert_allclose(exact[0][0], exact_at, atol=1e-6)
+    np.testing.assert_allclose(updates["w"], update, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.reused["w"], g_v, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.value, train_loss({"w": jnp.asarray(exact_at)}), rtol=1e-5)
+  # The sub-batch mattered: LookSAM's own refresh ascends along grad train_loss(theta).
+  plain, _ = tx.update(None, tx.init(THETA), THETA, loss_fn=train_loss)
+  assert np.abs(np.asarray(plain["w"]) - g_s).max() > 1e-2
+
+
+def test_looksam_exact_with_probe_loss_fn_equal_to_loss_fn_is_looksam():
+  tx = zj.looksam(RHO, 2, ALPHA)
+  points = [THETA, {"w": jnp.linspace(0.3, -0.4, D)}, {"w": jnp.linspace(-0.2, 0.1, D)}]
+  with_probe, without = tx.init(THETA), tx.init(THETA)
+  for p in points:
+    u1, with_probe = tx.update(None, with_probe, p, loss_fn=train_loss, probe_loss_fn=train_loss)
+    u0, without = tx.update(None, without, p, loss_fn=train_loss)
+    for a, b in zip(jax.tree.leaves((u1, with_probe)), jax.tree.leaves((u0, without)), strict=True):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
 NO_PROBES = {
   "random_perturbation": lambda: zj.random_perturbation(RHO),
   "exact_gradient": lambda: zj.exact_gradient(),
-  "looksam exact": lambda: zj.looksam(RHO),
   "gsam": lambda: zj.gsam(RHO),
   "esam exact": lambda: zj.esam(RHO, 1.0, 1.0),
   "zosa": lambda: zj.zeroth_order.scale_by_zosa(RHO),
@@ -228,6 +284,17 @@ def test_heads_without_a_zeroth_order_ascent_refuse_probe_loss_fn(name):
   # None is "not given": accepted everywhere
   args["probe_loss_fn"] = None
   tx.update(None, tx.init(THETA), THETA, **args)
+
+
+def test_the_refusal_names_every_head_that_takes_it():
+  tx = zj.gsam(RHO)
+  with pytest.raises(ValueError) as info:
+    tx.update(None, tx.init(THETA), THETA, loss_fn=train_loss, probe_loss_fn=other_loss)
+  assert str(info.value).startswith(
+    "probe_loss_fn must be None for gsam, which does not evaluate it (it is taken only by sam, "
+    "zo_sam / sharpness_aware(ascent='exact' or 'zeroth_order'), sparse_sam, looksam (either "
+    "ascent), esam with ascent='zeroth_order', adaptive_zo_sam), got "
+  )
 
 
 def test_a_probe_loss_fn_that_is_not_callable_is_refused():

@@ -10,7 +10,8 @@ last exact-gradient pass in the state.
   gradient ``g``; in between, ``g + alpha ||g||/||g_v|| g_v`` (one forward-backward).
   ``ascent="zeroth_order"`` (ZO-LookSAM) makes the refresh a ZO-SAM step (no exact gradient at
   ``theta`` then), so it stores ``g_s`` itself and orthogonalises it against each later step's
-  exact gradient.
+  exact gradient. Both take ``probe_loss_fn=``: the refreshes' ascent (its probes, or the exact
+  one's gradient) evaluates it instead of ``loss_fn``.
 * :func:`gsam` (Zhuang et al. 2022): ``g_p - alpha g_perp`` with ``g_p`` the gradient at
   ``theta + eps`` and ``g_perp`` the part of ``g`` orthogonal to ``g_p``;
   ``rho_t = rho_min + (rho_max - rho_min)(lr_t - lr_min)/(lr_max - lr_min)``.
@@ -34,7 +35,8 @@ Every head here takes the same trailing keywords as :mod:`zosam_jax.sharpness`'s
 applies, then ``perturb_leaves``, ``seed`` and ``has_aux``. With a zeroth-order ascent, ``update``
 also takes ``probe_loss_fn=``: what the probes evaluate instead of the training loss (same
 signature as ``loss_fn``, e.g. the loss on a sub-batch); the exact pass keeps the full loss.
-Heads without probes refuse it. Their states' ``gradient`` field is ``None`` unless requested
+Exact :func:`looksam` takes it too (its refreshes' ascent gradient); the other heads without
+probes refuse it. Their states' ``gradient`` field is ``None`` unless requested
 (see ``SharpnessAwareState``): then it holds the dense gradient of the step's exact pass.
 """
 
@@ -79,7 +81,9 @@ class LookSAMState(NamedTuple):
     value: loss of the last exact-gradient pass (at ``theta + eps`` on refresh steps, at
       ``theta`` in between).
     aux: aux of that pass (``None`` after init; see ``SharpnessAwareState``).
-    reused: float32 pytree kept between refreshes: ``g_v`` (exact ascent) or ``g_s`` (ZO ascent).
+    reused: float32 pytree kept between refreshes: ``g_v`` (exact ascent; with ``probe_loss_fn``,
+      ``g_s`` orthogonal to the ascent's gradient ``grad probe_loss_fn(theta)``) or ``g_s`` (ZO
+      ascent).
     prior: with ``guidance="previous_gradient"``, the last step's exact gradient (float32,
       restricted to ``weight_mask`` and the perturbed leaves), probed first by the next ZO
       refresh; ``None`` otherwise.
@@ -114,6 +118,14 @@ def looksam(
   (ZO); other steps 1 forward-backward. Refreshes are chosen by ``lax.cond`` (no retrace). The
   conditional part is the pass at ``theta + eps`` (exact) or only the ``2m`` forwards (ZO, whose
   one forward-backward per step stays outside control flow).
+
+  ``update`` takes ``probe_loss_fn=`` (same signature as ``loss_fn``, e.g. the loss on a part of
+  the batch): what a refresh's ascent evaluates instead of ``loss_fn``. ZO: the probes. Exact:
+  the ascent gradient ``g_p = grad probe_loss_fn(theta)``, ``eps = rho g_p/||g_p||``, and the
+  kept ``g_v`` is the full loss's gradient at ``theta + eps`` orthogonal to ``g_p`` (no
+  full-batch gradient at ``theta`` on refresh steps: a refresh costs ``1 + f`` forward-backwards
+  for a sub-batch of ``f`` of the batch, the conditional part being the ascent gradient). Steps
+  between refreshes, and every update gradient, use ``loss_fn`` as without it.
 
   Args:
     rho: perturbation radius, ``>= 0`` (default 0.05).
@@ -182,7 +194,7 @@ def looksam(
         jax.tree.map(lambda a, b: a.astype(jnp.float32) + scale * b, g, v), params
       )
 
-    if ascent == "exact":
+    if ascent == "exact" and inputs.probe_loss_fn is None:
       # The plain gradient is needed on every step, so it is taken at top level; only the pass
       # at theta + eps is conditional.
       out_plain, g = vag(params)
@@ -195,6 +207,30 @@ def looksam(
         return out_plain, with_reused(g, state.reused), state.reused, g
 
       out, grads, kept, raw = control_flow.cond_with_backward(is_refresh, refresh, reuse)
+    elif ascent == "exact":
+      # The ascent on probe_loss_fn (a sub-batch): on refresh steps g_p = grad probe_loss_fn
+      # (theta), eps from it, g_s the full loss's gradient at theta + eps, and the kept g_v is
+      # g_s orthogonal to g_p (the gradient the ascent followed; with probe_loss_fn = loss_fn
+      # this is LookSAM's g_v). No full-batch gradient at theta is taken on refresh steps, so a
+      # refresh costs 1 + f forward-backwards, not 2. As in the ZO branch, the step's one
+      # full forward-backward runs at top level (eps = 0 between refreshes) and only the
+      # ascent is conditional; it back-propagates, hence cond_with_backward.
+      def ascent_step():
+        g_p = inputs.ascent("exact", zo, probe_key)
+        return inputs.perturbation(g_p, rho=rho), trees.to_float32(g_p)
+
+      def no_step():
+        shapes = jax.eval_shape(ascent_step)
+        return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+
+      eps, g_p = control_flow.cond_with_backward(is_refresh, ascent_step, no_step)
+      out, g = vag(trees.add(params, eps))
+      raw = g
+      grads, kept = jax.lax.cond(
+        is_refresh,
+        lambda: (g, trees.orthogonal(g, g_p)),
+        lambda: (with_reused(g, state.reused), state.reused),
+      )
     else:
       # The ZO ascent is forward-only, so it alone sits under the cond, and the step's one
       # forward-backward runs at top level: at theta + eps on refresh steps, at theta (eps = 0)
@@ -227,7 +263,7 @@ def looksam(
     step,
     name=f"looksam(ascent={ascent!r})",
     perturb_leaves=perturb_leaves,
-    probes=ascent != "exact",
+    probes=True,  # Either ascent takes probe_loss_fn (the exact one on refresh steps).
     has_aux=has_aux,
     guidance=guidance,
   )

@@ -16,6 +16,9 @@ def get_config() -> ml_collections.ConfigDict:
   """Base configuration (Fashion-MNIST, small CNN, dense, plain SGD)."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # Free text naming the run, e.g. a study's arm (the frontier study F1 names its arms with it);
+  # read by nothing else, kept in config.json.
+  config.label = ""
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "fashion_mnist"  # fashion_mnist | mnist | cifar10 | cifar100 | imagenet2012
@@ -71,8 +74,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.guidance = config_dict.placeholder(str)
   # Heads with a zeroth-order ascent (zo_sam, zo_looksam, zo_esam, adaptive_zo_sam, sparse_sam
   # with ascent=zeroth_order): the probes see only the first round(fraction * batch) examples of
-  # each batch (BatchNorm with that sub-batch's statistics); sam and exact sparse_sam: their
-  # ascent gradient does. The exact pass at theta + eps sees the whole batch.
+  # each batch (BatchNorm with that sub-batch's statistics); sam, exact sparse_sam and looksam:
+  # their ascent gradient does (looksam's on its refresh steps). The exact pass at theta + eps
+  # sees the whole batch.
   # In (0, 1]; 1 = full-batch ascent; must be 1 for every other head.
   config.optimizer.probe_fraction = 1.0
 

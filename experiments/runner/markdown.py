@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments import stats
+from experiments.runner import frontier
 from experiments.runner.spec import ANALYSIS_DIR, FINAL, REPO, Study, format_value, norm_key
 from experiments.runner.summary import paired
 
@@ -139,6 +140,8 @@ def render_summary(
         "",
       ]
   md += _paired_section(study, rows)
+  if study.frontier is not None:
+    md += frontier.render_section(frontier.build(study, rows, paired(study, rows)))
   if study.target_accuracy is not None:
     md += [
       f"## Time to reach {study.target_metric} ≥ {study.target_accuracy:g}",
@@ -177,7 +180,7 @@ def render_summary(
 
 
 def _paired_section(study: Study, rows: Sequence[dict[str, Any]]) -> list[str]:
-  arms = stats.default_arm_fields(study.group_by)
+  arms = stats.study_arm_fields(study)
   metric = study.metrics[0]
   return stats.render_section(
     paired(study, rows),

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments import stats
-from experiments.runner import archive
+from experiments.runner import archive, frontier
 from experiments.runner.collect import collect_runs
 from experiments.runner.markdown import render_summary
 from experiments.runner.plots import plot_curves
@@ -38,8 +38,9 @@ def _write_csv(path: str, dicts: Sequence[dict[str, Any]]) -> None:
 
 def aggregate(study: Study, cells: Sequence[Cell], out_dir: str) -> dict[str, Any]:
   """Writes ``runs.csv``, ``summary.csv``, ``paired.csv``, ``summary.md`` and ``curves_*.png``
-  to ``out_dir``, and keeps the finished cells' records in ``out_dir/cells/`` (``archive``;
-  not for a study that reads another study's workdirs)."""
+  (with a ``frontier``, ``frontier.csv`` and ``frontier.png`` too) to ``out_dir``, and keeps
+  the finished cells' records in ``out_dir/cells/`` (``archive``; not for a study that reads
+  another study's workdirs)."""
   os.makedirs(out_dir, exist_ok=True)
   if not study.workdirs_of:
     archive.save(out_dir, cells)
@@ -47,7 +48,12 @@ def aggregate(study: Study, cells: Sequence[Cell], out_dir: str) -> dict[str, An
   groups = summarize(study, rows)
   _write_csv(os.path.join(out_dir, "runs.csv"), rows)
   _write_csv(os.path.join(out_dir, "summary.csv"), groups)
-  stats.write_csv(os.path.join(out_dir, stats.PAIRED_CSV), paired(study, rows))
+  comparisons = paired(study, rows)
+  stats.write_csv(os.path.join(out_dir, stats.PAIRED_CSV), comparisons)
+  if study.frontier is not None:
+    frontier.write(study, rows, comparisons, out_dir)
+  else:
+    frontier.remove_stale(out_dir)
   plots = plot_curves(study, rows, groups, out_dir)
   with open(os.path.join(out_dir, "summary.md"), "w") as f:
     f.write(render_summary(study, rows, groups, plots))

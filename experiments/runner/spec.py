@@ -42,11 +42,20 @@ STUDY_KEYS = {
   "target_accuracy": "number: report epochs and training seconds to reach it",
   "target_metric": "the eval key compared with target_accuracy (default test_accuracy)",
   "description": "free text, shown at the top of summary.md",
+  "frontier": "{'cost': path of a cost table (JSON whose 'cost' maps each arm to its step time "
+  "relative to SGD's: `python -m benchmarks.step_cost --study STUDY --json PATH`), 'arm_field': "
+  "the group_by field whose value names an arm (default: the optimizer fields)}: frontier.png, "
+  "frontier.csv and a '## Frontier' section (each arm's paired gain over SGD against its cost)",
 }
 PAPER_KEYS = {"source", "metric", "scale", "values", "comparable", "effect"}
 # How the paper's own difference becomes the effect tested (``paper['effect']``; see
 # ``stats.paper_effect``, which reads it from here).
 EFFECT_MODES = ("difference", "relative_error", "none")
+FRONTIER_KEYS = {
+  "cost": "path of the cost table (relative to the repository root, or absolute)",
+  "arm_field": "a group_by field whose value names the arm, e.g. 'label' (default: the optimizer "
+  "fields of group_by, as in the paired differences)",
+}
 ANALYZE_KEYS = {
   "args": "[str]: extra flags of experiments.analyze (not --step/--out; default [])",
   "steps": "[int >= 0 or 'final']: checkpoint steps to analyse (default ['final'])",
@@ -102,6 +111,15 @@ class AnalysisSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class FrontierSpec:
+  """The study's ``frontier``: where the cost table is, and which field names an arm (``None``:
+  the optimizer fields of ``group_by``, as in the paired differences)."""
+
+  cost: str
+  arm_field: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class AnalysisJob:
   """One ``experiments.analyze`` run: a cell's checkpoint of ``step`` (None: its latest)."""
 
@@ -135,6 +153,7 @@ class Study:
   path: str
   workdirs_of: str | None = None
   shares_cells_with: list[str] = dataclasses.field(default_factory=list)
+  frontier: FrontierSpec | None = None
 
   @property
   def workdirs_name(self) -> str:

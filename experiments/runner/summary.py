@@ -76,5 +76,12 @@ def summarize(study: Study, rows: Sequence[dict[str, Any]]) -> list[dict[str, An
 
 
 def paired(study: Study, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Each arm minus SGD and SAM of its cell group, per seed, on the first metric."""
-  return stats.compare(rows, study.group_by, study.metrics[0], paper=study.paper)
+  """Each arm minus SGD and SAM of its cell group, per seed, on the first metric (the arms are
+  ``stats.study_arm_fields``: a frontier's ``arm_field`` when it names one)."""
+  return stats.compare(
+    rows,
+    study.group_by,
+    study.metrics[0],
+    arm_fields=stats.study_arm_fields(study),
+    paper=study.paper,
+  )

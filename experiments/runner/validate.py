@@ -18,11 +18,13 @@ from experiments.runner.spec import (
   EFFECT_MODES,
   FIELD_RE,
   FINAL,
+  FRONTIER_KEYS,
   IDENT_RE,
   NAME_RE,
   PAPER_KEYS,
   STUDY_KEYS,
   AnalysisSpec,
+  FrontierSpec,
   Study,
   StudyError,
   format_value,
@@ -191,8 +193,47 @@ def parse_study(raw: Any, path: str = "<study>") -> Study:
   )
   if raw.get("paper") is not None:
     study.paper = _parse_paper(raw["paper"], study)
-  study.expand("")  # Raises on duplicate cells.
+  cells = study.expand("")  # Raises on duplicate cells.
+  if raw.get("frontier") is not None:
+    study.frontier = _parse_frontier(raw["frontier"], study, cells)
   return study
+
+
+def _parse_frontier(frontier: Any, study: Study, cells: Sequence[spec.Cell]) -> FrontierSpec:
+  """``frontier``: a dict of ``FRONTIER_KEYS``; the cost table's path is checked when the study
+  is aggregated (the benchmark that writes it may run after the study starts)."""
+  if not isinstance(frontier, dict):
+    raise StudyError(
+      f"frontier must be a dict with keys {', '.join(FRONTIER_KEYS)}, got {frontier!r}"
+    )
+  unknown = sorted(str(k) for k in frontier if k not in FRONTIER_KEYS)
+  if unknown:
+    raise StudyError(
+      f"frontier: unknown key(s) {', '.join(unknown)}; valid: {', '.join(FRONTIER_KEYS)}"
+    )
+  cost = frontier.get("cost")
+  if not isinstance(cost, str) or not cost:
+    raise StudyError(
+      "frontier['cost'] (required) must be the path of a cost table, the JSON that "
+      f"`python -m benchmarks.step_cost --study STUDY --json PATH` writes; got {cost!r}"
+    )
+  arm_field = frontier.get("arm_field")
+  if arm_field is not None and (not isinstance(arm_field, str) or arm_field not in study.group_by):
+    raise StudyError(
+      f"frontier['arm_field'] must be one of group_by ({', '.join(study.group_by)}), got "
+      f"{arm_field!r}"
+    )
+  if arm_field is None and "optimizer.name" not in study.group_by:
+    raise StudyError(
+      "frontier needs arms: give frontier['arm_field'] (a group_by field naming each arm) or put "
+      "optimizer.name in group_by"
+    )
+  name_field = arm_field or "optimizer.name"
+  if not any(format_value(c.value(name_field)) == "sgd" for c in cells):
+    raise StudyError(
+      f"frontier: no cell has {name_field}='sgd', the arm every gain is measured from"
+    )
+  return FrontierSpec(cost=cost, arm_field=arm_field)
 
 
 def _parse_shares(shares: Any, name: str, workdirs_of: str | None) -> list[str]:

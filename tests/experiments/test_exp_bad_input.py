@@ -168,12 +168,12 @@ def test_bad_config_values(tmp_path, capsys, no_compile, no_data, override, expe
     (
       ["optimizer.name=gsam", "optimizer.probe_fraction=0.25"],
       "optimizer.probe_fraction must be 1 for optimizer.name=gsam, whose ascent cannot see a "
-      "sub-batch (heads whose ascent can: sam, zo_sam, sparse_sam, zo_looksam, zo_esam, "
-      "adaptive_zo_sam), got 0.25",
+      "sub-batch (heads whose ascent can: sam, zo_sam, sparse_sam, looksam, zo_looksam, "
+      "zo_esam, adaptive_zo_sam), got 0.25",
     ),
     (
-      ["optimizer.name=looksam", "optimizer.probe_fraction=0.5"],
-      "optimizer.probe_fraction must be 1 for optimizer.name=looksam",
+      ["optimizer.name=esam", "optimizer.probe_fraction=0.5"],
+      "optimizer.probe_fraction must be 1 for optimizer.name=esam",
     ),
     (
       ["optimizer.name=zosa", "optimizer.probe_fraction=0.5"],

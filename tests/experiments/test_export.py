@@ -115,6 +115,21 @@ def test_implicit_sparse_sam_exports(model, sparse):
   _check_step("sparse_sam", model, sparse, "implicit")
 
 
+def test_looksam_sub_batch_ascent_is_a_conditional_on_accelerators():
+  # optimizer.probe_fraction < 1: the refresh's ascent gradient (on the sub-batch) is what
+  # back-propagates under the condition; selected on CPU, a conditional elsewhere.
+  config = _config("looksam")
+  config.optimizer.probe_fraction = 0.25
+  spec = input_pipeline.SPECS[config.dataset.name]
+  net, tx, state = train.build_abstract(config, spec)
+  step = jax.jit(train.train_step_fn(config, net, tx))
+  counts = {
+    platform: _lowering.conditionals(_lowering.export_text(step, (state, _batch(spec)), platform))
+    for platform in ("cpu", *ACCELERATORS)
+  }
+  assert counts == {"cpu": 0, "cuda": 1, "tpu": 1}
+
+
 def test_one_export_for_every_platform():
   # One module for CPU, GPU and TPU: the platform is resolved when it is compiled.
   step, args = _step("looksam")

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import models, steps, train
+from experiments import checks, models, optimizers, steps, train
 from tests.experiments.conftest import SUBSET, tiny_config
 
 BATCH = 8
@@ -128,8 +128,42 @@ def test_full_fraction_passes_no_probe_loss_fn():
   assert seen == [[], ["probe_loss_fn"]]
 
 
+def test_probe_fraction_reaches_looksam_from_the_config():
+  # LookSAM's exact ascent on a sub-batch: the config is accepted, and the first step (a refresh)
+  # ascends along the first quarter's gradient, so it differs from the full-batch ascent's step.
+  config = tiny_config("", "", optimizer__name="looksam", optimizer__probe_fraction=0.25)
+  checks.validate_config(config, device_count=1)
+  model = models.create_model("cnn", 10)
+  kx, ky, kp = jax.random.split(jax.random.PRNGKey(1), 3)
+  batch = {
+    "image": jax.random.normal(kx, (BATCH, 28, 28, 1)),
+    "label": jax.random.randint(ky, (BATCH,), 0, 10),
+  }
+  variables = model.init(kp, batch["image"][:1], train=False)
+  params, stats = variables["params"], variables["batch_stats"]
+
+  def first_step(fraction):
+    config.optimizer.probe_fraction = fraction
+    chain, method = optimizers.create_optimizer(config, steps_per_epoch=1)
+    tx = optimizers.sparse_chain(chain, method, params)
+    state = steps.initial_state(params, tx.init(params), stats)
+    return jax.jit(train.train_step_fn(config, model, tx))(state, batch)
+
+  quarter, full = first_step(0.25), first_step(1.0)
+  kept = [optax.tree_utils.tree_get(s["opt_state"], "reused") for s in (quarter, full)]
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(kept))
+  differ = [
+    np.abs(np.asarray(a) - np.asarray(b)).max()
+    for a, b in zip(*map(jax.tree.leaves, (quarter["params"], full["params"])), strict=True)
+  ]
+  assert max(differ) > 1e-6
+  assert not all(
+    np.allclose(a, b) for a, b in zip(*map(jax.tree.leaves, kept), strict=True)
+  )  # g_v: the full loss's gradient at a different theta + eps, against another ascent
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["zo_sam", "sam"])  # SAM: its exact ascent on the sub-batch.
+@pytest.mark.parametrize("name", ["zo_sam", "sam", "looksam"])  # Exact ascents on the sub-batch.
 def test_one_epoch_rigl_with_quarter_batch_ascent(tmp_path, data_dir, fmnist_subset_dir, name):
   config = tiny_config(
     data_dir,

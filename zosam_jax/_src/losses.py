@@ -36,11 +36,11 @@ def require_loss_fn(name: str, loss_fn: Any, params: Any) -> None:
     )
 
 
-# The heads that accept ``probe_loss_fn``: zeroth-order ascents, and the plain exact ascent of
-# sharpness_aware (SAM's ascent on a sub-batch).
+# The heads that accept ``probe_loss_fn``: zeroth-order ascents, and the plain exact ascents of
+# sharpness_aware (SAM's ascent on a sub-batch) and looksam (its refreshes' ascent).
 PROBING_HEADS = (
-  "sam, zo_sam / sharpness_aware(ascent='exact' or 'zeroth_order'), sparse_sam, looksam and "
-  "esam with ascent='zeroth_order', adaptive_zo_sam"
+  "sam, zo_sam / sharpness_aware(ascent='exact' or 'zeroth_order'), sparse_sam, looksam "
+  "(either ascent), esam with ascent='zeroth_order', adaptive_zo_sam"
 )
 
 
@@ -57,9 +57,10 @@ def probe_loss(loss_fn: Callable, probe_loss_fn: Callable | None) -> Callable:
 
 
 def refuse_probe_loss_fn(
-  name: str, probe_loss_fn: Any, why: str = "which has no zeroth-order ascent"
+  name: str, probe_loss_fn: Any, why: str = "which does not evaluate it"
 ) -> None:
-  """The error of a head without a zeroth-order ascent when it is given ``probe_loss_fn``."""
+  """The error of a head whose ascent cannot see a sub-batch when it is given
+  ``probe_loss_fn``."""
   if probe_loss_fn is not None:
     raise ValueError(
       f"probe_loss_fn must be None for {name}, {why} (it is taken only by {PROBING_HEADS}), "
