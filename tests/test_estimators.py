@@ -361,3 +361,23 @@ def test_bad_mask_counts_raise(counts, mask, match):
       weight_mask=mask,
       weight_mask_counts=counts,
     )
+
+
+def test_rge_dynamic_averages_over_the_directions_it_probed():
+  # The estimate is (1/n) sum_{i<n} c_i u_i over the n directions probed, and the loop probes at
+  # most max_directions. So a count above it (7 of 3) is the 3-direction estimate, not 3/7 of
+  # it. Checked through the sums n x est(n), which grow by one direction's term per direction.
+  a = jnp.array([1.0, -2.0, 0.5, 3.0])
+  loss = lambda p: jnp.dot(a, p)  # noqa: E731
+  key = jax.random.key(0)
+
+  def total(n):  # n x est(n): the sum of the probed directions' terms
+    est, _ = zj.rge_dynamic(loss, jnp.zeros(4), key, max_directions=3, num_active=jnp.int32(n))
+    return np.asarray(est, np.float64) * min(max(n, 1), 3)
+
+  np.testing.assert_allclose(total(7) / 3, total(3) / 3, rtol=0, atol=0)
+  np.testing.assert_array_equal(total(0), np.zeros(4))
+  # Directions are the same whatever the count, so the sums nest: total(3) = total(2) + term 2.
+  term = [total(1), total(2) - total(1), total(3) - total(2)]
+  np.testing.assert_allclose(sum(term), total(7), rtol=1e-6)
+  assert all(np.linalg.norm(t) > 0 for t in term)

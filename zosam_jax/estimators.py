@@ -262,7 +262,8 @@ def rge_dynamic(
     key: a ``jax.random`` key; direction ``i`` comes from the same key whatever ``num_active``.
     max_directions: the static length of the probe loop, ``>= 1``.
     num_active: the number of directions probed, an integer scalar (may be traced) in
-      ``[1, max_directions]``; the average divides by ``max(num_active, 1)``.
+      ``[1, max_directions]``; the average is over the directions probed (a count outside the
+      range is clipped into it).
     smoothing: finite-difference step ``delta > 0`` (default 1e-3).
     distribution: ``"gaussian"`` (default), ``"rademacher"`` or ``"sphere"``.
     weight_mask: optional 0/1 pytree like ``params`` (directions on its ones only).
@@ -337,5 +338,7 @@ def dynamic_estimate(
     num_active=num_active,
     prior=None if prior is None else probing.guide(flat, prior),
   )
-  count = jnp.maximum(num_active, 1).astype(jnp.float32)
+  # The loop probes at most options.num_directions: average over the directions it probed (a
+  # traced count cannot be refused at trace time, so one out of range is clipped, not trusted).
+  count = jnp.clip(num_active, 1, options.num_directions).astype(jnp.float32)
   return trees.to_params(flat, total, 1.0 / count), ProbeInfo(coefficients, second)
