@@ -392,7 +392,8 @@ def submit_cells(
     log(f"submitted {cell.cell_id}: {launcher} job {handle.job_id}")
 
   if not study.workdirs_of:
-    log(f"{len(report.skipped)} cell(s) already done, {len(report.submitted)} submitted")
+    done = sum(c.cell_id in report.skipped for c in cells)
+    log(f"{done} cell(s) already done, {len(report.submitted)} submitted")
   if detach or not jobs:
     if jobs:
       log(

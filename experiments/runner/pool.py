@@ -297,9 +297,13 @@ def run_cells(
 
 
 def note_elsewhere(report: RunReport, name: str, why: str, log: Callable[[str], None]) -> None:
-  """Reports a cell (or analysis) this runner leaves: ``why`` from :func:`claim_cell`."""
-  if why in ("done elsewhere", "analysed elsewhere"):
+  """Reports a cell (or analysis) this runner leaves: ``why`` from :func:`claim_cell`, or
+  ``analysed elsewhere``."""
+  if why == "done elsewhere":
     report.skipped.append(name)
+    log(f"{why}: {name}")
+  elif why == "analysed elsewhere":
+    report.elsewhere[name] = why
     log(f"{why}: {name}")
   else:
     report.elsewhere[name] = why.split(": ", 1)[-1]
