@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import collections
 import fnmatch
+import importlib.util
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -79,14 +81,15 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument(
     "--detach", action="store_true", help="slurm/submitit-local: submit the jobs and exit"
   )
+  metavars = dict(partition="NAME", time_min="MINUTES", gpus_per_job="N", cpus_per_task="N")
+  metavars["mem_gb"] = "GB"
   for key, text in SLURM_KEYS.items():
     if key == "extra":
-      parser.add_argument(
-        "--slurm-extra", action="append", default=[], metavar="FLAG=VALUE", help=text
-      )
+      text = "one more sbatch flag, e.g. account=abc (repeatable; FLAG alone: no value)"
+      kwargs = {"action": "append", "default": [], "metavar": "FLAG=VALUE"}
     else:
-      parser.add_argument(_slurm_flag(key), default=None, metavar=key.split("_")[0].upper(),
-                          help=text + " (also the study's 'slurm' dict)")  # fmt: skip
+      kwargs = {"default": None, "metavar": metavars[key]}
+    parser.add_argument(_slurm_flag(key), help=f"{text}; overrides the study's 'slurm'", **kwargs)
   args, rest = parser.parse_known_args(argv)
   for item in rest:
     if not item.startswith("--config.") or "=" not in item:
@@ -137,6 +140,18 @@ def slurm_overrides(args: argparse.Namespace) -> dict[str, Any]:
   return out
 
 
+def check_launcher(launcher: str) -> None:
+  """Raises StudyError when ``launcher`` cannot submit from here (before anything is claimed)."""
+  if importlib.util.find_spec("submitit") is None:
+    raise StudyError(f"--launcher {launcher} needs submitit (pip install submitit)")
+  missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+  if launcher == "slurm" and missing:
+    raise StudyError(
+      f"--launcher slurm needs SLURM's {' and '.join(missing)} on PATH (run it on a node that "
+      "submits jobs); --launcher submitit-local runs the same jobs on this machine"
+    )
+
+
 def resources_of(study: Study, args: argparse.Namespace) -> SlurmResources:
   """The jobs' resources: the study's ``slurm`` dict, overridden by the ``--slurm-*`` flags."""
   given = slurm_overrides(args)
@@ -173,6 +188,8 @@ def run(
     cells = study.expand(args.workdirs)
     chosen = select_cells(cells, args.cells)
     resources = resources_of(study, args)
+    if args.launcher != "local" and not (args.dry_run or args.only_aggregate):
+      check_launcher(args.launcher)
   except StudyError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

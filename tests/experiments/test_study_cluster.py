@@ -186,11 +186,13 @@ def test_slurm_jobs_carry_the_resources_and_a_queued_cell_is_not_submitted_again
     ([], {"slurm": {"gpus_per_job": -2}}, "slurm.gpus_per_job must be an integer >= 0, got -2"),
     ([], {"slurm": {"nodes": 2}}, "unknown key(s) in slurm: nodes; valid: partition, time_min"),
     ([], {"slurm": 4}, "slurm must be a dict of partition, time_min"),
+    (["--launcher=slurm"], {}, "--launcher slurm needs SLURM's sbatch and srun on PATH"),
   ],
 )
 def test_bad_launcher_or_resources_exit_2_before_anything_runs(
-  tmp_path, capsys, args, raw, expected
+  tmp_path, capsys, monkeypatch, args, raw, expected
 ):
+  monkeypatch.setenv("PATH", str(tmp_path))  # No SLURM here (nor anything else).
   path = write_study(tmp_path, {**TWO, **raw})
   argv = [path, f"--workdirs={tmp_path / 'wd'}", f"--results={tmp_path / 'res'}", *args]
   assert study.run(argv, command=fake_command, log=lambda s: None) == 2
