@@ -102,7 +102,8 @@ def test_a_second_run_or_analysis_of_a_busy_workdir_exits_2(
           )
           for k, v in procs.items()
         }
-        seen.update({k: (p.wait(timeout=300), *p.communicate()) for k, p in procs.items()})
+        outputs = {k: p.communicate(timeout=300) for k, p in procs.items()}
+        seen.update({k: (procs[k].returncode, *out) for k, out in outputs.items()})
 
     return original(config, workdir_, resume=resume, step_hook=hook)
 
