@@ -12,3 +12,8 @@ class ConfigError(ValueError):
 
 class DataMissingError(RuntimeError):
   """Data a run needs is not in ``data_dir`` and cannot be fetched; says how to get it."""
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be written, or, resuming, none of the saved ones could be read; says
+  which checkpoint is intact."""

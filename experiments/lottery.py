@@ -24,7 +24,9 @@ round and step where it stopped::
                           under (saved before it trains, from round r - 1's final weights)
 
 A round whose final checkpoint exists and whose successor's mask is saved is not run again.
-``dataset.eval_corrupted`` evaluates the final round only.
+``dataset.eval_corrupted`` evaluates the final round only. The rounds run in the process of
+``experiments.main``, inside its workdir, so the workdir's lock it holds (``workdir_lock``) covers
+them; ``experiments.analyze`` of a round folder checks that lock (the run's, not the round's).
 """
 
 from __future__ import annotations

@@ -6,16 +6,23 @@ with status 0 before JAX is imported.
 
 Errors in the flags, the config, the workdir or the data print one line (``error: ...``) and exit
 with status 2 before anything is compiled or written.
+
+The run holds its workdir's lock (``experiments.workdir_lock``) from before the workdir is
+checked until it ends: a second run of the same workdir, or one while ``experiments.analyze``
+reads it, exits with status 2 and an ``error:`` line naming the holder (host, pid) before it
+reads any data. A checkpoint that cannot be written (or, resuming, no checkpoint that can be
+read) ends the run with an ``error:`` line and status 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import ml_collections
@@ -23,6 +30,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments.cli import UsageError
+from experiments.errors import CheckpointError, ConfigError
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "fashion_mnist_default.py")
 HELP_FLAGS = ("-h", "--help")
@@ -172,7 +180,8 @@ def usage() -> str:
     EXAMPLES,
     "",
     "Bad flags, config, workdir or data: one line 'error: ...' on stderr and exit status 2,",
-    "before anything is compiled or written.",
+    "before anything is compiled or written. A workdir in use by another run (or being",
+    "analysed) is refused the same way; the error names the holder (host, pid).",
   ]
   return "\n".join(lines)
 
@@ -242,11 +251,44 @@ def run(argv: Sequence[str] | None = None) -> int:
           "--num_processes=N --process_id=I, or start under a cluster manager JAX detects: "
           "Slurm, Open MPI, Cloud TPU)"
         ) from None
-    train.train_and_evaluate(args.config, args.workdir, resume=args.resume)
+    with _holding_workdir(args):
+      train.train_and_evaluate(args.config, args.workdir, resume=args.resume)
   except (UsageError, train.ConfigError, input_pipeline.DataMissingError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except CheckpointError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   return 0
+
+
+@contextlib.contextmanager
+def _holding_workdir(args: Args) -> Iterator[None]:
+  """The workdir's exclusive lock for the run (or the one a study runner handed down). In a
+  multi-host run process 0 holds it for all, and every process stops when it cannot."""
+  from experiments import workdir_lock
+
+  if args.distributed is None:
+    with workdir_lock.exclusive(args.workdir, what="experiments.main"):
+      yield
+    return
+  import jax
+
+  from experiments import multihost
+
+  lock, busy = None, None
+  if jax.process_index() == 0:
+    try:
+      lock = workdir_lock.acquire(args.workdir, what="experiments.main (process 0)")
+    except workdir_lock.WorkdirBusy as e:
+      busy = e
+  if not multihost.process_0_says(busy is None):
+    raise busy or ConfigError(f"process 0 could not lock workdir {args.workdir} (see its error)")
+  try:
+    yield
+  finally:
+    if lock is not None:
+      lock.release()
 
 
 if __name__ == "__main__":

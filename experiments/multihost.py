@@ -83,6 +83,15 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def process_0_says(flag: bool) -> bool:
+  """Process 0's ``flag`` on every process (each passes its own; the others' are ignored)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
+
+
 def main_first(name: str, fn: Callable[[], T]) -> T:
   """``fn()`` on every process, process 0's call finishing before the others start.
 

@@ -2,6 +2,9 @@
 
     python -m experiments.study STUDY_CONFIG [--jobs N] [--workdirs ROOT] [--results ROOT]
         [--only-aggregate] [--dry-run] [--cells PATTERN[,PATTERN...]] [--config.FIELD=VALUE ...]
+        [--launcher local|slurm|submitit-local] [--detach] [--slurm-partition P]
+        [--slurm-time-min M] [--slurm-gpus-per-job G] [--slurm-cpus-per-task C]
+        [--slurm-mem-gb GB] [--slurm-extra FLAG=VALUE ...]
 
 A study config is a Python file whose ``get_study()`` returns a dict (see ``STUDY_KEYS`` and
 ``docs/studies.md``)::
@@ -22,6 +25,19 @@ Attempts (wall time, exit status) are recorded in ``WORKDIR/study_cell.json``; t
 cell is summed over its attempts. A failed cell is reported, the others go on, and the exit
 status is 1. Ctrl-C or SIGTERM stops the children (SIGTERM, then SIGKILL) and exits 130/143;
 the next invocation resumes them.
+
+Several runners (on one machine, or on machines sharing the workdirs) may run one study at once:
+a runner claims a cell by taking its workdir's lock (``experiments.workdir_lock``) and hands that
+lock to the ``experiments.main`` it starts, so no cell is trained twice; a cell whose lock is held
+is skipped as ``running elsewhere`` (with its holder), and shows as ``running`` in ``--dry-run``
+and ``runs.csv`` (``held_by``).
+
+``--launcher slurm`` submits a SLURM job per cell through submitit instead (resources from the
+study's ``slurm`` dict or the ``--slurm-*`` flags; preempted or timed-out jobs requeue and resume
+from the run's checkpoint; the job ids go to ``study_cell.json``; a cell whose job is still with
+SLURM is ``queued`` and not submitted again); the runner waits for the jobs and aggregates, or
+with ``--detach`` exits (``--only-aggregate`` later). ``--launcher submitit-local`` runs the same
+jobs as local processes (tests, CI). See ``experiments/runner/cluster.py`` and docs/studies.md.
 
 Analysis (``analyze``: True or ``{"args": [...], "steps": [...], "metrics": {...}}``): each
 finished cell is analysed once per requested checkpoint step with ``python -m experiments.analyze

@@ -197,9 +197,17 @@ def train_run(
   writer = MetricWriter(workdir, enabled=is_main, tensorboard=config.tensorboard)
   ckpt, start_step, data_state = Checkpoints(workdir, config), 0, None
   if has_ckpt and ckpt.latest_step() is not None:
-    state = ckpt.restore(state)
+    # The newest checkpoint that restores; newer damaged ones are set aside (never deleted).
+    state, data_state, unreadable = ckpt.restore_newest(state)
     start_step = int(jax.device_get(state["step"]))
-    data_state = ckpt.restore_data(ckpt.latest_step())
+    if unreadable:
+      if is_main:
+        newer = [s for s in ckpt.manager.all_steps() if s > start_step]
+        where = ckpt.set_aside(newer)
+        for line in unreadable:
+          print(f"warning: checkpoint {line} does not restore; moved to {where}", flush=True)
+      multihost.barrier("set_aside")
+      ckpt.reload()
     if is_main:
       print(f"Resumed from step {start_step} of {total_steps} in {workdir}", flush=True)
   elif is_main:  # A new run, or a resumed one killed before its first checkpoint: start over.

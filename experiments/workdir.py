@@ -11,13 +11,17 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from typing import Any
 
 import ml_collections
 
-from experiments.errors import ConfigError
+from experiments.errors import CheckpointError, ConfigError
 
 TENSORBOARD_DIR = "tensorboard"
+# Where a resumed run moves the checkpoints that do not restore (cut short, corrupt) once an older
+# one has: out of orbax's folder (which would skip saving their steps again), never deleted.
+UNREADABLE_DIR = "checkpoints_unreadable"
 # Config fields that may differ between a run and its resumption (they do not change results).
 RESUMABLE_CHANGES = frozenset(
   {
@@ -116,7 +120,9 @@ class MetricWriter:
     if not os.path.exists(self.path):
       return
     with open(self.path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+      lines = [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]
+    records = _parse_records(lines)  # Without a last line cut short (written past `step`).
+    kept = [line for line, r in zip(lines, records, strict=False) if r["step"] <= step]
     with open(self.path, "w") as f:
       f.writelines(kept)
 
@@ -156,7 +162,11 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
   that is not JSON raises ``ValueError``.
   """
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    lines = [line for line in f if line.strip()]
+    return _parse_records([line for line in f if line.strip()])
+
+
+def _parse_records(lines: list[str]) -> list[dict[str, Any]]:
+  """The JSON records of ``lines``, without a last one that is not JSON (see read_metrics)."""
   records = []
   for i, line in enumerate(lines):
     try:
@@ -248,15 +258,74 @@ class Checkpoints:
     composite = self._ocp.args.Composite(data=self._ocp.args.JsonRestore())
     return self.manager.restore(step, args=composite)["data"]
 
+  def restore_newest(self, state: Any) -> tuple[Any, dict[str, Any] | None, list[str]]:
+    """``(state, data position, unreadable)``: the newest checkpoint that restores, and a line
+    per newer one that does not (its step and why: a copy cut short, a damaged file).
+
+    Moves nothing: see :meth:`set_aside` for the unreadable ones.
+
+    Raises:
+      CheckpointError: none restores (nothing is moved or deleted then).
+    """
+    unreadable: list[str] = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        restored = self.restore(state, step)
+        data = self.restore_data(step)
+      except Exception as e:  # Orbax and TensorStore raise many types for a damaged checkpoint.
+        unreadable.append(f"step {step} ({type(e).__name__}: {_first_line(e)})")
+        continue
+      return restored, data, unreadable
+    raise CheckpointError(
+      f"no checkpoint in {self.path} restores: {'; '.join(unreadable)}; nothing was moved or "
+      "deleted (a run of other code? then resume with that code)"
+    )
+
+  def set_aside(self, steps: list[int]) -> str:
+    """Moves the checkpoints of ``steps`` out of orbax's folder into ``UNREADABLE_DIR`` (a
+    resumed run saves those steps again; orbax would skip a step it finds); returns where."""
+    out = os.path.join(os.path.dirname(self.path), UNREADABLE_DIR)
+    os.makedirs(out, exist_ok=True)
+    for step in steps:
+      target = os.path.join(out, f"{step}_{time.strftime('%Y%m%d-%H%M%S')}")
+      os.replace(os.path.join(self.path, str(step)), target)
+    return out
+
+  def reload(self) -> None:
+    """Reads the folder again (after :meth:`set_aside`, here or on process 0)."""
+    self.manager.reload()
+
   def save(self, step: int, state: Any, data: dict[str, Any]) -> None:
-    """Saves the train state and the data position ``data`` (JSON-serialisable) of ``step``."""
+    """Saves the train state and the data position ``data`` (JSON-serialisable) of ``step``.
+
+    Raises:
+      CheckpointError: it could not be written (a read-only or full disk); the earlier ones are
+        left as they were (orbax writes a new step into a temporary folder, renames it when
+        complete, and only then drops the oldest).
+    """
     args = self._ocp.args.Composite(
       state=self._ocp.args.StandardSave(state), data=self._ocp.args.JsonSave(data)
     )
-    self.manager.save(step, args=args)
+    previous = self.manager.latest_step()
+    try:
+      self.manager.save(step, args=args)
+    except Exception as e:  # OSError, or orbax's and TensorStore's wrappers of one.
+      intact = (
+        f"the checkpoint of step {previous} is intact: fix it and run again with --resume"
+        if previous is not None
+        else "there is no earlier checkpoint"
+      )
+      raise CheckpointError(
+        f"could not save the checkpoint of step {step} in {self.path} "
+        f"({type(e).__name__}: {_first_line(e)}); {intact}"
+      ) from e
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
+
+
+def _first_line(e: BaseException) -> str:
+  return (str(e).splitlines() or [""])[0][:200]
 
 
 def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -24,7 +24,10 @@ Writes ``WORKDIR/analysis/analysis.json`` and PNGs (``--out DIR`` instead, for o
 With several workdirs, comparison figures (and ``comparison.json``) go to ``--out`` (default
 ``analysis_comparison/``). A bad workdir (missing, no ``config.json``, no checkpoint, no
 checkpoint of ``--step``) or bad flag prints one ``error: ...`` line and exits with status 2
-before anything is compiled. See ``docs/diagnostics.md`` ("The analysis command").
+before anything is compiled; so does a workdir being trained (``experiments.main`` holds its lock;
+for an LTH round folder, its run's), naming the holder. The analysis holds shared locks on its
+workdirs until it ends: analyses of one workdir may run side by side, and a training run of it is
+refused while one reads it. See ``docs/diagnostics.md`` ("The analysis command").
 """
 
 from __future__ import annotations
@@ -37,11 +40,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from experiments import cli
+from experiments import cli, workdir_lock
 from experiments.analyze.driver import analyze_run
 from experiments.analyze.figures import write_comparison
 from experiments.analyze.settings import CONV_MODES, NUM_EIGENVALUES, PARTS, Settings
-from experiments.analyze.workdirs import check_corruption_flags, check_workdir, load_data
+from experiments.analyze.workdirs import (
+  check_corruption_flags,
+  check_workdir,
+  load_data,
+  lock_folders,
+)
 from experiments.cli import UsageError
 
 
@@ -126,20 +134,23 @@ def parse_args(argv: Sequence[str]) -> tuple[list[str], Settings, str | None]:
 def main(argv: Sequence[str]) -> list[dict[str, Any]]:
   """Checks every workdir and its data first, then analyses each; returns the results."""
   workdirs, settings, out = parse_args(argv)
-  runs = [check_workdir(w, settings.step) for w in workdirs]
-  check_corruption_flags(runs, settings)
-  for run in runs:
-    load_data(run)
-  results = []
-  for run in runs:
-    out_dir = out if (out and len(runs) == 1) else os.path.join(run.workdir, "analysis")
-    result = analyze_run(run, settings, out_dir)
-    print(f"{run.label}: {os.path.join(out_dir, 'analysis.json')}", flush=True)
-    results.append(result)
-  if len(runs) > 1:
-    comparison_dir = out or "analysis_comparison"
-    write_comparison(results, comparison_dir)
-    print(f"comparison: {comparison_dir}", flush=True)
+  # Shared locks for the whole analysis: a workdir being trained is refused (its checkpoints are
+  # still being written and the oldest deleted), and no training starts in one being read.
+  with workdir_lock.shared(lock_folders(workdirs), what="experiments.analyze"):
+    runs = [check_workdir(w, settings.step) for w in workdirs]
+    check_corruption_flags(runs, settings)
+    for run in runs:
+      load_data(run)
+    results = []
+    for run in runs:
+      out_dir = out if (out and len(runs) == 1) else os.path.join(run.workdir, "analysis")
+      result = analyze_run(run, settings, out_dir)
+      print(f"{run.label}: {os.path.join(out_dir, 'analysis.json')}", flush=True)
+      results.append(result)
+    if len(runs) > 1:
+      comparison_dir = out or "analysis_comparison"
+      write_comparison(results, comparison_dir)
+      print(f"comparison: {comparison_dir}", flush=True)
   return results
 
 

@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 
 from experiments.analyze.settings import Run, Settings
 from experiments.cli import UsageError
+
+# An LTH round's folder inside its run's workdir (experiments/lottery.py's ``round_dir``).
+ROUND_DIR_RE = re.compile(r"^round_[0-9]+$")
+
+
+def lock_folders(workdirs: Sequence[str]) -> list[str]:
+  """The folders whose locks cover ``workdirs``: each one and, for an LTH round folder, the run's
+  workdir, whose lock the training holds (its rounds are trained inside it)."""
+  out = []
+  for workdir in workdirs:
+    out.append(workdir)
+    parent = os.path.dirname(os.path.abspath(workdir))
+    if ROUND_DIR_RE.match(os.path.basename(os.path.abspath(workdir))) and os.path.isfile(
+      os.path.join(parent, "config.json")
+    ):
+      out.append(parent)
+  return list(dict.fromkeys(out))
 
 
 def check_workdir(workdir: str, step: int | None) -> Run:

@@ -76,7 +76,7 @@ def restore(out_dir: str, cells: Sequence[Cell]) -> list[Cell]:
     if os.path.lexists(cell.workdir) or not archived(out_dir, cell):
       continue
     src = cell_archive(out_dir, cell)
-    tmp = cell.workdir + ".restoring"
+    tmp = f"{cell.workdir}.restoring-{os.getpid()}"  # Per process: runners may race here.
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     for name in ARCHIVED_FILES:
@@ -85,8 +85,13 @@ def restore(out_dir: str, cells: Sequence[Cell]) -> list[Cell]:
     done = read_json(os.path.join(tmp, DONE_FILE)) or {}
     done["restored_from"] = os.path.abspath(src)
     write_json(os.path.join(tmp, DONE_FILE), done)
-    # One rename, so a killed runner leaves either no workdir or a whole restored one.
-    os.replace(tmp, cell.workdir)
+    # One rename, so a killed runner leaves either no workdir or a whole restored one; it fails
+    # when another runner restored the cell first (or started a run there), which is as good.
+    try:
+      os.rename(tmp, cell.workdir)
+    except OSError:
+      shutil.rmtree(tmp, ignore_errors=True)
+      continue
     restored.append(cell)
   return restored
 

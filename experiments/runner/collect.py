@@ -1,6 +1,7 @@
 """Reads the cells' workdirs into rows: one dict per cell, the lines of ``runs.csv``.
 
-A row holds the cell's fields, status, attempts and wall time, the study's metrics from its
+A row holds the cell's fields, status (``running``/``queued`` cells also ``held_by``: the run or
+job that has them), attempts and wall time, the study's metrics from its
 ``eval`` records (``workdir.read_metrics``), the time to the target accuracy, and with a dict
 ``analyze`` the metrics read from each analysed checkpoint's ``analysis.json``. Keys starting with
 ``_`` (the eval records, the group key, the analysis details) are for the report, not the CSV.
@@ -22,10 +23,11 @@ from experiments.runner.state import (
   analysis_status,
   cell_status,
   checkpoint_problem,
+  held_by,
   last_error,
-  read_attempts,
   read_json,
   shared_from,
+  started_attempts,
 )
 
 
@@ -80,9 +82,8 @@ def collect_runs(study: Study, cells: Sequence[Cell]) -> list[dict[str, Any]]:
   rows = []
   for cell in cells:
     status = cell_status(cell)
-    attempts = read_attempts(cell.workdir) if os.path.isdir(cell.workdir) else []
+    train_attempts = started_attempts(cell.workdir) if os.path.isdir(cell.workdir) else []
     done = read_json(os.path.join(cell.workdir, DONE_FILE)) if status == "done" else None
-    train_attempts = [a for a in attempts if a.get("kind", "train") == "train"]
     if done and done.get("wall_time_s") is not None:
       wall = float(done["wall_time_s"])
     else:
@@ -117,6 +118,8 @@ def collect_runs(study: Study, cells: Sequence[Cell]) -> list[dict[str, Any]]:
     if study.shares_cells_with:
       row["shared_from"] = shared_from(cell)
     row["error"] = last_error(os.path.join(cell.workdir, LOG_FILE)) if status == "failed" else ""
+    if status in ("running", "queued"):  # The column appears only while some cell is held.
+      row["held_by"] = held_by(cell)
     row["_evals"] = evals
     row["_group"] = study.group_key(cell)
     rows.append(row)

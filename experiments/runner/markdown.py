@@ -9,7 +9,15 @@ from typing import Any
 
 from experiments import stats
 from experiments.runner import frontier
-from experiments.runner.spec import ANALYSIS_DIR, FINAL, REPO, Study, format_value, norm_key
+from experiments.runner.spec import (
+  ANALYSIS_DIR,
+  FINAL,
+  REPO,
+  STATUSES,
+  Study,
+  format_value,
+  norm_key,
+)
 from experiments.runner.summary import paired
 
 
@@ -71,11 +79,7 @@ def render_summary(
     )
   md += [
     f"* Seeds (`{study.seed_field}`): {', '.join(map(str, study.seeds))}",
-    f"* Cells: {len(rows)} ("
-    + ", ".join(
-      f"{counts[s]} {s}" for s in ("done", "failed", "incomplete", "missing") if counts[s]
-    )
-    + ")",
+    f"* Cells: {len(rows)} (" + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) + ")",
   ]
   finished = [r for r in rows if r["status"] == "done" and r["wall_time_s"] is not None]
   walls = [r["wall_time_s"] for r in finished if not r.get("shared_from")]
@@ -170,6 +174,10 @@ def render_summary(
   for r in rows:
     if r["status"] == "failed":
       notes.append(f"`{r['cell_id']}` failed: {r['error']}")
+    elif r["status"] in ("running", "queued"):
+      notes.append(
+        f"`{r['cell_id']}` {r['status']} (not counted yet): {r.get('held_by') or 'elsewhere'}"
+      )
   if study.analyze is not None and study.analyze.summarized:
     notes += _analysis_notes(study, rows)
   if notes:

@@ -4,6 +4,18 @@ Each child gets its own session (Ctrl-C reaches only the runner, which stops the
 itself), dies with the runner (Linux ``PR_SET_PDEATHSIG``), and writes to its ``log.txt``. On
 Ctrl-C, SIGTERM or an error the children get SIGTERM, then SIGKILL after a grace period, and
 their attempts are recorded as interrupted: the next invocation resumes them.
+
+Several runners on one study (on one machine, or on machines sharing the workdirs) split its
+cells, none trained twice. Before starting a cell the runner takes the workdir's lock
+(``experiments.workdir_lock``), without waiting: a cell whose lock is held is ``running
+elsewhere`` and skipped (with its holder). Holding the lock, it looks again (another runner may
+have finished the cell since this one listed the cells, or a cluster job may be queued for it),
+records the attempt and starts ``experiments.main`` with the lock handed down: the child holds
+the very same lock, so between the decision and the child's end there is no moment when another
+runner, a hand-started run or an analysis could take it. The runner keeps its hold until it has
+recorded the outcome (``DONE.json``), so the next runner sees either a held lock or a finished
+cell. An analysis is claimed the same way through its output folder's lock (the analysis itself
+holds the cell's workdir shared). A killed runner's locks go with it; its children die with it.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from experiments import workdir_lock
 from experiments.runner import spec
 from experiments.runner.spec import ANALYZE_MODULE, REPO, AnalysisJob, Cell, Study, resolve_config
 from experiments.runner.state import (
@@ -30,11 +43,14 @@ from experiments.runner.state import (
   begin_attempt,
   cell_status,
   checkpoint_problem,
+  describe_job,
   end_analysis,
   end_attempt,
   has_previous_run,
+  held_by,
   last_error,
   link_shared_cell,
+  queued_job,
   shared_from,
 )
 
@@ -78,6 +94,33 @@ class RunReport:
   analyze_failed: dict[str, str] = dataclasses.field(default_factory=dict)  # "cell_id@label" ->
   no_checkpoint: dict[str, str] = dataclasses.field(default_factory=dict)  # "cell_id@label" ->
   notes: list[str] = dataclasses.field(default_factory=list)
+  # cell_id (or "cell_id@label") -> who has it: another runner, a run, a queued cluster job.
+  elsewhere: dict[str, str] = dataclasses.field(default_factory=dict)
+  submitted: dict[str, str] = dataclasses.field(default_factory=dict)  # cell_id -> job id
+
+
+def claim_cell(cell: Cell, what: str) -> tuple[workdir_lock.WorkdirLock | None, str]:
+  """``(lock, '')`` when ``cell`` is to be trained now by the caller, who then holds its
+  workdir's lock; else ``(None, why)``: ``running elsewhere: HOLDER``, ``queued: JOB`` or
+  ``done elsewhere`` (finished since the caller looked)."""
+  lock = workdir_lock.try_acquire(cell.workdir, what=what)
+  if lock is None:
+    return None, f"running elsewhere: {held_by(cell) or 'another process'}"
+  status = cell_status(cell, lock_held=True)
+  job = queued_job(cell.workdir) if status == "queued" else None
+  if status == "done" or job is not None:
+    lock.release()
+    return None, "done elsewhere" if status == "done" else f"queued: {describe_job(job)}"
+  return lock, ""
+
+
+def claim_analysis(job: AnalysisJob, what: str) -> workdir_lock.WorkdirLock | None:
+  """The lock of ``job``'s output folder when its analysis is still to run, else None."""
+  lock = workdir_lock.try_acquire(job.out_dir, what=what)
+  if lock is not None and analysis_status(job) == "done":
+    lock.release()
+    return None
+  return lock
 
 
 def run_cells(
@@ -154,6 +197,9 @@ def run_cells(
     elif study.workdirs_of:
       report.waiting.append(cell.cell_id)
       log(f"waiting for {study.workdirs_of}: {cell.cell_id} ({status})")
+    elif status in ("running", "queued"):
+      where = "running elsewhere" if status == "running" else "queued"
+      note_elsewhere(report, cell.cell_id, f"{where}: {held_by(cell) or 'unknown'}", log)
     else:
       pending.append(("train", cell, None))
   total = sum(kind == "train" for kind, _, _ in pending)
@@ -165,14 +211,20 @@ def run_cells(
   elif report.skipped:
     log(f"{len(report.skipped)} cell(s) already done, {total} to run")
 
-  running: dict[subprocess.Popen, tuple[str, Cell, AnalysisJob | None, dict[str, Any], Any]] = {}
+  running: dict[subprocess.Popen, tuple[str, Cell, AnalysisJob | None, dict[str, Any], Any, Any]]
+  running = {}
   started = 0
+  owner = f"experiments.study runner of {study.name}"
   try:
     while pending or running:
       while pending and len(running) < max(1, jobs):
         kind, cell, job = pending.popleft()
+        env = child_env(jobs)
         if kind == "train":
-          os.makedirs(cell.workdir, exist_ok=True)
+          lock, why = claim_cell(cell, owner)
+          if lock is None:
+            note_elsewhere(report, cell.cell_id, why, log)
+            continue
           resume = has_previous_run(cell.workdir)
           argv = command(cell, resume, extra)
           log_path = os.path.join(cell.workdir, LOG_FILE)
@@ -180,37 +232,50 @@ def run_cells(
           what = f"[{started}/{total}] {cell.cell_id}" + (" (resume)" if resume else "")
           report.launched.append(cell.cell_id + (" (resume)" if resume else ""))
           attempt = begin_attempt(cell, resume)
+          handed, fds = lock.child()  # experiments.main takes this very lock over.
+          env.update(handed)
         else:
-          resume = False
+          lock, resume, fds = claim_analysis(job, owner), False, ()
+          if lock is None:
+            note_elsewhere(report, job.name, "analysed elsewhere", log)
+            continue
           argv = analyze(job)
           attempt = begin_analysis(job)
           log_path = os.path.join(job.out_dir, ANALYZE_LOG_FILE)
           what = f"analyze {job.name}"
-        logf = open(log_path, "a")  # noqa: SIM115 - closed when the process ends.
-        logf.write(
-          f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {kind}"
-          f"{' (resume)' if resume else ''}: {' '.join(argv)}\n"
-        )
-        logf.flush()
-        proc = subprocess.Popen(
-          argv,
-          stdout=logf,
-          stderr=subprocess.STDOUT,
-          cwd=cwd,
-          env=_child_env(jobs),
-          start_new_session=True,  # Ctrl-C reaches only us; we stop the children ourselves.
-          preexec_fn=_die_with_parent,
-        )
-        running[proc] = (kind, cell, job, attempt, logf)
+        try:
+          logf = open(log_path, "a")  # noqa: SIM115 - closed when the process ends.
+          logf.write(
+            f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {kind}"
+            f"{' (resume)' if resume else ''}: {' '.join(argv)}\n"
+          )
+          logf.flush()
+          proc = subprocess.Popen(
+            argv,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            pass_fds=fds,
+            start_new_session=True,  # Ctrl-C reaches only us; we stop the children ourselves.
+            preexec_fn=die_with_parent,
+          )
+        except BaseException:
+          lock.release()
+          raise
+        running[proc] = (kind, cell, job, attempt, logf, lock)
         log(f"start {what}")
       time.sleep(poll_s)
       for proc in [p for p in running if p.poll() is not None]:
-        kind, cell, job, attempt, logf = running.pop(proc)
+        kind, cell, job, attempt, logf, lock = running.pop(proc)
         logf.close()
-        if kind == "train":
-          end_attempt(cell, attempt, proc.returncode)
-        else:
-          end_analysis(job, attempt, proc.returncode)
+        try:
+          if kind == "train":
+            end_attempt(cell, attempt, proc.returncode)
+          else:
+            end_analysis(job, attempt, proc.returncode)
+        finally:
+          lock.release()  # Only now: the next runner sees the outcome, not a free unfinished cell.
         if kind == "train" and proc.returncode == 0:
           log(f"done  {cell.cell_id} in {attempt['wall_s']:.1f}s")
           pending.extendleft(("analyze", cell, j) for j in reversed(analyses_to_run(cell)))
@@ -231,7 +296,21 @@ def run_cells(
   return report
 
 
-def _child_env(jobs: int) -> dict[str, str]:
+def note_elsewhere(report: RunReport, name: str, why: str, log: Callable[[str], None]) -> None:
+  """Reports a cell (or analysis) this runner leaves: ``why`` from :func:`claim_cell`, or
+  ``analysed elsewhere``."""
+  if why == "done elsewhere":
+    report.skipped.append(name)
+    log(f"{why}: {name}")
+  elif why == "analysed elsewhere":
+    report.elsewhere[name] = why
+    log(f"{why}: {name}")
+  else:
+    report.elsewhere[name] = why.split(": ", 1)[-1]
+    log(f"{why.split(': ', 1)[0]}: {name} ({report.elsewhere[name]})")
+
+
+def child_env(jobs: int) -> dict[str, str]:
   """The environment, with the repository on PYTHONPATH (so ``-m experiments.main`` works from
   any directory) and, with several jobs, JAX's GPU memory preallocation off unless set (else the
   first process takes 75% of an accelerator's memory)."""
@@ -242,7 +321,7 @@ def _child_env(jobs: int) -> dict[str, str]:
   return env
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
   """In the child, before exec: SIGTERM it when the runner dies, even by SIGKILL (Linux)."""
   if sys.platform.startswith("linux"):
     try:
@@ -264,15 +343,18 @@ def _stop(running: dict, grace_s: float, log: Callable[[str], None]) -> None:
     except subprocess.TimeoutExpired:
       _signal_group(proc, signal.SIGKILL)
       proc.wait()
-  for kind, cell, job, attempt, logf in running.values():
+  for kind, cell, job, attempt, logf, lock in running.values():
     logf.write("=== interrupted: stopped by the study runner\n")
     logf.close()
-    if kind == "train":
-      end_attempt(cell, attempt, None)
-      log(f"stopped {cell.cell_id} (resumes next time)")
-    else:
-      end_analysis(job, attempt, None)
-      log(f"stopped analysis {job.name} (runs again next time)")
+    try:
+      if kind == "train":
+        end_attempt(cell, attempt, None)
+        log(f"stopped {cell.cell_id} (resumes next time)")
+      else:
+        end_analysis(job, attempt, None)
+        log(f"stopped analysis {job.name} (runs again next time)")
+    finally:
+      lock.release()
   running.clear()
 
 

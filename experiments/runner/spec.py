@@ -39,6 +39,9 @@ STUDY_KEYS = {
   "(WORKDIRS/<workdirs_of>/<cell id>), never train (needs analyze)",
   "shares_cells_with": "[name of another study]: a cell with no workdir yet whose config hash "
   "is that of a finished cell of such a study links to that workdir instead of training",
+  "slurm": "{'partition': str, 'time_min': int, 'gpus_per_job': int, 'cpus_per_task': int, "
+  "'mem_gb': number, 'extra': {sbatch flag: value}}: each job's resources with --launcher slurm "
+  "(SLURM_KEYS; the --slurm-* flags override them); not part of the cells' hash",
   "target_accuracy": "number: report epochs and training seconds to reach it",
   "target_metric": "the eval key compared with target_accuracy (default test_accuracy)",
   "description": "free text, shown at the top of summary.md",
@@ -61,7 +64,21 @@ ANALYZE_KEYS = {
   "steps": "[int >= 0 or 'final']: checkpoint steps to analyse (default ['final'])",
   "metrics": "{column: dotted path in analysis.json, e.g. 'hessian.eigenvalues.0'} (default {})",
 }
+SLURM_KEYS = {
+  "partition": "the partition (sbatch --partition)",
+  "time_min": "each job's time limit in minutes (default 240); a longer cell is requeued and "
+  "resumes from its checkpoint",
+  "gpus_per_job": "GPUs per job (sbatch --gpus-per-node; default: none asked for)",
+  "cpus_per_task": "CPUs per job (sbatch --cpus-per-task)",
+  "mem_gb": "memory per job in GB (sbatch --mem)",
+  "extra": "{flag: value}: more sbatch flags, e.g. {'account': 'abc', 'qos': 'high'}",
+}
+# How cells run (``--launcher``): subprocesses here (``pool``), or cluster jobs (``cluster``).
+LAUNCHERS = ("local", "slurm", "submitit-local")
+SLURM_FLAG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 FINAL = "final"
+# A cell's status (``state.cell_status``), in the order reports count them.
+STATUSES = ("done", "failed", "running", "queued", "incomplete", "missing")
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -94,6 +111,88 @@ class Cell:
 def step_label(step: int | str) -> str:
   """The folder and column label of an analysed checkpoint: ``step_<N>`` or ``final``."""
   return FINAL if step == FINAL else f"step_{step}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmResources:
+  """What each cluster job asks for (``SLURM_KEYS``); None: the cluster's default."""
+
+  partition: str | None = None
+  time_min: int = 240
+  gpus_per_job: int | None = None
+  cpus_per_task: int | None = None
+  mem_gb: float | None = None
+  extra: tuple[tuple[str, Any], ...] = ()  # (flag, value; True: the flag alone)
+
+  def describe(self) -> str:
+    parts = [f"partition {self.partition}"] if self.partition else []
+    parts.append(f"{self.time_min} min")
+    if self.gpus_per_job is not None:
+      parts.append(f"{self.gpus_per_job} GPU(s)")
+    if self.cpus_per_task is not None:
+      parts.append(f"{self.cpus_per_task} CPU(s)")
+    if self.mem_gb is not None:
+      parts.append(f"{self.mem_gb:g} GB")
+    parts += [f"--{k}" if v is True else f"--{k}={v}" for k, v in self.extra]
+    return ", ".join(parts)
+
+
+def slurm_resources(
+  values: dict[str, Any], label: Any = lambda key: f"slurm.{key}"
+) -> SlurmResources:
+  """Checks ``values`` (``SLURM_KEYS``; numbers may be given as text, from the command line).
+
+  Args:
+    label: ``key -> name`` in error messages (``slurm.mem_gb``, ``--slurm-mem-gb``).
+
+  Raises:
+    StudyError: naming the key and what it allows.
+  """
+  unknown = sorted(set(values) - set(SLURM_KEYS))
+  if unknown:
+    raise StudyError(
+      f"unknown key(s) in slurm: {', '.join(unknown)}; valid: {', '.join(SLURM_KEYS)}"
+    )
+  out: dict[str, Any] = {}
+
+  def number(key: str, kind: type, minimum: float, strict: bool = False) -> None:
+    value = values.get(key)
+    if value is None:
+      return
+    try:
+      parsed = None if isinstance(value, bool) else kind(value)
+      if parsed is not None and float(value) != parsed:  # 2.5 or "2.5" for an integer.
+        parsed = None
+    except (TypeError, ValueError):
+      parsed = None
+    if parsed is None or not (parsed > minimum if strict else parsed >= minimum):  # nan too.
+      what = "an integer" if kind is int else "a number"
+      raise StudyError(f"{label(key)} must be {what} {'>' if strict else '>='} {minimum:g}, "
+                       f"got {value!r}")  # fmt: skip
+    out[key] = parsed
+
+  number("time_min", int, 1)
+  number("gpus_per_job", int, 0)
+  number("cpus_per_task", int, 1)
+  number("mem_gb", float, 0, strict=True)
+  partition = values.get("partition")
+  if partition is not None:
+    if (
+      not isinstance(partition, str) or not partition.strip() or any(c.isspace() for c in partition)
+    ):
+      raise StudyError(f"{label('partition')} must be a partition name, got {partition!r}")
+    out["partition"] = partition
+  extra = values.get("extra") or {}
+  if not isinstance(extra, dict) or not all(
+    isinstance(k, str) and SLURM_FLAG_RE.match(k) and isinstance(v, str | int | float | bool)
+    for k, v in extra.items()
+  ):
+    raise StudyError(
+      f"{label('extra')} must map sbatch flag names (letters, digits, -_) to values, e.g. "
+      f"account=abc; got {extra!r}"
+    )
+  out["extra"] = tuple((k, v if v is True else str(v)) for k, v in sorted(extra.items()))
+  return SlurmResources(**out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +253,7 @@ class Study:
   workdirs_of: str | None = None
   shares_cells_with: list[str] = dataclasses.field(default_factory=list)
   frontier: FrontierSpec | None = None
+  slurm: dict[str, Any] = dataclasses.field(default_factory=dict)  # Checked: slurm_resources.
 
   @property
   def workdirs_name(self) -> str:

@@ -22,6 +22,7 @@ from experiments.runner.spec import (
   IDENT_RE,
   NAME_RE,
   PAPER_KEYS,
+  SLURM_KEYS,
   STUDY_KEYS,
   AnalysisSpec,
   FrontierSpec,
@@ -30,6 +31,7 @@ from experiments.runner.spec import (
   format_value,
   norm_key,
   resolve_config,
+  slurm_resources,
   step_label,
 )
 
@@ -171,6 +173,10 @@ def parse_study(raw: Any, path: str = "<study>") -> Study:
   description = raw.get("description", "")
   if not isinstance(description, str):
     raise StudyError("description must be a string")
+  slurm = raw.get("slurm") or {}
+  if not isinstance(slurm, dict):
+    raise StudyError(f"slurm must be a dict of {', '.join(SLURM_KEYS)}, got {slurm!r}")
+  slurm_resources(slurm)  # Checked now; the command line's --slurm-* may override it.
 
   study = Study(
     name=name,
@@ -190,6 +196,7 @@ def parse_study(raw: Any, path: str = "<study>") -> Study:
     path=path,
     workdirs_of=workdirs_of,
     shares_cells_with=shares,
+    slurm=dict(slurm),
   )
   if raw.get("paper") is not None:
     study.paper = _parse_paper(raw["paper"], study)

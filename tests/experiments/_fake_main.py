@@ -1,9 +1,10 @@
 """A stand-in for ``experiments.main`` that trains nothing (study-runner tests).
 
-Takes the same arguments. Writes ``config.json``, one ``eval`` record per epoch to
-``metrics.jsonl`` and an (empty) checkpoint folder ``checkpoints/<step>`` per epoch (step
-``10 * epoch``), like the real one, and appends its call to ``WORKDIR/calls.jsonl``. The
-``fake.*`` overrides steer it:
+Takes the same arguments, and the workdir's lock as the real one does (taking over the one a
+study runner hands down; exit 2 when another process holds it). Writes ``config.json``, one
+``eval`` record per epoch to ``metrics.jsonl`` and an (empty) checkpoint folder
+``checkpoints/<step>`` per epoch (step ``10 * epoch``), like the real one, and appends its call
+to ``WORKDIR/calls.jsonl``. The ``fake.*`` overrides steer it:
 
 * ``fake.acc`` (default 0.5): the final test accuracy; epoch e of E gets ``acc * e / E``.
 * ``num_epochs`` (default 2).
@@ -19,6 +20,8 @@ import os
 import sys
 import time
 
+from experiments import workdir_lock
+
 
 def main(argv: list[str]) -> int:
   workdir, resume, overrides = None, False, {}
@@ -30,7 +33,16 @@ def main(argv: list[str]) -> int:
     elif arg.startswith("--config."):
       key, _, value = arg[len("--config.") :].partition("=")
       overrides[key] = value
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    lock = workdir_lock.acquire(workdir, what="tests.experiments._fake_main")
+  except workdir_lock.WorkdirBusy as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  with lock:
+    return _run(workdir, resume, overrides, argv)
+
+
+def _run(workdir: str, resume: bool, overrides: dict[str, str], argv: list[str]) -> int:
   with open(os.path.join(workdir, "calls.jsonl"), "a") as f:
     f.write(json.dumps({"resume": resume, "start": time.time(), "argv": argv}) + "\n")
   with open(os.path.join(workdir, "pid"), "w") as f:
