@@ -15,7 +15,6 @@ started and its scheduler still has it.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import socket
@@ -209,11 +208,11 @@ def has_previous_run(workdir: str) -> bool:
   )
 
 
-@functools.cache
 def code_version() -> dict[str, Any]:
   """The code the cells run (the runner's checkout; see ``pool.main_command``): the package
   version, the git commit and whether tracked files differ from it (``git`` None outside a
-  repository)."""
+  repository). Read at every attempt, not once: a cell starts a new process, which runs the
+  checkout as it is then."""
 
   def git(*args: str) -> str | None:
     try:
