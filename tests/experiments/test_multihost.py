@@ -175,9 +175,11 @@ def test_two_processes_are_one_four_device_run(runs):
     assert jax.tree.structure(got) == jax.tree.structure(want)
     assert int(got["step"]) == step
     # The parameters agree to 1e-5; RigL's masks and every integer state (counters, keys) exactly.
-    # Gradient-valued state (momentum, the gradient slot) only to 1e-3 of its scale: gloo sums
+    # Gradient-valued state (momentum, the gradient slot) only to 1e-2 of its scale: gloo sums
     # across processes in another order than one process does, and by step 4 that float32
-    # rounding, passed through ReLU kinks and the ZO ascent, reaches ~2e-4 of the gradient's size.
+    # rounding, passed through ReLU kinks and the ZO ascent, reaches ~2e-4 of the gradient's size
+    # on one machine and 2.1e-3 on another (17 of 4608 momentum entries). A wrong reduction (half
+    # the batch, a sum for a mean) would differ by the gradient's own size.
     for (path, g), w in zip(
       jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want), strict=True
     ):
@@ -186,7 +188,7 @@ def test_two_processes_are_one_four_device_run(runs):
       elif path[0].key in ("params", "batch_stats"):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
       else:
-        np.testing.assert_allclose(g, w, rtol=0, atol=1e-3 * max(float(np.max(np.abs(w))), 1e-6))
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-2 * max(float(np.max(np.abs(w))), 1e-6))
   # RigL did move weights between the two checkpoints, so the masks were compared after an update.
   masks = [_load_checkpoint(reference, s)["opt_state"]["weight_mask"] for s in (2, STEPS)]
   assert any(np.any(a != b) for a, b in zip(*map(jax.tree.leaves, masks), strict=True))
