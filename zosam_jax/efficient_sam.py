@@ -51,16 +51,15 @@ from zosam_jax import estimators
 from zosam_jax._src import control_flow, heads, losses, options, trees, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
-from zosam_jax._src.validation import LeafSelection, check_rho
+from zosam_jax._src.types import Guidance, LeafSelection, LossAscent
+from zosam_jax._src.validation import check_rho
 from zosam_jax.sharpness import SharpnessAwareState  # ZO-ESAM's state: the public type
-
-PyTree = Any
 
 
 def _check_ascent(
-  ascent: str, zeroth_order: ZerothOrderOptions | None, guidance: str | None
+  ascent: LossAscent, zeroth_order: ZerothOrderOptions | None, guidance: Guidance | None
 ) -> ZerothOrderOptions:
-  validation.check_choice("ascent", ascent, ("exact", "zeroth_order"))
+  validation.check_choice("ascent", ascent, perturb.LOSS_ASCENTS)
   perturb.check_guidance(guidance, ascent)
   return options.resolve(zeroth_order, ZerothOrderOptions())
 
@@ -99,9 +98,9 @@ def looksam(
   update_every: int = 5,
   alpha: float = 0.7,
   *,
-  ascent: str = "exact",
+  ascent: LossAscent = "exact",
   zeroth_order: ZerothOrderOptions | None = None,
-  guidance: str | None = None,
+  guidance: Guidance | None = None,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
   has_aux: bool = False,
@@ -292,9 +291,9 @@ def esam(
   beta: float = 0.6,
   gamma: float = 0.5,
   *,
-  ascent: str = "exact",
+  ascent: LossAscent = "exact",
   zeroth_order: ZerothOrderOptions | None = None,
-  guidance: str | None = None,
+  guidance: Guidance | None = None,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
   has_aux: bool = False,
@@ -436,7 +435,7 @@ def adaptive_zo_sam(
   zeroth_order: ZerothOrderOptions | None = None,
   num_directions: int | None = None,
   smoothing: float | None = None,
-  guidance: str | None = None,
+  guidance: Guidance | None = None,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
   has_aux: bool = False,

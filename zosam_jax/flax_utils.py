@@ -36,7 +36,7 @@ from flax import nnx
 from flax.nnx.training.optimizer import to_opt_state
 from flax.training import train_state
 
-PyTree = Any
+from zosam_jax._src.types import LossFn, PyTree
 
 __all__ = ["apply_loss", "nnx_apply_loss", "nnx_loss_fn"]
 
@@ -53,7 +53,7 @@ def _require_head(opt_state: PyTree, where: str) -> None:
 
 
 def apply_loss(
-  state: train_state.TrainState, loss_fn: Callable[[PyTree], Any], **extra: Any
+  state: train_state.TrainState, loss_fn: LossFn, **extra: Any
 ) -> tuple[train_state.TrainState, jax.Array, Any]:
   """One step of ``state.tx`` from ``loss_fn``: the ``TrainState.apply_gradients`` of the heads.
 

@@ -36,17 +36,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from zosam_jax._src import groups
+from zosam_jax._src.types import MaskForm, MaskMethod, Pattern, PyTree
 
 PATTERNS = groups.PATTERNS
-MASK_METHODS = ("fisher", "dynamic", "random")
-FORMS = ("explicit", "implicit")
+MASK_METHODS: tuple[MaskMethod, ...] = get_args(MaskMethod)
+FORMS: tuple[MaskForm, ...] = get_args(MaskForm)
 
 
 def num_kept(total: int, sparsity: float) -> int:
@@ -54,7 +55,7 @@ def num_kept(total: int, sparsity: float) -> int:
   return min(total, int(math.floor((1.0 - sparsity) * total + 0.5)))
 
 
-def check_pattern(pattern: str, n_m: tuple[int, int]) -> None:
+def check_pattern(pattern: Pattern, n_m: tuple[int, int]) -> None:
   """Checks ``pattern`` and ``n_m`` (see ``zosam_jax._src.groups``)."""
   groups.check_pattern(pattern, n_m)
 
@@ -76,7 +77,7 @@ def _channel_topk(score: jax.Array, sparsity: float) -> jax.Array:
 
 
 def top_k_mask(
-  scores: list[jax.Array], *, sparsity: float, pattern: str, n_m: tuple[int, int] = (2, 4)
+  scores: list[jax.Array], *, sparsity: float, pattern: Pattern, n_m: tuple[int, int] = (2, 4)
 ) -> list[jax.Array]:
   """Keeps the highest-scoring coordinates under ``pattern``; returns bool masks like ``scores``."""
   if pattern == "unstructured":
@@ -94,7 +95,7 @@ def random_mask(
   shapes: list[tuple[int, ...]],
   *,
   sparsity: float,
-  pattern: str,
+  pattern: Pattern,
   n_m: tuple[int, int] = (2, 4),
 ) -> list[jax.Array]:
   """A uniformly random mask with the exact kept count of ``pattern``."""
@@ -136,7 +137,7 @@ def dynamic_update(
   *,
   fraction: jax.Array,
   sparsity: float,
-  pattern: str,
+  pattern: Pattern,
   n_m: tuple[int, int] = (2, 4),
 ) -> list[jax.Array]:
   """SSAM-D's mask update (drop the flattest, regrow at random) under ``pattern``.
@@ -182,13 +183,13 @@ def dynamic_update(
 
 
 def empirical_fisher(
-  per_example_loss_fn: Callable[[Any, Any], jax.Array],
-  params: Any,
-  batch: Any,
+  per_example_loss_fn: Callable[[PyTree, PyTree], Any],
+  params: PyTree,
+  batch: PyTree,
   *,
   num_samples: int,
   chunk_size: int = 16,
-) -> Any:
+) -> PyTree:
   """Diagonal empirical Fisher ``1/N sum_i (grad_theta l(theta; x_i, y_i))^2`` (SSAM eq. 5).
 
   Args:
@@ -257,13 +258,13 @@ class MaskSpec(NamedTuple):
       ``sharpness.sparse_sam``).
   """
 
-  method: str
+  method: MaskMethod
   sparsity: float
-  pattern: str
+  pattern: Pattern
   n_m: tuple[int, int]
   update_every: int
   num_fisher_samples: int
   fisher_chunk_size: int
   drop_fraction: float
   end_step: int | None
-  form: str = "explicit"
+  form: MaskForm = "explicit"

@@ -39,7 +39,6 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -50,9 +49,18 @@ from zosam_jax import perturbation_masks as pmasks
 from zosam_jax._src import groups, heads, implicit, losses, options, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
-from zosam_jax._src.validation import LeafSelection, check_rho
-
-PyTree = Any
+from zosam_jax._src.types import (
+  Ascent,
+  Guidance,
+  LeafSelection,
+  LossAscent,
+  LossFn,
+  MaskForm,
+  MaskMethod,
+  Pattern,
+  PyTree,
+)
+from zosam_jax._src.validation import check_rho
 
 ASCENTS = perturb.ASCENTS
 
@@ -122,7 +130,7 @@ def _sam_family_gradient(
 
 
 def sam_gradient(
-  loss_fn: Callable[[PyTree], Any],
+  loss_fn: LossFn,
   params: PyTree,
   *,
   rho: float,
@@ -172,7 +180,7 @@ def sam_gradient(
 
 
 def zo_sam_gradient(
-  loss_fn: Callable[[PyTree], Any],
+  loss_fn: LossFn,
   params: PyTree,
   key: jax.Array,
   *,
@@ -186,7 +194,7 @@ def zo_sam_gradient(
   perturbation_mask: PyTree | None = None,
   perturb_leaves: LeafSelection = None,
   has_aux: bool = False,
-  probe_loss_fn: Callable[[PyTree], Any] | None = None,
+  probe_loss_fn: LossFn | None = None,
 ) -> tuple[Any, PyTree]:
   """ZO-SAM: the exact gradient at ``theta + eps``, ``eps`` from a random gradient estimate.
 
@@ -352,9 +360,9 @@ def _implicit_ascent(loss_fn, params, mask, selection, spec, has_aux):
 def sharpness_aware(
   rho: float,
   *,
-  ascent: str = "exact",
+  ascent: Ascent = "exact",
   zeroth_order: ZerothOrderOptions | None = None,
-  guidance: str | None = None,
+  guidance: Guidance | None = None,
   adaptive: bool = False,
   adaptive_eta: float = 0.01,
   mask_spec: pmasks.MaskSpec | None = None,
@@ -551,7 +559,7 @@ def zo_sam(
   zeroth_order: ZerothOrderOptions | None = None,
   num_directions: int | None = None,
   smoothing: float | None = None,
-  guidance: str | None = None,
+  guidance: Guidance | None = None,
   adaptive: bool = False,
   adaptive_eta: float = 0.01,
   perturb_leaves: LeafSelection = None,
@@ -607,18 +615,18 @@ def sparse_sam(
   rho: float = 0.1,
   sparsity: float = 0.5,
   *,
-  mask_method: str = "fisher",
-  pattern: str = "unstructured",
+  mask_method: MaskMethod = "fisher",
+  pattern: Pattern = "unstructured",
   n_m: tuple[int, int] = (2, 4),
   update_every: int = 100,
   num_fisher_samples: int = 128,
   fisher_chunk_size: int = 16,
   drop_fraction: float = 0.5,
   end_step: int | None = None,
-  ascent: str = "exact",
+  ascent: LossAscent = "exact",
   zeroth_order: ZerothOrderOptions | None = None,
-  guidance: str | None = None,
-  form: str = "explicit",
+  guidance: Guidance | None = None,
+  form: MaskForm = "explicit",
   adaptive: bool = False,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
@@ -670,7 +678,7 @@ def sparse_sam(
   validation.check_positive_int("update_every", update_every)
   validation.check_positive_int("num_fisher_samples", num_fisher_samples)
   validation.check_positive_int("fisher_chunk_size", fisher_chunk_size)
-  validation.check_choice("ascent", ascent, ("exact", "zeroth_order"))
+  validation.check_choice("ascent", ascent, perturb.LOSS_ASCENTS)
   perturb.check_guidance(guidance, ascent)
   validation.check_choice("form", form, pmasks.FORMS)
   if form == "implicit" and ascent != "exact":

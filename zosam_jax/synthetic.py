@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
 
-NAMES = ("quadratic", "rosenbrock", "rastrigin", "ackley")
+from zosam_jax._src.types import ProblemName
+
+NAMES: tuple[ProblemName, ...] = get_args(ProblemName)
 DIMENSIONS = (100, 1_000, 10_000)
 
 
@@ -92,7 +94,7 @@ def ackley(x: jax.Array) -> jax.Array:
   return -20.0 * jnp.exp(-0.2 * rms) - jnp.exp(mean_cos) + 20.0 + math.e
 
 
-def make_problem(name: str, dim: int, *, condition_number: float = 100.0) -> Problem:
+def make_problem(name: ProblemName, dim: int, *, condition_number: float = 100.0) -> Problem:
   """The problem ``name`` at dimension ``dim`` (see the module docstring for the table).
 
   Raises:

@@ -82,9 +82,7 @@ import optax
 
 from zosam_jax._src import losses, options, probing, trees, validation
 from zosam_jax._src.options import ZerothOrderOptions
-
-PyTree = Any
-LossFn = Callable[[PyTree], Any]
+from zosam_jax._src.types import LossFn, PyTree, Scheme
 
 # ZOSA and the RGE baselines: m = 8 Rademacher directions, forward differences (the paper's).
 ZOSA_OPTIONS = ZerothOrderOptions(num_directions=8, distribution="rademacher", scheme="forward")
@@ -124,7 +122,7 @@ def _zosa_options(
   return _options(zeroth_order, ZOSA_OPTIONS, num_directions, smoothing, needs_sigma=needs_sigma)
 
 
-def queries_per_estimate(num_directions: int, scheme: str) -> int:
+def queries_per_estimate(num_directions: int, scheme: Scheme) -> int:
   """Loss evaluations of one random gradient estimate: ``m + 1`` (forward) or ``2m`` (central)."""
   return ZerothOrderOptions(num_directions, scheme=scheme).queries
 

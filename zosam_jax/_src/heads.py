@@ -19,8 +19,7 @@ import optax
 from zosam_jax._src import gradient_slot, losses, trees, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
-
-PyTree = Any
+from zosam_jax._src.types import Ascent, Guidance, LeafSelection, LossFn, PyTree
 
 
 class StepInputs(NamedTuple):
@@ -40,18 +39,18 @@ class StepInputs(NamedTuple):
   """
 
   params: PyTree
-  loss_fn: Callable
+  loss_fn: LossFn
   selection: list[bool]
   weight_mask: PyTree | None = None
   weight_mask_counts: PyTree | None = None
-  probe_loss_fn: Callable | None = None
-  extra: dict = {}
+  probe_loss_fn: LossFn | None = None
+  extra: dict[str, Any] = {}
   has_aux: bool = False
-  guidance: str | None = None
+  guidance: Guidance | None = None
 
   def ascent(
     self,
-    kind: str,
+    kind: Ascent,
     zeroth_order: ZerothOrderOptions | None,
     key: jax.Array | None,
     prior: PyTree | None = None,
@@ -110,10 +109,10 @@ def transform(
   step: Callable[[Any, StepInputs], tuple[PyTree, Any]],
   *,
   name: str,
-  perturb_leaves: Any,
+  perturb_leaves: LeafSelection,
   probes: bool,
   has_aux: bool,
-  guidance: str | None = None,
+  guidance: Guidance | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """A head from its ``init_fn`` and its ``step(state, inputs) -> (updates, state)``: ``update``
   checks the head's extra arguments once and calls ``step``.

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from zosam_jax._src import losses, trees
 from zosam_jax._src.options import ZerothOrderOptions
+from zosam_jax._src.types import LossFn, PyTree
 
-PyTree = Any
 Loss = Callable[[PyTree], jax.Array]
 
 
@@ -287,7 +287,7 @@ def probe_dynamic(
 
 
 def estimate(
-  loss_fn: Callable[[PyTree], Any],
+  loss_fn: LossFn,
   params: PyTree,
   key: jax.Array,
   options: ZerothOrderOptions,

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from zosam_jax._src import validation
+from zosam_jax._src.types import PyTree
 
-PyTree = Any
 TINY = 1e-12  # Added to norms before dividing: a zero direction gives zero, never NaN.
 
 

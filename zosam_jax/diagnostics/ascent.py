@@ -13,7 +13,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,9 +21,8 @@ import jax.numpy as jnp
 from zosam_jax import estimators
 from zosam_jax._src import losses, options, trees, validation
 from zosam_jax._src.options import ZerothOrderOptions
+from zosam_jax._src.types import LossFn, PyTree
 
-PyTree = Any
-LossFn = Callable[[PyTree], Any]
 AscentFn = Callable[[PyTree, jax.Array], PyTree]
 
 _TINY = 1e-12

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import optax
 
 from zosam_jax._src import trees, validation
+from zosam_jax._src.types import PyTree
 
-PyTree = Any
 GradFn = Callable[[PyTree, Any], PyTree]
 
 

@@ -37,9 +37,7 @@ from jax.flatten_util import ravel_pytree
 
 from zosam_jax._src import trees, validation
 from zosam_jax._src.curvature import hessian_vector_product  # Public here; GraSP shares it.
-
-PyTree = Any
-LossFn = Callable[[PyTree], Any]
+from zosam_jax._src.types import LossFn, PyTree
 
 # A Lanczos residual below BREAKDOWN_TOL * max ||H v|| is treated as zero (an invariant subspace
 # was found): the next vector is a fresh random one. Float32 round-off after two Gram-Schmidt

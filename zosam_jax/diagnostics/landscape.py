@@ -7,17 +7,14 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from zosam_jax._src import losses as loss_lib
 from zosam_jax._src import trees, validation
-
-PyTree = Any
-LossFn = Callable[[PyTree], Any]
+from zosam_jax._src.types import LossFn, PyTree
 
 
 def filter_normalized_direction(

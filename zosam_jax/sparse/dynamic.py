@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import jax
 import jax.numpy as jnp
@@ -58,14 +58,14 @@ import numpy as np
 import optax
 
 from zosam_jax._src import groups
+from zosam_jax._src.types import DropSchedule, MaskInit, PyTree
 from zosam_jax.sparse import masks as mask_lib
 from zosam_jax.sparse.schedules import UpdateSchedule
 from zosam_jax.sparse.wrapper import MaskUpdate, SparseMethod, sparse_wrapper
 
-PyTree = Any
 Leaves = list[Any]  # the leaves of a pytree, in flatten order
 
-INITS = ("random", "magnitude")
+INITS: tuple[MaskInit, ...] = get_args(MaskInit)
 
 __all__ = ["DSR", "MEST", "SET", "RigL", "dsr", "mest", "rigl", "set_"]
 
@@ -106,8 +106,8 @@ class DynamicMethod(SparseMethod):
   end_step: int | None = None
   start_step: int = 0
   drop_fraction: float = 0.3
-  drop_schedule: str = "cosine"
-  init: str = "random"
+  drop_schedule: DropSchedule = "cosine"
+  init: MaskInit = "random"
   seed: int = 0
   has_aux: bool = False
 
@@ -272,7 +272,7 @@ class SET(DynamicMethod):
   Default drop schedule is constant (``drop_fraction=0.3``), as in the paper.
   """
 
-  drop_schedule: str = "constant"
+  drop_schedule: DropSchedule = "constant"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,7 +309,7 @@ class MEST(DynamicMethod):
   between updates (the gradient at update steps is the one RigL grows from).
   """
 
-  drop_schedule: str = "linear"
+  drop_schedule: DropSchedule = "linear"
   gamma: float = 1.0
   soft_memory_bound: bool = False
 
@@ -404,7 +404,7 @@ class DSR(DynamicMethod):
   ``N_p = round(alpha(t) * active)``. The default ``drop_schedule`` is constant.
   """
 
-  drop_schedule: str = "constant"
+  drop_schedule: DropSchedule = "constant"
   threshold_init: float = 1e-3
   threshold_tolerance: float = 0.1
 

@@ -24,10 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zosam_jax._src import groups, validation
-
-PyTree = Any
-# None, an optax.masked-style bool pytree, or a callable params -> bool pytree.
-Prunable = Any
+from zosam_jax._src.types import LeafSelection, PyTree
 
 # The one exact top-k of the library (Sparse SAM's masks use it too).
 keep_top_k = groups.keep_top_k
@@ -72,7 +69,7 @@ def default_prunable(params: PyTree) -> PyTree:
 
 def prunable_leaves(
   params: PyTree,
-  prunable: Prunable = None,
+  prunable: LeafSelection = None,
   *,
   first_layer_dense: bool = False,
   last_layer_dense: bool = False,

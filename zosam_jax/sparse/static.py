@@ -42,10 +42,9 @@ import numpy as np
 import optax
 
 from zosam_jax._src import curvature
+from zosam_jax._src.types import PyTree, SparsityDistribution
 from zosam_jax.sparse import masks as mask_lib
 from zosam_jax.sparse.wrapper import SparseMethod, sparse_wrapper
-
-PyTree = Any
 
 __all__ = [
   "GraSP",
@@ -148,7 +147,7 @@ class SNIP(_Static):
   Default sparsity_distribution: ``"global"`` (one threshold, as in the paper).
   """
 
-  sparsity_distribution: str = "global"
+  sparsity_distribution: SparsityDistribution = "global"
   has_aux: bool = False
 
   def compute_mask(self, params: PyTree, *, loss_fn: Callable[..., Any]) -> PyTree:
@@ -170,7 +169,7 @@ class GraSP(_Static):
   Default sparsity_distribution: ``"global"``.
   """
 
-  sparsity_distribution: str = "global"
+  sparsity_distribution: SparsityDistribution = "global"
   temperature: float = 200.0
   samples_per_class: int = 10
   num_classes: int | None = None
@@ -232,7 +231,7 @@ class LTH(_Static):
   ``wrap`` without a mask gives the dense round 0 (a mask of all ones).
   """
 
-  sparsity_distribution: str = "global"
+  sparsity_distribution: SparsityDistribution = "global"
   rounds: int = 1
 
   def __post_init__(self) -> None:

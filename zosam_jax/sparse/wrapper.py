@@ -45,11 +45,10 @@ import numpy as np
 import optax
 
 from zosam_jax._src import gradient_slot, groups
+from zosam_jax._src.types import LeafSelection, Pattern, PyTree, SparsityDistribution
 from zosam_jax.sparse import distributions as dist_lib
 from zosam_jax.sparse import masks as mask_lib
 from zosam_jax.sparse.schedules import UpdateSchedule
-
-PyTree = Any
 
 __all__ = ["MaskUpdate", "SparseMethod", "SparseState", "sparse_wrapper"]
 
@@ -309,12 +308,12 @@ class SparseMethod:
   """
 
   sparsity: float | None = None
-  sparsity_distribution: str = "erk"
-  prunable: Any = None
+  sparsity_distribution: SparsityDistribution = "erk"
+  prunable: LeafSelection = None
   first_layer_dense: bool = False
   last_layer_dense: bool = False
   erk_power: float = 1.0
-  pattern: str = "unstructured"
+  pattern: Pattern = "unstructured"
   n_m: tuple[int, int] = (2, 4)
 
   def __post_init__(self) -> None:
