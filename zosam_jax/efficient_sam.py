@@ -84,7 +84,7 @@ class LookSAMState(NamedTuple):
       (``g_s`` on refresh steps, ``g`` in between).
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   key: jax.Array
   value: jax.Array
   aux: Any
@@ -208,7 +208,7 @@ class GSAMState(NamedTuple):
   ``rho``, the radius used at the last step (for logging the schedule), and ``gradient``
   (``None`` unless requested; then the dense gradient ``g_p`` at ``theta + eps``)."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   value: jax.Array
   aux: Any
   rho: jax.Array
@@ -260,6 +260,7 @@ def gsam(
   def rho_at(count):
     if schedule is None:
       return jnp.float32(rho_max)
+    assert lr_max is not None  # set with the schedule
     frac = (schedule(count) - lr_min) / (lr_max - lr_min)
     return jnp.float32(rho_min) + (rho_max - rho_min) * jnp.clip(frac, 0.0, 1.0)
 
@@ -417,7 +418,7 @@ class AdaptiveZOSAMState(NamedTuple):
     gradient: ``None`` unless requested; then the dense gradient at ``theta + eps``.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   key: jax.Array
   value: jax.Array
   aux: Any

@@ -117,7 +117,9 @@ def nnx_loss_fn(
     ``loss_fn(params, *args) -> (loss, (rest_after, aux))``; the head must be built with
     ``has_aux=True``.
   """
-  graphdef, _, rest = nnx.split(model, wrt, ..., graph=graph)
+  # Two filters, two states; flax annotates the states after the first as variadic.
+  graphdef, _, *rests = nnx.split(model, wrt, ..., graph=graph)
+  (rest,) = rests
   # Pure arrays: each call merges fresh Variables (those of `model` cannot be mutated under the
   # head's jax.grad / vmap traces), so every probe starts from the same state.
   rest = nnx.as_pure(rest)

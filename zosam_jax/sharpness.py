@@ -39,7 +39,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -254,7 +254,7 @@ class SharpnessAwareState(NamedTuple):
       exact gradient of the last step's update pass, a float tree like params.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   key: jax.Array
   value: jax.Array
   aux: Any
@@ -330,7 +330,7 @@ def _implicit_ascent(loss_fn, params, mask, selection, spec, has_aux):
   leaves, treedef = jax.tree.flatten(params)
   m_leaves = jax.tree.leaves(mask)
   chosen = [i for i, s in enumerate(selection) if s]
-  kept = []
+  kept: list[jax.Array | None] = []
   for i in chosen:
     if spec.pattern == "channel" and jnp.ndim(leaves[i]) >= 1:
       active = groups.channel_active(m_leaves[i])
@@ -697,7 +697,7 @@ def sparse_sam(
     mask_method,
     sparsity,
     pattern,
-    tuple(n_m),
+    cast(tuple[int, int], tuple(n_m)),  # two ints with "n:m" (checked above), unused otherwise
     update_every,
     num_fisher_samples,
     fisher_chunk_size,

@@ -158,6 +158,7 @@ def probe(
   instead of evaluating it again)."""
   result = probing.probe(loss, flat, key, opts, base=base)
   value = result.base if opts.scheme == "forward" else jnp.mean(result.losses)
+  assert value is not None  # the forward scheme always has L(x)
   flat_losses = result.losses.reshape(-1)
   if flat_losses.size >= 2:
     sigma = jnp.std(flat_losses, ddof=1) / opts.smoothing
@@ -346,7 +347,7 @@ class ZerothOrderState(NamedTuple):
     queries: int32 total number of ``loss_fn`` evaluations so far.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   key: jax.Array
   value: jax.Array
   aux: Any

@@ -105,7 +105,8 @@ def _evaluate(jaxpr, consts: Sequence[Any], args: Sequence[Any], kept: dict[Any,
       out_axis = _rewritable(name, eqn.params, invals[1].ndim)
     if out_axis is not None:
       idx = kept[eqn.invars[1]]
-      outs = [_sliced_weight_grad(eqn.primitive, eqn.params, *invals, idx, out_axis)]
+      x, w = invals  # dot_general and conv_general_dilated take two operands
+      outs = [_sliced_weight_grad(eqn.primitive, eqn.params, x, w, idx, out_axis)]
     elif name in INLINED and "jaxpr" in eqn.params and any(tracked(v) for v in eqn.invars):
       sub = eqn.params["jaxpr"]
       sub_jaxpr, sub_consts = (sub.jaxpr, sub.consts) if hasattr(sub, "consts") else (sub, ())

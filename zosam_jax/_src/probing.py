@@ -16,7 +16,7 @@ at a time. ``probe_batch_size=k`` draws and probes ``k`` directions together wit
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -24,9 +24,11 @@ import jax.numpy as jnp
 
 from zosam_jax._src import losses, trees
 from zosam_jax._src.options import ZerothOrderOptions
-from zosam_jax._src.types import LossFn, PyTree
+from zosam_jax._src.types import DirectionDistribution, LossFn, PyTree
 
 Loss = Callable[[PyTree], jax.Array]
+# ``u -> (c, probe losses)``: one direction's finite difference (see ``_one_direction``).
+OneDirection = Callable[[Sequence[jax.Array]], tuple[jax.Array, jax.Array]]
 
 
 def packed_rademacher(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -38,7 +40,7 @@ def packed_rademacher(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return (2.0 * bits.reshape(-1)[:size].astype(jnp.float32) - 1.0).reshape(shape)
 
 
-def active_count(flat: trees.Flat) -> jax.Array:
+def active_count(flat: trees.Flat) -> jax.Array | int:
   """``d``, the number of coordinates directions live on (float32; traced under a mask)."""
   positions = flat.positions or tuple(None for _ in flat.active)
   return sum(
@@ -49,7 +51,9 @@ def active_count(flat: trees.Flat) -> jax.Array:
   )
 
 
-def draw_direction(key: jax.Array, flat: trees.Flat, distribution: str) -> list[jax.Array]:
+def draw_direction(
+  key: jax.Array, flat: trees.Flat, distribution: DirectionDistribution
+) -> list[jax.Array]:
   """Draws one direction on the active leaves (float32), zero on masked-out coordinates."""
   keys = jax.random.split(key, max(len(flat.active), 1))
   positions = flat.positions or tuple(None for _ in flat.active)
@@ -62,12 +66,13 @@ def draw_direction(key: jax.Array, flat: trees.Flat, distribution: str) -> list[
   parts = []
   for j, i in enumerate(flat.active):
     shape = jnp.shape(flat.leaves[i])
-    if positions[j] is not None:
+    pos = positions[j]
+    if pos is not None:
       # Sparse draw: only as many values as the mask has ones, scattered to their positions.
-      values = sample(keys[j], positions[j].shape)
+      values = sample(keys[j], pos.shape)
       u = (
         jnp.zeros((math.prod(shape),), jnp.float32)
-        .at[positions[j]]
+        .at[pos]
         .set(values, indices_are_sorted=True, unique_indices=True)
       )
       u = u.reshape(shape)
@@ -112,13 +117,18 @@ def guide(flat: trees.Flat, prior: PyTree) -> Guide:
   parts = []
   for j, i in enumerate(flat.active):
     p = jnp.asarray(leaves[i], jnp.float32)
-    parts.append(p if flat.masks[j] is None else p * flat.masks[j])
+    mask = flat.masks[j]
+    parts.append(p if mask is None else p * mask)
   size = trees.norm(parts)
   return Guide(trees.safe_divide(parts, size), size > trees.TINY, jnp.sqrt(active_count(flat)))
 
 
 def guided_direction(
-  index: jax.Array, key: jax.Array, flat: trees.Flat, distribution: str, prior: Guide
+  index: jax.Array,
+  key: jax.Array,
+  flat: trees.Flat,
+  distribution: DirectionDistribution,
+  prior: Guide,
 ) -> list[jax.Array]:
   """Direction ``index`` of a guided estimate: ``sqrt(d) p`` for ``index == 0`` when the prior
   is present, else the direction drawn from ``key`` with its component along ``p`` removed,
@@ -154,33 +164,33 @@ class ProbeResult(NamedTuple):
 
 def _one_direction(
   loss: Loss, flat: trees.Flat, options: ZerothOrderOptions, base: jax.Array | None = None
-):
+) -> tuple[OneDirection, jax.Array | None]:
   """Returns ``(u -> (c, probe losses), base)`` for the options' scheme (the forward scheme
   evaluates ``L(x)`` unless the caller already has it as ``base``)."""
   delta = options.smoothing
   if options.scheme == "central":
 
-    def one(u):
+    def central(u: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
       plus = loss(trees.shifted(flat, u, delta))
       minus = loss(trees.shifted(flat, u, -delta))
       return (plus - minus) / (2.0 * delta), jnp.stack([plus, minus])
 
-    return one, None
+    return central, None
   if options.scheme == "forward":
     base = loss(trees.unflatten(flat)) if base is None else base
 
-    def one(u):
+    def forward(u: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
       plus = loss(trees.shifted(flat, u, delta))
       return (plus - base) / delta, plus
 
-    return one, base
+    return forward, base
   theta = trees.unflatten(flat)
 
-  def one(u):
+  def jvp(u: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
     c = jax.jvp(loss, (theta,), (trees.tangent(flat, u),))[1].astype(jnp.float32)
     return c, jnp.zeros([0], jnp.float32)
 
-  return one, None
+  return jvp, None
 
 
 def probe(
@@ -202,6 +212,7 @@ def probe(
   m, chunk = options.num_directions, options.chunk
   keys = jax.random.split(key, m)
   one, base = _one_direction(loss, flat, options, base)
+  xs: jax.Array | tuple[jax.Array, jax.Array]
   if prior is None:
     xs = keys
     draw = lambda k: draw_direction(k, flat, options.distribution)  # noqa: E731

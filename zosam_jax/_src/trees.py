@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from zosam_jax._src import validation
-from zosam_jax._src.types import PyTree
+from zosam_jax._src.types import PyTree, TreeDef
 
 TINY = 1e-12  # Added to norms before dividing: a zero direction gives zero, never NaN.
 
@@ -23,7 +23,7 @@ def add(params: PyTree, delta: PyTree) -> PyTree:
   return jax.tree.map(lambda p, d: (p.astype(jnp.float32) + d).astype(p.dtype), params, delta)
 
 
-def vdot(a: PyTree, b: PyTree) -> jax.Array:
+def vdot(a: PyTree, b: PyTree) -> jax.Array | int:
   """``<a, b>`` over all leaves, in float32."""
   return sum(
     jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32))
@@ -78,7 +78,7 @@ class Flat(NamedTuple):
   """Parameters as a flat list, with the indices of the leaves that directions live on."""
 
   leaves: list[jax.Array]
-  treedef: Any
+  treedef: TreeDef
   active: tuple[int, ...]
   masks: tuple[jax.Array | None, ...]  # one per active leaf, float32 0/1 or None (dense)
   # With static mask counts: the flat positions of each mask's ones (None: draw densely).
@@ -117,11 +117,13 @@ def flatten(
   if selection is None:
     selection = validation.floating_leaves(params)
   active = tuple(i for i, on in enumerate(selection) if on)
-  mask_leaves = [None] * len(leaves) if weight_mask is None else jax.tree.leaves(weight_mask)
+  mask_leaves: list[Any] = (
+    [None] * len(leaves) if weight_mask is None else jax.tree.leaves(weight_mask)
+  )
   masks = tuple(
     None if mask_leaves[i] is None else jnp.asarray(mask_leaves[i], jnp.float32) for i in active
   )
-  positions = tuple(None for _ in active)
+  positions: tuple[jax.Array | None, ...] = tuple(None for _ in active)
   if weight_mask_counts is not None:
     counts = _mask_counts(weight_mask_counts, weight_mask, params)
     # Found once per call, outside the probe loop; a dense leaf (count == size) stays dense.

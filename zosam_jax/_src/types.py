@@ -16,6 +16,10 @@ from typing import Any, Literal, TypeAlias
 # ``ArrayTree``, a recursive union that ``jax.tree.map`` returns as ``Any`` anyway).
 PyTree: TypeAlias = Any
 
+# ``jax.tree.structure(tree)``, a ``jax.tree_util.PyTreeDef``. ``Any``: jaxlib ships no type stub
+# for its C++ module, so mypy cannot resolve ``PyTreeDef`` (and refuses ``treedef != other``).
+TreeDef: TypeAlias = Any
+
 # ``params -> loss``, or ``params -> (loss, aux)`` with ``has_aux=True``.
 LossFn: TypeAlias = Callable[[PyTree], Any]
 

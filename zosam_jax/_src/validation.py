@@ -15,7 +15,7 @@ from typing import Any, get_args
 import jax
 import jax.numpy as jnp
 
-from zosam_jax._src.types import DirectionDistribution, LeafSelection, PyTree, Scheme
+from zosam_jax._src.types import DirectionDistribution, LeafSelection, PyTree, Scheme, TreeDef
 
 DIRECTION_DISTRIBUTIONS: tuple[DirectionDistribution, ...] = get_args(DirectionDistribution)
 SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
@@ -103,7 +103,7 @@ def check_mask_like(name: str, mask: PyTree | None, params: PyTree) -> None:
   """Checks that ``mask`` has the tree structure and leaf shapes of ``params``."""
   if mask is None:
     return
-  p_struct = jax.tree.structure(params)
+  p_struct: TreeDef = jax.tree.structure(params)
   m_struct = jax.tree.structure(mask)
   if p_struct != m_struct:
     raise ValueError(
@@ -140,7 +140,8 @@ def resolve_leaf_selection(
   if selection is None:
     return [bool(c) and f for c, f in zip(default(params), floating, strict=True)]
   tree = selection(params) if callable(selection) else selection
-  if jax.tree.structure(tree) != jax.tree.structure(params):
+  tree_struct: TreeDef = jax.tree.structure(tree)
+  if tree_struct != jax.tree.structure(params):
     raise ValueError(
       f"{name} must be a pytree of bools with the structure of params (or a callable returning "
       f"one), got structure {jax.tree.structure(tree)} for params {jax.tree.structure(params)}."

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 import jax
 import jax.numpy as jnp
@@ -130,7 +130,7 @@ class DynamicMethod(SparseMethod):
   def schedule(self) -> UpdateSchedule:
     return UpdateSchedule(
       update_every=self.update_every,
-      end_step=self.end_step,
+      end_step=cast(int, self.end_step),  # required: __post_init__ refuses None
       start_step=self.start_step,
       drop_fraction=self.drop_fraction,
       drop_schedule=self.drop_schedule,
@@ -362,7 +362,7 @@ class MEST(DynamicMethod):
     if not self.soft_memory_bound:
       return super().drop(flags, step, masks, scores, method_state)
     # Prune back to the base count n_l, then grow round(alpha(t) n_l) on top (none at end_step).
-    frac = jnp.where(step >= self.end_step, 0.0, self.schedule.fraction(step))
+    frac = jnp.where(step >= cast(int, self.end_step), 0.0, self.schedule.fraction(step))
     n_drop = [
       jnp.count_nonzero(m).astype(jnp.int32) - base
       for m, base in zip(masks, method_state, strict=True)
@@ -444,7 +444,7 @@ class DSR(DynamicMethod):
       jnp.where(n_pruned > (1.0 + tol) * target, 0.5 * threshold, threshold),
     )
     grow = _allocate(n_pruned, surviving, sizes - surviving)
-    n_grow = [0] * len(masks)
+    n_grow: list[Any] = [0] * len(masks)
     for j, i in enumerate(idx):
       n_grow[i] = grow[j]
     return kept, n_grow, new_threshold.astype(jnp.float32)

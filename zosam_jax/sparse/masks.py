@@ -113,7 +113,7 @@ def validate_mask(mask: PyTree, params: PyTree, argname: str = "mask") -> None:
   validation.check_mask_like(argname, mask, params)
 
 
-def count_active(mask: PyTree) -> jax.Array:
+def count_active(mask: PyTree) -> jax.Array | int:
   """Total number of active (``True``/nonzero) entries of a weight mask."""
   leaves = jax.tree.leaves(mask)
   return sum(jnp.count_nonzero(m) for m in leaves)

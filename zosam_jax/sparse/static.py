@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -134,8 +134,8 @@ class _Static(SparseMethod):
     counts = jax.tree.map(lambda m: int(m.sum()), fixed)
     return sparse_wrapper(tx, init_mask=lambda p, key: fixed, mask_counts=counts)
 
-  def compute_mask(self, params: PyTree, **kwargs: Any) -> PyTree:
-    raise NotImplementedError
+  def compute_mask(self, params: PyTree, *args: Any, **kwargs: Any) -> PyTree:
+    raise NotImplementedError  # each method takes its own arguments (SNIP: loss_fn=, LTH: none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +243,7 @@ class LTH(_Static):
     """``s_r = 1 - (1 - s)^(r / R)``: each round removes the same fraction of survivors."""
     if not 0 <= round <= self.rounds:
       raise ValueError(f"`round` must be in [0, {self.rounds}], got {round!r}.")
-    return 1.0 - (1.0 - self.sparsity) ** (round / self.rounds)
+    return 1.0 - (1.0 - cast(float, self.sparsity)) ** (round / self.rounds)
 
   def compute_mask(self, params: PyTree) -> PyTree:
     """The round-0 (dense) mask."""
