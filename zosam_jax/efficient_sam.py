@@ -51,7 +51,7 @@ from zosam_jax import estimators
 from zosam_jax._src import control_flow, heads, losses, options, trees, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
-from zosam_jax._src.types import Guidance, LeafSelection, LossAscent
+from zosam_jax._src.types import Guidance, LeafSelection, LossAscent, LossFn, PyTree
 from zosam_jax._src.validation import check_rho
 from zosam_jax.sharpness import SharpnessAwareState  # ZO-ESAM's state: the public type
 
@@ -128,7 +128,7 @@ def looksam(
   validation.check_int("seed", seed)
   zo = _check_ascent(ascent, zeroth_order, guidance)
 
-  def init_fn(params):
+  def init_fn(params: PyTree) -> LookSAMState:
     return heads.new_state(
       LookSAMState,
       seed,
@@ -136,13 +136,13 @@ def looksam(
       prior=perturb.initial_prior(params, guidance),
     )
 
-  def step(state, inputs):
+  def step(state: LookSAMState, inputs: heads.StepInputs) -> tuple[PyTree, LookSAMState]:
     params = inputs.params
     key, probe_key = jax.random.split(state.key)
     vag = jax.value_and_grad(inputs.loss_fn, has_aux=has_aux)
     is_refresh = state.count % update_every == 0
 
-    def with_reused(g, v):
+    def with_reused(g: PyTree, v: PyTree) -> PyTree:
       """``g + alpha ||g||/||v|| v``, the update between refreshes."""
       scale = alpha * jnp.sqrt(trees.vdot(g, g)) / (jnp.sqrt(trees.vdot(v, v)) + trees.TINY)
       return trees.cast_like(
@@ -154,11 +154,11 @@ def looksam(
       # at theta + eps is conditional.
       out_plain, g = vag(params)
 
-      def refresh():
+      def refresh() -> tuple[Any, PyTree, PyTree, PyTree]:
         out_s, g_s = inputs.exact_pass(g, rho=rho)
         return out_s, g_s, trees.orthogonal(g_s, g), g_s
 
-      def reuse():
+      def reuse() -> tuple[Any, PyTree, PyTree, PyTree]:
         return out_plain, with_reused(g, state.reused), state.reused, g
 
       out, grads, kept, raw = control_flow.cond_with_backward(is_refresh, refresh, reuse)
@@ -167,11 +167,11 @@ def looksam(
       # forward-backward runs at top level: at theta + eps on refresh steps, at theta (eps = 0)
       # in between. Why it matters: XLA:CPU canonicalises convolutions only outside control flow,
       # and a convolution's backward inside a cond ran about 18x slower there (docs/benchmarks).
-      def ascent_step(_):
+      def ascent_step(_: None) -> PyTree:
         direction = inputs.ascent("zeroth_order", zo, probe_key, prior=state.prior)
         return inputs.perturbation(direction, rho=rho)
 
-      def no_step(_):
+      def no_step(_: None) -> PyTree:
         shapes = jax.eval_shape(ascent_step, None)
         return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
 
@@ -257,20 +257,20 @@ def gsam(
     if not lr_max > lr_min:
       raise ValueError(f"lr_max must be > lr_min ({lr_min}), got {lr_max}.")
 
-  def rho_at(count):
+  def rho_at(count: jax.Array) -> jax.Array:
     if schedule is None:
       return jnp.float32(rho_max)
     assert lr_max is not None  # set with the schedule
     frac = (schedule(count) - lr_min) / (lr_max - lr_min)
     return jnp.float32(rho_min) + (rho_max - rho_min) * jnp.clip(frac, 0.0, 1.0)
 
-  def init_fn(params):
+  def init_fn(params: PyTree) -> GSAMState:
     del params
     return GSAMState(
       jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32), None, jnp.float32(rho_max)
     )
 
-  def step(state, inputs):
+  def step(state: GSAMState, inputs: heads.StepInputs) -> tuple[PyTree, GSAMState]:
     _, g = jax.value_and_grad(inputs.loss_fn, has_aux=has_aux)(inputs.params)
     rho = rho_at(state.count)
     out, g_p = inputs.exact_pass(g, rho=rho)
@@ -327,22 +327,22 @@ def esam(
   validation.check_interval("gamma", gamma, 0.0, 1.0, low_open=True, high_open=False)
   zo = _check_ascent(ascent, zeroth_order, guidance)
 
-  def init_fn(params):
+  def init_fn(params: PyTree) -> SharpnessAwareState:
     state = heads.init_state(SharpnessAwareState, seed, perturbation_mask=None)
     return state._replace(prior=perturb.initial_prior(params, guidance))
 
   def update_fn(
-    updates,
-    state,
-    params=None,
+    updates: PyTree,
+    state: SharpnessAwareState,
+    params: PyTree | None = None,
     *,
-    per_example_loss_fn: Callable | None = None,
-    batch: Any = None,
-    weight_mask=None,
-    weight_mask_counts=None,
-    probe_loss_fn=None,
-    **extra,
-  ):
+    per_example_loss_fn: Callable[[PyTree, PyTree], Any] | None = None,
+    batch: PyTree = None,
+    weight_mask: PyTree | None = None,
+    weight_mask_counts: PyTree | None = None,
+    probe_loss_fn: LossFn | None = None,
+    **extra: Any,
+  ) -> tuple[PyTree, SharpnessAwareState]:
     del updates, extra
     if ascent == "exact":
       losses.refuse_probe_loss_fn("esam(ascent='exact')", probe_loss_fn)
@@ -355,12 +355,14 @@ def esam(
     key, step_key = jax.random.split(state.key)
     swp_key, probe_key = jax.random.split(step_key)
 
-    def mean_loss(p, b):
+    def mean_loss(p: PyTree, b: PyTree) -> tuple[jax.Array, tuple[jax.Array, Any]]:
       out = per_example_loss_fn(p, b)
       per_example, aux = out if has_aux else (out, None)
       return jnp.mean(per_example), (per_example, aux)
 
-    def train_loss(p):  # the batch mean, in the loss_fn convention of the other heads
+    def train_loss(
+      p: PyTree,
+    ) -> Any:  # the batch mean, in the loss_fn convention of the other heads
       mean, (_, aux) = mean_loss(p, batch)
       return (mean, aux) if has_aux else mean
 
@@ -484,7 +486,7 @@ def adaptive_zo_sam(
   # The probe loop always has max_directions steps; the state's num_directions of them run.
   probe_options = dataclasses.replace(zo, num_directions=max_directions)
 
-  def init_fn(params):
+  def init_fn(params: PyTree) -> AdaptiveZOSAMState:
     return heads.new_state(
       AdaptiveZOSAMState,
       seed,
@@ -493,7 +495,9 @@ def adaptive_zo_sam(
       prior=perturb.initial_prior(params, guidance),
     )
 
-  def step(state, inputs):
+  def step(
+    state: AdaptiveZOSAMState, inputs: heads.StepInputs
+  ) -> tuple[PyTree, AdaptiveZOSAMState]:
     key, probe_key = jax.random.split(state.key)
     g_hat, info = estimators.dynamic_estimate(
       losses.probe_loss(inputs.loss_fn, inputs.probe_loss_fn),

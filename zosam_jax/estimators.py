@@ -37,7 +37,9 @@ from zosam_jax._src.options import ZerothOrderOptions
 from zosam_jax._src.types import DirectionDistribution, LeafSelection, LossFn, PyTree
 
 
-def _checked_flat_inputs(params, weight_mask, perturb_leaves):
+def _checked_flat_inputs(
+  params: PyTree, weight_mask: PyTree | None, perturb_leaves: LeafSelection
+) -> list[bool]:
   validation.check_mask_like("weight_mask", weight_mask, params)
   return validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
 

@@ -214,14 +214,14 @@ def empirical_fisher(
     )
   examples = jax.tree.map(lambda x: x[:num_samples], batch)
 
-  def one_example_loss(p, example):
+  def one_example_loss(p: PyTree, example: PyTree) -> jax.Array:
     out = per_example_loss_fn(p, jax.tree.map(lambda x: x[None], example))
     losses = out[0] if isinstance(out, tuple) else out  # ESAM's (losses, aux) convention
     return losses[0]
 
   grad_fn = jax.grad(one_example_loss)
 
-  def squared_sum(batch):
+  def squared_sum(batch: PyTree) -> PyTree:
     grads = jax.vmap(grad_fn, in_axes=(None, 0))(params, batch)
     return jax.tree.map(lambda g: jnp.sum(jnp.square(g.astype(jnp.float32)), axis=0), grads)
 

@@ -39,6 +39,7 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, cast
 
 import jax
@@ -98,21 +99,21 @@ def perturbation(
 
 
 def _sam_family_gradient(
-  kind,
-  zo,
-  loss_fn,
-  params,
-  key,
+  kind: Ascent,
+  zo: ZerothOrderOptions | None,
+  loss_fn: LossFn,
+  params: PyTree,
+  key: jax.Array | None,
   *,
-  rho,
-  adaptive,
-  adaptive_eta,
-  weight_mask,
-  perturbation_mask,
-  perturb_leaves,
-  has_aux,
-  probe_loss_fn=None,
-):
+  rho: float,
+  adaptive: bool,
+  adaptive_eta: float,
+  weight_mask: PyTree | None,
+  perturbation_mask: PyTree | None,
+  perturb_leaves: LeafSelection,
+  has_aux: bool,
+  probe_loss_fn: LossFn | None = None,
+) -> tuple[Any, PyTree]:
   check_rho("rho", rho, adaptive_eta)
   validation.check_mask_like("weight_mask", weight_mask, params)
   validation.check_mask_like("perturbation_mask", perturbation_mask, params)
@@ -268,11 +269,11 @@ def init_state(seed: int, perturbation_mask: Any = None) -> SharpnessAwareState:
   return heads.init_state(SharpnessAwareState, seed, perturbation_mask=perturbation_mask)
 
 
-def _selected_shapes(params, selection):
+def _selected_shapes(params: PyTree, selection: Sequence[bool]) -> list[tuple[int, ...]]:
   return [jnp.shape(p) for p, s in zip(jax.tree.leaves(params), selection, strict=True) if s]
 
 
-def _mask_tree(params, selection, parts):
+def _mask_tree(params: PyTree, selection: Sequence[bool], parts: Iterable[jax.Array]) -> PyTree:
   """Bool mask tree like params: the parts on selected leaves, False elsewhere."""
   leaves, treedef = jax.tree.flatten(params)
   it = iter(parts)
@@ -282,11 +283,21 @@ def _mask_tree(params, selection, parts):
   return jax.tree.unflatten(treedef, out)
 
 
-def _mask_parts(mask_tree, selection):
+def _mask_parts(mask_tree: PyTree, selection: Sequence[bool]) -> list[jax.Array]:
   return [m for m, s in zip(jax.tree.leaves(mask_tree), selection, strict=True) if s]
 
 
-def _refresh_mask(spec, mask_parts, *, step, key, params, ascent_fn, selection, extra):
+def _refresh_mask(
+  spec: pmasks.MaskSpec,
+  mask_parts: list[jax.Array],
+  *,
+  step: jax.Array,
+  key: jax.Array,
+  params: PyTree,
+  ascent_fn: Callable[[], PyTree],
+  selection: Sequence[bool],
+  extra: dict[str, Any],
+) -> list[jax.Array]:
   """Computes the new Sparse SAM mask (called inside ``lax.cond`` on refresh steps).
 
   ``ascent_fn()`` gives the dense ascent gradient SSAM-D ranks by (called only by it).
@@ -308,6 +319,7 @@ def _refresh_mask(spec, mask_parts, *, step, key, params, ascent_fn, selection, 
     return pmasks.top_k_mask(scores, sparsity=spec.sparsity, pattern=spec.pattern, n_m=spec.n_m)
   # dynamic (SSAM-D): N_drop = f(t) (1 - s) d, per pattern
   grads = [g for g, s in zip(jax.tree.leaves(ascent_fn()), selection, strict=True) if s]
+  assert spec.end_step is not None  # sparse_sam requires it with mask_method="dynamic"
   fraction = pmasks.cosine_drop_fraction(step, spec.drop_fraction, spec.end_step)
   return pmasks.dynamic_update(
     key,
@@ -320,7 +332,14 @@ def _refresh_mask(spec, mask_parts, *, step, key, params, ascent_fn, selection, 
   )
 
 
-def _implicit_ascent(loss_fn, params, mask, selection, spec, has_aux):
+def _implicit_ascent(
+  loss_fn: LossFn,
+  params: PyTree,
+  mask: PyTree,
+  selection: Sequence[bool],
+  spec: pmasks.MaskSpec,
+  has_aux: bool,
+) -> PyTree:
   """The ascent gradient on the perturbed coordinates only, ``grad L (.) m`` (zero elsewhere).
 
   Channel masks keep a static number of channels per leaf, ``num_kept(C, s)``, so the kept
@@ -340,7 +359,7 @@ def _implicit_ascent(loss_fn, params, mask, selection, spec, has_aux):
       kept.append(None)
   scalar = losses.scalar_loss(loss_fn, has_aux)
 
-  def loss_of_chosen(*chosen_leaves):
+  def loss_of_chosen(*chosen_leaves: jax.Array) -> jax.Array:
     full = list(leaves)
     for i, x in zip(chosen, chosen_leaves, strict=True):
       full[i] = x
@@ -415,7 +434,7 @@ def sharpness_aware(
   validation.check_int("seed", seed)
   zo = options.resolve(zeroth_order, ZerothOrderOptions())
 
-  def init_fn(params):
+  def init_fn(params: PyTree) -> SharpnessAwareState:
     key = jax.random.PRNGKey(seed)
     mask = None
     if mask_spec is not None:
@@ -441,12 +460,14 @@ def sharpness_aware(
       key=key, perturbation_mask=mask, prior=perturb.initial_prior(params, guidance)
     )
 
-  def step(state, inputs):
+  def step(
+    state: SharpnessAwareState, inputs: heads.StepInputs
+  ) -> tuple[PyTree, SharpnessAwareState]:
     key, step_key = jax.random.split(state.key)
     probe_key, mask_key = jax.random.split(step_key)
     implicit_form = mask_spec is not None and mask_spec.form == "implicit"
 
-    def dense_ascent():
+    def dense_ascent() -> PyTree:
       return inputs.ascent(ascent, zo, probe_key, prior=state.prior)
 
     # The implicit form refreshes the mask first, then differentiates on it; SSAM-D's refresh then
@@ -476,6 +497,7 @@ def sharpness_aware(
       parts = jax.lax.cond(state.count % mask_spec.update_every == 0, refresh, lambda: parts)
       mask = _mask_tree(inputs.params, inputs.selection, parts)
     if implicit_form:
+      assert mask_spec is not None  # implicit_form says so
       ascent_dir = _implicit_ascent(
         losses.probe_loss(inputs.loss_fn, inputs.probe_loss_fn),
         inputs.params,
@@ -518,11 +540,13 @@ def exact_gradient(*, has_aux: bool = False) -> optax.GradientTransformationExtr
   state) so a training script and the sparse-training wrappers treat every chain alike.
   """
 
-  def init_fn(params):
+  def init_fn(params: PyTree) -> SharpnessAwareState:
     del params
     return init_state(0)
 
-  def step(state, inputs):
+  def step(
+    state: SharpnessAwareState, inputs: heads.StepInputs
+  ) -> tuple[PyTree, SharpnessAwareState]:
     out, grads = jax.value_and_grad(inputs.loss_fn, has_aux=has_aux)(inputs.params)
     return grads, inputs.advance(state, out, gradient=grads)
 

@@ -213,7 +213,7 @@ def _lowest(keys: jax.Array, count: jax.Array | int) -> jax.Array:
   """
   count = jnp.asarray(count, jnp.int32)
 
-  def halve(_, bounds):
+  def halve(_: jax.Array, bounds: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
     lo, hi = bounds
     mid = lo + (hi - lo) // 2
     enough = jnp.sum(keys <= mid, dtype=jnp.int32) >= count

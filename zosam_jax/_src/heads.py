@@ -78,7 +78,7 @@ class StepInputs(NamedTuple):
       self.params, direction, selection=self.selection, weight_mask=self.weight_mask, **options
     )
 
-  def exact_pass(self, direction: PyTree, **options: Any):
+  def exact_pass(self, direction: PyTree, **options: Any) -> tuple[Any, PyTree]:
     """``(value, grads)`` of ``loss_fn`` at ``theta + eps(direction)``: the step's one exact
     forward-backward (``options`` as in :meth:`perturbation`)."""
     eps = self.perturbation(direction, **options)
@@ -123,18 +123,19 @@ def transform(
   """
 
   def update(
-    updates,
-    state,
-    params=None,
+    updates: PyTree,
+    state: Any,
+    params: PyTree | None = None,
     *,
-    loss_fn=None,
-    weight_mask=None,
-    weight_mask_counts=None,
-    probe_loss_fn=None,
-    **extra,
-  ):
+    loss_fn: LossFn | None = None,
+    weight_mask: PyTree | None = None,
+    weight_mask_counts: PyTree | None = None,
+    probe_loss_fn: LossFn | None = None,
+    **extra: Any,
+  ) -> tuple[PyTree, Any]:
     del updates
     losses.require_loss_fn(name, loss_fn, params)
+    assert loss_fn is not None  # require_loss_fn raised otherwise
     if not probes:
       losses.refuse_probe_loss_fn(name, probe_loss_fn)
     validation.check_mask_like("weight_mask", weight_mask, params)

@@ -14,7 +14,7 @@ from zosam_jax._src.types import LossFn, PyTree
 def scalar_loss(loss_fn: LossFn, has_aux: bool) -> Callable[[PyTree], jax.Array]:
   """``params -> float32 loss``, dropping the aux of a ``(loss, aux)`` function."""
 
-  def fn(p):
+  def fn(p: PyTree) -> jax.Array:
     out = loss_fn(p)
     return jnp.asarray(out[0] if has_aux else out, jnp.float32)
 

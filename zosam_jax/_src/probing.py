@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,7 +58,7 @@ def draw_direction(
   keys = jax.random.split(key, max(len(flat.active), 1))
   positions = flat.positions or tuple(None for _ in flat.active)
 
-  def sample(k, shape):
+  def sample(k: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     if distribution == "rademacher":
       return packed_rademacher(k, shape)
     return jax.random.normal(k, shape, jnp.float32)  # gaussian, and sphere before normalising
@@ -78,8 +78,9 @@ def draw_direction(
       u = u.reshape(shape)
     else:
       u = sample(keys[j], shape)
-      if flat.masks[j] is not None:
-        u = u * flat.masks[j]
+      mask = flat.masks[j]
+      if mask is not None:
+        u = u * mask
     parts.append(u)
   if distribution == "sphere":
     # Uniform on the sphere of radius sqrt(d_eff) in the active subspace, so that E[u u^T] = I
@@ -134,10 +135,10 @@ def guided_direction(
   is present, else the direction drawn from ``key`` with its component along ``p`` removed,
   ``(I - p p^T) u`` (``u`` itself when there is no prior: the random fallback)."""
 
-  def along_prior():
+  def along_prior() -> list[jax.Array]:
     return [prior.length * p for p in prior.unit]
 
-  def orthogonal():
+  def orthogonal() -> list[jax.Array]:
     u = draw_direction(key, flat, distribution)
     along = sum(jnp.vdot(ui, pi) for ui, pi in zip(u, prior.unit, strict=True))
     return [ui - along * pi for ui, pi in zip(u, prior.unit, strict=True)]
@@ -220,12 +221,14 @@ def probe(
     xs = (jnp.arange(m), keys)
     draw = lambda x: guided_direction(x[0], x[1], flat, options.distribution, prior)  # noqa: E731
 
-  def single(carry, x):
+  def single(carry: list[jax.Array], x: Any) -> tuple[list[jax.Array], tuple[jax.Array, jax.Array]]:
     u = draw(x)
     c, ls = one(u)
     return [acc + c * ui for acc, ui in zip(carry, u, strict=True)], (c, ls)
 
-  def batched(carry, x):
+  def batched(
+    carry: list[jax.Array], x: Any
+  ) -> tuple[list[jax.Array], tuple[jax.Array, jax.Array]]:
     us = jax.vmap(draw)(x)
     cs, ls = jax.vmap(one)(us)
     new = [acc + jnp.tensordot(cs, ui, axes=1) for acc, ui in zip(carry, us, strict=True)]
@@ -247,6 +250,10 @@ def probe(
   return ProbeResult(total, coefficients, losses, base)
 
 
+# The operand of probe_dynamic's cond: (running sum, (direction index, its key)).
+_DynamicCarry = tuple[list[jax.Array], tuple[jax.Array, jax.Array]]
+
+
 def probe_dynamic(
   loss: Loss,
   flat: trees.Flat,
@@ -255,7 +262,7 @@ def probe_dynamic(
   *,
   num_active: jax.Array,
   prior: Guide | None = None,
-):
+) -> tuple[list[jax.Array], jax.Array, jax.Array]:
   """Central probes of the first ``num_active`` (traced) of ``options.num_directions`` directions
   (the most; ``options.smoothing`` and ``options.distribution`` as in :func:`probe`).
 
@@ -272,7 +279,7 @@ def probe_dynamic(
   base = loss(trees.unflatten(flat))
   keys = jax.random.split(key, max_directions)
 
-  def active(carry):
+  def active(carry: _DynamicCarry) -> tuple[list[jax.Array], jax.Array, jax.Array]:
     acc, (i, k) = carry
     if prior is None:
       u = draw_direction(k, flat, distribution)
@@ -284,10 +291,12 @@ def probe_dynamic(
     nu = (plus - 2.0 * base + minus) / (2.0 * smoothing)
     return [a + c * ui for a, ui in zip(acc, u, strict=True)], c, nu
 
-  def skip(carry):
+  def skip(carry: _DynamicCarry) -> tuple[list[jax.Array], jax.Array, jax.Array]:
     return carry[0], jnp.float32(0.0), jnp.float32(0.0)
 
-  def body(acc, xs):
+  def body(
+    acc: list[jax.Array], xs: tuple[jax.Array, jax.Array]
+  ) -> tuple[list[jax.Array], tuple[jax.Array, jax.Array]]:
     i, k = xs
     acc, c, nu = jax.lax.cond(i < num_active, active, skip, (acc, (i, k)))
     return acc, (c, nu)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
+from jax.typing import DTypeLike
 
 from zosam_jax._src import validation
 from zosam_jax._src.types import PyTree, TreeDef
@@ -52,7 +53,9 @@ def add_scaled(params: PyTree, direction: PyTree, scale: jax.Array | float) -> P
   )
 
 
-def flat_view(params: PyTree, mask: PyTree | None):
+def flat_view(
+  params: PyTree, mask: PyTree | None
+) -> tuple[int, Callable[[jax.Array], PyTree], jax.Array | None]:
   """``(D, unravel, flat_mask)``: the size of the flattened float32 parameters, the map from a
   flat vector back to a float32 tree like them, and the flat float32 mask (None when dense)."""
   flat, unravel = ravel_pytree(to_float32(params))
@@ -85,7 +88,9 @@ class Flat(NamedTuple):
   positions: tuple[jax.Array | None, ...] = ()
 
 
-def _mask_counts(weight_mask_counts: PyTree, weight_mask: PyTree | None, params: PyTree):
+def _mask_counts(
+  weight_mask_counts: PyTree, weight_mask: PyTree | None, params: PyTree
+) -> list[int]:
   if weight_mask is None:
     raise ValueError(
       "weight_mask_counts needs weight_mask: it gives the number of ones of each mask leaf."
@@ -141,7 +146,10 @@ def unflatten(flat: Flat) -> PyTree:
 
 
 def to_params(
-  flat: Flat, parts: Sequence[jax.Array], scale: float | jax.Array = 1.0, dtype: Any = None
+  flat: Flat,
+  parts: Sequence[jax.Array],
+  scale: float | jax.Array = 1.0,
+  dtype: DTypeLike | None = None,
 ) -> PyTree:
   """``scale * parts`` on the active leaves and zeros elsewhere, as a tree like the parameters,
   in ``dtype`` (default: each parameter's own dtype)."""
@@ -151,7 +159,9 @@ def to_params(
   return jax.tree.unflatten(flat.treedef, out)
 
 
-def shifted_leaves(flat: Flat, direction: Sequence[jax.Array], scale: float | jax.Array):
+def shifted_leaves(
+  flat: Flat, direction: Sequence[jax.Array], scale: float | jax.Array
+) -> list[jax.Array]:
   """The leaves of ``theta + scale * u``, cast back to each parameter's dtype."""
   leaves = list(flat.leaves)
   for j, i in enumerate(flat.active):

@@ -111,13 +111,13 @@ def ascent_quality(
   g = trees.masked(grads, weight_mask)
   g_norm = jnp.sqrt(trees.vdot(g, g))
 
-  def increase_along(direction, norm):
+  def increase_along(direction: PyTree, norm: jax.Array) -> jax.Array:
     scale = rho / (norm + _TINY)
     return loss(trees.add_scaled(params, direction, scale)) - base
 
   sam_increase = increase_along(g, g_norm)
 
-  def one(k):
+  def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
     d = trees.masked(ascent_fn(params, k), weight_mask)
     d_norm = jnp.sqrt(trees.vdot(d, d))
     cosine = trees.vdot(d, g) / (d_norm * g_norm + _TINY)

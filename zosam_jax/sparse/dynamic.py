@@ -162,7 +162,14 @@ class DynamicMethod(SparseMethod):
     """
     flags = self.prunable_flags(params)
 
-    def update_mask(step, mask, masked_params, grads, key, method_state) -> MaskUpdate:
+    def update_mask(
+      step: jax.Array,
+      mask: PyTree,
+      masked_params: PyTree,
+      grads: PyTree | None,
+      key: jax.Array,
+      method_state: PyTree,
+    ) -> MaskUpdate:
       return self.update_mask(flags, step, mask, masked_params, grads, key, method_state)
 
     return sparse_wrapper(

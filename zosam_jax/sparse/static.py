@@ -201,7 +201,7 @@ class GraSP(_Static):
     y = jnp.asarray(np.asarray(labels)[idx])
     temperature = self.temperature
 
-    def loss_fn(p):
+    def loss_fn(p: PyTree) -> jax.Array:
       return _softmax_xent(apply_fn(p, x) / temperature, y)
 
     return jax.jit(lambda p: grasp_scores(loss_fn, p))(params)

@@ -92,6 +92,10 @@ class MaskUpdate(NamedTuple):
 
 # (step, mask, masked_params, grads or None, key, method_state) -> MaskUpdate
 UpdateMaskFn = Callable[[jax.Array, PyTree, PyTree, PyTree, jax.Array, PyTree], MaskUpdate]
+# The mask update's cond: (mask, rng, method_state, dense gradient or None) in,
+# (new mask, kept weights, rng, method_state) out.
+_CondOperand = tuple[PyTree, jax.Array, PyTree, PyTree | None]
+_CondResult = tuple[PyTree, PyTree, jax.Array, PyTree]
 
 
 def _param_like(params: PyTree) -> Callable[[Any], bool]:
@@ -244,7 +248,7 @@ def sparse_wrapper(
         # XLA:CPU's fast convolution kernels (a RigL update step cost ~5.7x a normal one).
         dense = gradient_slot.read(inner_state) if head_keeps_gradient else updates
 
-      def _update(operand):
+      def _update(operand: _CondOperand) -> _CondResult:
         mask_, rng_, mstate_, dense_ = operand
         rng_, key = jax.random.split(rng_)
         grads = dense_
@@ -258,7 +262,7 @@ def sparse_wrapper(
         keep_ = jax.tree.map(jnp.logical_and, res.weight_mask, mask_)
         return res.weight_mask, keep_, rng_, res.method_state
 
-      def _skip(operand):
+      def _skip(operand: _CondOperand) -> _CondResult:
         mask_, rng_, mstate_, _ = operand
         return mask_, mask_, rng_, mstate_
 
