@@ -114,6 +114,7 @@ def _evaluate(
     out_axis = None
     if name in (DOT, CONV) and tracked(eqn.invars[1]):
       out_axis = _rewritable(name, eqn.params, invals[1].ndim)
+    outs: list[Any]
     if out_axis is not None:
       idx = kept[eqn.invars[1]]
       x, w = invals  # dot_general and conv_general_dilated take two operands

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -40,14 +40,18 @@ def packed_rademacher(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return (2.0 * bits.reshape(-1)[:size].astype(jnp.float32) - 1.0).reshape(shape)
 
 
-def active_count(flat: trees.Flat) -> jax.Array | int:
+def active_count(flat: trees.Flat) -> jax.Array:
   """``d``, the number of coordinates directions live on (float32; traced under a mask)."""
   positions = flat.positions or tuple(None for _ in flat.active)
-  return sum(
-    jnp.float32(math.prod(jnp.shape(flat.leaves[i])))
-    if mk is None
-    else (jnp.float32(pos.shape[0]) if pos is not None else jnp.sum(mk))
-    for i, mk, pos in zip(flat.active, flat.masks, positions, strict=True)
+  # cast: sum() is typed "| Literal[0]", the int 0 of no active leaf (a scalar to JAX).
+  return cast(
+    jax.Array,
+    sum(
+      jnp.float32(math.prod(jnp.shape(flat.leaves[i])))
+      if mk is None
+      else (jnp.float32(pos.shape[0]) if pos is not None else jnp.sum(mk))
+      for i, mk, pos in zip(flat.active, flat.masks, positions, strict=True)
+    ),
   )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +24,15 @@ def add(params: PyTree, delta: PyTree) -> PyTree:
   return jax.tree.map(lambda p, d: (p.astype(jnp.float32) + d).astype(p.dtype), params, delta)
 
 
-def vdot(a: PyTree, b: PyTree) -> jax.Array | int:
+def vdot(a: PyTree, b: PyTree) -> jax.Array:
   """``<a, b>`` over all leaves, in float32."""
-  return sum(
-    jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32))
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  # cast: sum() is typed "| Literal[0]", the int 0 an empty tree gives (a scalar to JAX).
+  return cast(
+    jax.Array,
+    sum(
+      jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32))
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    ),
   )
 
 

@@ -17,7 +17,7 @@ a stable ``argsort``) so that ties can never change the number of kept weights.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -113,10 +113,11 @@ def validate_mask(mask: PyTree, params: PyTree, argname: str = "mask") -> None:
   validation.check_mask_like(argname, mask, params)
 
 
-def count_active(mask: PyTree) -> jax.Array | int:
+def count_active(mask: PyTree) -> jax.Array:
   """Total number of active (``True``/nonzero) entries of a weight mask."""
   leaves = jax.tree.leaves(mask)
-  return sum(jnp.count_nonzero(m) for m in leaves)
+  # cast: sum() is typed "| Literal[0]", the int 0 of an empty mask (a scalar to JAX).
+  return cast(jax.Array, sum(jnp.count_nonzero(m) for m in leaves))
 
 
 def select_lowest(scores: jax.Array, eligible: jax.Array, count: jax.Array | int) -> jax.Array:
