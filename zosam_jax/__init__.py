@@ -22,6 +22,7 @@ from zosam_jax import (
   perturbation_masks,
   sparse,
   synthetic,
+  typing,
   zeroth_order,
 )
 from zosam_jax._src.options import ZerothOrderOptions
@@ -89,6 +90,7 @@ __all__ = [
   "sparse",
   "sparse_sam",
   "synthetic",
+  "typing",
   "zeroth_order",
   "zo_adam",
   "zo_sam",

@@ -55,16 +55,15 @@ from zosam_jax import estimators
 from zosam_jax._src import control_flow, heads, losses, options, trees, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
-from zosam_jax._src.validation import LeafSelection, check_rho
+from zosam_jax._src.types import Guidance, LeafSelection, LossAscent, LossFn, PyTree
+from zosam_jax._src.validation import check_rho
 from zosam_jax.sharpness import SharpnessAwareState  # ZO-ESAM's state: the public type
-
-PyTree = Any
 
 
 def _check_ascent(
-  ascent: str, zeroth_order: ZerothOrderOptions | None, guidance: str | None
+  ascent: LossAscent, zeroth_order: ZerothOrderOptions | None, guidance: Guidance | None
 ) -> ZerothOrderOptions:
-  validation.check_choice("ascent", ascent, ("exact", "zeroth_order"))
+  validation.check_choice("ascent", ascent, perturb.LOSS_ASCENTS)
   perturb.check_guidance(guidance, ascent)
   return options.resolve(zeroth_order, ZerothOrderOptions())
 
@@ -91,7 +90,7 @@ class LookSAMState(NamedTuple):
       (``g_s`` on refresh steps, ``g`` in between).
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   key: jax.Array
   value: jax.Array
   aux: Any
@@ -105,9 +104,9 @@ def looksam(
   update_every: int = 5,
   alpha: float = 0.7,
   *,
-  ascent: str = "exact",
+  ascent: LossAscent = "exact",
   zeroth_order: ZerothOrderOptions | None = None,
-  guidance: str | None = None,
+  guidance: Guidance | None = None,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
   has_aux: bool = False,
@@ -173,7 +172,7 @@ def looksam(
   validation.check_int("seed", seed)
   zo = _check_ascent(ascent, zeroth_order, guidance)
 
-  def init_fn(params):
+  def init_fn(params: PyTree) -> LookSAMState:
     return heads.new_state(
       LookSAMState,
       seed,
@@ -181,13 +180,13 @@ def looksam(
       prior=perturb.initial_prior(params, guidance),
     )
 
-  def step(state, inputs):
+  def step(state: LookSAMState, inputs: heads.StepInputs) -> tuple[PyTree, LookSAMState]:
     params = inputs.params
     key, probe_key = jax.random.split(state.key)
     vag = jax.value_and_grad(inputs.loss_fn, has_aux=has_aux)
     is_refresh = state.count % update_every == 0
 
-    def with_reused(g, v):
+    def with_reused(g: PyTree, v: PyTree) -> PyTree:
       """``g + alpha ||g||/||v|| v``, the update between refreshes."""
       scale = alpha * jnp.sqrt(trees.vdot(g, g)) / (jnp.sqrt(trees.vdot(v, v)) + trees.TINY)
       return trees.cast_like(
@@ -199,11 +198,11 @@ def looksam(
       # at theta + eps is conditional.
       out_plain, g = vag(params)
 
-      def refresh():
+      def refresh() -> tuple[Any, PyTree, PyTree, PyTree]:
         out_s, g_s = inputs.exact_pass(g, rho=rho)
         return out_s, g_s, trees.orthogonal(g_s, g), g_s
 
-      def reuse():
+      def reuse() -> tuple[Any, PyTree, PyTree, PyTree]:
         return out_plain, with_reused(g, state.reused), state.reused, g
 
       out, grads, kept, raw = control_flow.cond_with_backward(is_refresh, refresh, reuse)
@@ -215,15 +214,15 @@ def looksam(
       # refresh costs 1 + f forward-backwards, not 2. As in the ZO branch, the step's one
       # full forward-backward runs at top level (eps = 0 between refreshes) and only the
       # ascent is conditional; it back-propagates, hence cond_with_backward.
-      def ascent_step():
+      def sub_batch_ascent() -> tuple[PyTree, PyTree]:
         g_p = inputs.ascent("exact", zo, probe_key)
         return inputs.perturbation(g_p, rho=rho), trees.to_float32(g_p)
 
-      def no_step():
-        shapes = jax.eval_shape(ascent_step)
+      def no_ascent() -> tuple[PyTree, PyTree]:
+        shapes = jax.eval_shape(sub_batch_ascent)
         return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
 
-      eps, g_p = control_flow.cond_with_backward(is_refresh, ascent_step, no_step)
+      eps, g_p = control_flow.cond_with_backward(is_refresh, sub_batch_ascent, no_ascent)
       out, g = vag(trees.add(params, eps))
       raw = g
       grads, kept = jax.lax.cond(
@@ -236,11 +235,11 @@ def looksam(
       # forward-backward runs at top level: at theta + eps on refresh steps, at theta (eps = 0)
       # in between. Why it matters: XLA:CPU canonicalises convolutions only outside control flow,
       # and a convolution's backward inside a cond ran about 18x slower there (docs/benchmarks).
-      def ascent_step(_):
+      def ascent_step(_: None) -> PyTree:
         direction = inputs.ascent("zeroth_order", zo, probe_key, prior=state.prior)
         return inputs.perturbation(direction, rho=rho)
 
-      def no_step(_):
+      def no_step(_: None) -> PyTree:
         shapes = jax.eval_shape(ascent_step, None)
         return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
 
@@ -284,7 +283,7 @@ class GSAMState(NamedTuple):
     gradient: ``None`` unless requested; then the dense gradient ``g_p`` at ``theta + eps``.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   value: jax.Array
   aux: Any
   rho: jax.Array
@@ -346,19 +345,20 @@ def gsam(
     if not lr_max > lr_min:
       raise ValueError(f"lr_max must be > lr_min ({lr_min}), got {lr_max}.")
 
-  def rho_at(count):
+  def rho_at(count: jax.Array) -> jax.Array:
     if schedule is None:
       return jnp.float32(rho_max)
+    assert lr_max is not None  # set with the schedule
     frac = (schedule(count) - lr_min) / (lr_max - lr_min)
     return jnp.float32(rho_min) + (rho_max - rho_min) * jnp.clip(frac, 0.0, 1.0)
 
-  def init_fn(params):
+  def init_fn(params: PyTree) -> GSAMState:
     del params
     return GSAMState(
       jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32), None, jnp.float32(rho_max)
     )
 
-  def step(state, inputs):
+  def step(state: GSAMState, inputs: heads.StepInputs) -> tuple[PyTree, GSAMState]:
     _, g = jax.value_and_grad(inputs.loss_fn, has_aux=has_aux)(inputs.params)
     rho = rho_at(state.count)
     out, g_p = inputs.exact_pass(g, rho=rho)
@@ -380,9 +380,9 @@ def esam(
   beta: float = 0.6,
   gamma: float = 0.5,
   *,
-  ascent: str = "exact",
+  ascent: LossAscent = "exact",
   zeroth_order: ZerothOrderOptions | None = None,
-  guidance: str | None = None,
+  guidance: Guidance | None = None,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
   has_aux: bool = False,
@@ -454,22 +454,22 @@ def esam(
   validation.check_interval("gamma", gamma, 0.0, 1.0, low_open=True, high_open=False)
   zo = _check_ascent(ascent, zeroth_order, guidance)
 
-  def init_fn(params):
+  def init_fn(params: PyTree) -> SharpnessAwareState:
     state = heads.init_state(SharpnessAwareState, seed, perturbation_mask=None)
     return state._replace(prior=perturb.initial_prior(params, guidance))
 
   def update_fn(
-    updates,
-    state,
-    params=None,
+    updates: PyTree,
+    state: SharpnessAwareState,
+    params: PyTree | None = None,
     *,
-    per_example_loss_fn: Callable | None = None,
-    batch: Any = None,
-    weight_mask=None,
-    weight_mask_counts=None,
-    probe_loss_fn=None,
-    **extra,
-  ):
+    per_example_loss_fn: Callable[[PyTree, PyTree], Any] | None = None,
+    batch: PyTree = None,
+    weight_mask: PyTree | None = None,
+    weight_mask_counts: PyTree | None = None,
+    probe_loss_fn: LossFn | None = None,
+    **extra: Any,
+  ) -> tuple[PyTree, SharpnessAwareState]:
     del updates, extra
     if ascent == "exact":
       losses.refuse_probe_loss_fn("esam(ascent='exact')", probe_loss_fn)
@@ -482,12 +482,14 @@ def esam(
     key, step_key = jax.random.split(state.key)
     swp_key, probe_key = jax.random.split(step_key)
 
-    def mean_loss(p, b):
+    def mean_loss(p: PyTree, b: PyTree) -> tuple[jax.Array, tuple[jax.Array, Any]]:
       out = per_example_loss_fn(p, b)
       per_example, aux = out if has_aux else (out, None)
       return jnp.mean(per_example), (per_example, aux)
 
-    def train_loss(p):  # the batch mean, in the loss_fn convention of the other heads
+    def train_loss(
+      p: PyTree,
+    ) -> Any:  # the batch mean, in the loss_fn convention of the other heads
       mean, (_, aux) = mean_loss(p, batch)
       return (mean, aux) if has_aux else mean
 
@@ -549,7 +551,7 @@ class AdaptiveZOSAMState(NamedTuple):
     gradient: ``None`` unless requested; then the dense gradient at ``theta + eps``.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   key: jax.Array
   value: jax.Array
   aux: Any
@@ -567,7 +569,7 @@ def adaptive_zo_sam(
   zeroth_order: ZerothOrderOptions | None = None,
   num_directions: int | None = None,
   smoothing: float | None = None,
-  guidance: str | None = None,
+  guidance: Guidance | None = None,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
   has_aux: bool = False,
@@ -640,7 +642,7 @@ def adaptive_zo_sam(
   # The probe loop always has max_directions steps; the state's num_directions of them run.
   probe_options = dataclasses.replace(zo, num_directions=max_directions)
 
-  def init_fn(params):
+  def init_fn(params: PyTree) -> AdaptiveZOSAMState:
     return heads.new_state(
       AdaptiveZOSAMState,
       seed,
@@ -649,7 +651,9 @@ def adaptive_zo_sam(
       prior=perturb.initial_prior(params, guidance),
     )
 
-  def step(state, inputs):
+  def step(
+    state: AdaptiveZOSAMState, inputs: heads.StepInputs
+  ) -> tuple[PyTree, AdaptiveZOSAMState]:
     key, probe_key = jax.random.split(state.key)
     g_hat, info = estimators.dynamic_estimate(
       losses.probe_loss(inputs.loss_fn, inputs.probe_loss_fn),

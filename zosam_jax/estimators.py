@@ -28,21 +28,19 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from zosam_jax._src import losses, options, probing, trees, validation
 from zosam_jax._src.options import ZerothOrderOptions
-from zosam_jax._src.validation import LeafSelection
-
-PyTree = Any
-LossFn = Callable[[PyTree], Any]
+from zosam_jax._src.types import DirectionDistribution, LeafSelection, LossFn, PyTree
 
 
-def _checked_flat_inputs(params, weight_mask, perturb_leaves):
+def _checked_flat_inputs(
+  params: PyTree, weight_mask: PyTree | None, perturb_leaves: LeafSelection
+) -> list[bool]:
   validation.check_mask_like("weight_mask", weight_mask, params)
   return validation.resolve_leaf_selection("perturb_leaves", perturb_leaves, params)
 
@@ -51,7 +49,7 @@ def sample_direction(
   key: jax.Array,
   params: PyTree,
   *,
-  distribution: str = "gaussian",
+  distribution: DirectionDistribution = "gaussian",
   weight_mask: PyTree | None = None,
   weight_mask_counts: PyTree | None = None,
   perturb_leaves: LeafSelection = None,
@@ -239,7 +237,7 @@ def rge_dynamic(
   max_directions: int,
   num_active: jax.Array,
   smoothing: float = 1e-3,
-  distribution: str = "gaussian",
+  distribution: DirectionDistribution = "gaussian",
   weight_mask: PyTree | None = None,
   weight_mask_counts: PyTree | None = None,
   perturb_leaves: LeafSelection = None,

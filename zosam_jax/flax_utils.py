@@ -36,7 +36,7 @@ from flax import nnx
 from flax.nnx.training.optimizer import to_opt_state
 from flax.training import train_state
 
-PyTree = Any
+from zosam_jax._src.types import LossFn, PyTree
 
 __all__ = ["apply_loss", "nnx_apply_loss", "nnx_loss_fn"]
 
@@ -53,7 +53,7 @@ def _require_head(opt_state: PyTree, where: str) -> None:
 
 
 def apply_loss(
-  state: train_state.TrainState, loss_fn: Callable[[PyTree], Any], **extra: Any
+  state: train_state.TrainState, loss_fn: LossFn, **extra: Any
 ) -> tuple[train_state.TrainState, jax.Array, Any]:
   """One step of ``state.tx`` from ``loss_fn``: the ``TrainState.apply_gradients`` of the heads.
 
@@ -117,7 +117,9 @@ def nnx_loss_fn(
     ``loss_fn(params, *args) -> (loss, (rest_after, aux))``; the head must be built with
     ``has_aux=True``.
   """
-  graphdef, _, rest = nnx.split(model, wrt, ..., graph=graph)
+  # Two filters, two states; flax annotates the states after the first as variadic.
+  graphdef, _, *rests = nnx.split(model, wrt, ..., graph=graph)
+  (rest,) = rests
   # Pure arrays: each call merges fresh Variables (those of `model` cannot be mutated under the
   # head's jax.grad / vmap traces), so every probe starts from the same state.
   rest = nnx.as_pure(rest)

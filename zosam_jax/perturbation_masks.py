@@ -36,20 +36,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from zosam_jax._src import groups
+from zosam_jax._src.types import MaskForm, MaskMethod, Pattern, PyTree
 
 #: The mask patterns (single coordinates, whole output channels, N of every M).
 PATTERNS = groups.PATTERNS
 #: The values of ``sparse_sam``'s ``mask_method``.
-MASK_METHODS = ("fisher", "dynamic", "random")
+MASK_METHODS: tuple[MaskMethod, ...] = get_args(MaskMethod)
 #: The values of ``sparse_sam``'s ``form``.
-FORMS = ("explicit", "implicit")
+FORMS: tuple[MaskForm, ...] = get_args(MaskForm)
 
 
 def num_kept(total: int, sparsity: float) -> int:
@@ -65,7 +66,7 @@ def num_kept(total: int, sparsity: float) -> int:
   return min(total, int(math.floor((1.0 - sparsity) * total + 0.5)))
 
 
-def check_pattern(pattern: str, n_m: tuple[int, int]) -> None:
+def check_pattern(pattern: Pattern, n_m: tuple[int, int]) -> None:
   """Checks ``pattern`` and ``n_m``; raises ``ValueError`` naming the bad one.
 
   Args:
@@ -102,7 +103,7 @@ def _channel_topk(score: jax.Array, sparsity: float) -> jax.Array:
 
 
 def top_k_mask(
-  scores: list[jax.Array], *, sparsity: float, pattern: str, n_m: tuple[int, int] = (2, 4)
+  scores: list[jax.Array], *, sparsity: float, pattern: Pattern, n_m: tuple[int, int] = (2, 4)
 ) -> list[jax.Array]:
   """Keeps the highest-scoring coordinates under ``pattern`` (SSAM-F's rule, on any scores).
 
@@ -145,7 +146,7 @@ def random_mask(
   shapes: list[tuple[int, ...]],
   *,
   sparsity: float,
-  pattern: str,
+  pattern: Pattern,
   n_m: tuple[int, int] = (2, 4),
 ) -> list[jax.Array]:
   """A uniformly random mask with the exact kept count of ``pattern`` (SSAM's random ablation).
@@ -228,7 +229,7 @@ def dynamic_update(
   *,
   fraction: jax.Array,
   sparsity: float,
-  pattern: str,
+  pattern: Pattern,
   n_m: tuple[int, int] = (2, 4),
 ) -> list[jax.Array]:
   """SSAM-D's mask update (drop the flattest, regrow at random) under ``pattern``.
@@ -291,13 +292,13 @@ def dynamic_update(
 
 
 def empirical_fisher(
-  per_example_loss_fn: Callable[[Any, Any], jax.Array],
-  params: Any,
-  batch: Any,
+  per_example_loss_fn: Callable[[PyTree, PyTree], Any],
+  params: PyTree,
+  batch: PyTree,
   *,
   num_samples: int,
   chunk_size: int = 16,
-) -> Any:
+) -> PyTree:
   """Diagonal empirical Fisher ``1/N sum_i (grad_theta l(theta; x_i, y_i))^2`` (SSAM eq. 5).
 
   Args:
@@ -326,14 +327,14 @@ def empirical_fisher(
     )
   examples = jax.tree.map(lambda x: x[:num_samples], batch)
 
-  def one_example_loss(p, example):
+  def one_example_loss(p: PyTree, example: PyTree) -> jax.Array:
     out = per_example_loss_fn(p, jax.tree.map(lambda x: x[None], example))
     losses = out[0] if isinstance(out, tuple) else out  # ESAM's (losses, aux) convention
     return losses[0]
 
   grad_fn = jax.grad(one_example_loss)
 
-  def squared_sum(batch):
+  def squared_sum(batch: PyTree) -> PyTree:
     grads = jax.vmap(grad_fn, in_axes=(None, 0))(params, batch)
     return jax.tree.map(lambda g: jnp.sum(jnp.square(g.astype(jnp.float32)), axis=0), grads)
 
@@ -370,13 +371,13 @@ class MaskSpec(NamedTuple):
       ``sharpness.sparse_sam``).
   """
 
-  method: str
+  method: MaskMethod
   sparsity: float
-  pattern: str
+  pattern: Pattern
   n_m: tuple[int, int]
   update_every: int
   num_fisher_samples: int
   fisher_chunk_size: int
   drop_fraction: float
   end_step: int | None
-  form: str = "explicit"
+  form: MaskForm = "explicit"

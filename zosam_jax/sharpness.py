@@ -41,8 +41,8 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -52,9 +52,18 @@ from zosam_jax import perturbation_masks as pmasks
 from zosam_jax._src import groups, heads, implicit, losses, options, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
-from zosam_jax._src.validation import LeafSelection, check_rho
-
-PyTree = Any
+from zosam_jax._src.types import (
+  Ascent,
+  Guidance,
+  LeafSelection,
+  LossAscent,
+  LossFn,
+  MaskForm,
+  MaskMethod,
+  Pattern,
+  PyTree,
+)
+from zosam_jax._src.validation import check_rho
 
 #: The values of :func:`sharpness_aware`'s ``ascent``.
 ASCENTS = perturb.ASCENTS
@@ -121,21 +130,21 @@ def perturbation(
 
 
 def _sam_family_gradient(
-  kind,
-  zo,
-  loss_fn,
-  params,
-  key,
+  kind: Ascent,
+  zo: ZerothOrderOptions | None,
+  loss_fn: LossFn,
+  params: PyTree,
+  key: jax.Array | None,
   *,
-  rho,
-  adaptive,
-  adaptive_eta,
-  weight_mask,
-  perturbation_mask,
-  perturb_leaves,
-  has_aux,
-  probe_loss_fn=None,
-):
+  rho: float,
+  adaptive: bool,
+  adaptive_eta: float,
+  weight_mask: PyTree | None,
+  perturbation_mask: PyTree | None,
+  perturb_leaves: LeafSelection,
+  has_aux: bool,
+  probe_loss_fn: LossFn | None = None,
+) -> tuple[Any, PyTree]:
   check_rho("rho", rho, adaptive_eta)
   validation.check_mask_like("weight_mask", weight_mask, params)
   validation.check_mask_like("perturbation_mask", perturbation_mask, params)
@@ -153,7 +162,7 @@ def _sam_family_gradient(
 
 
 def sam_gradient(
-  loss_fn: Callable[[PyTree], Any],
+  loss_fn: LossFn,
   params: PyTree,
   *,
   rho: float,
@@ -206,7 +215,7 @@ def sam_gradient(
 
 
 def zo_sam_gradient(
-  loss_fn: Callable[[PyTree], Any],
+  loss_fn: LossFn,
   params: PyTree,
   key: jax.Array,
   *,
@@ -220,7 +229,7 @@ def zo_sam_gradient(
   perturbation_mask: PyTree | None = None,
   perturb_leaves: LeafSelection = None,
   has_aux: bool = False,
-  probe_loss_fn: Callable[[PyTree], Any] | None = None,
+  probe_loss_fn: LossFn | None = None,
 ) -> tuple[Any, PyTree]:
   """ZO-SAM: the exact gradient at ``theta + eps``, ``eps`` from a random gradient estimate.
 
@@ -298,7 +307,7 @@ class SharpnessAwareState(NamedTuple):
       exact gradient of the last step's update pass, a float tree like params.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   key: jax.Array
   value: jax.Array
   aux: Any
@@ -321,11 +330,11 @@ def init_state(seed: int, perturbation_mask: Any = None) -> SharpnessAwareState:
   return heads.init_state(SharpnessAwareState, seed, perturbation_mask=perturbation_mask)
 
 
-def _selected_shapes(params, selection):
+def _selected_shapes(params: PyTree, selection: Sequence[bool]) -> list[tuple[int, ...]]:
   return [jnp.shape(p) for p, s in zip(jax.tree.leaves(params), selection, strict=True) if s]
 
 
-def _mask_tree(params, selection, parts):
+def _mask_tree(params: PyTree, selection: Sequence[bool], parts: Iterable[jax.Array]) -> PyTree:
   """Bool mask tree like params: the parts on selected leaves, False elsewhere."""
   leaves, treedef = jax.tree.flatten(params)
   it = iter(parts)
@@ -335,11 +344,21 @@ def _mask_tree(params, selection, parts):
   return jax.tree.unflatten(treedef, out)
 
 
-def _mask_parts(mask_tree, selection):
+def _mask_parts(mask_tree: PyTree, selection: Sequence[bool]) -> list[jax.Array]:
   return [m for m, s in zip(jax.tree.leaves(mask_tree), selection, strict=True) if s]
 
 
-def _refresh_mask(spec, mask_parts, *, step, key, params, ascent_fn, selection, extra):
+def _refresh_mask(
+  spec: pmasks.MaskSpec,
+  mask_parts: list[jax.Array],
+  *,
+  step: jax.Array,
+  key: jax.Array,
+  params: PyTree,
+  ascent_fn: Callable[[], PyTree],
+  selection: Sequence[bool],
+  extra: dict[str, Any],
+) -> list[jax.Array]:
   """Computes the new Sparse SAM mask (called inside ``lax.cond`` on refresh steps).
 
   ``ascent_fn()`` gives the dense ascent gradient SSAM-D ranks by (called only by it).
@@ -361,6 +380,7 @@ def _refresh_mask(spec, mask_parts, *, step, key, params, ascent_fn, selection, 
     return pmasks.top_k_mask(scores, sparsity=spec.sparsity, pattern=spec.pattern, n_m=spec.n_m)
   # dynamic (SSAM-D): N_drop = f(t) (1 - s) d, per pattern
   grads = [g for g, s in zip(jax.tree.leaves(ascent_fn()), selection, strict=True) if s]
+  assert spec.end_step is not None  # sparse_sam requires it with mask_method="dynamic"
   fraction = pmasks.cosine_drop_fraction(step, spec.drop_fraction, spec.end_step)
   return pmasks.dynamic_update(
     key,
@@ -373,7 +393,14 @@ def _refresh_mask(spec, mask_parts, *, step, key, params, ascent_fn, selection, 
   )
 
 
-def _implicit_ascent(loss_fn, params, mask, selection, spec, has_aux):
+def _implicit_ascent(
+  loss_fn: LossFn,
+  params: PyTree,
+  mask: PyTree,
+  selection: Sequence[bool],
+  spec: pmasks.MaskSpec,
+  has_aux: bool,
+) -> PyTree:
   """The ascent gradient on the perturbed coordinates only, ``grad L (.) m`` (zero elsewhere).
 
   Channel masks keep a static number of channels per leaf, ``num_kept(C, s)``, so the kept
@@ -383,7 +410,7 @@ def _implicit_ascent(loss_fn, params, mask, selection, spec, has_aux):
   leaves, treedef = jax.tree.flatten(params)
   m_leaves = jax.tree.leaves(mask)
   chosen = [i for i, s in enumerate(selection) if s]
-  kept = []
+  kept: list[jax.Array | None] = []
   for i in chosen:
     if spec.pattern == "channel" and jnp.ndim(leaves[i]) >= 1:
       active = groups.channel_active(m_leaves[i])
@@ -393,7 +420,7 @@ def _implicit_ascent(loss_fn, params, mask, selection, spec, has_aux):
       kept.append(None)
   scalar = losses.scalar_loss(loss_fn, has_aux)
 
-  def loss_of_chosen(*chosen_leaves):
+  def loss_of_chosen(*chosen_leaves: jax.Array) -> jax.Array:
     full = list(leaves)
     for i, x in zip(chosen, chosen_leaves, strict=True):
       full[i] = x
@@ -413,9 +440,9 @@ def _implicit_ascent(loss_fn, params, mask, selection, spec, has_aux):
 def sharpness_aware(
   rho: float,
   *,
-  ascent: str = "exact",
+  ascent: Ascent = "exact",
   zeroth_order: ZerothOrderOptions | None = None,
-  guidance: str | None = None,
+  guidance: Guidance | None = None,
   adaptive: bool = False,
   adaptive_eta: float = 0.01,
   mask_spec: pmasks.MaskSpec | None = None,
@@ -487,7 +514,7 @@ def sharpness_aware(
   validation.check_int("seed", seed)
   zo = options.resolve(zeroth_order, ZerothOrderOptions())
 
-  def init_fn(params):
+  def init_fn(params: PyTree) -> SharpnessAwareState:
     key = jax.random.PRNGKey(seed)
     mask = None
     if mask_spec is not None:
@@ -513,12 +540,14 @@ def sharpness_aware(
       key=key, perturbation_mask=mask, prior=perturb.initial_prior(params, guidance)
     )
 
-  def step(state, inputs):
+  def step(
+    state: SharpnessAwareState, inputs: heads.StepInputs
+  ) -> tuple[PyTree, SharpnessAwareState]:
     key, step_key = jax.random.split(state.key)
     probe_key, mask_key = jax.random.split(step_key)
     implicit_form = mask_spec is not None and mask_spec.form == "implicit"
 
-    def dense_ascent():
+    def dense_ascent() -> PyTree:
       return inputs.ascent(ascent, zo, probe_key, prior=state.prior)
 
     # The implicit form refreshes the mask first, then differentiates on it; SSAM-D's refresh then
@@ -548,6 +577,7 @@ def sharpness_aware(
       parts = jax.lax.cond(state.count % mask_spec.update_every == 0, refresh, lambda: parts)
       mask = _mask_tree(inputs.params, inputs.selection, parts)
     if implicit_form:
+      assert mask_spec is not None  # implicit_form says so
       ascent_dir = _implicit_ascent(
         losses.probe_loss(inputs.loss_fn, inputs.probe_loss_fn),
         inputs.params,
@@ -598,11 +628,13 @@ def exact_gradient(*, has_aux: bool = False) -> optax.GradientTransformationExtr
     (``value``: the loss at ``theta``).
   """
 
-  def init_fn(params):
+  def init_fn(params: PyTree) -> SharpnessAwareState:
     del params
     return init_state(0)
 
-  def step(state, inputs):
+  def step(
+    state: SharpnessAwareState, inputs: heads.StepInputs
+  ) -> tuple[PyTree, SharpnessAwareState]:
     out, grads = jax.value_and_grad(inputs.loss_fn, has_aux=has_aux)(inputs.params)
     return grads, inputs.advance(state, out, gradient=grads)
 
@@ -675,7 +707,7 @@ def zo_sam(
   zeroth_order: ZerothOrderOptions | None = None,
   num_directions: int | None = None,
   smoothing: float | None = None,
-  guidance: str | None = None,
+  guidance: Guidance | None = None,
   adaptive: bool = False,
   adaptive_eta: float = 0.01,
   perturb_leaves: LeafSelection = None,
@@ -779,18 +811,18 @@ def sparse_sam(
   rho: float = 0.1,
   sparsity: float = 0.5,
   *,
-  mask_method: str = "fisher",
-  pattern: str = "unstructured",
+  mask_method: MaskMethod = "fisher",
+  pattern: Pattern = "unstructured",
   n_m: tuple[int, int] = (2, 4),
   update_every: int = 100,
   num_fisher_samples: int = 128,
   fisher_chunk_size: int = 16,
   drop_fraction: float = 0.5,
   end_step: int | None = None,
-  ascent: str = "exact",
+  ascent: LossAscent = "exact",
   zeroth_order: ZerothOrderOptions | None = None,
-  guidance: str | None = None,
-  form: str = "explicit",
+  guidance: Guidance | None = None,
+  form: MaskForm = "explicit",
   adaptive: bool = False,
   perturb_leaves: LeafSelection = None,
   seed: int = 0,
@@ -871,7 +903,7 @@ def sparse_sam(
   validation.check_positive_int("update_every", update_every)
   validation.check_positive_int("num_fisher_samples", num_fisher_samples)
   validation.check_positive_int("fisher_chunk_size", fisher_chunk_size)
-  validation.check_choice("ascent", ascent, ("exact", "zeroth_order"))
+  validation.check_choice("ascent", ascent, perturb.LOSS_ASCENTS)
   perturb.check_guidance(guidance, ascent)
   validation.check_choice("form", form, pmasks.FORMS)
   if form == "implicit" and ascent != "exact":
@@ -890,7 +922,7 @@ def sparse_sam(
     mask_method,
     sparsity,
     pattern,
-    tuple(n_m),
+    cast(tuple[int, int], tuple(n_m)),  # two ints with "n:m" (checked above), unused otherwise
     update_every,
     num_fisher_samples,
     fisher_chunk_size,

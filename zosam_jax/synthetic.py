@@ -31,13 +31,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
 
+from zosam_jax._src.types import ProblemName
+
 #: The problems :func:`make_problem` builds.
-NAMES = ("quadratic", "rosenbrock", "rastrigin", "ackley")
+NAMES: tuple[ProblemName, ...] = get_args(ProblemName)
 #: Reference dimensions ``d`` (the tests run every problem at these).
 DIMENSIONS = (100, 1_000, 10_000)
 
@@ -135,7 +137,7 @@ def ackley(x: jax.Array) -> jax.Array:
   return -20.0 * jnp.exp(-0.2 * rms) - jnp.exp(mean_cos) + 20.0 + math.e
 
 
-def make_problem(name: str, dim: int, *, condition_number: float = 100.0) -> Problem:
+def make_problem(name: ProblemName, dim: int, *, condition_number: float = 100.0) -> Problem:
   """The problem ``name`` at dimension ``dim`` (see the module docstring for the table).
 
   Args:

@@ -84,9 +84,7 @@ import optax
 
 from zosam_jax._src import losses, options, probing, trees, validation
 from zosam_jax._src.options import ZerothOrderOptions
-
-PyTree = Any
-LossFn = Callable[[PyTree], Any]
+from zosam_jax._src.types import LossFn, PyTree, Scheme
 
 #: The options of ZOSA and the RGE baselines (m = 8 Rademacher directions, forward
 #: differences, as in the paper).
@@ -97,7 +95,15 @@ MEZO_OPTIONS = ZerothOrderOptions(num_directions=1, distribution="gaussian", sch
 PROBES_ARE = "whose probes are the update itself (close loss_fn over the sub-batch instead)"
 
 
-def _options(zeroth_order, default, num_directions, smoothing, *, needs_sigma=False, spsa=False):
+def _options(
+  zeroth_order: ZerothOrderOptions | None,
+  default: ZerothOrderOptions,
+  num_directions: int | None,
+  smoothing: float | None,
+  *,
+  needs_sigma: bool = False,
+  spsa: bool = False,
+) -> ZerothOrderOptions:
   opts = options.resolve(zeroth_order, default, num_directions=num_directions, smoothing=smoothing)
   if spsa:
     validation.check_choice("zeroth_order.scheme", opts.scheme, ("central",))
@@ -118,8 +124,15 @@ def _check_flags(**flags: Any) -> None:
 
 
 def _zosa_options(
-  rho, zeroth_order, num_directions, smoothing, sam, sigma_normalize, adaptive_lr, has_aux
-):
+  rho: float,
+  zeroth_order: ZerothOrderOptions | None,
+  num_directions: int | None,
+  smoothing: float | None,
+  sam: bool,
+  sigma_normalize: bool,
+  adaptive_lr: bool,
+  has_aux: bool,
+) -> ZerothOrderOptions:
   """Checks ZOSA's arguments (:func:`zosa_direction`, :func:`scale_by_zosa`); its options."""
   validation.check_nonnegative("rho", rho)
   _check_flags(sam=sam, sigma_normalize=sigma_normalize, adaptive_lr=adaptive_lr, has_aux=has_aux)
@@ -127,7 +140,7 @@ def _zosa_options(
   return _options(zeroth_order, ZOSA_OPTIONS, num_directions, smoothing, needs_sigma=needs_sigma)
 
 
-def queries_per_estimate(num_directions: int, scheme: str) -> int:
+def queries_per_estimate(num_directions: int, scheme: Scheme) -> int:
   """Loss evaluations of one random gradient estimate.
 
   Args:
@@ -182,6 +195,7 @@ def probe(
   """
   result = probing.probe(loss, flat, key, opts, base=base)
   value = result.base if opts.scheme == "forward" else jnp.mean(result.losses)
+  assert value is not None  # the forward scheme always has L(x)
   flat_losses = result.losses.reshape(-1)
   if flat_losses.size >= 2:
     sigma = jnp.std(flat_losses, ddof=1) / opts.smoothing
@@ -195,7 +209,9 @@ def _shift_flat(flat: trees.Flat, parts: list[jax.Array]) -> trees.Flat:
   return flat._replace(leaves=trees.shifted_leaves(flat, parts, 1.0))
 
 
-def _value_and_aux(loss_fn, params, has_aux, value):
+def _value_and_aux(
+  loss_fn: LossFn, params: PyTree, has_aux: bool, value: jax.Array
+) -> tuple[jax.Array, Any]:
   """``(value, aux)`` reported by a step: the aux of ``loss_fn(theta)`` when ``has_aux``."""
   if not has_aux:
     return value, None
@@ -273,8 +289,17 @@ def zosa_direction(
 
 
 def _zosa_direction(
-  loss_fn, params, key, rho, opts, sam, sigma_normalize, adaptive_lr, has_aux, base=None
-):
+  loss_fn: LossFn,
+  params: PyTree,
+  key: jax.Array,
+  rho: float,
+  opts: ZerothOrderOptions,
+  sam: bool,
+  sigma_normalize: bool,
+  adaptive_lr: bool,
+  has_aux: bool,
+  base: jax.Array | None = None,
+) -> ZOSAStep:
   """``base``: ``L(theta)`` if already evaluated, for the probe at ``theta`` to reuse."""
   loss = losses.scalar_loss(loss_fn, has_aux)
   flat = trees.flatten(params)
@@ -342,15 +367,17 @@ def spsa_direction(
   return _spsa_direction(loss_fn, params, key, opts, has_aux)
 
 
-def _spsa_direction(loss_fn, params, key, opts, has_aux):
+def _spsa_direction(
+  loss_fn: LossFn, params: PyTree, key: jax.Array, opts: ZerothOrderOptions, has_aux: bool
+) -> tuple[jax.Array, PyTree]:
   loss = losses.scalar_loss(loss_fn, has_aux)
   flat = trees.flatten(params)
   mu, m = opts.smoothing, opts.num_directions
 
-  def draw(i):
+  def draw(i: jax.Array) -> list[jax.Array]:
     return probing.draw_direction(jax.random.fold_in(key, i), flat, opts.distribution)
 
-  def probe_one(_, i):
+  def probe_one(_: None, i: jax.Array) -> tuple[None, jax.Array]:
     z = draw(i)
     return None, jnp.stack([loss(trees.shifted(flat, z, mu)), loss(trees.shifted(flat, z, -mu))])
 
@@ -358,7 +385,9 @@ def _spsa_direction(loss_fn, params, key, opts, has_aux):
   _, probe_losses = jax.lax.scan(probe_one, None, indices)
   coefficients = (probe_losses[:, 0] - probe_losses[:, 1]) / (2.0 * mu)
 
-  def accumulate(acc, ic):
+  def accumulate(
+    acc: list[jax.Array], ic: tuple[jax.Array, jax.Array]
+  ) -> tuple[list[jax.Array], None]:
     i, c = ic
     return [a + c * zi for a, zi in zip(acc, draw(i), strict=True)], None
 
@@ -382,7 +411,7 @@ class ZerothOrderState(NamedTuple):
     queries: int32 total number of ``loss_fn`` evaluations so far.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
   key: jax.Array
   value: jax.Array
   aux: Any
@@ -393,7 +422,7 @@ class ZerothOrderState(NamedTuple):
 def _init(seed: int) -> Callable[[PyTree], ZerothOrderState]:
   validation.check_int("seed", seed)
 
-  def init_fn(params):
+  def init_fn(params: PyTree) -> ZerothOrderState:
     del params
     return ZerothOrderState(
       count=jnp.zeros([], jnp.int32),
@@ -407,7 +436,14 @@ def _init(seed: int) -> Callable[[PyTree], ZerothOrderState]:
   return init_fn
 
 
-def _next_state(state, key, value, aux, sigma, queries: int) -> ZerothOrderState:
+def _next_state(
+  state: ZerothOrderState,
+  key: jax.Array,
+  value: jax.Array,
+  aux: Any,
+  sigma: jax.Array,
+  queries: int,
+) -> ZerothOrderState:
   """The state after a step that evaluated the loss ``queries`` times."""
   return ZerothOrderState(
     count=optax.safe_increment(state.count),
@@ -469,9 +505,17 @@ def scale_by_zosa(
   )
   extra_queries = _extra_queries(opts, has_aux)
 
-  def update_fn(updates, state, params=None, *, loss_fn=None, **extra):
+  def update_fn(
+    updates: PyTree,
+    state: ZerothOrderState,
+    params: PyTree | None = None,
+    *,
+    loss_fn: LossFn | None = None,
+    **extra: Any,
+  ) -> tuple[PyTree, ZerothOrderState]:
     del updates
     losses.require_loss_fn("zosa", loss_fn, params)
+    assert loss_fn is not None  # require_loss_fn raised otherwise
     losses.refuse_probe_loss_fn("zosa / zo_sgd / zo_adam", extra.get("probe_loss_fn"), PROBES_ARE)
     key, step_key = jax.random.split(state.key)
     value, aux, base = None, None, None
@@ -557,9 +601,17 @@ def scale_by_spsa(
   opts = _options(zeroth_order, MEZO_OPTIONS, num_directions, smoothing, spsa=True)
   queries = opts.queries + _extra_queries(opts, has_aux)
 
-  def update_fn(updates, state, params=None, *, loss_fn=None, **extra):
+  def update_fn(
+    updates: PyTree,
+    state: ZerothOrderState,
+    params: PyTree | None = None,
+    *,
+    loss_fn: LossFn | None = None,
+    **extra: Any,
+  ) -> tuple[PyTree, ZerothOrderState]:
     del updates
     losses.require_loss_fn("mezo", loss_fn, params)
+    assert loss_fn is not None  # require_loss_fn raised otherwise
     losses.refuse_probe_loss_fn("mezo", extra.get("probe_loss_fn"), PROBES_ARE)
     key, step_key = jax.random.split(state.key)
     value, estimate = _spsa_direction(loss_fn, params, step_key, opts, has_aux)

@@ -16,7 +16,7 @@ multi-platform export carries both, resolved when it is compiled.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.extend import core as jax_core
 
 
-def _jaxprs_in(value: Any):
+def _jaxprs_in(value: Any) -> Iterator[jax_core.Jaxpr]:
   if isinstance(value, jax_core.ClosedJaxpr):
     yield value.jaxpr
   elif isinstance(value, jax_core.Jaxpr):
@@ -36,7 +36,7 @@ def _jaxprs_in(value: Any):
 
 def primitive_names(jaxpr: jax_core.Jaxpr) -> set[str]:
   """The names of the primitives in ``jaxpr``, those of nested jaxprs (branches, bodies) too."""
-  names = set()
+  names: set[str] = set()
   for eqn in jaxpr.eqns:
     names.add(eqn.primitive.name)
     for param in eqn.params.values():
@@ -55,16 +55,16 @@ def cond_with_backward(
   and to the ``cond`` for a GPU or TPU. Both forms give the same value.
   """
 
-  def uses_convolution(fn):
+  def uses_convolution(fn: Callable[[], Any]) -> bool:
     return "conv_general_dilated" in primitive_names(jax.make_jaxpr(fn)().jaxpr)
 
-  def conditional(p):
+  def conditional(p: jax.Array) -> Any:
     return jax.lax.cond(p, true_fn, false_fn)
 
   if not any(uses_convolution(f) for f in (true_fn, false_fn)):
     return conditional(pred)
 
-  def select(p):
+  def select(p: jax.Array) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(p, a, b), true_fn(), false_fn())
 
   return jax.lax.platform_dependent(pred, cpu=select, default=conditional)

@@ -3,14 +3,10 @@ scores) and the read-only diagnostics (Lanczos, Hutchinson), which sit in differ
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
-PyTree = Any
-LossFn = Callable[[PyTree], Any]
+from zosam_jax._src.types import LossFn, PyTree
 
 
 def gradient(loss_fn: LossFn, params: PyTree, has_aux: bool = False) -> PyTree:

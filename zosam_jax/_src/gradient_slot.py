@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-PyTree = Any
+from zosam_jax._src.types import PyTree
+
 FIELD = "gradient"
 
 

@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from zosam_jax._src import validation
+from zosam_jax._src.types import Pattern
 
-PATTERNS = ("unstructured", "channel", "n:m")
+PATTERNS: tuple[Pattern, ...] = get_args(Pattern)
 
 
 def check_pattern(pattern: Any, n_m: Any) -> tuple[int, int]:
@@ -75,14 +76,14 @@ def check_n_m_shape(shape: Sequence[int], n_m: tuple[int, int], where: str) -> N
     )
 
 
-def num_groups(shape: Sequence[int], pattern: str) -> int:
+def num_groups(shape: Sequence[int], pattern: Pattern) -> int:
   """Groups that ``pattern`` counts in a leaf: weights, or channels for ``"channel"``."""
   if pattern == "channel":
     return int(shape[-1]) if len(shape) else 1
   return int(math.prod(shape))
 
 
-def group_size(shape: Sequence[int], pattern: str) -> int:
+def group_size(shape: Sequence[int], pattern: Pattern) -> int:
   """Weights per group: the channel size ``prod(shape[:-1])`` for ``"channel"``, else 1."""
   if pattern == "channel":
     return int(math.prod(shape[:-1])) if len(shape) else 1
@@ -113,14 +114,14 @@ def expand_channels(values: jax.Array, shape: Sequence[int]) -> jax.Array:
   return jnp.broadcast_to(values, shape)
 
 
-def to_groups(x: jax.Array, pattern: str, *, is_mask: bool = False) -> jax.Array:
+def to_groups(x: jax.Array, pattern: Pattern, *, is_mask: bool = False) -> jax.Array:
   """The per-group view of a per-weight array (channels for ``"channel"``, else ``x``)."""
   if pattern != "channel":
     return x
   return channel_active(x) if is_mask else channel_scores(x)
 
 
-def from_groups(values: jax.Array, shape: Sequence[int], pattern: str) -> jax.Array:
+def from_groups(values: jax.Array, shape: Sequence[int], pattern: Pattern) -> jax.Array:
   """Inverse of :func:`to_groups` for masks: every weight takes its group's value."""
   return expand_channels(values, shape) if pattern == "channel" else values
 
@@ -222,7 +223,7 @@ def _lowest(keys: jax.Array, count: jax.Array | int) -> jax.Array:
   """
   count = jnp.asarray(count, jnp.int32)
 
-  def halve(_, bounds):
+  def halve(_: jax.Array, bounds: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
     lo, hi = bounds
     mid = lo + (hi - lo) // 2
     enough = jnp.sum(keys <= mid, dtype=jnp.int32) >= count

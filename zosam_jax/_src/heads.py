@@ -19,8 +19,7 @@ import optax
 from zosam_jax._src import gradient_slot, losses, trees, validation
 from zosam_jax._src import perturbation as perturb
 from zosam_jax._src.options import ZerothOrderOptions
-
-PyTree = Any
+from zosam_jax._src.types import Ascent, Guidance, LeafSelection, LossFn, PyTree
 
 
 class StepInputs(NamedTuple):
@@ -40,18 +39,18 @@ class StepInputs(NamedTuple):
   """
 
   params: PyTree
-  loss_fn: Callable
+  loss_fn: LossFn
   selection: list[bool]
   weight_mask: PyTree | None = None
   weight_mask_counts: PyTree | None = None
-  probe_loss_fn: Callable | None = None
-  extra: dict = {}
+  probe_loss_fn: LossFn | None = None
+  extra: dict[str, Any] = {}
   has_aux: bool = False
-  guidance: str | None = None
+  guidance: Guidance | None = None
 
   def ascent(
     self,
-    kind: str,
+    kind: Ascent,
     zeroth_order: ZerothOrderOptions | None,
     key: jax.Array | None,
     prior: PyTree | None = None,
@@ -79,7 +78,7 @@ class StepInputs(NamedTuple):
       self.params, direction, selection=self.selection, weight_mask=self.weight_mask, **options
     )
 
-  def exact_pass(self, direction: PyTree, **options: Any):
+  def exact_pass(self, direction: PyTree, **options: Any) -> tuple[Any, PyTree]:
     """``(value, grads)`` of ``loss_fn`` at ``theta + eps(direction)``: the step's one exact
     forward-backward (``options`` as in :meth:`perturbation`)."""
     eps = self.perturbation(direction, **options)
@@ -110,10 +109,10 @@ def transform(
   step: Callable[[Any, StepInputs], tuple[PyTree, Any]],
   *,
   name: str,
-  perturb_leaves: Any,
+  perturb_leaves: LeafSelection,
   probes: bool,
   has_aux: bool,
-  guidance: str | None = None,
+  guidance: Guidance | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """A head from its ``init_fn`` and its ``step(state, inputs) -> (updates, state)``: ``update``
   checks the head's extra arguments once and calls ``step``.
@@ -124,18 +123,19 @@ def transform(
   """
 
   def update(
-    updates,
-    state,
-    params=None,
+    updates: PyTree,
+    state: Any,
+    params: PyTree | None = None,
     *,
-    loss_fn=None,
-    weight_mask=None,
-    weight_mask_counts=None,
-    probe_loss_fn=None,
-    **extra,
-  ):
+    loss_fn: LossFn | None = None,
+    weight_mask: PyTree | None = None,
+    weight_mask_counts: PyTree | None = None,
+    probe_loss_fn: LossFn | None = None,
+    **extra: Any,
+  ) -> tuple[PyTree, Any]:
     del updates
     losses.require_loss_fn(name, loss_fn, params)
+    assert loss_fn is not None  # require_loss_fn raised otherwise
     if not probes:
       losses.refuse_probe_loss_fn(name, probe_loss_fn)
     validation.check_mask_like("weight_mask", weight_mask, params)

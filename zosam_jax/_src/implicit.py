@@ -36,6 +36,8 @@ from jax.extend import core as jex
 DOT = "dot_general"
 CONV = "conv_general_dilated"
 INLINED = ("jit", "pjit", "closed_call", "core_call")
+# What the kept-channel op saves for its backward pass: (x, w, kept indices).
+_Residuals = tuple[jax.Array, jax.Array, jax.Array]
 
 
 def _rewritable(name: str, params: dict[str, Any], kernel_ndim: int) -> int | None:
@@ -56,21 +58,28 @@ def _rewritable(name: str, params: dict[str, Any], kernel_ndim: int) -> int | No
   return None
 
 
-def _sliced_weight_grad(primitive, params, x, w, kept, out_axis):
+def _sliced_weight_grad(
+  primitive: jex.Primitive,
+  params: dict[str, Any],
+  x: jax.Array,
+  w: jax.Array,
+  kept: jax.Array,
+  out_axis: int,
+) -> jax.Array:
   """``primitive(x, w)`` whose backward pass computes ``dw`` only on the output channels
   ``kept`` (last axis of ``w``; zero elsewhere) and ``dx`` in full."""
 
-  def apply(a, b):
+  def apply(a: jax.Array, b: jax.Array) -> jax.Array:
     return primitive.bind(a, b, **params)
 
   @jax.custom_vjp
-  def op(a, b, idx):
+  def op(a: jax.Array, b: jax.Array, idx: jax.Array) -> jax.Array:
     return apply(a, b)
 
-  def fwd(a, b, idx):
+  def fwd(a: jax.Array, b: jax.Array, idx: jax.Array) -> tuple[jax.Array, _Residuals]:
     return apply(a, b), (a, b, idx)
 
-  def bwd(res, ct):
+  def bwd(res: _Residuals, ct: jax.Array) -> tuple[jax.Array, jax.Array, None]:
     a, b, idx = res
     (da,) = jax.vjp(lambda a_: apply(a_, b), a)[1](ct)
     b_kept = jnp.take(b, idx, axis=-1)
@@ -83,14 +92,16 @@ def _sliced_weight_grad(primitive, params, x, w, kept, out_axis):
   return op(x, w, kept)
 
 
-def _evaluate(jaxpr, consts: Sequence[Any], args: Sequence[Any], kept: dict[Any, jax.Array]):
+def _evaluate(
+  jaxpr: jex.Jaxpr, consts: Sequence[Any], args: Sequence[Any], kept: dict[Any, jax.Array]
+) -> list[Any]:
   """Evaluates ``jaxpr``, rewriting the ops whose kernel operand is a variable in ``kept``."""
   env: dict[Any, Any] = {}
 
-  def read(v):
+  def read(v: Any) -> Any:
     return v.val if isinstance(v, jex.Literal) else env[v]
 
-  def tracked(v):
+  def tracked(v: Any) -> bool:
     return not isinstance(v, jex.Literal) and v in kept
 
   for v, x in zip(jaxpr.constvars, consts, strict=True):
@@ -103,9 +114,11 @@ def _evaluate(jaxpr, consts: Sequence[Any], args: Sequence[Any], kept: dict[Any,
     out_axis = None
     if name in (DOT, CONV) and tracked(eqn.invars[1]):
       out_axis = _rewritable(name, eqn.params, invals[1].ndim)
+    outs: list[Any]
     if out_axis is not None:
       idx = kept[eqn.invars[1]]
-      outs = [_sliced_weight_grad(eqn.primitive, eqn.params, *invals, idx, out_axis)]
+      x, w = invals  # dot_general and conv_general_dilated take two operands
+      outs = [_sliced_weight_grad(eqn.primitive, eqn.params, x, w, idx, out_axis)]
     elif name in INLINED and "jaxpr" in eqn.params and any(tracked(v) for v in eqn.invars):
       sub = eqn.params["jaxpr"]
       sub_jaxpr, sub_consts = (sub.jaxpr, sub.consts) if hasattr(sub, "consts") else (sub, ())
@@ -148,7 +161,7 @@ def kept_channel_grad(
   closed = jax.make_jaxpr(loss)(*leaves)
   var_kept = {v: idx for v, idx in zip(closed.jaxpr.invars, kept, strict=True) if idx is not None}
 
-  def rewritten(*args):
+  def rewritten(*args: jax.Array) -> jax.Array:
     return _evaluate(closed.jaxpr, closed.consts, args, var_kept)[0]
 
   grads = jax.grad(rewritten, argnums=tuple(range(len(leaves))))(*leaves)

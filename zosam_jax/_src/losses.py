@@ -8,13 +8,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-PyTree = Any
+from zosam_jax._src.types import LossFn, PyTree
 
 
-def scalar_loss(loss_fn: Callable[[PyTree], Any], has_aux: bool) -> Callable[[PyTree], jax.Array]:
+def scalar_loss(loss_fn: LossFn, has_aux: bool) -> Callable[[PyTree], jax.Array]:
   """``params -> float32 loss``, dropping the aux of a ``(loss, aux)`` function."""
 
-  def fn(p):
+  def fn(p: PyTree) -> jax.Array:
     out = loss_fn(p)
     return jnp.asarray(out[0] if has_aux else out, jnp.float32)
 
@@ -44,7 +44,7 @@ PROBING_HEADS = (
 )
 
 
-def probe_loss(loss_fn: Callable, probe_loss_fn: Callable | None) -> Callable:
+def probe_loss(loss_fn: LossFn, probe_loss_fn: LossFn | None) -> LossFn:
   """What the probes evaluate: ``probe_loss_fn`` when given, else ``loss_fn``."""
   if probe_loss_fn is None:
     return loss_fn

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from zosam_jax._src import validation
+from zosam_jax._src.types import DirectionDistribution, Scheme
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,11 +29,11 @@ class ZerothOrderOptions:
 
   num_directions: int = 1
   smoothing: float = 1e-3
-  distribution: str = "gaussian"
-  scheme: str = "central"
+  distribution: DirectionDistribution = "gaussian"
+  scheme: Scheme = "central"
   probe_batch_size: int | None = 1
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     validation.check_positive_int("num_directions", self.num_directions)
     validation.check_positive("smoothing", self.smoothing)
     validation.check_choice("distribution", self.distribution, validation.DIRECTION_DISTRIBUTIONS)
@@ -69,7 +71,7 @@ def resolve(
       f"zeroth_order must be a zosam_jax.ZerothOrderOptions or None, got {zeroth_order!r}."
     )
   options = default if zeroth_order is None else zeroth_order
-  short = {
+  short: dict[str, Any] = {
     k: v for k, v in (("num_directions", num_directions), ("smoothing", smoothing)) if v is not None
   }
   return dataclasses.replace(options, **short) if short else options

@@ -3,26 +3,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import get_args
 
 import jax
 import jax.numpy as jnp
 
 from zosam_jax._src import losses, probing, trees, validation
 from zosam_jax._src.options import ZerothOrderOptions
-
-PyTree = Any
+from zosam_jax._src.types import Ascent, Guidance, LossAscent, LossFn, PyTree
 
 # Where the perturbation's direction comes from: the exact gradient at theta (SAM), a random
 # gradient estimate (ZO-SAM), or a Gaussian direction that ignores the loss (the control).
-ASCENTS = ("exact", "zeroth_order", "random")
+ASCENTS: tuple[Ascent, ...] = get_args(Ascent)
+# Those that read the loss (all but the random control): the ascents of sparse_sam, looksam, esam.
+LOSS_ASCENTS: tuple[LossAscent, ...] = get_args(LossAscent)
 
 # What a zeroth-order ascent may be guided by (None: nothing, the plain random estimate).
-GUIDANCES = ("previous_gradient",)
+GUIDANCES: tuple[Guidance, ...] = get_args(Guidance)
 
 
-def check_guidance(guidance: str | None, ascent: str) -> None:
+def check_guidance(guidance: Guidance | None, ascent: Ascent) -> None:
   """``guidance`` is None or one of :data:`GUIDANCES`, and only with a zeroth-order ascent."""
   validation.check_choice("guidance", guidance, (None,) + GUIDANCES)
   if guidance is not None and ascent != "zeroth_order":
@@ -32,7 +32,7 @@ def check_guidance(guidance: str | None, ascent: str) -> None:
     )
 
 
-def initial_prior(params: PyTree, guidance: str | None) -> PyTree | None:
+def initial_prior(params: PyTree, guidance: Guidance | None) -> PyTree | None:
   """The prior a guided head starts from: zeros (float32, like ``params``), which the probe loop
   reads as "no prior yet"; ``None`` when unguided (the state then holds no extra tree)."""
   if guidance is None:
@@ -41,7 +41,7 @@ def initial_prior(params: PyTree, guidance: str | None) -> PyTree | None:
 
 
 def next_prior(
-  guidance: str | None,
+  guidance: Guidance | None,
   grads: PyTree,
   *,
   selection: list[bool],
@@ -119,11 +119,11 @@ def perturbation(
 
 
 def ascent_direction(
-  kind: str,
-  zeroth_order: ZerothOrderOptions,
-  loss_fn: Callable,
+  kind: Ascent,
+  zeroth_order: ZerothOrderOptions | None,
+  loss_fn: LossFn,
   params: PyTree,
-  key: jax.Array,
+  key: jax.Array | None,
   *,
   selection: list[bool],
   has_aux: bool,
@@ -135,9 +135,12 @@ def ascent_direction(
   zeroth-order ascent is guided by ``prior`` when given (see ``probing.guided_direction``)."""
   if kind == "exact":
     return jax.grad(losses.scalar_loss(loss_fn, has_aux))(params)
+  # The exact ascent needs neither options nor a key (``sam_gradient`` passes None for both).
+  assert key is not None, f"ascent={kind!r} draws from a key"
   if kind == "random":
     flat = trees.flatten(params, weight_mask, selection, weight_mask_counts)
     return trees.to_params(flat, probing.draw_direction(key, flat, "gaussian"), dtype=jnp.float32)
+  assert zeroth_order is not None, "a zeroth-order ascent needs its options"
   estimate, _ = probing.estimate(
     loss_fn,
     params,

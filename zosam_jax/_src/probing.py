@@ -16,17 +16,19 @@ at a time. ``probe_batch_size=k`` draws and probes ``k`` directions together wit
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 
 from zosam_jax._src import losses, trees
 from zosam_jax._src.options import ZerothOrderOptions
+from zosam_jax._src.types import DirectionDistribution, LossFn, PyTree
 
-PyTree = Any
 Loss = Callable[[PyTree], jax.Array]
+# ``u -> (c, probe losses)``: one direction's finite difference (see ``_one_direction``).
+OneDirection = Callable[[Sequence[jax.Array]], tuple[jax.Array, jax.Array]]
 
 
 def packed_rademacher(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -41,20 +43,26 @@ def packed_rademacher(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 def active_count(flat: trees.Flat) -> jax.Array:
   """``d``, the number of coordinates directions live on (float32; traced under a mask)."""
   positions = flat.positions or tuple(None for _ in flat.active)
-  return sum(
-    jnp.float32(math.prod(jnp.shape(flat.leaves[i])))
-    if mk is None
-    else (jnp.float32(pos.shape[0]) if pos is not None else jnp.sum(mk))
-    for i, mk, pos in zip(flat.active, flat.masks, positions, strict=True)
+  # cast: sum() is typed "| Literal[0]", the int 0 of no active leaf (a scalar to JAX).
+  return cast(
+    jax.Array,
+    sum(
+      jnp.float32(math.prod(jnp.shape(flat.leaves[i])))
+      if mk is None
+      else (jnp.float32(pos.shape[0]) if pos is not None else jnp.sum(mk))
+      for i, mk, pos in zip(flat.active, flat.masks, positions, strict=True)
+    ),
   )
 
 
-def draw_direction(key: jax.Array, flat: trees.Flat, distribution: str) -> list[jax.Array]:
+def draw_direction(
+  key: jax.Array, flat: trees.Flat, distribution: DirectionDistribution
+) -> list[jax.Array]:
   """Draws one direction on the active leaves (float32), zero on masked-out coordinates."""
   keys = jax.random.split(key, max(len(flat.active), 1))
   positions = flat.positions or tuple(None for _ in flat.active)
 
-  def sample(k, shape):
+  def sample(k: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     if distribution == "rademacher":
       return packed_rademacher(k, shape)
     return jax.random.normal(k, shape, jnp.float32)  # gaussian, and sphere before normalising
@@ -62,19 +70,21 @@ def draw_direction(key: jax.Array, flat: trees.Flat, distribution: str) -> list[
   parts = []
   for j, i in enumerate(flat.active):
     shape = jnp.shape(flat.leaves[i])
-    if positions[j] is not None:
+    pos = positions[j]
+    if pos is not None:
       # Sparse draw: only as many values as the mask has ones, scattered to their positions.
-      values = sample(keys[j], positions[j].shape)
+      values = sample(keys[j], pos.shape)
       u = (
         jnp.zeros((math.prod(shape),), jnp.float32)
-        .at[positions[j]]
+        .at[pos]
         .set(values, indices_are_sorted=True, unique_indices=True)
       )
       u = u.reshape(shape)
     else:
       u = sample(keys[j], shape)
-      if flat.masks[j] is not None:
-        u = u * flat.masks[j]
+      mask = flat.masks[j]
+      if mask is not None:
+        u = u * mask
     parts.append(u)
   if distribution == "sphere":
     # Uniform on the sphere of radius sqrt(d_eff) in the active subspace, so that E[u u^T] = I
@@ -112,22 +122,27 @@ def guide(flat: trees.Flat, prior: PyTree) -> Guide:
   parts = []
   for j, i in enumerate(flat.active):
     p = jnp.asarray(leaves[i], jnp.float32)
-    parts.append(p if flat.masks[j] is None else p * flat.masks[j])
+    mask = flat.masks[j]
+    parts.append(p if mask is None else p * mask)
   size = trees.norm(parts)
   return Guide(trees.safe_divide(parts, size), size > trees.TINY, jnp.sqrt(active_count(flat)))
 
 
 def guided_direction(
-  index: jax.Array, key: jax.Array, flat: trees.Flat, distribution: str, prior: Guide
+  index: jax.Array,
+  key: jax.Array,
+  flat: trees.Flat,
+  distribution: DirectionDistribution,
+  prior: Guide,
 ) -> list[jax.Array]:
   """Direction ``index`` of a guided estimate: ``sqrt(d) p`` for ``index == 0`` when the prior
   is present, else the direction drawn from ``key`` with its component along ``p`` removed,
   ``(I - p p^T) u`` (``u`` itself when there is no prior: the random fallback)."""
 
-  def along_prior():
+  def along_prior() -> list[jax.Array]:
     return [prior.length * p for p in prior.unit]
 
-  def orthogonal():
+  def orthogonal() -> list[jax.Array]:
     u = draw_direction(key, flat, distribution)
     along = sum(jnp.vdot(ui, pi) for ui, pi in zip(u, prior.unit, strict=True))
     return [ui - along * pi for ui, pi in zip(u, prior.unit, strict=True)]
@@ -154,33 +169,33 @@ class ProbeResult(NamedTuple):
 
 def _one_direction(
   loss: Loss, flat: trees.Flat, options: ZerothOrderOptions, base: jax.Array | None = None
-):
+) -> tuple[OneDirection, jax.Array | None]:
   """Returns ``(u -> (c, probe losses), base)`` for the options' scheme (the forward scheme
   evaluates ``L(x)`` unless the caller already has it as ``base``)."""
   delta = options.smoothing
   if options.scheme == "central":
 
-    def one(u):
+    def central(u: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
       plus = loss(trees.shifted(flat, u, delta))
       minus = loss(trees.shifted(flat, u, -delta))
       return (plus - minus) / (2.0 * delta), jnp.stack([plus, minus])
 
-    return one, None
+    return central, None
   if options.scheme == "forward":
     base = loss(trees.unflatten(flat)) if base is None else base
 
-    def one(u):
+    def forward(u: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
       plus = loss(trees.shifted(flat, u, delta))
       return (plus - base) / delta, plus
 
-    return one, base
+    return forward, base
   theta = trees.unflatten(flat)
 
-  def one(u):
+  def jvp(u: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
     c = jax.jvp(loss, (theta,), (trees.tangent(flat, u),))[1].astype(jnp.float32)
     return c, jnp.zeros([0], jnp.float32)
 
-  return one, None
+  return jvp, None
 
 
 def probe(
@@ -202,6 +217,7 @@ def probe(
   m, chunk = options.num_directions, options.chunk
   keys = jax.random.split(key, m)
   one, base = _one_direction(loss, flat, options, base)
+  xs: jax.Array | tuple[jax.Array, jax.Array]
   if prior is None:
     xs = keys
     draw = lambda k: draw_direction(k, flat, options.distribution)  # noqa: E731
@@ -209,12 +225,14 @@ def probe(
     xs = (jnp.arange(m), keys)
     draw = lambda x: guided_direction(x[0], x[1], flat, options.distribution, prior)  # noqa: E731
 
-  def single(carry, x):
+  def single(carry: list[jax.Array], x: Any) -> tuple[list[jax.Array], tuple[jax.Array, jax.Array]]:
     u = draw(x)
     c, ls = one(u)
     return [acc + c * ui for acc, ui in zip(carry, u, strict=True)], (c, ls)
 
-  def batched(carry, x):
+  def batched(
+    carry: list[jax.Array], x: Any
+  ) -> tuple[list[jax.Array], tuple[jax.Array, jax.Array]]:
     us = jax.vmap(draw)(x)
     cs, ls = jax.vmap(one)(us)
     new = [acc + jnp.tensordot(cs, ui, axes=1) for acc, ui in zip(carry, us, strict=True)]
@@ -236,6 +254,10 @@ def probe(
   return ProbeResult(total, coefficients, losses, base)
 
 
+# The operand of probe_dynamic's cond: (running sum, (direction index, its key)).
+_DynamicCarry = tuple[list[jax.Array], tuple[jax.Array, jax.Array]]
+
+
 def probe_dynamic(
   loss: Loss,
   flat: trees.Flat,
@@ -244,7 +266,7 @@ def probe_dynamic(
   *,
   num_active: jax.Array,
   prior: Guide | None = None,
-):
+) -> tuple[list[jax.Array], jax.Array, jax.Array]:
   """Central probes of the first ``num_active`` (traced) of ``options.num_directions`` directions
   (the most; ``options.smoothing`` and ``options.distribution`` as in :func:`probe`).
 
@@ -261,7 +283,7 @@ def probe_dynamic(
   base = loss(trees.unflatten(flat))
   keys = jax.random.split(key, max_directions)
 
-  def active(carry):
+  def active(carry: _DynamicCarry) -> tuple[list[jax.Array], jax.Array, jax.Array]:
     acc, (i, k) = carry
     if prior is None:
       u = draw_direction(k, flat, distribution)
@@ -273,10 +295,12 @@ def probe_dynamic(
     nu = (plus - 2.0 * base + minus) / (2.0 * smoothing)
     return [a + c * ui for a, ui in zip(acc, u, strict=True)], c, nu
 
-  def skip(carry):
+  def skip(carry: _DynamicCarry) -> tuple[list[jax.Array], jax.Array, jax.Array]:
     return carry[0], jnp.float32(0.0), jnp.float32(0.0)
 
-  def body(acc, xs):
+  def body(
+    acc: list[jax.Array], xs: tuple[jax.Array, jax.Array]
+  ) -> tuple[list[jax.Array], tuple[jax.Array, jax.Array]]:
     i, k = xs
     acc, c, nu = jax.lax.cond(i < num_active, active, skip, (acc, (i, k)))
     return acc, (c, nu)
@@ -287,7 +311,7 @@ def probe_dynamic(
 
 
 def estimate(
-  loss_fn: Callable[[PyTree], Any],
+  loss_fn: LossFn,
   params: PyTree,
   key: jax.Array,
   options: ZerothOrderOptions,

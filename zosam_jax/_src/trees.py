@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
+from jax.typing import DTypeLike
 
 from zosam_jax._src import validation
+from zosam_jax._src.types import PyTree, TreeDef
 
-PyTree = Any
 TINY = 1e-12  # Added to norms before dividing: a zero direction gives zero, never NaN.
 
 
@@ -25,9 +26,13 @@ def add(params: PyTree, delta: PyTree) -> PyTree:
 
 def vdot(a: PyTree, b: PyTree) -> jax.Array:
   """``<a, b>`` over all leaves, in float32."""
-  return sum(
-    jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32))
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  # cast: sum() is typed "| Literal[0]", the int 0 an empty tree gives (a scalar to JAX).
+  return cast(
+    jax.Array,
+    sum(
+      jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32))
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    ),
   )
 
 
@@ -52,7 +57,9 @@ def add_scaled(params: PyTree, direction: PyTree, scale: jax.Array | float) -> P
   )
 
 
-def flat_view(params: PyTree, mask: PyTree | None):
+def flat_view(
+  params: PyTree, mask: PyTree | None
+) -> tuple[int, Callable[[jax.Array], PyTree], jax.Array | None]:
   """``(D, unravel, flat_mask)``: the size of the flattened float32 parameters, the map from a
   flat vector back to a float32 tree like them, and the flat float32 mask (None when dense)."""
   flat, unravel = ravel_pytree(to_float32(params))
@@ -78,14 +85,16 @@ class Flat(NamedTuple):
   """Parameters as a flat list, with the indices of the leaves that directions live on."""
 
   leaves: list[jax.Array]
-  treedef: Any
+  treedef: TreeDef
   active: tuple[int, ...]
   masks: tuple[jax.Array | None, ...]  # one per active leaf, float32 0/1 or None (dense)
   # With static mask counts: the flat positions of each mask's ones (None: draw densely).
   positions: tuple[jax.Array | None, ...] = ()
 
 
-def _mask_counts(weight_mask_counts: PyTree, weight_mask: PyTree | None, params: PyTree):
+def _mask_counts(
+  weight_mask_counts: PyTree, weight_mask: PyTree | None, params: PyTree
+) -> list[int]:
   if weight_mask is None:
     raise ValueError(
       "weight_mask_counts needs weight_mask: it gives the number of ones of each mask leaf."
@@ -117,11 +126,13 @@ def flatten(
   if selection is None:
     selection = validation.floating_leaves(params)
   active = tuple(i for i, on in enumerate(selection) if on)
-  mask_leaves = [None] * len(leaves) if weight_mask is None else jax.tree.leaves(weight_mask)
+  mask_leaves: list[Any] = (
+    [None] * len(leaves) if weight_mask is None else jax.tree.leaves(weight_mask)
+  )
   masks = tuple(
     None if mask_leaves[i] is None else jnp.asarray(mask_leaves[i], jnp.float32) for i in active
   )
-  positions = tuple(None for _ in active)
+  positions: tuple[jax.Array | None, ...] = tuple(None for _ in active)
   if weight_mask_counts is not None:
     counts = _mask_counts(weight_mask_counts, weight_mask, params)
     # Found once per call, outside the probe loop; a dense leaf (count == size) stays dense.
@@ -139,7 +150,10 @@ def unflatten(flat: Flat) -> PyTree:
 
 
 def to_params(
-  flat: Flat, parts: Sequence[jax.Array], scale: float | jax.Array = 1.0, dtype: Any = None
+  flat: Flat,
+  parts: Sequence[jax.Array],
+  scale: float | jax.Array = 1.0,
+  dtype: DTypeLike | None = None,
 ) -> PyTree:
   """``scale * parts`` on the active leaves and zeros elsewhere, as a tree like the parameters,
   in ``dtype`` (default: each parameter's own dtype)."""
@@ -149,7 +163,9 @@ def to_params(
   return jax.tree.unflatten(flat.treedef, out)
 
 
-def shifted_leaves(flat: Flat, direction: Sequence[jax.Array], scale: float | jax.Array):
+def shifted_leaves(
+  flat: Flat, direction: Sequence[jax.Array], scale: float | jax.Array
+) -> list[jax.Array]:
   """The leaves of ``theta + scale * u``, cast back to each parameter's dtype."""
   leaves = list(flat.leaves)
   for j, i in enumerate(flat.active):

@@ -10,24 +10,22 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import jax
 import jax.numpy as jnp
 
-# What ``perturb_leaves=`` (and the like) accept: a bool pytree, ``params -> bool pytree``, or
-# None (see ``resolve_leaf_selection``).
-LeafSelection = Any | Callable[[Any], Any] | None
+from zosam_jax._src.types import DirectionDistribution, LeafSelection, PyTree, Scheme, TreeDef
 
-DIRECTION_DISTRIBUTIONS = ("gaussian", "rademacher", "sphere")
-SCHEMES = ("central", "forward", "jvp")
+DIRECTION_DISTRIBUTIONS: tuple[DirectionDistribution, ...] = get_args(DirectionDistribution)
+SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
 
 
 def _is_number(value: Any) -> bool:
   return not isinstance(value, bool) and isinstance(value, numbers.Real)
 
 
-def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+def check_choice(name: str, value: Any, allowed: tuple[str | None, ...]) -> None:
   if value not in allowed:
     raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}.")
 
@@ -65,7 +63,7 @@ def check_int_at_least(name: str, value: Any, minimum: int, why: str = "") -> No
     raise ValueError(f"{name} must be an integer >= {minimum}{suffix}, got {value!r}.")
 
 
-def check_floating(name: str, params: Any) -> None:
+def check_floating(name: str, params: PyTree) -> None:
   """Every leaf of ``params`` is floating point (curvature needs differentiable leaves)."""
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
@@ -101,11 +99,11 @@ def check_learning_rate(value: Any) -> None:
   check_positive("learning_rate", value)
 
 
-def check_mask_like(name: str, mask: Any, params: Any) -> None:
+def check_mask_like(name: str, mask: PyTree | None, params: PyTree) -> None:
   """Checks that ``mask`` has the tree structure and leaf shapes of ``params``."""
   if mask is None:
     return
-  p_struct = jax.tree.structure(params)
+  p_struct: TreeDef = jax.tree.structure(params)
   m_struct = jax.tree.structure(mask)
   if p_struct != m_struct:
     raise ValueError(
@@ -121,15 +119,15 @@ def check_mask_like(name: str, mask: Any, params: Any) -> None:
       )
 
 
-def floating_leaves(params: Any) -> list[bool]:
+def floating_leaves(params: PyTree) -> list[bool]:
   return [jnp.issubdtype(jnp.result_type(p), jnp.floating) for p in jax.tree.leaves(params)]
 
 
 def resolve_leaf_selection(
   name: str,
-  selection: Any | Callable[[Any], Any] | None,
-  params: Any,
-  default: Callable[[Any], list[bool]] = floating_leaves,
+  selection: LeafSelection,
+  params: PyTree,
+  default: Callable[[PyTree], list[bool]] = floating_leaves,
 ) -> list[bool]:
   """Turns an ``optax.masked``-style leaf selection into one bool per parameter leaf.
 
@@ -142,7 +140,8 @@ def resolve_leaf_selection(
   if selection is None:
     return [bool(c) and f for c, f in zip(default(params), floating, strict=True)]
   tree = selection(params) if callable(selection) else selection
-  if jax.tree.structure(tree) != jax.tree.structure(params):
+  tree_struct: TreeDef = jax.tree.structure(tree)
+  if tree_struct != jax.tree.structure(params):
     raise ValueError(
       f"{name} must be a pytree of bools with the structure of params (or a callable returning "
       f"one), got structure {jax.tree.structure(tree)} for params {jax.tree.structure(params)}."

@@ -13,7 +13,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,9 +21,8 @@ import jax.numpy as jnp
 from zosam_jax import estimators
 from zosam_jax._src import losses, options, trees, validation
 from zosam_jax._src.options import ZerothOrderOptions
+from zosam_jax._src.types import LossFn, PyTree
 
-PyTree = Any
-LossFn = Callable[[PyTree], Any]
 AscentFn = Callable[[PyTree, jax.Array], PyTree]
 
 _TINY = 1e-12
@@ -116,13 +115,13 @@ def ascent_quality(
   g = trees.masked(grads, weight_mask)
   g_norm = jnp.sqrt(trees.vdot(g, g))
 
-  def increase_along(direction, norm):
+  def increase_along(direction: PyTree, norm: jax.Array) -> jax.Array:
     scale = rho / (norm + _TINY)
     return loss(trees.add_scaled(params, direction, scale)) - base
 
   sam_increase = increase_along(g, g_norm)
 
-  def one(k):
+  def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
     d = trees.masked(ascent_fn(params, k), weight_mask)
     d_norm = jnp.sqrt(trees.vdot(d, d))
     cosine = trees.vdot(d, g) / (d_norm * g_norm + _TINY)

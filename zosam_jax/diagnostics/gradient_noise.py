@@ -17,12 +17,14 @@ import jax.numpy as jnp
 import optax
 
 from zosam_jax._src import trees, validation
+from zosam_jax._src.types import PyTree
 
-PyTree = Any
 GradFn = Callable[[PyTree, Any], PyTree]
+# Welford's running (count, mean, sum of squared deviations).
+_Welford = tuple[Any, PyTree, Any]
 
 
-def _welford_update(state, grads, weight_mask):
+def _welford_update(state: _Welford, grads: PyTree, weight_mask: PyTree | None) -> _Welford:
   """One step of Welford's update of (count, mean, sum of squared deviations) on pytrees."""
   count, mean, m2 = state
   g = trees.masked(grads, weight_mask)
@@ -98,7 +100,7 @@ def gradient_variance(
     if sizes == {0}:
       raise ValueError("batches must hold at least one batch, got a leading axis of size 0.")
 
-    def body(carry, batch):
+    def body(carry: _Welford, batch: Any) -> tuple[_Welford, None]:
       return _welford_update(carry, grad_fn(params, batch), weight_mask), None
 
     state, _ = jax.lax.scan(body, state, batches)
@@ -177,7 +179,7 @@ def head_gradient_fn(
         ) from err
     call_extra = dict(extra, batch=batch) if pass_batch else extra
 
-    def loss_fn(p):
+    def loss_fn(p: PyTree) -> Any:
       return loss_fn_of_batch(p, batch)
 
     updates, _ = tx.update(None, state, params, loss_fn=loss_fn, **call_extra)

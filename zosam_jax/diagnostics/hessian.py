@@ -37,9 +37,7 @@ from jax.flatten_util import ravel_pytree
 
 from zosam_jax._src import trees, validation
 from zosam_jax._src.curvature import hessian_vector_product  # Public here; GraSP shares it.
-
-PyTree = Any
-LossFn = Callable[[PyTree], Any]
+from zosam_jax._src.types import LossFn, PyTree
 
 # A Lanczos residual below BREAKDOWN_TOL * max ||H v|| is treated as zero (an invariant subspace
 # was found): the next vector is a fresh random one. Float32 round-off after two Gram-Schmidt
@@ -62,17 +60,17 @@ def _flat_operator(
   validation.check_floating("params", params)
   size, unravel, flat_mask = trees.flat_view(params, weight_mask)
 
-  def project(x):
+  def project(x: jax.Array) -> jax.Array:
     return x if flat_mask is None else x * flat_mask
 
-  def matvec(v):
+  def matvec(v: jax.Array) -> jax.Array:
     hv = hessian_vector_product(loss_fn, params, unravel(project(v)), has_aux=has_aux)
     return project(ravel_pytree(trees.to_float32(hv))[0])
 
   return size, matvec, project, unravel
 
 
-def _rademacher(key: jax.Array, size: int, project) -> jax.Array:
+def _rademacher(key: jax.Array, size: int, project: Callable[[jax.Array], jax.Array]) -> jax.Array:
   return project(jax.random.rademacher(key, (size,), jnp.float32))
 
 
@@ -108,7 +106,7 @@ def _lanczos(
   size = start.shape[0]
   n = num_iterations
 
-  def body(j, carry):
+  def body(j: jax.Array, carry: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
     basis, alphas, betas, valid, v, scale = carry
     basis = basis.at[j].set(v)
     is_valid = jnp.any(v != 0.0)
@@ -119,7 +117,7 @@ def _lanczos(
     beta = jnp.linalg.norm(w)
     breakdown = beta <= BREAKDOWN_TOL * scale
 
-    def restart(_):
+    def restart(_: None) -> tuple[jax.Array, jax.Array]:
       r = project(jax.random.normal(jax.random.fold_in(key, j), (size,), jnp.float32))
       r_norm0 = jnp.linalg.norm(r)
       r = _orthogonalise(r, basis)
@@ -127,7 +125,7 @@ def _lanczos(
       ok = r_norm > _EXHAUSTED_TOL * r_norm0
       return jnp.where(ok, r / jnp.where(ok, r_norm, 1.0), 0.0), jnp.float32(0.0)
 
-    def proceed(_):
+    def proceed(_: None) -> tuple[jax.Array, jax.Array]:
       return w / beta, beta
 
     v_next, beta_out = jax.lax.cond(breakdown, restart, proceed, None)
@@ -314,7 +312,7 @@ def hessian_trace(
   )
   size, matvec, project, _ = _flat_operator(loss_fn, params, weight_mask, has_aux)
 
-  def sample(k):
+  def sample(k: jax.Array) -> jax.Array:
     z = _rademacher(k, size, project)
     return jnp.vdot(z, matvec(z))
 
@@ -379,7 +377,7 @@ def hessian_spectrum(
   size, matvec, project, _ = _flat_operator(loss_fn, params, weight_mask, has_aux)
   n = min(num_iterations, size)
 
-  def one(k):
+  def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
     run, evals, evecs, cutoff = _ritz(matvec, project, size, n, k)
     # Void rows hold a filler value far below the spectrum and no weight; moving them onto a real
     # node (alpha_0 = v^T H v) keeps every node inside the spectrum's range.

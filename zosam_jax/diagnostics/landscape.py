@@ -7,17 +7,14 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from zosam_jax._src import losses as loss_lib
 from zosam_jax._src import trees, validation
-
-PyTree = Any
-LossFn = Callable[[PyTree], Any]
+from zosam_jax._src.types import LossFn, PyTree
 
 
 def filter_normalized_direction(
@@ -147,7 +144,7 @@ def loss_landscape(
   axis = jnp.linspace(-span, span, num_points, dtype=jnp.float32)
   if not two_dimensional:
 
-    def at(a):
+    def at(a: jax.Array) -> jax.Array:
       return loss(trees.add_scaled(params, d1, a))
 
     losses = jax.lax.map(at, axis, batch_size=chunk_size)
@@ -156,7 +153,7 @@ def loss_landscape(
   d2 = filter_normalized_direction(key2, params, weight_mask=weight_mask)
   alphas, betas = (x.reshape(-1) for x in jnp.meshgrid(axis, axis, indexing="ij"))
 
-  def at2(ab):
+  def at2(ab: tuple[jax.Array, jax.Array]) -> jax.Array:
     a, b = ab
     shifted = jax.tree.map(lambda x, y: a * x + b * y, d1, d2)
     return loss(trees.add_scaled(params, shifted, 1.0))

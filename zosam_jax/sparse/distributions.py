@@ -22,13 +22,15 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import get_args
 
 import numpy as np
 
 from zosam_jax._src import validation
+from zosam_jax._src.types import SparsityDistribution
 
 #: The values of ``sparsity_distribution``.
-SPARSITY_DISTRIBUTIONS = ("uniform", "erk", "global")
+SPARSITY_DISTRIBUTIONS: tuple[SparsityDistribution, ...] = get_args(SparsityDistribution)
 
 __all__ = ["SPARSITY_DISTRIBUTIONS", "erk_densities", "keep_counts", "validate_sparsity"]
 
@@ -50,7 +52,7 @@ def validate_sparsity(sparsity: float, argname: str = "sparsity") -> float:
   return float(sparsity)
 
 
-def validate_distribution(distribution: str) -> str:
+def validate_distribution(distribution: SparsityDistribution) -> SparsityDistribution:
   validation.check_choice("sparsity_distribution", distribution, SPARSITY_DISTRIBUTIONS)
   return distribution
 
@@ -110,7 +112,7 @@ def erk_densities(
 def keep_counts(
   shapes: Sequence[tuple[int, ...]],
   sparsity: float,
-  distribution: str,
+  distribution: SparsityDistribution,
   erk_power: float = 1.0,
   *,
   num_groups: Sequence[int] | None = None,

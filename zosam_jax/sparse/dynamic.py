@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast, get_args
 
 import jax
 import jax.numpy as jnp
@@ -60,15 +60,15 @@ import numpy as np
 import optax
 
 from zosam_jax._src import groups
+from zosam_jax._src.types import DropSchedule, MaskInit, PyTree
 from zosam_jax.sparse import masks as mask_lib
 from zosam_jax.sparse.schedules import UpdateSchedule
 from zosam_jax.sparse.wrapper import MaskUpdate, SparseMethod, sparse_wrapper
 
-PyTree = Any
 Leaves = list[Any]  # the leaves of a pytree, in flatten order
 
 #: The values of ``init``, the initial mask of a dynamic method.
-INITS = ("random", "magnitude")
+INITS: tuple[MaskInit, ...] = get_args(MaskInit)
 
 __all__ = ["DSR", "MEST", "SET", "RigL", "dsr", "mest", "rigl", "set_"]
 
@@ -109,8 +109,8 @@ class DynamicMethod(SparseMethod):
   end_step: int | None = None
   start_step: int = 0
   drop_fraction: float = 0.3
-  drop_schedule: str = "cosine"
-  init: str = "random"
+  drop_schedule: DropSchedule = "cosine"
+  init: MaskInit = "random"
   seed: int = 0
   has_aux: bool = False
 
@@ -134,7 +134,7 @@ class DynamicMethod(SparseMethod):
     """The :class:`~zosam_jax.sparse.UpdateSchedule` of this method's fields."""
     return UpdateSchedule(
       update_every=self.update_every,
-      end_step=self.end_step,
+      end_step=cast(int, self.end_step),  # required: __post_init__ refuses None
       start_step=self.start_step,
       drop_fraction=self.drop_fraction,
       drop_schedule=self.drop_schedule,
@@ -188,7 +188,14 @@ class DynamicMethod(SparseMethod):
     """
     flags = self.prunable_flags(params)
 
-    def update_mask(step, mask, masked_params, grads, key, method_state) -> MaskUpdate:
+    def update_mask(
+      step: jax.Array,
+      mask: PyTree,
+      masked_params: PyTree,
+      grads: PyTree | None,
+      key: jax.Array,
+      method_state: PyTree,
+    ) -> MaskUpdate:
       return self.update_mask(flags, step, mask, masked_params, grads, key, method_state)
 
     return sparse_wrapper(
@@ -342,7 +349,7 @@ class SET(DynamicMethod):
     connectivity inspired by network science", Nat. Commun. 9, 2383 (2018).
   """
 
-  drop_schedule: str = "constant"
+  drop_schedule: DropSchedule = "constant"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -395,7 +402,7 @@ class MEST(DynamicMethod):
     Edge", NeurIPS 2021 (arXiv 2110.14032).
   """
 
-  drop_schedule: str = "linear"
+  drop_schedule: DropSchedule = "linear"
   gamma: float = 1.0
   soft_memory_bound: bool = False
 
@@ -457,7 +464,7 @@ class MEST(DynamicMethod):
     if not self.soft_memory_bound:
       return super().drop(flags, step, masks, scores, method_state)
     # Prune back to the base count n_l, then grow round(alpha(t) n_l) on top (none at end_step).
-    frac = jnp.where(step >= self.end_step, 0.0, self.schedule.fraction(step))
+    frac = jnp.where(step >= cast(int, self.end_step), 0.0, self.schedule.fraction(step))
     n_drop = [
       jnp.count_nonzero(m).astype(jnp.int32) - base
       for m, base in zip(masks, method_state, strict=True)
@@ -504,7 +511,7 @@ class DSR(DynamicMethod):
     Dynamic Sparse Reparameterization", ICML 2019 (arXiv 1902.05967).
   """
 
-  drop_schedule: str = "constant"
+  drop_schedule: DropSchedule = "constant"
   threshold_init: float = 1e-3
   threshold_tolerance: float = 0.1
 
@@ -550,7 +557,7 @@ class DSR(DynamicMethod):
       jnp.where(n_pruned > (1.0 + tol) * target, 0.5 * threshold, threshold),
     )
     grow = _allocate(n_pruned, surviving, sizes - surviving)
-    n_grow = [0] * len(masks)
+    n_grow: list[Any] = [0] * len(masks)
     for j, i in enumerate(idx):
       n_grow[i] = grow[j]
     return kept, n_grow, new_threshold.astype(jnp.float32)

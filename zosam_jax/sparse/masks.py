@@ -17,17 +17,14 @@ a stable ``argsort``) so that ties can never change the number of kept weights.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from zosam_jax._src import groups, validation
-
-PyTree = Any
-# None, an optax.masked-style bool pytree, or a callable params -> bool pytree.
-Prunable = Any
+from zosam_jax._src.types import LeafSelection, PyTree
 
 # The one exact top-k of the library (Sparse SAM's masks use it too).
 keep_top_k = groups.keep_top_k
@@ -85,7 +82,7 @@ def default_prunable(params: PyTree) -> PyTree:
 
 def prunable_leaves(
   params: PyTree,
-  prunable: Prunable = None,
+  prunable: LeafSelection = None,
   *,
   first_layer_dense: bool = False,
   last_layer_dense: bool = False,
@@ -152,7 +149,8 @@ def count_active(mask: PyTree) -> jax.Array:
     An integer scalar array (a traced one under ``jit``).
   """
   leaves = jax.tree.leaves(mask)
-  return sum(jnp.count_nonzero(m) for m in leaves)
+  # cast: sum() is typed "| Literal[0]", the int 0 of an empty mask (a scalar to JAX).
+  return cast(jax.Array, sum(jnp.count_nonzero(m) for m in leaves))
 
 
 def select_lowest(scores: jax.Array, eligible: jax.Array, count: jax.Array | int) -> jax.Array:

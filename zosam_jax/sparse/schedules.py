@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from typing import get_args
 
 import jax
 import jax.numpy as jnp
 
+from zosam_jax._src.types import DropSchedule
+
 #: The values of ``drop_schedule``.
-DROP_SCHEDULES = ("cosine", "linear", "constant")
+DROP_SCHEDULES: tuple[DropSchedule, ...] = get_args(DropSchedule)
 
 __all__ = ["DROP_SCHEDULES", "UpdateSchedule"]
 
@@ -54,7 +57,7 @@ class UpdateSchedule:
   end_step: int
   start_step: int = 0
   drop_fraction: float = 0.3
-  drop_schedule: str = "cosine"
+  drop_schedule: DropSchedule = "cosine"
   final_update: bool = False
 
   def __post_init__(self) -> None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -42,10 +42,9 @@ import numpy as np
 import optax
 
 from zosam_jax._src import curvature
+from zosam_jax._src.types import PyTree, SparsityDistribution
 from zosam_jax.sparse import masks as mask_lib
 from zosam_jax.sparse.wrapper import SparseMethod, sparse_wrapper
-
-PyTree = Any
 
 __all__ = [
   "GraSP",
@@ -175,8 +174,8 @@ class _Static(SparseMethod):
     counts = jax.tree.map(lambda m: int(m.sum()), fixed)
     return sparse_wrapper(tx, init_mask=lambda p, key: fixed, mask_counts=counts)
 
-  def compute_mask(self, params: PyTree, **kwargs: Any) -> PyTree:
-    raise NotImplementedError
+  def compute_mask(self, params: PyTree, *args: Any, **kwargs: Any) -> PyTree:
+    raise NotImplementedError  # each method takes its own arguments (SNIP: loss_fn=, LTH: none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +194,7 @@ class SNIP(_Static):
     (arXiv 1810.02340).
   """
 
-  sparsity_distribution: str = "global"
+  sparsity_distribution: SparsityDistribution = "global"
   has_aux: bool = False
 
   def compute_mask(self, params: PyTree, *, loss_fn: Callable[..., Any]) -> PyTree:
@@ -232,7 +231,7 @@ class GraSP(_Static):
     ICLR 2020 (arXiv 2002.07376).
   """
 
-  sparsity_distribution: str = "global"
+  sparsity_distribution: SparsityDistribution = "global"
   temperature: float = 200.0
   samples_per_class: int = 10
   num_classes: int | None = None
@@ -269,7 +268,7 @@ class GraSP(_Static):
     y = jnp.asarray(np.asarray(labels)[idx])
     temperature = self.temperature
 
-    def loss_fn(p):
+    def loss_fn(p: PyTree) -> jax.Array:
       return _softmax_xent(apply_fn(p, x) / temperature, y)
 
     return jax.jit(lambda p: grasp_scores(loss_fn, p))(params)
@@ -314,7 +313,7 @@ class LTH(_Static):
     Lottery Ticket Hypothesis", ICML 2020 (rewinding to step ``k``).
   """
 
-  sparsity_distribution: str = "global"
+  sparsity_distribution: SparsityDistribution = "global"
   rounds: int = 1
 
   def __post_init__(self) -> None:
@@ -333,7 +332,7 @@ class LTH(_Static):
     """
     if not 0 <= round <= self.rounds:
       raise ValueError(f"`round` must be in [0, {self.rounds}], got {round!r}.")
-    return 1.0 - (1.0 - self.sparsity) ** (round / self.rounds)
+    return 1.0 - (1.0 - cast(float, self.sparsity)) ** (round / self.rounds)
 
   def compute_mask(self, params: PyTree) -> PyTree:
     """The round-0 (dense) mask.

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -45,11 +45,10 @@ import numpy as np
 import optax
 
 from zosam_jax._src import gradient_slot, groups
+from zosam_jax._src.types import LeafSelection, Pattern, PyTree, SparsityDistribution, TreeDef
 from zosam_jax.sparse import distributions as dist_lib
 from zosam_jax.sparse import masks as mask_lib
 from zosam_jax.sparse.schedules import UpdateSchedule
-
-PyTree = Any
 
 __all__ = ["MaskUpdate", "SparseMethod", "SparseState", "sparse_wrapper"]
 
@@ -93,6 +92,10 @@ class MaskUpdate(NamedTuple):
 
 # (step, mask, masked_params, grads or None, key, method_state) -> MaskUpdate
 UpdateMaskFn = Callable[[jax.Array, PyTree, PyTree, PyTree, jax.Array, PyTree], MaskUpdate]
+# The mask update's cond: (mask, rng, method_state, dense gradient or None) in,
+# (new mask, kept weights, rng, method_state) out.
+_CondOperand = tuple[PyTree, jax.Array, PyTree, PyTree | None]
+_CondResult = tuple[PyTree, PyTree, jax.Array, PyTree]
 
 
 def _param_like(params: PyTree) -> Callable[[Any], bool]:
@@ -100,13 +103,15 @@ def _param_like(params: PyTree) -> Callable[[Any], bool]:
   shapes = [tuple(np.shape(p)) for p in jax.tree.leaves(params)]
 
   def is_param_like(node: Any) -> bool:
-    if jax.tree.structure(node) != params_def:
+    node_def: TreeDef = jax.tree.structure(node)
+    if node_def != params_def:
       return False
     leaves = jax.tree.leaves(node)
     return all(
       hasattr(x, "shape")
       and tuple(x.shape) == s
-      and jnp.issubdtype(getattr(x, "dtype", None), jnp.inexact)
+      # jax.numpy's stub omits the None that issubdtype accepts (a leaf without a dtype).
+      and jnp.issubdtype(getattr(x, "dtype", None), jnp.inexact)  # type: ignore[arg-type]
       for x, s in zip(leaves, shapes, strict=True)
     )
 
@@ -242,6 +247,7 @@ def sparse_wrapper(
     if update_mask is None:
       new_mask, keep = mask, mask
     else:
+      assert schedule is not None  # refused above: update_mask needs a schedule
       do_update = schedule.is_update_step(step)
       dense = None
       if needs_gradient:
@@ -250,11 +256,12 @@ def sparse_wrapper(
         # XLA:CPU's fast convolution kernels (a RigL update step cost ~5.7x a normal one).
         dense = gradient_slot.read(inner_state) if head_keeps_gradient else updates
 
-      def _update(operand):
+      def _update(operand: _CondOperand) -> _CondResult:
         mask_, rng_, mstate_, dense_ = operand
         rng_, key = jax.random.split(rng_)
         grads = dense_
         if needs_gradient and grads is None:
+          assert loss_fn is not None  # refused above: no gradient, no updates, no loss_fn
           grads = jax.grad(loss_fn, has_aux=has_aux)(inner_params)
           if has_aux:
             grads = grads[0]
@@ -263,7 +270,7 @@ def sparse_wrapper(
         keep_ = jax.tree.map(jnp.logical_and, res.weight_mask, mask_)
         return res.weight_mask, keep_, rng_, res.method_state
 
-      def _skip(operand):
+      def _skip(operand: _CondOperand) -> _CondResult:
         mask_, rng_, mstate_, _ = operand
         return mask_, mask_, rng_, mstate_
 
@@ -316,17 +323,17 @@ class SparseMethod:
       be divisible by ``M`` (keep the others dense with ``prunable`` / ``first_layer_dense``).
   """
 
-  sparsity: float | None = None
-  sparsity_distribution: str = "erk"
-  prunable: Any = None
+  sparsity: float | None = None  # a float after __post_init__ (the cast()s below)
+  sparsity_distribution: SparsityDistribution = "erk"
+  prunable: LeafSelection = None
   first_layer_dense: bool = False
   last_layer_dense: bool = False
   erk_power: float = 1.0
-  pattern: str = "unstructured"
+  pattern: Pattern = "unstructured"
   n_m: tuple[int, int] = (2, 4)
 
   def __post_init__(self) -> None:
-    n_m = groups.check_pattern(self.pattern, self.n_m)
+    n_m: tuple[int, ...] = groups.check_pattern(self.pattern, self.n_m)
     if self.sparsity is not None:
       dist_lib.validate_sparsity(self.sparsity)
     if self.pattern == "n:m":
@@ -423,7 +430,7 @@ class SparseMethod:
         channel).
     """
     flags, shapes, names = self._layout(params)
-    self._group_counts(shapes, names, self.sparsity)
+    self._group_counts(shapes, names, cast(float, self.sparsity))
     return flags
 
   def mask_from_scores(
@@ -444,7 +451,7 @@ class SparseMethod:
       exactly the target count of weights (channels under ``"channel"``; ``N`` per block under
       ``"n:m"``).
     """
-    sparsity = self.sparsity if sparsity is None else sparsity
+    sparsity = cast(float, self.sparsity) if sparsity is None else sparsity
     flags, shapes, names = self._layout(params)
     leaves, treedef = jax.tree.flatten(params)
     score_leaves = jax.tree.leaves(scores)
@@ -460,12 +467,14 @@ class SparseMethod:
         out[i] = groups.top_n_per_block(score_leaves[i], n, self.n_m[1])
     elif self.sparsity_distribution == "global":
       units = [groups.to_groups(jnp.asarray(score_leaves[i], jnp.float32), pattern) for i in pr]
-      for i, piece in zip(pr, groups.keep_top_k_jointly(units, counts), strict=True):
+      # One total for "global" (see distributions.keep_counts), else one count per leaf.
+      total = cast(int, counts)
+      for i, piece in zip(pr, groups.keep_top_k_jointly(units, total), strict=True):
         out[i] = groups.from_groups(piece, np.shape(leaves[i]), pattern)
     else:
-      for i, k in zip(pr, counts, strict=True):
-        units = groups.to_groups(jnp.asarray(score_leaves[i], jnp.float32), pattern)
-        out[i] = groups.from_groups(groups.keep_top_k(units, k), np.shape(leaves[i]), pattern)
+      for i, k in zip(pr, cast(list[int], counts), strict=True):
+        unit = groups.to_groups(jnp.asarray(score_leaves[i], jnp.float32), pattern)
+        out[i] = groups.from_groups(groups.keep_top_k(unit, k), np.shape(leaves[i]), pattern)
     return jax.tree.unflatten(treedef, out)
 
   def target_counts(self, params: PyTree) -> list[int] | int:
@@ -479,7 +488,7 @@ class SparseMethod:
       A list of ints, one per prunable leaf in flatten order, or one int for ``"global"``.
     """
     _, shapes, names = self._layout(params)
-    return self._group_counts(shapes, names, self.sparsity)
+    return self._group_counts(shapes, names, cast(float, self.sparsity))
 
   def static_mask_counts(self, params: PyTree) -> PyTree | None:
     """Ones per mask leaf as static ints like ``params`` (``None`` for ``"global"``, whose
@@ -495,7 +504,7 @@ class SparseMethod:
     if self.sparsity_distribution == "global" and self.pattern != "n:m":
       return None
     flags, shapes, _ = self._layout(params)
-    counts = iter(self.target_counts(params))
+    counts = iter(cast(list[int], self.target_counts(params)))  # per leaf: not "global" here
     sizes = iter(groups.group_size(s, self.pattern) for s in shapes)
     leaves, treedef = jax.tree.flatten(params)
     out = [
