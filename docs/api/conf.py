@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 import zosam_jax  # noqa: E402
+import zosam_jax.typing  # noqa: E402
 
 project = "zosam_jax"
 author = "The zosam_jax Authors"
@@ -46,8 +47,9 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_typehints_format = "short"  # `Array`, not `jax.jaxlib._jax.Array`
 # The modules write `from __future__ import annotations`: keep the aliases' names in signatures.
-autodoc_type_aliases = {
-  name: name for name in ("PyTree", "LossFn", "LeafSelection", "Prunable", "Leaves", "GradFn")
+# The public ones (zosam_jax.typing) link to their entries on the typing page.
+autodoc_type_aliases = {name: name for name in ("Prunable", "Leaves", "GradFn")} | {
+  name: f"zosam_jax.typing.{name}" for name in zosam_jax.typing.__all__
 }
 
 # Every cross-reference to this library's own objects must resolve (a broken one is a warning,
@@ -59,6 +61,8 @@ nitpick_ignore_regex = [
   (r"py:.*", r"(jax|jaxlib|numpy|optax|flax|collections|typing)\b.*"),
   (r"py:class", r"TypeAliasForwardRef"),  # how Sphinx 8 wraps autodoc_type_aliases
   (r"py:.*", r"zosam_jax\._src\..*"),  # private helpers named in a signature
+  # A dataclass's generated __init__ escapes autodoc_type_aliases: ZerothOrderOptions' fields.
+  (r"py:class", r"(DirectionDistribution|Scheme)"),
 ]
 
 html_theme = "alabaster"
