@@ -444,7 +444,12 @@ def write_csv(path: str, comparisons: Sequence[dict[str, Any]]) -> None:
     if os.path.exists(path):
       os.remove(path)
     return
-  rows = csv_rows(comparisons)
+  write_rows(path, csv_rows(comparisons))
+
+
+def write_rows(path: str, rows: Sequence[dict[str, Any]]) -> None:
+  """A CSV of ``rows`` (the union of their keys, in order of appearance), floats to 12
+  significant digits, ``None`` empty: ``paired.csv`` and the frontier's ``frontier.csv``."""
   fields = list(dict.fromkeys(k for r in rows for k in r))
   with open(path, "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=fields)

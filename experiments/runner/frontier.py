@@ -13,7 +13,6 @@ own). Written as ``frontier.csv``, ``frontier.png`` (one panel per cell group) a
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -183,23 +182,10 @@ def build(
   }
 
 
-def _csv_value(value: Any) -> Any:
-  if value is None:
-    return ""
-  if isinstance(value, float):
-    return f"{value:.12g}"  # As paired.csv writes its numbers.
-  return value
-
-
 def write_csv(path: str, frontier: Mapping[str, Any]) -> None:
-  """``frontier.csv``: one line per (cell group, arm), numbers in the metric's own units."""
-  rows = frontier["rows"]
-  fields = list(dict.fromkeys(k for r in rows for k in r))
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=fields)
-    writer.writeheader()
-    for r in rows:
-      writer.writerow({k: _csv_value(r.get(k)) for k in fields})
+  """``frontier.csv``: one line per (cell group, arm), numbers in the metric's own units (as
+  ``paired.csv`` writes them)."""
+  stats.write_rows(path, frontier["rows"])
 
 
 def _signed(x: float | None, unit: float) -> str:

@@ -18,20 +18,13 @@ import pytest
 from experiments import study
 from tests.experiments.conftest import REPO
 from tests.experiments.test_study import (
-  BASE,
+  TWO,
   calls,
   fake_command,
   read_csv,
   run_fake,
   write_study,
 )
-
-TWO = {
-  "name": "two",
-  "base_config": BASE,
-  "fixed": {"num_epochs": 2},
-  "grid": {"fake.acc": [0.6, 0.8]},
-}
 
 
 def _state(cell):

@@ -16,6 +16,7 @@ import pytest
 
 from experiments import study, workdir_lock
 from experiments.runner.pool import claim_cell
+from tests.experiments import test_study
 from tests.experiments.conftest import REPO
 from tests.experiments.test_study import BASE, calls, read_csv, run_fake, write_study
 
@@ -65,12 +66,7 @@ def test_two_runners_started_together_split_the_cells(tmp_path):
   assert {r["status"] for r in read_csv(tmp_path / "res" / "six" / "runs.csv")} == {"done"}
 
 
-TWO = {
-  "name": "two",
-  "base_config": BASE,
-  "fixed": {"num_epochs": 1},
-  "grid": {"fake.acc": [0.6, 0.8]},
-}
+TWO = {**test_study.TWO, "fixed": {"num_epochs": 1}}
 
 
 def test_a_cell_held_elsewhere_is_skipped_and_reported(tmp_path):
