@@ -194,9 +194,8 @@ def test_bad_launcher_or_resources_exit_2_before_anything_runs(
   assert not (tmp_path / "wd").exists() and not (tmp_path / "res").exists()
 
 
-# Slow (about 45 s on a busy 2-core machine): a real run in a fresh process behind submitit's
-# two; test_submitit_local_runs_the_study_and_records_the_jobs covers the path with fake cells.
-@pytest.mark.slow
+# In the default run (issue 27 asks for the tiny study through submitit in CI): one real
+# one-epoch cell in a fresh process behind submitit's two (about 45 s on a busy 2-core machine).
 def test_the_tiny_study_through_submitit_local(tmp_path, data_dir, fmnist_subset_dir):
   """experiments/studies/tiny.py's SGD cell, a real one-epoch run, as a submitit job."""
   argv = [
