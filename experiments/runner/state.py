@@ -22,7 +22,6 @@ import subprocess
 import time
 from typing import Any
 
-import zosam_jax
 from experiments import workdir as workdir_lib
 from experiments import workdir_lock
 from experiments.runner.spec import FINAL, REPO, AnalysisJob, Cell, Study, format_value
@@ -213,6 +212,7 @@ def code_version() -> dict[str, Any]:
   version, the git commit and whether tracked files differ from it (``git`` None outside a
   repository). Read at every attempt, not once: a cell starts a new process, which runs the
   checkout as it is then."""
+  import zosam_jax  # Here, not at the top: the runner's --help and --dry-run load no JAX.
 
   def git(*args: str) -> str | None:
     try:

@@ -59,8 +59,10 @@ def test_epoch_time_counts_every_step(
   waited = steps_per_epoch * DELAY_S
   seconds = evaluated["train_epoch_time_s"]
   # At least the steps' waits; at most those plus the tiny CNN's compute and the loop's host
-  # work (well under a second here), and never more than the whole run's wall time.
-  assert waited <= seconds <= min(1.5 * waited, wall)
+  # work (a log per step costs ~0.1 s of host work on a 2-core CPU: 3.06 s for 2.0 s of waits
+  # was seen), and never more than the whole run's wall time. Counting any step twice would
+  # reach 2x the waits.
+  assert waited <= seconds < min(2 * waited, wall + 1e-9)
   # Throughput of each window: its images over its seconds, which add up to the epoch's.
   trains = [r for r in records if r["kind"] == "train"]
   window_s = [log_every_steps * config.batch_size / r["images_per_sec"] for r in trains]
