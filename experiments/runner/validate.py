@@ -73,13 +73,19 @@ def load_study(path: str) -> Study:
   return parse_study(raw, path)
 
 
+def check_keys(where: str, mapping: dict, valid: Any) -> None:
+  """Raises ``StudyError`` naming the keys of ``mapping`` outside ``valid`` (``where: unknown
+  key(s) ...; valid: ...``)."""
+  unknown = sorted(str(k) for k in mapping if k not in valid)
+  if unknown:
+    raise StudyError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+
+
 def parse_study(raw: Any, path: str = "<study>") -> Study:
   """Validates a study dict (see ``STUDY_KEYS``)."""
   if not isinstance(raw, dict):
     raise StudyError(f"{path}: get_study() must return a dict, got {type(raw).__name__}")
-  unknown = sorted(str(k) for k in raw if k not in STUDY_KEYS)
-  if unknown:
-    raise StudyError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(STUDY_KEYS)}")
+  check_keys(path, raw, STUDY_KEYS)
   for key in ("name", "base_config"):
     if not isinstance(raw.get(key), str) or not raw[key]:
       raise StudyError(f"{path}: '{key}' (a non-empty string) is required")
@@ -213,11 +219,7 @@ def _parse_frontier(frontier: Any, study: Study, cells: Sequence[spec.Cell]) -> 
     raise StudyError(
       f"frontier must be a dict with keys {', '.join(FRONTIER_KEYS)}, got {frontier!r}"
     )
-  unknown = sorted(str(k) for k in frontier if k not in FRONTIER_KEYS)
-  if unknown:
-    raise StudyError(
-      f"frontier: unknown key(s) {', '.join(unknown)}; valid: {', '.join(FRONTIER_KEYS)}"
-    )
+  check_keys("frontier", frontier, FRONTIER_KEYS)
   cost = frontier.get("cost")
   if not isinstance(cost, str) or not cost:
     raise StudyError(
@@ -271,11 +273,7 @@ def _parse_analyze(analyze: Any) -> AnalysisSpec | None:
     raise StudyError(
       f"analyze must be True, False or a dict with keys {', '.join(ANALYZE_KEYS)}; got {analyze!r}"
     )
-  unknown = sorted(str(k) for k in analyze if k not in ANALYZE_KEYS)
-  if unknown:
-    raise StudyError(
-      f"analyze: unknown key(s) {', '.join(unknown)}; valid: {', '.join(ANALYZE_KEYS)}"
-    )
+  check_keys("analyze", analyze, ANALYZE_KEYS)
   args = analyze.get("args", [])
   if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
     raise StudyError(
@@ -343,9 +341,7 @@ def _parse_paper(paper: Any, study: Study) -> dict[str, Any]:
     raise StudyError(f"paper must be a dict, got {type(paper).__name__}")
   if "values" not in paper:
     paper = {"values": paper}
-  unknown = sorted(str(k) for k in paper if k not in PAPER_KEYS)
-  if unknown:
-    raise StudyError(f"paper: unknown key(s) {', '.join(unknown)}; valid: {', '.join(PAPER_KEYS)}")
+  check_keys("paper", paper, PAPER_KEYS)
   source = paper.get("source", "")
   metric = paper.get("metric", study.metrics[0])
   scale = paper.get("scale", 1.0)
